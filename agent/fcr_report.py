@@ -1,0 +1,106 @@
+"""`autoscope fcr`: score features across sites; print a table, save JSON and the
+FCR/κ-by-layer plot (the paper's Fig. 7) under the run's results/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from features.registry import get_feature
+from scope_core.api import FCRReport, Scope
+from scope_core.errors import AutoscopeError
+from scope_core.sites import parse_sites
+
+
+def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    feats = sorted({r.feature for r in reports})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for f in feats:
+        rs = sorted((r for r in reports if r.feature == f and r.generator.fcr is not None), key=lambda r: r.site)
+        rs = sorted(rs, key=lambda r: int("".join(ch for ch in r.site[1:] if ch.isdigit()) or 0))
+        x = [r.site for r in rs]
+        y = [r.generator.fcr for r in rs]
+        lo = [r.generator.fcr - r.generator.ci_low for r in rs]
+        hi = [r.generator.ci_high - r.generator.fcr for r in rs]
+        line = ax1.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"{f} (generator)")
+        emp = [(r.site, r.empirical.fcr) for r in rs if r.empirical and r.empirical.fcr is not None]
+        if emp:
+            ax1.plot([e[0] for e in emp], [e[1] for e in emp], linestyle="--", marker="x", color=line[0].get_color(), label=f"{f} (empirical neighbours)")
+        ax1.plot(x, [r.generator.p0 for r in rs], linestyle=":", color=line[0].get_color(), alpha=0.6)
+        ax2.plot(x, [r.generator.kappa if r.generator.kappa is not None else float("nan") for r in rs], marker="o", label=f)
+    ax1.set_ylabel("FCR (dotted: chance p0)")
+    ax1.set_ylim(0, 1.02)
+    ax2.set_ylabel("κ = (FCR − p0)/(1 − p0)")
+    ax2.axhline(0, color="grey", linewidth=0.5)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("site")
+        ax.tick_params(axis="x", rotation=60)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_fcr(
+    run_dir: Path,
+    features: list[str],
+    sites_spec: str,
+    where: Callable[[dict], bool] | None,
+    only: str | None,
+    n_queries: int,
+    n: int,
+    kernel: str,
+    metric: str | None,
+    eps: float | None,
+    eps_quantile: float | None,
+    empirical: bool,
+    seed: int,
+    console: Console,
+) -> list[FCRReport]:
+    if kernel not in ("hard", "gaussian"):
+        raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
+    scope = Scope(run_dir)
+    sites = [scope.site(s.name) for s in parse_sites(sites_spec, scope.target.n_layers, scope.target.n_heads)]
+    feats = [get_feature(f, scope.run_dir, scope.data) for f in features]
+    idx = scope.heldout_indices(where, n_queries)
+    if not idx:
+        raise AutoscopeError(f"no held-out prompt matches --only {only}")
+    reports: list[FCRReport] = []
+    for site in sites:
+        ec = scope.eps(site, metric, eps_quantile, eps)
+        res = scope.sample(site, indices=idx, n=n, kernel=kernel, eps=ec, seed=seed, progress=True)  # type: ignore[arg-type]
+        scope.save_json(f"sample_{site.name}.json", res)
+        for f in feats:
+            rep = scope.score(f, f.name, res, site, empirical=empirical, feature_info=f.info)
+            reports.append(rep)
+    t = Table(title=f"FCR on {len(idx)} held-out queries{f' ({only})' if only else ''}, {n} samples each, kernel {kernel}")
+    for col in ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ", "empirical FCR", "accepted/100", "novel/100", "copies"):
+        t.add_column(col)
+    for r in reports:
+        g = r.generator
+        fcr_s = f"{g.fcr:.3f} [{g.ci_low:.3f}, {g.ci_high:.3f}]" if g.fcr is not None else f"— ({g.n_no_weight} queries without accepted samples)"
+        kap = "degenerate" if g.degenerate else (f"{g.kappa:.3f}" if g.kappa is not None else "—")
+        e = f"{r.empirical.fcr:.3f}" if r.empirical and r.empirical.fcr is not None else "—"
+        t.add_row(r.feature, r.site, f"{r.eps.eps:.4g} ({r.eps.metric}{f', q={r.eps.quantile:.3g}' if r.eps.quantile else ''})", fcr_s,
+                  f"{g.p0:.3f}" if g.p0 is not None else "—", kap, e, f"{100 * (1 - r.sampler['refusal_rate']):.1f}",
+                  f"{r.sampler['accepted_novel_per_100']:.1f}", f"{100 * r.sampler['exact_copy_rate']:.1f}%")
+    console.print(t)
+    for f in feats:
+        if f.info.get("heldout_accuracy") is not None:
+            console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f}[/dim]")
+    name = "fcr_" + "_".join(features) + "_" + sites_spec.replace(",", "+")
+    scope.save_json(name + ".json", {"reports": [r.model_dump() for r in reports], "only": only, "queries": idx})
+    if len(sites) > 1:
+        png = plot_by_layer(reports, scope.run_dir / "results" / (name + ".png"), f"{scope.run_dir.name}: FCR by site ({only or 'all queries'})")
+        console.print(f"plot: {png}")
+    return reports

@@ -1,0 +1,193 @@
+"""The small public API the CLI and the agent use: open a trained run, sample verified
+preimages of a query, score a feature by FCR at a site.
+
+`agent/` calls only this module (and `features`), never the internals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from .cache import ActivationCache
+from .data import RunData
+from .distances import Kernel
+from .eps import EpsChoice, choose_eps
+from .errors import AutoscopeError
+from .extract import extract
+from .fcr import FCRResult, empirical_fcr, fcr
+from .generator import Inverter
+from .sample import SampleRun, sample_and_verify, summarise
+from .sites import Site, parse_site
+from .targets import Target, load_target
+from .train import TrainConfig
+
+LabelFn = Callable[[Sequence[str]], list[str | None]]
+
+
+class FCRReport(BaseModel):
+    feature: str
+    site: str
+    eps: EpsChoice
+    kernel: str
+    generator: FCRResult
+    empirical: FCRResult | None
+    sampler: dict[str, float]
+    feature_info: dict = {}
+    n_samples_per_query: int
+
+
+class Scope:
+    """A trained run: target, prompts, activation cache and inverter."""
+
+    def __init__(self, run_dir: str | Path, target: Target | None = None):
+        self.run_dir = Path(run_dir)
+        cfg_path = self.run_dir / "train_config.json"
+        if not cfg_path.exists():
+            raise AutoscopeError(f"{self.run_dir} is not a trained run (no train_config.json): run `autoscope train` first")
+        self.config = TrainConfig.model_validate_json(cfg_path.read_text())
+        self.data = RunData.load(self.run_dir / "data")
+        self.cache = ActivationCache(self.run_dir / "acts")
+        self._target = target
+        self._inverter: Inverter | None = None
+        self._acts: dict[str, torch.Tensor] = {}
+        self._train_texts: set[str] | None = None
+
+    # -- lazily loaded parts ---------------------------------------------------
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = load_target(self.config.target)
+        return self._target
+
+    @property
+    def inverter(self) -> Inverter:
+        if self._inverter is None:
+            inv_dir = self.run_dir / "inverter"
+            from .generator import GeneratorConfig
+
+            gpath = inv_dir / "generator.json"
+            if not gpath.exists():
+                raise AutoscopeError(f"run {self.run_dir} has no trained inverter yet: rerun `autoscope train` to finish it")
+            gcfg = GeneratorConfig.model_validate_json(gpath.read_text())
+            share = gcfg.backbone == self.config.target.model and not gcfg.backbone_weights_saved and self.config.target.dtype == "float32"
+            if share:
+                from .generator import build_backbone
+
+                bb = build_backbone(gcfg, tokenizer=self.target.tokenizer, model=self.target.model)
+                inv = Inverter(gcfg, bb)
+                from safetensors.torch import load_file
+
+                inv.load_state_dict(load_file(str(inv_dir / "inverter.safetensors")), strict=False)
+            else:
+                inv = Inverter.load(inv_dir, tokenizer=self.target.tokenizer)
+            inv.eval()
+            self._inverter = inv
+        return self._inverter
+
+    @property
+    def sites(self) -> list[Site]:
+        return self.cache.sites
+
+    def site(self, name: str) -> Site:
+        s = parse_site(name, self.target.n_layers if self._target else None)
+        if s not in self.sites:
+            raise AutoscopeError(f"site {s.name} was not trained in run {self.run_dir.name} (trained: {', '.join(x.name for x in self.sites)}); train with --sites including it")
+        return s
+
+    @property
+    def train_texts(self) -> set[str]:
+        if self._train_texts is None:
+            self._train_texts = self.data.train_texts()
+        return self._train_texts
+
+    def acts(self, site: Site) -> torch.Tensor:
+        if site.name not in self._acts:
+            self._acts[site.name] = self.cache.load(site)
+        return self._acts[site.name]
+
+    def mean(self, site: Site) -> torch.Tensor:
+        return self.cache.mean_scale(site)[0]
+
+    def eps(self, site: Site, metric: str | None = None, quantile: float | None = None, eps: float | None = None) -> EpsChoice:
+        """ε at `site`: an absolute value, a quantile, or the run's training default."""
+        metric = metric or self.config.metric
+        if eps is None and quantile is None:
+            eps, quantile = self.config.eps, (self.config.eps_quantile if self.config.eps is None else None)
+        return choose_eps(self.cache.stats()[site.name], site.name, metric, quantile, eps)
+
+    # -- queries ----------------------------------------------------------------
+    def heldout_indices(self, where: Callable[[dict], bool] | None = None, limit: int | None = None) -> list[int]:
+        idx = [i for i in self.data.heldout if where is None or where(self.data.examples[i].labels)]
+        return idx[:limit] if limit else idx
+
+    def query_activations(self, site: Site, texts: Sequence[str] | None = None, indices: Sequence[int] | None = None) -> torch.Tensor:
+        if indices is not None:
+            return self.acts(site)[torch.tensor(list(indices), dtype=torch.long)]
+        assert texts is not None
+        self.target.check_lengths(list(texts))
+        return extract(self.target, list(texts), [site])[site]
+
+    def sample(
+        self,
+        site: Site,
+        texts: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
+        n: int = 16,
+        temperature: float = 1.0,
+        kernel: Kernel = "hard",
+        eps: EpsChoice | None = None,
+        conditional: bool = True,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> SampleRun:
+        """Verified samples for each query (prior prompts by index, or free texts)."""
+        if (texts is None) == (indices is None):
+            raise ValueError("give texts or indices")
+        if indices is not None:
+            texts = [self.data.examples[i].text for i in indices]
+        assert texts is not None
+        zq = self.query_activations(site, texts, indices)
+        eps = eps or self.eps(site)
+        mean = self.mean(site)
+        return sample_and_verify(
+            self.inverter, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
+            eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
+            seed=seed, progress=progress,
+        )
+
+    # -- FCR --------------------------------------------------------------------
+    def score(self, feature: LabelFn, feature_name: str, run: SampleRun, site: Site, empirical: bool = True, feature_info: dict | None = None) -> FCRReport:
+        """FCR of `feature` over a sampled run, with the empirical-neighbour reference."""
+        queries = [q.query for q in run.queries]
+        samples = [[s.text for s in q.samples] for q in run.queries]
+        uniq = sorted({t for ss in samples for t in ss} | set(queries) | set(self.data.texts))
+        labels = dict(zip(uniq, feature(uniq)))
+        q_lab = [labels[t] for t in queries]
+        s_lab = [[labels[t] for t in ss] for ss in samples]
+        w = [[s.weight for s in q.samples] for q in run.queries]
+        prior = [labels[self.data.examples[i].text] for i in self.data.train]
+        gen = fcr(q_lab, s_lab, w, prior)
+        emp = None
+        if empirical and all(q.index is not None for q in run.queries):
+            pool = self.acts(site)
+            zq = pool[torch.tensor([q.index for q in run.queries])]
+            pool_labels = [labels[t] for t in self.data.texts]
+            emp = empirical_fcr(q_lab, zq, pool, pool_labels, run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
+                                self.mean(site), exclude=[q.index for q in run.queries])
+        return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp,
+                         sampler=summarise(run), feature_info=feature_info or {},
+                         n_samples_per_query=len(run.queries[0].samples) if run.queries else 0)
+
+    def save_json(self, name: str, obj: BaseModel | dict) -> Path:
+        out = self.run_dir / "results"
+        out.mkdir(exist_ok=True)
+        p = out / name
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(obj.model_dump_json(indent=1) if isinstance(obj, BaseModel) else json.dumps(obj, indent=1))
+        tmp.replace(p)
+        return p

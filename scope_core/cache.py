@@ -1,0 +1,192 @@
+"""The activation cache: site activations of every prior prompt, written in chunks.
+
+Why chunks: caching 20k prompts takes minutes on a CPU; each chunk is written atomically
+(temp file, then rename), so an interrupted run resumes at the first missing chunk and a
+kill never leaves a half-written file behind. Per site the cache also stores the
+statistics the rest of autoscope needs: the prior mean and per-dimension scale (to
+normalise the generator's input), and quantiles of pairwise and nearest-neighbour
+distances (to set ε per site).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .distances import pairwise_distance
+from .errors import AutoscopeError
+from .extract import extract
+from .sites import Site, parse_site
+from .targets import Target
+
+STAT_QUANTILES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
+STAT_METRICS = ("cosine", "centred_cosine", "euclidean", "norm_euclidean")
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    h = hashlib.sha1()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _atomic_json(path: Path, obj: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+class ActivationCache:
+    """Read/write access to `<run>/acts/`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            raise AutoscopeError(f"no activation cache at {self.root}: run `autoscope train` first")
+        return json.loads(self.manifest_path.read_text())
+
+    @property
+    def sites(self) -> list[Site]:
+        return [parse_site(s) for s in self.manifest()["sites"]]
+
+    def chunk_path(self, i: int) -> Path:
+        return self.root / f"chunk_{i:05d}.safetensors"
+
+    def is_complete(self) -> bool:
+        try:
+            m = self.manifest()
+        except AutoscopeError:
+            return False
+        return all(self.chunk_path(i).exists() for i in range(m["n_chunks"])) and (self.root / "stats.json").exists()
+
+    # -- building -------------------------------------------------------------
+    def build(
+        self,
+        target: Target,
+        texts: Sequence[str],
+        sites: Sequence[Site],
+        chunk_size: int = 1024,
+        batch_size: int = 32,
+        progress: bool = True,
+    ) -> dict:
+        """Cache activations of `texts` at `sites`; resume if a matching cache is partial.
+
+        Returns timing info (tokens, seconds) for the work done in this call."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fp = texts_fingerprint(texts)
+        n_chunks = (len(texts) + chunk_size - 1) // chunk_size
+        want = {
+            "n": len(texts),
+            "texts": fp,
+            "sites": [s.name for s in sites],
+            "chunk_size": chunk_size,
+            "n_chunks": n_chunks,
+            "target": target.name,
+            "system_prompt": target.config.system_prompt,
+            "d_model": target.d_model,
+        }
+        if self.manifest_path.exists():
+            have = json.loads(self.manifest_path.read_text())
+            if have != want:
+                raise AutoscopeError(
+                    f"the activation cache in {self.root} was built for other prompts, sites or target; "
+                    "use a new --run name or delete that folder"
+                )
+        else:
+            _atomic_json(self.manifest_path, want)
+        todo = [i for i in range(n_chunks) if not self.chunk_path(i).exists()]
+        tokens, t0 = 0, time.perf_counter()
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(min(chunk_size, len(texts) - i * chunk_size) for i in todo), desc="caching activations", unit="prompt")
+        for i in todo:
+            chunk = list(texts[i * chunk_size : (i + 1) * chunk_size])
+            acts = extract(target, chunk, sites, batch_size=batch_size)
+            tokens += sum(len(s) for s in target.suffix_ids(chunk))
+            tmp = self.chunk_path(i).with_suffix(".tmp")
+            save_file({s.name: a.contiguous() for s, a in acts.items()}, str(tmp))
+            os.replace(tmp, self.chunk_path(i))
+            if bar:
+                bar.update(len(chunk))
+        if bar:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        if not (self.root / "stats.json").exists():
+            self.compute_stats()
+        return {"tokens": tokens, "seconds": seconds, "chunks_computed": len(todo)}
+
+    # -- reading --------------------------------------------------------------
+    def load(self, site: Site) -> torch.Tensor:
+        """All cached activations at `site`, [N, d], in prompt order."""
+        m = self.manifest()
+        if site.name not in m["sites"]:
+            raise AutoscopeError(
+                f"site {site.name} is not in this run's cache (cached: {', '.join(m['sites'])}); "
+                "retrain with it in --sites"
+            )
+        parts = []
+        for i in range(m["n_chunks"]):
+            p = self.chunk_path(i)
+            if not p.exists():
+                raise AutoscopeError(f"activation cache {self.root} is incomplete: rerun `autoscope train` to finish it")
+            parts.append(load_file(str(p))[site.name])
+        return torch.cat(parts)
+
+    # -- statistics -----------------------------------------------------------
+    def compute_stats(self, sample: int = 2000, seed: int = 0) -> dict:
+        """Mean, per-dim scale and distance quantiles per site, saved beside the chunks."""
+        m = self.manifest()
+        g = torch.Generator().manual_seed(seed)
+        tensors: dict[str, torch.Tensor] = {}
+        stats: dict[str, dict] = {}
+        for name in m["sites"]:
+            z = self.load(parse_site(name))
+            mean = z.mean(0)
+            scale = z.std(0).clamp_min(1e-6)
+            tensors[f"{name}.mean"] = mean
+            tensors[f"{name}.scale"] = scale
+            idx = torch.randperm(len(z), generator=g)[: min(sample, len(z))]
+            zs = z[idx]
+            site_stats: dict[str, dict] = {"norm_mean": float(z.norm(dim=-1).mean())}
+            for metric in STAT_METRICS:
+                d = pairwise_distance(zs, zs, metric, mean)  # type: ignore[arg-type]
+                iu = torch.triu_indices(len(zs), len(zs), offset=1)
+                pair = d[iu[0], iu[1]].numpy()
+                d.fill_diagonal_(float("inf"))
+                nn = d.min(dim=1).values.numpy()
+                site_stats[metric] = {
+                    "pairwise": {str(q): float(np.quantile(pair, q)) for q in STAT_QUANTILES},
+                    "nearest_neighbour": {str(q): float(np.quantile(nn, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+                    "n_sample": len(zs),
+                }
+            stats[name] = site_stats
+        save_file(tensors, str(self.root / "stats.safetensors"))
+        _atomic_json(self.root / "stats.json", stats)
+        return stats
+
+    def stats(self) -> dict:
+        p = self.root / "stats.json"
+        if not p.exists():
+            return self.compute_stats()
+        return json.loads(p.read_text())
+
+    def mean_scale(self, site: Site) -> tuple[torch.Tensor, torch.Tensor]:
+        t = load_file(str(self.root / "stats.safetensors"))
+        return t[f"{site.name}.mean"], t[f"{site.name}.scale"]

@@ -1,0 +1,66 @@
+"""Distances between activations and the kernels that turn them into weights.
+
+Metrics (all computed in the target's raw activation space):
+
+* ``cosine``            1 - cos(z, ẑ)                      (the paper's)
+* ``centred_cosine``    1 - cos(z - μ, ẑ - μ), μ the site's prior mean: raw cosine mostly
+                        measures the small remainder around a large shared direction
+* ``euclidean``         ‖z - ẑ‖
+* ``norm_euclidean``    ‖z - ẑ‖ / ‖ẑ‖
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Metric = Literal["cosine", "centred_cosine", "euclidean", "norm_euclidean"]
+Kernel = Literal["gaussian", "hard"]
+METRICS: tuple[str, ...] = ("cosine", "centred_cosine", "euclidean", "norm_euclidean")
+
+
+def distance(z: torch.Tensor, zq: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Row-wise distance between z [N, d] and zq [N, d] or [d] (broadcast)."""
+    z = z.float()
+    zq = zq.float().expand_as(z)
+    if metric == "cosine":
+        return 1 - torch.nn.functional.cosine_similarity(z, zq, dim=-1)
+    if metric == "centred_cosine":
+        if mean is None:
+            raise ValueError("centred_cosine needs the site's prior mean")
+        m = mean.float()
+        return 1 - torch.nn.functional.cosine_similarity(z - m, zq - m, dim=-1)
+    if metric == "euclidean":
+        return (z - zq).norm(dim=-1)
+    if metric == "norm_euclidean":
+        return (z - zq).norm(dim=-1) / zq.norm(dim=-1).clamp_min(1e-12)
+    raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
+
+
+def pairwise_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """All distances between rows of a [N, d] and rows of b [M, d] -> [N, M]."""
+    a, b = a.float(), b.float()
+    if metric in ("cosine", "centred_cosine"):
+        if metric == "centred_cosine":
+            if mean is None:
+                raise ValueError("centred_cosine needs the site's prior mean")
+            a, b = a - mean.float(), b - mean.float()
+        an = torch.nn.functional.normalize(a, dim=-1)
+        bn = torch.nn.functional.normalize(b, dim=-1)
+        return 1 - an @ bn.T
+    d = torch.cdist(a, b)
+    if metric == "euclidean":
+        return d
+    if metric == "norm_euclidean":
+        return d / b.norm(dim=-1).clamp_min(1e-12)[None, :]
+    raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
+
+
+def kernel_weight(d: torch.Tensor, eps: float, kernel: Kernel) -> torch.Tensor:
+    """k(d): gaussian exp(-d²/2ε²) or hard 1{d < ε}."""
+    if kernel == "gaussian":
+        return torch.exp(-(d.float() ** 2) / (2 * eps**2))
+    if kernel == "hard":
+        return (d < eps).float()
+    raise ValueError(f"unknown kernel {kernel!r}; use gaussian or hard")

@@ -1,0 +1,146 @@
+"""The Feature Consistency Rate and what must be reported with it.
+
+FCR(f) = mean over queries (x̂, ẑ) ∈ D of  Σ_j w_j 1{f(x_j) = f(x̂)} / Σ_j w_j,
+w_j = k(d(z(x_j), ẑ)). Queries with f(x̂) undefined are skipped; queries whose samples
+all have zero weight are counted and skipped (they say nothing). A sample whose feature
+is undefined does not share the query's label.
+
+With it, always: a bootstrap 95% CI over queries, the chance level
+p0 = mean_q P_{x~P(X)}(f(x) = f(x̂_q)) and κ = (FCR − p0)/(1 − p0). A feature that is
+constant on the prior has p0 = 1: it is reported as degenerate, never as κ = 1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from .distances import Kernel, Metric, kernel_weight, pairwise_distance
+
+Label = Hashable | None
+
+
+class FCRResult(BaseModel):
+    fcr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p0: float | None
+    kappa: float | None
+    degenerate: bool
+    n_queries: int  # queries that counted
+    n_undefined: int  # skipped: f(x̂) undefined
+    n_no_weight: int  # skipped: no sample had weight
+    mean_weight: float | None = None  # mean Σw per counted query (accepted samples for the hard kernel)
+    per_query: list[float] = []
+
+    def line(self) -> str:
+        if self.fcr is None:
+            return f"FCR undefined ({self.n_undefined} undefined, {self.n_no_weight} without accepted samples)"
+        k = "degenerate (p0 = 1)" if self.degenerate else f"κ={self.kappa:.3f}"
+        return f"FCR={self.fcr:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] p0={self.p0:.3f} {k} (n={self.n_queries})"
+
+
+def chance_levels(query_labels: Sequence[Label], prior_labels: Sequence[Label]) -> list[float]:
+    """P_{x~P(X)}(f(x) = label) for each query label, from the prior's labels."""
+    counts = Counter(lab for lab in prior_labels if lab is not None)
+    n = max(len(prior_labels), 1)
+    return [counts.get(lab, 0) / n for lab in query_labels]
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def fcr(
+    query_labels: Sequence[Label],
+    sample_labels: Sequence[Sequence[Label]],
+    weights: Sequence[Sequence[float]],
+    prior_labels: Sequence[Label],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> FCRResult:
+    """FCR with CI, p0 and κ from labels and kernel weights (one list per query)."""
+    rates, p0s, wsum = [], [], []
+    undefined = no_weight = 0
+    chance = chance_levels(query_labels, prior_labels)
+    for ql, sl, w, p in zip(query_labels, sample_labels, weights, chance):
+        if ql is None:
+            undefined += 1
+            continue
+        w_arr = np.asarray(w, dtype=float)
+        tot = w_arr.sum()
+        if tot <= 0:
+            no_weight += 1
+            continue
+        match = np.array([s is not None and s == ql for s in sl], dtype=float)
+        rates.append(float((w_arr * match).sum() / tot))
+        p0s.append(p)
+        wsum.append(tot)
+    if not rates:
+        return FCRResult(fcr=None, ci_low=None, ci_high=None, p0=None, kappa=None, degenerate=False,
+                         n_queries=0, n_undefined=undefined, n_no_weight=no_weight)
+    r = np.array(rates)
+    value = float(r.mean())
+    lo, hi = bootstrap_ci(r, n_boot, seed)
+    p0 = float(np.mean(p0s))
+    degenerate = p0 >= 1 - 1e-9
+    kappa = None if degenerate else (value - p0) / (1 - p0)
+    return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=p0, kappa=kappa, degenerate=degenerate,
+                     n_queries=len(rates), n_undefined=undefined, n_no_weight=no_weight,
+                     mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r])
+
+
+def neighbour_weights(
+    zq: torch.Tensor,
+    pool: torch.Tensor,
+    eps: float,
+    metric: Metric,
+    kernel: Kernel,
+    mean: torch.Tensor | None = None,
+    exclude: Sequence[int | None] | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """Kernel weights [Q, N] of every pool prompt around every query (the query itself excluded)."""
+    out = []
+    for i in range(0, len(zq), chunk):
+        d = pairwise_distance(zq[i : i + chunk], pool, metric, mean)
+        out.append(kernel_weight(d, eps, kernel))
+    w = torch.cat(out) if out else torch.zeros(0, len(pool))
+    if exclude is not None:
+        for q, idx in enumerate(exclude):
+            if idx is not None:
+                w[q, idx] = 0.0
+    return w
+
+
+def empirical_fcr(
+    query_labels: Sequence[Label],
+    zq: torch.Tensor,
+    pool: torch.Tensor,
+    pool_labels: Sequence[Label],
+    eps: float,
+    metric: Metric,
+    kernel: Kernel,
+    mean: torch.Tensor | None = None,
+    exclude: Sequence[int | None] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> FCRResult:
+    """Generator-free reference: the same FCR over the prior's own prompts within ε of ẑ."""
+    w = neighbour_weights(zq, pool, eps, metric, kernel, mean, exclude)
+    labels_arr = list(pool_labels)
+    sample_labels, weights = [], []
+    for q in range(len(zq)):
+        nz = torch.nonzero(w[q] > 1e-12).squeeze(1).tolist()
+        sample_labels.append([labels_arr[j] for j in nz])
+        weights.append(w[q, nz].tolist())
+    return fcr(query_labels, sample_labels, weights, pool_labels, n_boot, seed)

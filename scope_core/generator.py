@@ -1,0 +1,358 @@
+"""The conditional generator G(x | ẑ, site): a frozen decoder-only backbone plus
+per-site encoders and tanh-gated control layers (InverseScope), or the InversionView
+baseline (the activation as one extra key/value per layer).
+
+Read top to bottom: `SiteEncoder` → `ControlLayer` → `KVCondition` (baseline) →
+`Backbone` (wraps any HF causal LM, its prompt format and an optional restricted
+vocabulary) → `Inverter` (ties them together; forward, save, load).
+
+Control layer ℓ, per head h (paper §3.1, DESIGN.md):
+    q_i = Q h_i + q̄,  k = K c + k̄,  v = V c + v̄,  ω_i = tanh(q_i·k / √d_h),
+    Control(h_i, c) = Σ_h ω_i^h v^h   — added to the output of block ℓ's attention.
+There is a single key, so softmax would be constant: tanh is the point. V and v̄ start
+at zero, so training starts from the backbone's own distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+
+from .errors import AutoscopeError
+from .targets import Target, TargetConfig, find_architecture, load_model_and_tokenizer
+
+
+class ScratchConfig(BaseModel):
+    """The small GPT-2-shaped backbone trained from scratch on the prior."""
+
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int = 4
+    n_positions: int = 96
+
+
+class GeneratorConfig(BaseModel):
+    backbone: str = Field("embedded", description="'embedded', 'scratch', a hub id or a local path")
+    arch: Literal["inversescope", "inversionview"] = "inversescope"
+    sites: list[str]
+    d_act: int
+    control_layers: list[int] | None = Field(None, description="backbone blocks that carry control layers; default three upper blocks")
+    n_heads: int = 8
+    head_dim: int = 64
+    system_prompt: str | None = "You are a helpful assistant."
+    scratch: ScratchConfig = ScratchConfig()
+    vocab: list[int] | None = Field(None, description="restricted vocabulary (tokenizer ids) of a scratch backbone")
+    backbone_weights_saved: bool = Field(False, description="the backbone was trained (scratch or SFT) and lives in the checkpoint")
+    max_tokens: int = 64
+
+
+def default_control_layers(n_layers: int) -> list[int]:
+    """Three upper blocks, as in the CPU prototype (22, 25, 28 of 30); all blocks of a small model."""
+    if n_layers <= 6:
+        return list(range(n_layers))
+    return sorted({round(n_layers * f) for f in (0.73, 0.83, 0.93)} - {n_layers} | set())
+
+
+class SiteEncoder(nn.Module):
+    """One linear map per site on standardised activations: outlier dimensions (one L24
+    dimension averages |z| ≈ 182) must not swamp the shared generator."""
+
+    def __init__(self, sites: list[str], d_act: int):
+        super().__init__()
+        self.sites = list(sites)
+        self.proj = nn.ModuleDict({s: nn.Linear(d_act, d_act) for s in sites})
+        for s in sites:
+            nn.init.kaiming_uniform_(self.proj[s].weight, a=math.sqrt(5))
+            self.register_buffer(f"mean_{s}", torch.zeros(d_act))
+            self.register_buffer(f"scale_{s}", torch.ones(d_act))
+
+    def set_stats(self, site: str, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        getattr(self, f"mean_{site}").copy_(mean)
+        getattr(self, f"scale_{site}").copy_(scale)
+
+    def forward(self, z: torch.Tensor, site_idx: torch.Tensor) -> torch.Tensor:
+        """z [B, d_act] raw activations, site_idx [B] index into `sites` -> c [B, d_act]."""
+        c = torch.empty_like(z)
+        for i, s in enumerate(self.sites):
+            rows = site_idx == i
+            if rows.any():
+                zn = (z[rows] - getattr(self, f"mean_{s}")) / getattr(self, f"scale_{s}")
+                c[rows] = self.proj[s](zn)
+        return c
+
+
+class ControlLayer(nn.Module):
+    """Multi-head tanh-gated read of a single condition vector."""
+
+    def __init__(self, d_model: int, d_cond: int, n_heads: int, head_dim: int):
+        super().__init__()
+        self.n_heads, self.head_dim, self.d_model = n_heads, head_dim, d_model
+        self.q = nn.Linear(d_model, n_heads * head_dim)
+        self.k = nn.Linear(d_cond, n_heads * head_dim)
+        self.v = nn.Linear(d_cond, n_heads * d_model)
+        nn.init.zeros_(self.v.weight)
+        nn.init.zeros_(self.v.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h [B, T, d_model], c [B, d_cond] -> control signal [B, T, d_model]."""
+        B, T, _ = h.shape
+        q = self.q(h).view(B, T, self.n_heads, self.head_dim)
+        k = self.k(c).view(B, self.n_heads, self.head_dim)
+        v = self.v(c).view(B, self.n_heads, self.d_model)
+        w = torch.tanh(torch.einsum("bthd,bhd->bth", q, k) / math.sqrt(self.head_dim))
+        return torch.einsum("bth,bhd->btd", w, v)
+
+
+class KVCondition(nn.Module):
+    """InversionView baseline: the encoded activation becomes one extra key/value per layer."""
+
+    def __init__(self, n_layers: int, d_cond: int, n_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
+        self.kv = nn.ModuleList(nn.Linear(d_cond, 2 * n_kv_heads * head_dim) for _ in range(n_layers))
+
+    def forward(self, c: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        B = c.shape[0]
+        out = []
+        for lin in self.kv:
+            k, v = lin(c).view(B, 2, self.n_kv_heads, 1, self.head_dim).unbind(1)
+            out.append((k, v))
+        return out
+
+
+class Backbone:
+    """A causal LM used as the generator's language model, with its text format.
+
+    Sequences are `prefix + text + end`. `prefix` is fixed (the chat template up to the
+    user's text for chat models, a BOS token otherwise), so its KV cache — all but its
+    last token — is computed once; the last prefix token is fed each time so that the
+    first text token is predicted under the condition.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, prefix_ids: list[int], end_id: int, vocab: list[int] | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.prefix_ids, self.end_id = prefix_ids, end_id
+        self.arch = find_architecture(model)
+        self.vocab = vocab
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if vocab is not None:
+            self._to_internal = torch.full((max(len(tokenizer), max(vocab) + 1),), len(vocab) - 1, dtype=torch.long)
+            self._to_internal[torch.tensor(vocab)] = torch.arange(len(vocab))
+            self._to_external = torch.tensor(vocab)
+
+    # vocabulary mapping (identity unless the vocabulary is restricted)
+    def to_internal(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids if self.vocab is None else self._to_internal[ids]
+
+    def to_external(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids if self.vocab is None else self._to_external[ids]
+
+    @property
+    def end_internal(self) -> int:
+        return int(self.to_internal(torch.tensor([self.end_id]))[0])
+
+    def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        """Token ids (external) of each text followed by the end token, truncated to max_tokens."""
+        ids = self.tokenizer(texts, add_special_tokens=False).input_ids
+        return [s[: max_tokens - 1] + [self.end_id] for s in ids]
+
+    def decode(self, ids: list[int]) -> str:
+        if ids and ids[-1] == self.end_id:
+            ids = ids[:-1]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def prefix_cache(self, batch_size: int) -> Any:
+        """DynamicCache of prefix[:-1] for `batch_size` rows (None when the prefix is one token)."""
+        from transformers.cache_utils import DynamicCache
+
+        if len(self.prefix_ids) <= 1:
+            return None
+        if self._prefix_kv is None:
+            ids = self.to_internal(torch.tensor([self.prefix_ids[:-1]]))
+            out = self.model(input_ids=ids, use_cache=True)
+            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv])
+
+    @property
+    def n_kv_heads(self) -> int:
+        cfg = self.model.config
+        return getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", None) or cfg.n_head
+
+
+def teacher_forced_loss(bb: Backbone, ids: list[list[int]], cache: Any, first: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cross-entropy of `ids` after the start tokens `first` [B, k] (and `cache`), per token."""
+    B = len(ids)
+    T = max(len(s) for s in ids)
+    tgt = torch.full((B, T), -100, dtype=torch.long)
+    for i, s in enumerate(ids):
+        tgt[i, : len(s)] = bb.to_internal(torch.tensor(s))
+    inp = torch.cat([first, tgt[:, :-1].clamp_min(0)], dim=1)
+    logits = bb.model(input_ids=inp, past_key_values=cache, use_cache=cache is not None).logits
+    logits = logits[:, first.shape[1] - 1 :, :]
+    n = int((tgt != -100).sum())
+    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss / n, n
+
+
+def full_prefix_start(bb: Backbone, batch_size: int) -> torch.Tensor:
+    """Start tokens when the backbone itself changes (SFT): the whole prefix, no cache."""
+    return bb.to_internal(torch.tensor(bb.prefix_ids)).expand(batch_size, -1)
+
+
+def _scratch_model(cfg: ScratchConfig, vocab_size: int) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    conf = GPT2Config(vocab_size=vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(conf)
+
+
+def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = None) -> Backbone:
+    """Instantiate the backbone named in `config` (weights: pretrained, or fresh for scratch)."""
+    if config.backbone == "scratch":
+        if tokenizer is None or config.vocab is None:
+            raise AutoscopeError("a scratch backbone needs the target's tokenizer and a vocabulary")
+        model = model or _scratch_model(config.scratch, len(config.vocab))
+        end = tokenizer.eos_token_id
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end
+        return Backbone(model, tokenizer, [bos], end, vocab=config.vocab)
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(config.backbone)
+    fmt = Target(model=model, tokenizer=tokenizer, config=TargetConfig(model=config.backbone, system_prompt=config.system_prompt))
+    if fmt.is_chat:
+        after = fmt.suffix_template.split("{text}", 1)[1]
+        end_id = tokenizer(after, add_special_tokens=False).input_ids[0]
+        prefix = fmt.prefix_ids
+    else:
+        end_id = tokenizer.eos_token_id
+        prefix = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end_id]
+    return Backbone(model, tokenizer, prefix, end_id)
+
+
+class Inverter(nn.Module):
+    """Trainable parts of the generator (site encoder + control layers or KV condition),
+    attached to a frozen backbone with forward hooks."""
+
+    def __init__(self, config: GeneratorConfig, backbone: Backbone):
+        super().__init__()
+        self.config, self.backbone = config, backbone
+        d_model = backbone.arch.d_model
+        self.encoder = SiteEncoder(config.sites, config.d_act)
+        if config.arch == "inversescope":
+            layers = config.control_layers or default_control_layers(backbone.arch.n_layers)
+            self.config.control_layers = layers
+            self.controls = nn.ModuleDict({str(i): ControlLayer(d_model, config.d_act, config.n_heads, config.head_dim) for i in layers})
+            self.kv_condition = None
+        else:
+            self.controls = nn.ModuleDict()
+            hd = backbone.arch.head_dim
+            self.kv_condition = KVCondition(backbone.arch.n_layers, config.d_act, backbone.n_kv_heads, hd)
+        self._cond: torch.Tensor | None = None
+        self._hooks = [backbone.arch.attn(int(i)).register_forward_hook(self._control_hook, with_kwargs=True) for i in self.controls]
+        for p in backbone.model.parameters():
+            p.requires_grad_(False)
+
+    def _control_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        if self._cond is None:
+            return output
+        h = kwargs.get("hidden_states", args[0] if args else None)
+        layer = next(i for i in self.controls if self.backbone.arch.attn(int(i)) is module)
+        delta = self.controls[layer](h, self._cond)
+        if isinstance(output, tuple):
+            return (output[0] + delta.to(output[0].dtype),) + tuple(output[1:])
+        return output + delta.to(output.dtype)
+
+    def site_index(self, site: str) -> int:
+        try:
+            return self.config.sites.index(site)
+        except ValueError:
+            raise AutoscopeError(f"this inverter was not trained on site {site}; its sites: {', '.join(self.config.sites)}") from None
+
+    def encode(self, z: torch.Tensor, site_idx: torch.Tensor) -> torch.Tensor:
+        return self.encoder(z, site_idx)
+
+    def start_cache(self, c: torch.Tensor | None, batch_size: int) -> tuple[Any, torch.Tensor]:
+        """KV cache and first input tokens [B, k] for decoding or teacher forcing.
+
+        InverseScope: cached prefix[:-1], first input = last prefix token.
+        InversionView: one condition key/value per layer, then the whole prefix as input."""
+        from transformers.cache_utils import DynamicCache
+
+        bb = self.backbone
+        if self.kv_condition is not None and c is not None:
+            cache = DynamicCache(self.kv_condition(c))
+            first = torch.tensor(bb.prefix_ids).expand(batch_size, -1)
+        else:
+            cache = bb.prefix_cache(batch_size)
+            first = torch.tensor(bb.prefix_ids[-1:]).expand(batch_size, -1)
+        return cache, bb.to_internal(first)
+
+    @contextmanager
+    def conditioned(self, c: torch.Tensor | None):
+        """Inside, the control hooks add Control(h, c) (c: [B, d_act]); c=None is unconditional."""
+        prev, self._cond = self._cond, (c if self.kv_condition is None else None)
+        try:
+            yield
+        finally:
+            self._cond = prev
+
+    def loss(self, ids: list[list[int]], c: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """Mean next-token cross-entropy (nats/token) of `ids` (external ids, ending with the
+        end token) given condition c [B, d_act] (None = unconditional); returns (loss, n_tokens)."""
+        cache, first = self.start_cache(c, len(ids))
+        with self.conditioned(c):
+            return teacher_forced_loss(self.backbone, ids, cache, first)
+
+    # -- persistence ------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone")}
+
+    def save(self, directory: Path, filename: str = "inverter.safetensors") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = self.trainable_state()
+        if self.config.backbone_weights_saved:
+            tensors.update({f"backbone.{k}": v.contiguous() for k, v in self.backbone.model.state_dict().items()})
+            # tied weights are stored once
+            if "backbone.lm_head.weight" in tensors and self.backbone.model.config.tie_word_embeddings:
+                del tensors["backbone.lm_head.weight"]
+        tmp = directory / (filename + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(directory / filename)
+        (directory / "generator.json").write_text(self.config.model_dump_json(indent=1))
+
+    @classmethod
+    def load(cls, directory: Path, tokenizer: Any = None, filename: str = "inverter.safetensors") -> "Inverter":
+        directory = Path(directory)
+        if not (directory / "generator.json").exists():
+            raise AutoscopeError(f"no trained inverter in {directory}: run `autoscope train` first")
+        config = GeneratorConfig.model_validate_json((directory / "generator.json").read_text())
+        tensors = load_file(str(directory / filename))
+        backbone = build_backbone(config, tokenizer=tokenizer)
+        if config.backbone_weights_saved:
+            bb_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+            backbone.model.load_state_dict(bb_state, strict=False)
+            backbone.model.tie_weights() if hasattr(backbone.model, "tie_weights") else None
+            backbone._prefix_kv = None
+        inv = cls(config, backbone)
+        own = {k: v for k, v in tensors.items() if not k.startswith("backbone.")}
+        missing, unexpected = inv.load_state_dict(own, strict=False)
+        if unexpected or [m for m in missing if not m.startswith("backbone")]:
+            raise AutoscopeError(f"checkpoint in {directory} does not fit its config; retrain")
+        backbone.model.eval()
+        return inv
+
+
+def n_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def config_json(config: GeneratorConfig) -> str:
+    return json.dumps(config.model_dump(), indent=1)

@@ -1,0 +1,1 @@
+"""Task priors: synthetic prompt generators with ground-truth labels."""

@@ -1,0 +1,207 @@
+"""Sample inputs x ~ G(x | ẑ) and verify them by re-running the target.
+
+Decoding is batched with a KV cache and rows that emit the end token leave the batch
+(their cache rows are dropped), so a batch costs what its longest *live* rows cost.
+Every sample is then re-run through the target at the same site, and its distance to ẑ
+decides acceptance (hard kernel) or weight (gaussian kernel).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from .distances import Kernel, Metric, distance, kernel_weight
+from .eps import EpsChoice
+from .extract import extract
+from .generator import Inverter
+from .sites import Site
+from .targets import Target
+
+
+class Sample(BaseModel):
+    text: str
+    distance: float
+    weight: float
+    accepted: bool
+    is_copy: bool  # verbatim training prompt
+
+
+class QueryResult(BaseModel):
+    query: str
+    index: int | None = None  # row in the run's examples, when the query is a prior prompt
+    samples: list[Sample]
+
+    @property
+    def n_accepted(self) -> int:
+        return sum(s.accepted for s in self.samples)
+
+
+class SampleRun(BaseModel):
+    site: str
+    eps: EpsChoice
+    metric: str
+    kernel: str
+    temperature: float
+    queries: list[QueryResult]
+    timing: dict[str, float]
+
+
+@torch.no_grad()
+def generate(
+    inv: Inverter,
+    site: str | None,
+    z: torch.Tensor | None,
+    n_queries: int,
+    n: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[list[str]]:
+    """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional)."""
+    bb = inv.backbone
+    g = torch.Generator().manual_seed(seed)
+    rows = [q for q in range(n_queries) for _ in range(n)]
+    out: list[list[str]] = [[] for _ in range(n_queries)]
+    end = bb.end_internal
+    sidx = inv.site_index(site) if site is not None else 0
+    it = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="generating", unit="batch")
+    for start in it:
+        batch = rows[start : start + batch_size]
+        B = len(batch)
+        c = None
+        if z is not None:
+            zq = z[torch.tensor(batch)]
+            c = inv.encode(zq, torch.full((B,), sidx, dtype=torch.long))
+        cache, inp = inv.start_cache(c, B)
+        live = torch.arange(B)
+        tokens: list[list[int]] = [[] for _ in range(B)]
+        for _ in range(max_new_tokens):
+            with inv.conditioned(c):
+                logits = bb.model(input_ids=inp, past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+            if temperature <= 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=g).squeeze(1)
+            done = nxt == end
+            for j, r in enumerate(live.tolist()):
+                tokens[r].append(int(nxt[j]))
+            keep = (~done).nonzero().squeeze(1)
+            if len(keep) == 0:
+                break
+            if len(keep) < len(live):
+                cache.batch_select_indices(keep)
+                live = live[keep]
+                if c is not None:
+                    c = c[keep]
+            inp = nxt[keep][:, None]
+        for r, toks in enumerate(tokens):
+            ext = bb.to_external(torch.tensor(toks, dtype=torch.long)).tolist() if toks else []
+            out[batch[r]].append(bb.decode(ext))
+    return out
+
+
+def verify(
+    target: Target,
+    site: Site,
+    zq: torch.Tensor,
+    samples: Sequence[Sequence[str]],
+    metric: Metric,
+    mean: torch.Tensor | None,
+    batch_size: int = 32,
+) -> list[list[float]]:
+    """d(z(x), ẑ) for every sample x of every query; empty samples get +inf."""
+    flat = [(q, t) for q, ss in enumerate(samples) for t in ss if t.strip()]
+    dists: list[list[float]] = [[float("inf")] * len(ss) for ss in samples]
+    if flat:
+        acts = extract(target, [t for _, t in flat], [site], batch_size=batch_size)[site]
+        q_idx = torch.tensor([q for q, _ in flat])
+        d = distance(acts, zq[q_idx], metric, mean).tolist()
+        it = iter(d)
+        for q, ss in enumerate(samples):
+            for k, t in enumerate(ss):
+                if t.strip():
+                    dists[q][k] = next(it)
+    return dists
+
+
+def assemble(
+    queries: Sequence[str],
+    indices: Sequence[int | None],
+    samples: Sequence[Sequence[str]],
+    dists: Sequence[Sequence[float]],
+    eps: float,
+    kernel: Kernel,
+    train_texts: set[str],
+) -> list[QueryResult]:
+    out = []
+    for q, idx, ss, ds in zip(queries, indices, samples, dists):
+        d_t = torch.tensor(ds)
+        w = kernel_weight(torch.nan_to_num(d_t, posinf=1e9), eps, kernel).tolist()
+        out.append(QueryResult(query=q, index=idx, samples=[
+            Sample(text=t, distance=float(d), weight=float(wi), accepted=bool(d < eps), is_copy=t in train_texts)
+            for t, d, wi in zip(ss, ds, w)
+        ]))
+    return out
+
+
+def sample_and_verify(
+    inv: Inverter | None,
+    target: Target,
+    site: Site,
+    zq: torch.Tensor,
+    queries: Sequence[str],
+    indices: Sequence[int | None],
+    eps: EpsChoice,
+    train_texts: set[str],
+    mean: torch.Tensor | None,
+    n: int = 16,
+    temperature: float = 1.0,
+    kernel: Kernel = "hard",
+    conditional: bool = True,
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> SampleRun:
+    """The full sampler: generate, verify, weight. Timing per phase goes into the result."""
+    t0 = time.perf_counter()
+    assert inv is not None
+    gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
+                   temperature, max_new_tokens, batch_size, seed, progress)
+    t1 = time.perf_counter()
+    dists = verify(target, site, zq, gen, eps.metric, mean)  # type: ignore[arg-type]
+    t2 = time.perf_counter()
+    res = assemble(queries, indices, gen, dists, eps.eps, kernel, train_texts)
+    flat = [t for ss in gen for t in ss if t.strip()]
+    n_tok = sum(len(ids) for ids in target.suffix_ids(flat)) if flat else 0
+    return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel=kernel, temperature=temperature, queries=res,
+                     timing={"generate_s": t1 - t0, "verify_s": t2 - t1, "samples": float(len(queries) * n), "verify_tokens": float(n_tok)})
+
+
+def summarise(run: SampleRun) -> dict[str, float]:
+    """The sampler's figures: refusal rate, exact-copy rate, accepted-novel per 100, distinct per query."""
+    samples = [s for q in run.queries for s in q.samples]
+    n = max(len(samples), 1)
+    acc = [s.accepted for s in samples]
+    novel = [s.accepted and not s.is_copy for s in samples]
+    finite = [s.distance for s in samples if np.isfinite(s.distance)]
+    return {
+        "refusal_rate": 1 - sum(acc) / n,
+        "exact_copy_rate": sum(s.is_copy for s in samples) / n,
+        "accepted_novel_per_100": 100 * sum(novel) / n,
+        "distinct_per_query": float(np.mean([len({s.text for s in q.samples}) for q in run.queries])) if run.queries else 0.0,
+        "median_distance": float(np.median(finite)) if finite else float("nan"),
+        "queries_with_accepted": sum(q.n_accepted > 0 for q in run.queries) / max(len(run.queries), 1),
+    }

@@ -1,0 +1,403 @@
+"""`autoscope train`: prior → activation cache → (backbone SFT) → control-layer training.
+
+Every phase writes under `runs/<run>/` and resumes: the cache by chunks, training from
+`inverter/state.pt` (optimiser, step, RNG, elapsed time). Early stopping is on held-out
+conditional loss, evaluated on *clean* query activations — the condition the sampler
+will actually see — next to the unconditional backbone's loss on the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from .cache import ActivationCache
+from .data import PriorConfig, RunData, build_examples, filter_length, split_indices
+from .distances import Metric
+from .eps import EpsChoice, choose_eps
+from .errors import AutoscopeError
+from .generator import (
+    Backbone,
+    GeneratorConfig,
+    Inverter,
+    ScratchConfig,
+    build_backbone,
+    full_prefix_start,
+    n_trainable,
+    teacher_forced_loss,
+)
+from .noise import NoiseMode, make_noise
+from .sites import Site, parse_sites
+from .targets import Target, TargetConfig, load_target
+
+
+class TrainConfig(BaseModel):
+    run: str = "default"
+    runs_dir: str = "runs"
+    target: TargetConfig = TargetConfig()
+    prior: PriorConfig = PriorConfig()
+    sites: str = Field("L6,L12,L18,L24", description="sites the shared generator is trained on")
+    backbone: str = Field("embedded", description="'embedded' (frozen pretrained SmolLM2), 'scratch', a hub id or path")
+    arch: Literal["inversescope", "inversionview"] = "inversescope"
+    sft: Literal["none", "full", "lora"] = Field("none", description="fine-tune the backbone on the prior before freezing it")
+    sft_minutes: float = 3.0
+    scratch: ScratchConfig = ScratchConfig()
+    control_layers: list[int] | None = None
+    n_heads: int = 8
+    head_dim: int = 64
+    metric: Metric = "cosine"
+    eps_quantile: float = Field(0.02, description="default ε per site: this quantile of the prior's pairwise distances")
+    eps: float | None = Field(None, description="absolute ε for every site (overrides eps_quantile)")
+    noise_mode: NoiseMode = "kernel"
+    noise_distance: float | None = Field(None, description="cosine distance of the noise shell; default: the site's ε")
+    minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    eval_every: int = 60
+    eval_size: int = 192
+    patience: int = 4
+    cache_batch_size: int = 32
+    seed: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run
+
+
+class TrainResult(BaseModel):
+    run_dir: str
+    phases: dict[str, float]
+    eps: list[EpsChoice]
+    steps: int
+    train_tokens: int
+    heldout_loss: float | None
+    heldout_loss_unconditional: float | None
+    stopped: str
+    n_train: int
+    n_heldout: int
+    dropped_long: int
+
+
+def _log(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tuple[RunData, ActivationCache, dict, int]:
+    """Prompts, split and activation cache of the run (built or resumed). Returns
+    (data, cache, timing of the caching phase, number of prompts dropped as too long)."""
+    run = cfg.run_dir
+    data_dir = run / "data"
+    dropped = 0
+    if (data_dir / "split.json").exists():
+        data = RunData.load(data_dir)
+    else:
+        examples = build_examples(cfg.prior)
+        examples, dropped = filter_length(examples, target.text_token_counts([e.text for e in examples]), target.config.max_prompt_tokens)
+        train, held = split_indices(len(examples), cfg.prior.heldout, cfg.prior.seed)
+        data = RunData(examples, train, held)
+        data.save(data_dir)
+    sites = parse_sites(cfg.sites, target.n_layers, target.n_heads)
+    cache = ActivationCache(run / "acts")
+    timing = cache.build(target, data.texts, sites, batch_size=cfg.cache_batch_size, progress=progress)
+    return data, cache, timing, dropped
+
+
+def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> list[EpsChoice]:
+    stats = cache.stats()
+    return [choose_eps(stats[s.name], s.name, cfg.metric, cfg.eps_quantile if cfg.eps is None else None, cfg.eps) for s in sites]
+
+
+def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Backbone, GeneratorConfig]:
+    sites = [s.strip().upper() for s in cfg.sites.split(",")]
+    site_names = [s.name for s in parse_sites(cfg.sites, target.n_layers, target.n_heads)]
+    del sites
+    gcfg = GeneratorConfig(
+        backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
+        control_layers=cfg.control_layers, n_heads=cfg.n_heads, head_dim=cfg.head_dim,
+        system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
+        backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
+    )
+    if cfg.backbone == "scratch":
+        ids = target.tokenizer([data.examples[i].text for i in data.train], add_special_tokens=False).input_ids
+        vocab = {t for s in ids for t in s}
+        tok = target.tokenizer
+        vocab |= {tok.eos_token_id} | ({tok.bos_token_id} if tok.bos_token_id is not None else set())
+        if tok.unk_token_id is not None:
+            vocab.add(tok.unk_token_id)
+        gcfg.vocab = sorted(vocab) + [tok.pad_token_id] if tok.pad_token_id not in vocab else sorted(vocab)
+        return build_backbone(gcfg, tokenizer=tok), gcfg
+    if cfg.backbone == target.name and cfg.sft == "none" and cfg.target.dtype == "float32":
+        # frozen and identical to the target: share the weights (hooks are inert outside sampling)
+        return build_backbone(gcfg, tokenizer=target.tokenizer, model=target.model), gcfg
+    return build_backbone(gcfg), gcfg
+
+
+def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int, seed: int, log_path: Path, progress: bool) -> dict:
+    """Step 1 of the paper: fit the backbone to P(X) (full or LoRA), early-stopped on
+    held-out LM loss; the best weights are kept and the backbone is frozen again."""
+    model = bb.model
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj") if any(m.endswith(n) for m, _ in model.named_modules())]
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0))
+        bb.model = model
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    rng = np.random.default_rng(seed)
+
+    def held_loss() -> float:
+        model.eval()
+        tot, n = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(held_ids), 64):
+                chunk = held_ids[i : i + 64]
+                loss, k = teacher_forced_loss(bb, chunk, None, full_prefix_start(bb, len(chunk)))
+                tot, n = tot + float(loss) * k, n + k
+        model.train()
+        return tot / max(n, 1)
+
+    best, best_state, bad, step, t0 = math.inf, None, 0, 0, time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(minutes * 60), desc=f"backbone SFT ({mode})", unit="s")
+    while time.perf_counter() - t0 < minutes * 60:
+        idx = rng.integers(0, len(train_ids), batch_size)
+        batch = [train_ids[i] for i in idx]
+        loss, _ = teacher_forced_loss(bb, batch, None, full_prefix_start(bb, len(batch)))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 100 == 0:
+            hl = held_loss()
+            _log(log_path, {"phase": "sft", "step": step, "train_loss": float(loss), "heldout_loss": hl})
+            if hl < best:
+                best, bad = hl, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= 3:
+                    break
+        if bar:
+            bar.n = min(int(time.perf_counter() - t0), bar.total)
+            bar.set_postfix(loss=f"{float(loss):.3f}", best=f"{best:.3f}")
+    if bar:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if mode == "lora":
+        bb.model = model.merge_and_unload()
+    bb.model.eval()
+    for p in bb.model.parameters():
+        p.requires_grad_(False)
+    bb._prefix_kv = None
+    return {"sft_heldout_loss": best, "sft_steps": step}
+
+
+def _eval_losses(inv: Inverter, ids: list[list[int]], z: torch.Tensor, site_idx: torch.Tensor, conditional: bool = True) -> float:
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(ids), 64):
+            sl = slice(i, i + 64)
+            c = inv.encode(z[sl], site_idx[sl]) if conditional else None
+            loss, k = inv.loss(ids[sl], c)
+            tot, n = tot + float(loss) * k, n + k
+    return tot / max(n, 1)
+
+
+def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
+    run = cfg.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    cfg_path = run / "train_config.json"
+    if cfg_path.exists():
+        old = TrainConfig.model_validate_json(cfg_path.read_text())
+        keep = {"minutes", "patience", "eval_every"}
+        if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
+            raise AutoscopeError(
+                f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it"
+            )
+    cfg_path.write_text(cfg.model_dump_json(indent=1))
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
+    target = target or load_target(cfg.target)
+    phases["load_target_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    data, cache, cache_timing, dropped = prepare_run(cfg, target, progress)
+    phases["caching_s"] = time.perf_counter() - t
+    phases["caching_tokens_per_s"] = cache_timing["tokens"] / cache_timing["seconds"] if cache_timing["seconds"] > 0 and cache_timing["tokens"] else 0.0
+    sites = cache.sites
+    eps = site_eps(cfg, cache, sites)
+    (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
+
+    inv_dir = run / "inverter"
+    inv_dir.mkdir(exist_ok=True)
+    log_path = inv_dir / "log.jsonl"
+    t = time.perf_counter()
+    bb, gcfg = _backbone_for(cfg, target, data)
+    max_tokens = gcfg.max_tokens
+    train_ids = bb.encode([data.examples[i].text for i in data.train], max_tokens)
+    held_ids = bb.encode([data.examples[i].text for i in data.heldout], max_tokens)
+    sft_done = inv_dir / "backbone_sft.json"
+    sft_mode = "full" if cfg.backbone == "scratch" else cfg.sft
+    if sft_mode != "none":
+        state_path = inv_dir / "state.pt"
+        if state_path.exists():  # resumed after SFT: the backbone weights are in the checkpoint
+            pass
+        else:
+            info = finetune_backbone(bb, train_ids, held_ids[: cfg.eval_size], sft_mode, cfg.sft_minutes,
+                                     lr=1e-3 if cfg.backbone == "scratch" else 1e-4, batch_size=cfg.batch_size,
+                                     seed=cfg.seed, log_path=log_path, progress=progress)
+            sft_done.write_text(json.dumps(info))
+    phases["backbone_s"] = time.perf_counter() - t
+
+    torch.manual_seed(cfg.seed)
+    inv = Inverter(gcfg, bb)
+    acts = {s.name: cache.load(s) for s in sites}
+    for s in sites:
+        m, sc = cache.mean_scale(s)
+        inv.encoder.set_stats(s.name, m, sc)
+    state_path = inv_dir / "state.pt"
+    if state_path.exists() and sft_mode != "none":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(inv_dir / "last.safetensors"))
+        bb_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        bb.model.load_state_dict(bb_state, strict=False)
+        bb._prefix_kv = None
+
+    noises = {}
+    for s, e in zip(sites, eps):
+        mean, _ = cache.mean_scale(s)
+        dist = cfg.noise_distance if cfg.noise_distance is not None else e.eps
+        noises[s.name] = make_noise(cfg.metric, target.d_model, cfg.noise_mode if cfg.arch == "inversescope" else "none", dist, center=mean)
+    # log the noise-distance quantiles actually produced: the shell, not ε_k, is what matters
+    from .distances import distance as dist_fn
+
+    rng_probe = np.random.default_rng(cfg.seed + 7)
+    noise_report = {}
+    for s in sites:
+        z = acts[s.name][torch.tensor(data.train[:512])]
+        mean, _ = cache.mean_scale(s)
+        d = dist_fn(noises[s.name](z, rng_probe), z, cfg.metric, mean).numpy()
+        noise_report[s.name] = {"q05": float(np.quantile(d, 0.05)), "q50": float(np.quantile(d, 0.5)), "q95": float(np.quantile(d, 0.95)), **noises[s.name].describe()}
+    _log(log_path, {"phase": "noise", "noise_distance_quantiles": noise_report})
+    if progress:
+        from rich.console import Console
+
+        con = Console(stderr=True)
+        for s in sites:
+            r = noise_report[s.name]
+            con.print(f"[dim]noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})[/dim]")
+
+    # held-out evaluation set: clean query activations, sites cycled
+    n_eval = min(cfg.eval_size, len(data.heldout))
+    ev_rows = data.heldout[:n_eval]
+    ev_site = torch.tensor([i % len(sites) for i in range(n_eval)])
+    ev_z = torch.stack([acts[sites[int(k)].name][r] for r, k in zip(ev_rows, ev_site)])
+    ev_ids = held_ids[:n_eval]
+    uncond = _eval_losses(inv, ev_ids, ev_z, ev_site, conditional=False)
+
+    params = [p for p in inv.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    rng = np.random.default_rng(cfg.seed)
+    st = {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""}
+    if state_path.exists():
+        saved = torch.load(state_path, weights_only=False)
+        from safetensors.torch import load_file
+
+        inv.load_state_dict({k: v for k, v in load_file(str(inv_dir / "last.safetensors")).items() if not k.startswith("backbone.")}, strict=False)
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        st = saved["st"]
+    if st["stopped"]:
+        budget_left = 0.0
+    else:
+        budget_left = cfg.minutes * 60 - st["elapsed"]
+
+    bar = None
+    if progress and budget_left > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(cfg.minutes * 60), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({n_trainable(inv) / 1e6:.1f}M params)", unit="s")
+    train_rows = np.array(data.train)
+    site_names = [s.name for s in sites]
+    t_start = time.perf_counter() - st["elapsed"]
+    t0 = time.perf_counter()
+    last_loss = float("nan")
+    while budget_left > 0 and not st["stopped"]:
+        inv.train()
+        pick = rng.integers(0, len(train_rows), cfg.batch_size)
+        rows = train_rows[pick]
+        sidx = torch.from_numpy(rng.integers(0, len(sites), cfg.batch_size))
+        z = torch.stack([acts[site_names[int(k)]][int(r)] for r, k in zip(rows, sidx)])
+        for k, name in enumerate(site_names):
+            m = sidx == k
+            if m.any():
+                z[m] = noises[name](z[m], rng)
+        c = inv.encode(z, sidx)
+        loss, ntok = inv.loss([train_ids[int(i)] for i in pick], c)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        st["step"] += 1
+        st["tokens"] += ntok
+        last_loss = float(loss)
+        st["elapsed"] = time.perf_counter() - t_start
+        if bar:
+            bar.n = min(int(st["elapsed"]), bar.total)
+            bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{uncond:.3f}")
+        out_of_time = st["elapsed"] >= cfg.minutes * 60
+        if st["step"] % cfg.eval_every == 0 or out_of_time:
+            inv.eval()
+            hl = _eval_losses(inv, ev_ids, ev_z, ev_site)
+            _log(log_path, {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"], "train_loss": last_loss, "heldout_loss": hl, "heldout_unconditional": uncond})
+            if hl < st["best"] - 1e-4:
+                st["best"], st["bad"] = hl, 0
+                inv.save(inv_dir)
+            else:
+                st["bad"] += 1
+                if st["bad"] >= cfg.patience:
+                    st["stopped"] = "early stop (held-out loss stopped improving)"
+            if out_of_time and not st["stopped"]:
+                st["stopped"] = "time budget"
+            inv.save(inv_dir, "last.safetensors")
+            torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "st": st}, inv_dir / "state.pt.tmp")
+            (inv_dir / "state.pt.tmp").replace(state_path)
+            if st["stopped"]:
+                break
+    if bar:
+        bar.close()
+    phases["control_training_s"] = time.perf_counter() - t0
+    if not (inv_dir / "inverter.safetensors").exists():
+        inv.save(inv_dir)
+    result = TrainResult(
+        run_dir=str(run), phases=phases, eps=eps, steps=st["step"], train_tokens=st["tokens"],
+        heldout_loss=None if math.isinf(st["best"]) else st["best"], heldout_loss_unconditional=uncond,
+        stopped=st["stopped"] or "time budget", n_train=len(data.train), n_heldout=len(data.heldout), dropped_long=dropped,
+    )
+    _log(run / "phases.jsonl", {"time": time.time(), **phases})
+    (inv_dir / "train_summary.json").write_text(result.model_dump_json(indent=1))
+    return result

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: set up, train an inverter for SmolLM2-135M-Instruct
+# on the generated refusal prior at L18, show verified preimages, score two features.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+source "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+autoscope train --run default --sites L18
+autoscope sample --run default --site L18 --queries 2 --only harmful --n 8
+autoscope fcr --run default --feature harmfulness,method --sites L18 --only harmful --queries 30

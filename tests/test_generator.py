@@ -1,0 +1,74 @@
+import torch
+
+from scope_core.generator import ControlLayer, GeneratorConfig, Inverter, build_backbone
+
+
+def _inverter(path, arch="inversescope", sites=("L1",), d_act=64):
+    cfg = GeneratorConfig(backbone=str(path), arch=arch, sites=list(sites), d_act=d_act, n_heads=2, head_dim=8)
+    return Inverter(cfg, build_backbone(cfg))
+
+
+def _logits(inv, ids, c):
+    cache, first = inv.start_cache(c, len(ids))
+    inp = torch.cat([first, torch.tensor(ids)], dim=1)
+    with inv.conditioned(c), torch.no_grad():
+        return inv.backbone.model(input_ids=inp, past_key_values=cache, use_cache=cache is not None).logits
+
+
+def test_control_layer_with_zero_v_leaves_backbone_logits_unchanged(tiny_llama_path):
+    inv = _inverter(tiny_llama_path)
+    ids = [[10, 11, 12, 13]] * 3
+    c = torch.randn(3, 64) * 5
+    base = _logits(inv, ids, None)
+    cond = _logits(inv, ids, c)
+    assert torch.equal(base, cond)
+    # and once V is non-zero the condition does change the logits
+    for ctl in inv.controls.values():
+        torch.nn.init.normal_(ctl.v.weight, std=0.1)
+    assert not torch.allclose(base, _logits(inv, ids, c), atol=1e-4)
+
+
+def test_control_layer_gate_is_tanh_of_scaled_dot_product():
+    ctl = ControlLayer(d_model=4, d_cond=3, n_heads=1, head_dim=2)
+    torch.nn.init.normal_(ctl.v.weight)
+    h, c = torch.randn(1, 2, 4), torch.randn(1, 3)
+    q, k, v = ctl.q(h).view(1, 2, 2), ctl.k(c).view(1, 2), ctl.v(c).view(1, 4)
+    w = torch.tanh((q * k[:, None, :]).sum(-1) / 2**0.5)  # [1, T]
+    assert torch.allclose(ctl(h, c), w[..., None] * v[:, None, :], atol=1e-6)
+
+
+def test_save_and_load_round_trip(tiny_llama_path, tmp_path):
+    inv = _inverter(tiny_llama_path)
+    for p in inv.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    inv.encoder.set_stats("L1", torch.ones(64), torch.full((64,), 2.0))
+    inv.save(tmp_path)
+    back = Inverter.load(tmp_path)
+    ids = [[10, 11, 12]] * 2
+    z = torch.randn(2, 64)
+    site = torch.zeros(2, dtype=torch.long)
+    assert torch.allclose(_logits(inv, ids, inv.encode(z, site)), _logits(back, ids, back.encode(z, site)), atol=1e-6)
+
+
+def test_inversionview_baseline_condition_reaches_logits(tiny_gpt2_path):
+    inv = _inverter(tiny_gpt2_path, arch="inversionview", d_act=64)
+    ids = [[5, 6, 7]] * 2
+    c1, c2 = torch.randn(2, 64), torch.randn(2, 64)
+    assert not torch.allclose(_logits(inv, ids, c1), _logits(inv, ids, c2), atol=1e-5)
+    loss, n = inv.loss(ids, c1)
+    loss.backward()
+    assert n == 6 and inv.kv_condition.kv[0].weight.grad.abs().sum() > 0
+
+
+def test_unconditional_loss_equals_backbone_loss(tiny_llama_path):
+    inv = _inverter(tiny_llama_path)
+    bb = inv.backbone
+    ids = [[10, 11, 12, bb.end_id]]
+    loss, n = inv.loss(ids, None)
+    full = torch.tensor([bb.prefix_ids + ids[0]])
+    with torch.no_grad():
+        logits = bb.model(input_ids=full).logits[0]
+    P = len(bb.prefix_ids)
+    ref = torch.nn.functional.cross_entropy(logits[P - 1 : -1], full[0, P:])
+    assert n == 4 and torch.allclose(loss, ref, atol=1e-5)

@@ -1,0 +1,76 @@
+"""Training on a tiny random model: it learns, it resumes, the cache resumes."""
+
+import json
+
+import pytest
+import torch
+
+from scope_core.cache import ActivationCache
+from scope_core.data import PriorConfig
+from scope_core.errors import AutoscopeError
+from scope_core.sites import parse_sites
+from scope_core.targets import TargetConfig, load_target
+from scope_core.train import TrainConfig, train
+
+
+def _cfg(path, tmp_path, **kw):
+    base = dict(run="t", runs_dir=str(tmp_path / "runs"), target=TargetConfig(model=str(path)),
+                prior=PriorConfig(task="ioi", n=300, heldout=40), sites="L1,R2", backbone=str(path),
+                minutes=0.08, eval_every=10, eval_size=40, batch_size=16, lr=3e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_lowers_heldout_loss_below_unconditional(tiny_llama_path, tmp_path):
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=0.25), progress=False)
+    assert res.heldout_loss < res.heldout_loss_unconditional - 0.05
+    assert [e.site for e in res.eps] == ["L1", "R2"] and all(e.eps > 0 for e in res.eps)
+    log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
+    assert log[0]["phase"] == "noise" and set(log[0]["noise_distance_quantiles"]) == {"L1", "R2"}
+    assert (tmp_path / "runs/t/inverter/inverter.safetensors").exists()
+
+
+def test_training_resumes_where_it_stopped(tiny_llama_path, tmp_path):
+    first = train(_cfg(tiny_llama_path, tmp_path, minutes=0.05, patience=100), progress=False)
+    state1 = torch.load(tmp_path / "runs/t/inverter/state.pt", weights_only=False)["st"]
+    assert state1["stopped"] == "time budget"
+    # a longer budget on the same run continues from the saved step instead of restarting
+    state_path = tmp_path / "runs/t/inverter/state.pt"
+    st = torch.load(state_path, weights_only=False)
+    st["st"]["stopped"] = ""  # as if the process had been killed before finishing
+    torch.save(st, state_path)
+    second = train(_cfg(tiny_llama_path, tmp_path, minutes=0.1, patience=100), progress=False)
+    assert second.steps > first.steps
+    steps = [json.loads(x)["step"] for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines() if '"control"' in x]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no step trained twice
+
+
+def test_changed_config_on_existing_run_is_refused(tiny_llama_path, tmp_path):
+    train(_cfg(tiny_llama_path, tmp_path, minutes=0.02), progress=False)
+    with pytest.raises(AutoscopeError, match="different configuration"):
+        train(_cfg(tiny_llama_path, tmp_path, minutes=0.02, sites="L2"), progress=False)
+
+
+def test_scratch_backbone_and_baseline_train(tiny_llama_path, tmp_path):
+    r1 = train(_cfg(tiny_llama_path, tmp_path, run="s", backbone="scratch", sft_minutes=0.05, minutes=0.05), progress=False)
+    r2 = train(_cfg(tiny_llama_path, tmp_path, run="b", arch="inversionview", minutes=0.05), progress=False)
+    assert r1.steps > 0 and r2.steps > 0
+    assert (tmp_path / "runs/s/inverter/backbone_sft.json").exists()
+
+
+def test_interrupted_cache_resumes_only_missing_chunks(tiny_llama_path, tmp_path):
+    target = load_target(TargetConfig(model=str(tiny_llama_path)))
+    texts = [f"hello {w}" for w in "abcdefghijklmnopqrstuvwxyz"]
+    sites = parse_sites("L1,M2", target.n_layers)
+    cache = ActivationCache(tmp_path / "acts")
+    first = cache.build(target, texts, sites, chunk_size=5, progress=False)
+    full = cache.load(sites[0]).clone()
+    cache.chunk_path(2).unlink()
+    again = cache.build(target, texts, sites, chunk_size=5, progress=False)
+    assert first["chunks_computed"] == 6 and again["chunks_computed"] == 1
+    assert torch.allclose(cache.load(sites[0]), full)
+    stats = cache.stats()
+    assert set(stats) == {"L1", "M2"} and "pairwise" in stats["L1"]["cosine"]
+    with pytest.raises(AutoscopeError, match="other prompts"):
+        cache.build(target, texts[:-1], sites, chunk_size=5, progress=False)
+    assert not list((tmp_path / "acts").glob("*.tmp"))

@@ -1,0 +1,69 @@
+"""Tiny random-weight models with a real (word-level) tokenizer, saved to disk so that the
+production loading code (`load_target` on a local path) is what the tests exercise."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+WORDS = (
+    "write an email a tutorial on how to hack into the bank database steal money make bomb poem about sea "
+    "give three tips for staying healthy explain photosynthesis develop algorithm that sorts list books "
+    "create website plan trip to paris recipe for bread you are helpful assistant system user hello there "
+    "when and went store gave drink mary john tom anna input output dog chien perro house maison casa cat chat gato"
+).split()
+
+
+def make_tokenizer(path: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials)}
+    for w in sorted(set(WORDS) | set(string.ascii_lowercase) | set(string.punctuation) | {"\n", "system", "assistant"}):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.Split(" ", behavior="removed")])
+    tok.add_special_tokens(specials)
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<unk>", pad_token="<|im_end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+def make_tiny_llama(path: Path, n_layers: int = 4, d: int = 64, heads: int = 4, seed: int = 0) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(path)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
+        num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+def make_tiny_gpt2(path: Path, n_layers: int = 3, d: int = 48, heads: int = 4, seed: int = 0) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(path)
+    tok.chat_template = None
+    tok.save_pretrained(path)
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=d, n_layer=n_layers, n_head=heads, n_positions=128,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    return path
