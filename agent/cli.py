@@ -19,7 +19,7 @@ from scope_core.errors import AutoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read what an LLM activation encodes, and test it with numbers.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def friendly(fn):
@@ -67,9 +67,11 @@ def train(
     backbone: str = typer.Option("embedded", help="'embedded' (frozen SmolLM2), 'scratch', a hub id or a path"),
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
     sft: str = typer.Option("none", help="fine-tune the backbone first: none, full or lora"),
+    control_layers: Optional[str] = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
+    batch_size: int = typer.Option(32, help="training batch size"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),
     metric: str = typer.Option("cosine", help="cosine, centred_cosine, euclidean or norm_euclidean"),
-    eps_quantile: float = typer.Option(0.02, help="default ε per site = this quantile of pairwise distances"),
+    eps_quantile: float = typer.Option(0.05, help="default ε per site = this quantile of pairwise distances"),
     eps: Optional[float] = typer.Option(None, help="absolute ε at every site (overrides --eps-quantile)"),
     noise_mode: str = typer.Option("kernel", help="kernel (shell at the site's ε), range, or none"),
     noise_distance: Optional[float] = typer.Option(None, help="noise shell distance (default: the site's ε)"),
@@ -85,11 +87,12 @@ def train(
         cfg = TrainConfig(
             run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
-            sites=sites, backbone=backbone, arch=arch, sft=sft, minutes=minutes, metric=metric, eps_quantile=eps_quantile,
+            sites=sites, backbone=backbone, arch=arch, sft=sft, minutes=minutes, batch_size=batch_size,
+            control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric, eps_quantile=eps_quantile,
             eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, seed=seed,
         )
-    except Exception as e:  # pydantic validation
-        raise AutoscopeError(f"bad option: {str(e).splitlines()[0]} — see `autoscope train --help`") from None
+    except ValueError as e:  # pydantic validation, bad integers
+        raise AutoscopeError(f"bad option: {' '.join(str(e).split())[:300]} — see `autoscope train --help`") from None
     res = run_train(cfg)
     from rich.table import Table
 
@@ -191,6 +194,128 @@ def fcr(
 
     run_fcr(Path(runs_dir) / run, [f.strip() for f in feature.split(",") if f.strip()], sites, _only_filter(only), only,
             queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console)
+
+
+@app.command()
+@friendly
+def explore(
+    site: str = typer.Option("L18", help="site to explain"),
+    budget: int = typer.Option(20, help="hypotheses to score"),
+    run: str = typer.Option("default", help="trained run to explore"),
+    runs_dir: str = typer.Option("runs"),
+    sites: Optional[str] = typer.Option(None, help="also score the top hypotheses at these sites, e.g. L6,L12,L24"),
+    only: Optional[str] = typer.Option(None, help="restrict queries, e.g. harmful"),
+    queries: int = typer.Option(24, help="held-out queries in D"),
+    samples: int = typer.Option(8, help="samples per query"),
+    per_round: int = typer.Option(3, help="hypotheses asked for per round"),
+    eps: Optional[float] = None,
+    eps_quantile: Optional[float] = None,
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
+    judge_model: Optional[str] = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
+    judge_engine: Optional[str] = typer.Option(None, help="vllm, openai or llamacpp ($AUTOSCOPE_JUDGE_ENGINE)"),
+    resume: Optional[str] = typer.Option(None, help="explore id to continue"),
+    seed: int = 0,
+):
+    """Run the hypothesis loop: the judge proposes, autoscope compiles and scores by FCR."""
+    _quiet_libraries()
+    from agent.judge import JudgeConfig
+    from agent.loop import ExploreConfig, explore as run_explore
+
+    judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine)
+    cfg = ExploreConfig(run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
+                        samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed)
+    res = run_explore(cfg, console=err)
+    from rich.table import Table
+
+    t = Table(title=f"hypotheses at {site} ({res.stopped})")
+    for col in ("#", "hypothesis", "kind", "FCR [95% CI]", "p0", "κ", "status"):
+        t.add_column(col)
+    for i, h in enumerate(res.ranking, 1):
+        s = h.score
+        t.add_row(str(i), h.hypothesis.name, h.hypothesis.kind,
+                  f"{s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]" if s and s.fcr is not None else "—",
+                  f"{s.p0:.3f}" if s and s.p0 is not None else "—",
+                  f"{s.kappa:.3f}" if s and s.kappa is not None else ("degenerate" if s and s.degenerate else "—"), h.status)
+    console.print(t)
+    console.print("time per phase: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timing.items()))
+    console.print(f"report: {res.explore_dir}/report.md and report.html (id {Path(res.explore_dir).name}; --resume it to continue)")
+
+
+@app.command()
+@friendly
+def report(
+    explore_id: str = typer.Argument(..., help="explore id (runs/RUN/explore/ID) or a path to it"),
+    run: str = typer.Option("default"),
+    runs_dir: str = typer.Option("runs"),
+):
+    """Regenerate report.md and report.html of an explore run from its log."""
+    from agent.report import write_report
+
+    root = Path(explore_id) if Path(explore_id).exists() else Path(runs_dir) / run / "explore" / explore_id
+    if not root.exists():
+        raise AutoscopeError(f"no explore run {explore_id!r} (looked in {root})")
+    md, html = write_report(root)
+    console.print(f"wrote {md} and {html}")
+
+
+@app.command()
+@friendly
+def label(
+    feature: str = typer.Option(..., help="harmfulness, reason, method or task"),
+    input: str = typer.Option(..., "--input", help="JSONL, CSV or JSON file"),
+    output: str = typer.Option(..., "--output", help="JSONL written (appended; rerun to resume)"),
+    field: Optional[str] = typer.Option(None, help="text column (default: instruction/text/prompt/goal/Behavior/forbidden_prompt)"),
+    labels: Optional[str] = typer.Option(None, help="comma-separated label set overriding the built-in one"),
+    batch: int = typer.Option(1, help="inputs per judge request"),
+    concurrency: int = typer.Option(4, help="judge requests in flight"),
+    judge_url: Optional[str] = None,
+    judge_model: Optional[str] = None,
+    judge_engine: Optional[str] = None,
+):
+    """Label every row of a file with an LLM feature (concurrent, cached, resumable)."""
+    import contextlib
+
+    from agent.judge import JudgeClient, JudgeConfig
+    from agent.label import LabelConfig, label_file
+
+    jc = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, concurrency=concurrency)
+    cfg = LabelConfig(feature=feature, input=input, output=output, field=field, batch=batch,
+                      labels=[x.strip() for x in labels.split(",")] if labels else None, judge=jc)
+    with contextlib.ExitStack() as stack:
+        if not jc.base_url:
+            from agent.server import EmbeddedJudge
+
+            srv = stack.enter_context(EmbeddedJudge())
+            jc = jc.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+        stats = label_file(cfg, JudgeClient(jc))
+    console.print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+
+
+judge_app = typer.Typer(help="The judge LLM server.")
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("serve")
+@friendly
+def judge_serve(
+    engine: str = typer.Option("embedded", help="embedded (SmolLM2 on CPU via llama-cpp-python) or vllm"),
+    model: str = typer.Option("Qwen/Qwen2-7B-Instruct", help="model for vllm"),
+    host: str = "127.0.0.1",
+    port: int = 8765,
+):
+    """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
+    import subprocess
+
+    from agent.server import embedded_command, vllm_command
+
+    if engine == "embedded":
+        cmd, eng = embedded_command(host, port), "llamacpp"
+    elif engine == "vllm":
+        cmd, eng = vllm_command(model, host, port), "vllm"
+    else:
+        raise AutoscopeError(f"unknown engine {engine!r}: use embedded or vllm")
+    console.print(f"serving on http://{host}:{port}/v1 — export AUTOSCOPE_JUDGE_URL=http://{host}:{port}/v1 AUTOSCOPE_JUDGE_ENGINE={eng}")
+    raise typer.Exit(subprocess.call(cmd))
 
 
 def main() -> None:  # pragma: no cover

@@ -47,14 +47,37 @@ def _first_word(text: str) -> str | None:
     return w[0].lower().strip(".,!?:;") if w else None
 
 
+def user_feature(spec: str) -> Feature:
+    """`module:function` — a user's own feature function, one prompt -> label or None."""
+    import importlib
+    import sys
+
+    module_name, _, fn_name = spec.partition(":")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # let users point at a module in the working directory
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise AutoscopeError(f"cannot import feature module {module_name!r}: {e.__class__.__name__}: {e}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise AutoscopeError(f"{module_name} has no function {fn_name!r}; pass module:function")
+    return Feature(name=fn_name, description=(fn.__doc__ or fn_name).strip().splitlines()[0], fn=per_text(fn))
+
+
 def builtin_names() -> list[str]:
     return list(DESCRIPTIONS)
 
 
 def get_feature(name: str, run_dir: Path | None = None, data: RunData | None = None) -> Feature:
     """A built-in feature by name; learned ones are fitted on (and cached in) the run."""
+    if ":" in name:
+        return user_feature(name)
     if name not in DESCRIPTIONS:
-        raise AutoscopeError(f"unknown feature {name!r}; built-in features: {', '.join(DESCRIPTIONS)}")
+        raise AutoscopeError(
+            f"unknown feature {name!r}; built-in features: {', '.join(DESCRIPTIONS)}; "
+            "or pass module:function for your own (a function from one prompt to a label or None)"
+        )
     desc = DESCRIPTIONS[name]
     if name in ("harmfulness", "reason", "method"):
         if data is None or run_dir is None:

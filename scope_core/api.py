@@ -94,7 +94,7 @@ class Scope:
         return self.cache.sites
 
     def site(self, name: str) -> Site:
-        s = parse_site(name, self.target.n_layers if self._target else None)
+        s = parse_site(name, self.target.n_layers, self.target.n_heads)
         if s not in self.sites:
             raise AutoscopeError(f"site {s.name} was not trained in run {self.run_dir.name} (trained: {', '.join(x.name for x in self.sites)}); train with --sites including it")
         return s
@@ -144,6 +144,7 @@ class Scope:
         conditional: bool = True,
         seed: int = 0,
         progress: bool = False,
+        sampling_noise: float = 0.0,
     ) -> SampleRun:
         """Verified samples for each query (prior prompts by index, or free texts)."""
         if (texts is None) == (indices is None):
@@ -157,7 +158,7 @@ class Scope:
         return sample_and_verify(
             self.inverter, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
-            seed=seed, progress=progress,
+            seed=seed, progress=progress, sampling_noise=sampling_noise,
         )
 
     # -- FCR --------------------------------------------------------------------

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from .distances import pairwise_distance
 from .errors import AutoscopeError
-from .extract import extract
+from .extract import extract, extract_with_trunk
 from .sites import Site, parse_site
 from .targets import Target
 
@@ -83,10 +83,13 @@ class ActivationCache:
         chunk_size: int = 1024,
         batch_size: int = 32,
         progress: bool = True,
+        trunk_layer: int | None = None,
     ) -> dict:
         """Cache activations of `texts` at `sites`; resume if a matching cache is partial.
 
-        Returns timing info (tokens, seconds) for the work done in this call."""
+        With `trunk_layer` k, also keep the residual stream entering block k at every text
+        token (fp16), so that a generator whose frozen backbone *is* the target skips
+        blocks 0..k-1 in training. Returns timing info for the work done in this call."""
         self.root.mkdir(parents=True, exist_ok=True)
         fp = texts_fingerprint(texts)
         n_chunks = (len(texts) + chunk_size - 1) // chunk_size
@@ -99,10 +102,15 @@ class ActivationCache:
             "target": target.name,
             "system_prompt": target.config.system_prompt,
             "d_model": target.d_model,
+            "trunk_layer": trunk_layer,
         }
         if self.manifest_path.exists():
             have = json.loads(self.manifest_path.read_text())
-            if have != want:
+            # a cache with trunk states serves a caller that does not need them, and a
+            # cache without them serves one that does (it then trains the slow way)
+            same = {k: v for k, v in have.items() if k != "trunk_layer"} == {k: v for k, v in want.items() if k != "trunk_layer"}
+            trunk_layer = have.get("trunk_layer")
+            if not same:
                 raise AutoscopeError(
                     f"the activation cache in {self.root} was built for other prompts, sites or target; "
                     "use a new --run name or delete that folder"
@@ -118,10 +126,21 @@ class ActivationCache:
             bar = tqdm(total=sum(min(chunk_size, len(texts) - i * chunk_size) for i in todo), desc="caching activations", unit="prompt")
         for i in todo:
             chunk = list(texts[i * chunk_size : (i + 1) * chunk_size])
-            acts = extract(target, chunk, sites, batch_size=batch_size)
+            tensors: dict[str, torch.Tensor] = {}
+            if trunk_layer is None:
+                acts = extract(target, chunk, sites, batch_size=batch_size)
+            else:
+                acts, trunk = extract_with_trunk(target, chunk, sites, trunk_layer, batch_size=batch_size)
+                # keep a row only where the text's own tokens open its chat suffix
+                text_ids = target.tokenizer(chunk, add_special_tokens=False).input_ids
+                ok = [suf[: len(t)] == t for suf, t in zip(target.suffix_ids(chunk), text_ids)]
+                trunk = [tr if good else tr[:0] for tr, good in zip(trunk, ok)]
+                tensors["trunk"] = torch.cat(trunk).contiguous()
+                tensors["trunk_len"] = torch.tensor([len(tr) for tr in trunk], dtype=torch.int32)
             tokens += sum(len(s) for s in target.suffix_ids(chunk))
             tmp = self.chunk_path(i).with_suffix(".tmp")
-            save_file({s.name: a.contiguous() for s, a in acts.items()}, str(tmp))
+            tensors.update({s.name: a.contiguous() for s, a in acts.items()})
+            save_file(tensors, str(tmp))
             os.replace(tmp, self.chunk_path(i))
             if bar:
                 bar.update(len(chunk))
@@ -148,6 +167,17 @@ class ActivationCache:
                 raise AutoscopeError(f"activation cache {self.root} is incomplete: rerun `autoscope train` to finish it")
             parts.append(load_file(str(p))[site.name])
         return torch.cat(parts)
+
+    def load_trunk(self) -> list[torch.Tensor] | None:
+        """Per prompt, the residual entering block `trunk_layer` at each text token (or None)."""
+        m = self.manifest()
+        if m.get("trunk_layer") is None:
+            return None
+        rows: list[torch.Tensor] = []
+        for i in range(m["n_chunks"]):
+            t = load_file(str(self.chunk_path(i)))
+            rows.extend(torch.split(t["trunk"], t["trunk_len"].tolist()))
+        return rows
 
     # -- statistics -----------------------------------------------------------
     def compute_stats(self, sample: int = 2000, seed: int = 0) -> dict:

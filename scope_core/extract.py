@@ -28,15 +28,26 @@ class _Recorder:
         self.positions: torch.Tensor | None = None  # [B] index of the decision token per row
         self.out: dict[Site, torch.Tensor] = {}
         self.stop_when_done = True
+        self.trunk_layer: int | None = None  # also record the input of this block ...
+        self.trunk_lengths: list[int] = []  # ... at the first n positions of each row
+        self.trunk: list[torch.Tensor] | None = None
 
     def _take(self, x: torch.Tensor) -> torch.Tensor:
         assert self.positions is not None
         rows = torch.arange(x.shape[0])
         return x[rows, self.positions]
 
+    def _done(self) -> bool:
+        return len(self.out) == len(self.sites) and (self.trunk_layer is None or self.trunk is not None)
+
     def _store(self, site: Site, value: torch.Tensor) -> None:
         self.out[site] = value.detach().float()
-        if self.stop_when_done and len(self.out) == len(self.sites):
+        if self.stop_when_done and self._done():
+            raise _StopForward
+
+    def _store_trunk(self, x: torch.Tensor) -> None:
+        self.trunk = [x[i, :n].detach().to(torch.float16) for i, n in enumerate(self.trunk_lengths)]
+        if self.stop_when_done and self._done():
             raise _StopForward
 
     def hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
@@ -63,12 +74,17 @@ class _Recorder:
                 def fn(_m, _i, out, site=site):
                     self._store(site, self._take(out[0] if isinstance(out, tuple) else out))
                 handles.append(arch.layers[site.layer].register_forward_hook(fn))
+        if self.trunk_layer is not None:
+            def pre(_m, args, kwargs):
+                self._store_trunk(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+            handles.append(arch.layers[self.trunk_layer].register_forward_pre_hook(pre, with_kwargs=True))
         return handles
 
 
 @contextmanager
-def recording(target: Target, sites: Sequence[Site]) -> Iterator[_Recorder]:
+def recording(target: Target, sites: Sequence[Site], trunk_layer: int | None = None) -> Iterator[_Recorder]:
     rec = _Recorder(target, sites)
+    rec.trunk_layer = trunk_layer
     handles = rec.hooks()
     try:
         yield rec
@@ -87,17 +103,33 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def forward_suffixes(target: Target, suffixes: Sequence[Sequence[int]], sites: Sequence[Site]) -> dict[Site, torch.Tensor]:
-    """One batched, truncated forward over suffix ids that share the target's cached prefix."""
+def forward_suffixes(
+    target: Target,
+    suffixes: Sequence[Sequence[int]],
+    sites: Sequence[Site],
+    trunk_layer: int | None = None,
+    trunk_lengths: Sequence[int] | None = None,
+) -> dict[Site, torch.Tensor] | tuple[dict[Site, torch.Tensor], list[torch.Tensor]]:
+    """One batched, truncated forward over suffix ids that share the target's cached prefix.
+
+    With `trunk_layer` k, also return the residual stream entering block k at the first
+    `trunk_lengths[i]` positions of each row (fp16): when the generator's backbone is the
+    target itself, these are exactly the frozen lower layers' outputs it would recompute
+    at every training step."""
     ids, lengths = pad_right(suffixes, target.tokenizer.pad_token_id)
     cache = target.prefix_cache(len(suffixes))
-    with recording(target, sites) as rec:
+    with recording(target, sites, trunk_layer) as rec:
         rec.positions = lengths - 1
+        rec.trunk_lengths = list(trunk_lengths or [])
         try:
             target.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None)
         except _StopForward:
             pass
-    return {s: rec.out[s] for s in sites}
+    out = {s: rec.out[s] for s in sites}
+    if trunk_layer is None:
+        return out
+    assert rec.trunk is not None
+    return out, rec.trunk
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -122,9 +154,27 @@ def extract(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(batches, desc="activations", unit="batch")
+        it = tqdm(batches, desc="verifying with the target", unit="batch")
     for idx in it:
         acts = forward_suffixes(target, [suffixes[i] for i in idx], sites)
+        assert isinstance(acts, dict)
         for s in sites:
             out[s][idx] = acts[s]
     return out
+
+
+def extract_with_trunk(
+    target: Target, texts: Sequence[str], sites: Sequence[Site], trunk_layer: int, batch_size: int = 32
+) -> tuple[dict[Site, torch.Tensor], list[torch.Tensor]]:
+    """`extract` plus the residual entering block `trunk_layer` at each text token."""
+    suffixes = target.suffix_ids(list(texts))
+    n_text = target.text_token_counts(list(texts))
+    out = {s: torch.empty(len(texts), target.d_model) for s in sites}
+    trunk: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+    for idx in length_buckets([len(s) for s in suffixes], batch_size):
+        acts, tr = forward_suffixes(target, [suffixes[i] for i in idx], sites, trunk_layer, [n_text[i] for i in idx])  # type: ignore[misc]
+        for s in sites:
+            out[s][idx] = acts[s]
+        for j, i in enumerate(idx):
+            trunk[i] = tr[j]
+    return out, trunk

@@ -182,6 +182,25 @@ class Backbone:
             self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv])
 
+    @contextmanager
+    def layers_from(self, k: int):
+        """Inside, the model runs only blocks k.. on `inputs_embeds` = the residual entering
+        block k. Attention modules keep their layer index, so a full-depth prefix cache
+        still lines up."""
+        arch = self.arch
+        full = getattr(arch.layers_parent, arch.layers_attr)
+        setattr(arch.layers_parent, arch.layers_attr, nn.ModuleList(list(full)[k:]))
+        try:
+            yield
+        finally:
+            setattr(arch.layers_parent, arch.layers_attr, full)
+
+    @torch.no_grad()
+    def prefix_last_hidden(self, k: int) -> torch.Tensor:
+        """Residual entering block k at the last prefix token (the same for every prompt)."""
+        ids = self.to_internal(torch.tensor([self.prefix_ids]))
+        return self.model(input_ids=ids, output_hidden_states=True).hidden_states[k][0, -1]
+
     @property
     def n_kv_heads(self) -> int:
         cfg = self.model.config
@@ -248,6 +267,9 @@ class Inverter(nn.Module):
         self.encoder = SiteEncoder(config.sites, config.d_act)
         if config.arch == "inversescope":
             layers = config.control_layers or default_control_layers(backbone.arch.n_layers)
+            bad = [i for i in layers if not 0 <= i < backbone.arch.n_layers]
+            if bad:
+                raise AutoscopeError(f"control layers {bad} do not exist: the backbone has blocks 0-{backbone.arch.n_layers - 1}")
             self.config.control_layers = layers
             self.controls = nn.ModuleDict({str(i): ControlLayer(d_model, config.d_act, config.n_heads, config.head_dim) for i in layers})
             self.kv_condition = None
@@ -310,6 +332,37 @@ class Inverter(nn.Module):
         cache, first = self.start_cache(c, len(ids))
         with self.conditioned(c):
             return teacher_forced_loss(self.backbone, ids, cache, first)
+
+    @property
+    def trunk_layer(self) -> int | None:
+        """First block that carries a control layer: blocks below it never see the condition."""
+        if self.kv_condition is not None or not self.controls:
+            return None
+        return min(int(i) for i in self.controls)
+
+    def loss_from_trunk(self, trunk: list[torch.Tensor], ids: list[list[int]], c: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """Same as `loss`, but starting from cached residuals entering `trunk_layer`
+        (trunk[i]: [≥ len(ids[i]) - 1, d] for the text tokens) instead of recomputing the
+        frozen blocks below it — the frozen backbone is the target, so the activation
+        cache already holds them."""
+        bb = self.backbone
+        k = self.trunk_layer
+        assert k is not None
+        if getattr(self, "_h_prefix", None) is None:
+            self._h_prefix = bb.prefix_last_hidden(k)
+        B, T, d = len(ids), max(len(s) for s in ids), self._h_prefix.shape[-1]
+        x = torch.zeros(B, T, d)
+        tgt = torch.full((B, T), -100, dtype=torch.long)
+        for i, s in enumerate(ids):
+            x[i, 0] = self._h_prefix
+            x[i, 1 : len(s)] = trunk[i][: len(s) - 1].float()
+            tgt[i, : len(s)] = bb.to_internal(torch.tensor(s))
+        cache = bb.prefix_cache(B)
+        with bb.layers_from(k), self.conditioned(c):
+            logits = bb.model(inputs_embeds=x, past_key_values=cache, use_cache=cache is not None).logits
+        n = int((tgt != -100).sum())
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100, reduction="sum")
+        return loss / n, n
 
     # -- persistence ------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -63,8 +63,12 @@ def generate(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = False,
+    sampling_noise: float = 0.0,
 ) -> list[list[str]]:
-    """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional)."""
+    """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional).
+
+    `sampling_noise` s > 0 perturbs each row's condition to z + s‖z‖u, u a random unit
+    vector: the InversionView protocol for a generator trained without noise."""
     bb = inv.backbone
     g = torch.Generator().manual_seed(seed)
     rows = [q for q in range(n_queries) for _ in range(n)]
@@ -82,6 +86,9 @@ def generate(
         c = None
         if z is not None:
             zq = z[torch.tensor(batch)]
+            if sampling_noise > 0:
+                u = torch.nn.functional.normalize(torch.randn(zq.shape, generator=g), dim=-1)
+                zq = zq + sampling_noise * zq.norm(dim=-1, keepdim=True) * u
             c = inv.encode(zq, torch.full((B,), sidx, dtype=torch.long))
         cache, inp = inv.start_cache(c, B)
         live = torch.arange(B)
@@ -120,12 +127,13 @@ def verify(
     metric: Metric,
     mean: torch.Tensor | None,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> list[list[float]]:
     """d(z(x), ẑ) for every sample x of every query; empty samples get +inf."""
     flat = [(q, t) for q, ss in enumerate(samples) for t in ss if t.strip()]
     dists: list[list[float]] = [[float("inf")] * len(ss) for ss in samples]
     if flat:
-        acts = extract(target, [t for _, t in flat], [site], batch_size=batch_size)[site]
+        acts = extract(target, [t for _, t in flat], [site], batch_size=batch_size, progress=progress)[site]
         q_idx = torch.tensor([q for q, _ in flat])
         d = distance(acts, zq[q_idx], metric, mean).tolist()
         it = iter(d)
@@ -174,14 +182,15 @@ def sample_and_verify(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = False,
+    sampling_noise: float = 0.0,
 ) -> SampleRun:
     """The full sampler: generate, verify, weight. Timing per phase goes into the result."""
     t0 = time.perf_counter()
     assert inv is not None
     gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
-                   temperature, max_new_tokens, batch_size, seed, progress)
+                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise)
     t1 = time.perf_counter()
-    dists = verify(target, site, zq, gen, eps.metric, mean)  # type: ignore[arg-type]
+    dists = verify(target, site, zq, gen, eps.metric, mean, progress=progress)  # type: ignore[arg-type]
     t2 = time.perf_counter()
     res = assemble(queries, indices, gen, dists, eps.eps, kernel, train_texts)
     flat = [t for ss in gen for t in ss if t.strip()]

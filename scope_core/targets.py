@@ -137,6 +137,8 @@ class Architecture:
     """Where the pieces of a decoder-only model live; one place that knows HF's layouts."""
 
     layers: Any  # nn.ModuleList of decoder blocks
+    layers_parent: Any  # the module holding `layers` (to run a suffix of the stack)
+    layers_attr: str
     attn_name: str
     out_proj_name: str
     mlp_name: str
@@ -169,13 +171,13 @@ class Architecture:
 def find_architecture(model: Any) -> Architecture:
     cfg = model.config
     for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        obj = model
+        obj, parent = model, None
         try:
             for part in path.split("."):
-                obj = getattr(obj, part)
+                parent, obj = obj, getattr(obj, part)
         except AttributeError:
             continue
-        layers = obj
+        layers, layers_attr = obj, path.split(".")[-1]
         break
     else:
         raise AutoscopeError(f"unsupported architecture {type(model).__name__}: cannot find its decoder layers")
@@ -191,7 +193,7 @@ def find_architecture(model: Any) -> Architecture:
     n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
     d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd")
     head_dim = getattr(cfg, "head_dim", None) or d_model // n_heads
-    return Architecture(layers, attn_name, out_name, mlp_name, n_heads, head_dim, d_model)
+    return Architecture(layers, parent, layers_attr, attn_name, out_name, mlp_name, n_heads, head_dim, d_model)
 
 
 @dataclass

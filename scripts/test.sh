@@ -4,6 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
+export AUTOSCOPE_WITH_JUDGE=1
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 python -m pytest -q "$@"

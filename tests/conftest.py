@@ -24,6 +24,27 @@ def tiny_gpt2_path(tmp_path_factory) -> Path:
     return make_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
 
 
+@pytest.fixture(scope="session")
+def embedded_target():
+    from scope_core.targets import TargetConfig, load_target
+
+    return load_target(TargetConfig())
+
+
+@pytest.fixture(scope="session")
+def trained_embedded(embedded_target, tmp_path_factory):
+    """A small inverter for the real SmolLM2 at L18, trained once per test session."""
+    from scope_core.api import Scope
+    from scope_core.data import PriorConfig
+    from scope_core.train import TrainConfig, train
+
+    runs = tmp_path_factory.mktemp("runs_embedded")
+    cfg = TrainConfig(run="it", runs_dir=str(runs), prior=PriorConfig(task="refusal", n=700, heldout=48), sites="L18",
+                      minutes=1.2, eval_every=15, eval_size=48, batch_size=16)
+    res = train(cfg, progress=False, target=embedded_target)
+    return res, Scope(runs / "it", target=embedded_target)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from scope_core.priors import icl, ioi, refusal
+from scope_core.priors import icl, refusal
 from scope_core.priors.base import Example
 from scope_core.priors.icl import DICTIONARY, DIRECTIONS, generate_icl, input_of, task_of
 from scope_core.priors.ioi import NAMES, generate_ioi, max_distinct_ioi, object_of, subject_of

@@ -72,3 +72,29 @@ def test_unconditional_loss_equals_backbone_loss(tiny_llama_path):
     P = len(bb.prefix_ids)
     ref = torch.nn.functional.cross_entropy(logits[P - 1 : -1], full[0, P:])
     assert n == 4 and torch.allclose(loss, ref, atol=1e-5)
+
+
+def test_trunk_shortcut_gives_the_same_loss_and_gradients(tiny_llama_path):
+    """Starting at the first control block from cached residuals equals the full forward."""
+    from scope_core.extract import extract_with_trunk
+    from scope_core.sites import parse_sites
+    from scope_core.targets import Target, TargetConfig
+
+    cfg = GeneratorConfig(backbone=str(tiny_llama_path), sites=["L1"], d_act=64, n_heads=2, head_dim=8, control_layers=[2, 3])
+    bb = build_backbone(cfg)
+    inv = Inverter(cfg, bb)
+    for ctl in inv.controls.values():
+        torch.nn.init.normal_(ctl.v.weight, std=0.1)
+    target = Target(model=bb.model, tokenizer=bb.tokenizer, config=TargetConfig(model=str(tiny_llama_path)))
+    texts = ["write an email", "hack into the bank database and steal money", "hello"]
+    _, trunk = extract_with_trunk(target, texts, parse_sites("L0"), trunk_layer=inv.trunk_layer)
+    ids = bb.encode(texts, 64)
+    c = torch.randn(3, 64)
+    a, na = inv.loss(ids, c)
+    a.backward()
+    ga = inv.controls["2"].v.weight.grad.clone()
+    inv.zero_grad()
+    b, nb = inv.loss_from_trunk(trunk, ids, c)
+    b.backward()
+    assert na == nb and torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(ga, inv.controls["2"].v.weight.grad, atol=1e-4)

@@ -74,3 +74,19 @@ def test_interrupted_cache_resumes_only_missing_chunks(tiny_llama_path, tmp_path
     with pytest.raises(AutoscopeError, match="other prompts"):
         cache.build(target, texts[:-1], sites, chunk_size=5, progress=False)
     assert not list((tmp_path / "acts").glob("*.tmp"))
+
+
+def test_hub_style_backbone_with_lora_sft_then_frozen(tiny_llama_path, tiny_gpt2_path, tmp_path):
+    """A different backbone (a local GPT-2-shaped model) fine-tuned with LoRA, merged,
+    frozen, saved with the checkpoint and loaded back for sampling."""
+    from scope_core.api import Scope
+
+    res = train(_cfg(tiny_llama_path, tmp_path, run="g", backbone=str(tiny_gpt2_path), sft="lora", sft_minutes=0.05, minutes=0.05), progress=False)
+    assert res.steps > 0
+    assert (tmp_path / "runs/g/inverter/backbone_sft.json").exists()
+    scope = Scope(tmp_path / "runs/g")
+    inv = scope.inverter
+    assert not any(p.requires_grad for p in inv.backbone.model.parameters())
+    assert type(inv.backbone.model).__name__ == "GPT2LMHeadModel"
+    run = scope.sample(scope.site("L1"), indices=scope.heldout_indices(limit=2), n=2, eps=scope.eps(scope.site("L1"), eps=0.5))
+    assert len(run.queries) == 2

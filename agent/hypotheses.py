@@ -1,0 +1,92 @@
+"""Typed records of the agent loop: what the judge proposes, what a hypothesis becomes
+once compiled, and how it scored. The run log stores these as JSON lines."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Hypothesis(BaseModel):
+    """One hypothesis about what a site encodes, as the judge proposes it."""
+
+    name: str = Field(description="short snake_case name, e.g. harm_category", min_length=1, max_length=48)
+    statement: str = Field(description="one sentence: what the activation encodes", max_length=300)
+    kind: Literal["python", "llm"] = Field(description="python: computable from the text by rules; llm: needs judgement")
+    code: str | None = Field(None, description="python kind: a module defining def feature(text) -> str | None", max_length=2000)
+    question: str | None = Field(None, description="llm kind: the question asked about each input", max_length=300)
+    labels: list[str] | None = Field(None, description="llm kind: the allowed answers; null for a short free-form extraction", max_length=12)
+    rationale: str = Field("", description="which samples suggested it", max_length=300)
+
+
+class Proposal(BaseModel):
+    """The judge's answer to a propose prompt."""
+
+    hypotheses: list[Hypothesis] = Field(default_factory=list, max_length=5)
+    done: bool = Field(False, description="true when no hypothesis worth testing is left")
+
+
+class CompiledCode(BaseModel):
+    """The judge's answer to a compile prompt: python for a hypothesis."""
+
+    code: str = Field(max_length=2000)
+
+
+class LabelAnswer(BaseModel):
+    """The judge's label for one input under an LLM feature."""
+
+    label: str | None = Field(description="one of the allowed labels, a short phrase, or null if undefined", max_length=80)
+
+
+class BatchLabels(BaseModel):
+    """The judge's labels for several inputs at once (one request, many labels)."""
+
+    labels: list[str | None]
+
+
+class Score(BaseModel):
+    fcr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p0: float | None
+    kappa: float | None
+    degenerate: bool
+    n_queries: int
+    empirical_fcr: float | None = None
+
+
+class Counterexample(BaseModel):
+    query: str
+    query_label: str | None
+    sample: str
+    sample_label: str | None
+    distance: float
+
+
+class LabelledSample(BaseModel):
+    text: str
+    distance: float
+    accepted: bool
+    label: str | None
+
+
+class ExampleQuery(BaseModel):
+    query: str
+    label: str | None
+    samples: list[LabelledSample]
+
+
+class ScoredHypothesis(BaseModel):
+    """A hypothesis after compile + label + score, or with the reason it failed."""
+
+    id: int
+    round: int
+    site: str
+    hypothesis: Hypothesis
+    status: Literal["scored", "compile_failed", "label_failed", "undefined"]
+    error: str | None = None
+    score: Score | None = None
+    counterexamples: list[Counterexample] = Field(default_factory=list)
+    examples: list[ExampleQuery] = Field(default_factory=list)
+    other_sites: dict[str, Score] = Field(default_factory=dict)

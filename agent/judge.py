@@ -1,0 +1,219 @@
+"""The judge: chat completions against any OpenAI-compatible server, with structured
+output, validation retries, transient-failure retries, a persistent cache and bounded
+concurrency — behind one small interface (`JudgeClient.ask`, `JudgeClient.ask_many`).
+
+Structured output is requested per engine: vLLM and OpenAI take
+`response_format={"type": "json_schema", ...}`; llama-cpp-python's server (the embedded
+engine) takes `{"type": "json_object", "schema": ...}` and rejects json_schema. The
+answer is always validated by pydantic; an invalid answer is retried with the validation
+error shown to the model, and after the last try the failure is a typed `JudgeFailure`,
+never a fake answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+T = TypeVar("T", bound=BaseModel)
+Engine = Literal["vllm", "openai", "llamacpp"]
+
+
+class JudgeConfig(BaseModel):
+    """Where the judge is and how to ask it. Environment: AUTOSCOPE_JUDGE_URL, _KEY, _MODEL, _ENGINE."""
+
+    base_url: str | None = None
+    api_key: str = "not-needed"
+    model: str = "judge"
+    engine: Engine = "vllm"
+    temperature: float = 0.0
+    max_tokens: int = 512
+    timeout_s: float = 120.0
+    max_attempts: int = 4  # transient failures (connection, timeout, 429, 5xx)
+    validation_retries: int = 2  # invalid answers shown back to the model
+    concurrency: int = 4
+    cache_path: str | None = Field(None, description="sqlite file; default ~/.cache/autoscope/judge_cache.sqlite")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "JudgeConfig":
+        env = {
+            "base_url": os.environ.get("AUTOSCOPE_JUDGE_URL"),
+            "api_key": os.environ.get("AUTOSCOPE_JUDGE_KEY"),
+            "model": os.environ.get("AUTOSCOPE_JUDGE_MODEL"),
+            "engine": os.environ.get("AUTOSCOPE_JUDGE_ENGINE"),
+        }
+        data = {k: v for k, v in env.items() if v}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+class JudgeFailure(Exception):
+    """The judge could not give a valid answer; `reason` says why (shown in reports)."""
+
+    def __init__(self, reason: str, raw: str | None = None):
+        super().__init__(reason)
+        self.reason, self.raw = reason, raw
+
+
+class Answer(BaseModel, Generic[T]):
+    value: T | None = None
+    raw: str | None = None
+    cached: bool = False
+    error: str | None = None
+
+
+class JudgeCache:
+    """Persistent answers keyed on (model, messages, sampling parameters, schema)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, raw TEXT NOT NULL, created REAL)")
+        self._db.commit()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(model: str, messages: Sequence[dict], params: dict, schema: dict | None) -> str:
+        blob = json.dumps({"model": model, "messages": list(messages), "params": params, "schema": schema}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT raw FROM answers WHERE key = ?", (key,)).fetchone()
+            if row:
+                self.hits += 1
+            else:
+                self.misses += 1
+        return row[0] if row else None
+
+    def put(self, key: str, raw: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)", (key, raw, time.time()))
+            self._db.commit()
+
+
+def _transient(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def _extract_json(text: str) -> str:
+    """Some servers wrap JSON in prose or code fences; take the outermost object."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`")
+        text = text[text.find("\n") + 1 :] if "\n" in text else text
+    a, b = text.find("{"), text.rfind("}")
+    return text[a : b + 1] if a >= 0 and b > a else text
+
+
+class JudgeClient:
+    def __init__(self, config: JudgeConfig, log: Any = None):
+        import openai
+
+        if not config.base_url:
+            raise JudgeFailure("no judge URL configured: set AUTOSCOPE_JUDGE_URL or start `autoscope judge serve`")
+        self.config = config
+        self._client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0)
+        path = Path(config.cache_path) if config.cache_path else Path.home() / ".cache" / "autoscope" / "judge_cache.sqlite"
+        self.cache = JudgeCache(path)
+        self.log = log  # callable(record: dict) for the run log, optional
+        self.calls = 0
+        self._calls_lock = threading.Lock()
+
+    def _response_format(self, schema: dict, name: str) -> dict:
+        if self.config.engine == "llamacpp":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
+
+    def _complete(self, messages: list[dict], schema: dict, name: str, max_tokens: int | None) -> str:
+        def call() -> str:
+            with self._calls_lock:
+                self.calls += 1
+            resp = self._client.chat.completions.create(
+                model=self.config.model, messages=messages, temperature=self.config.temperature,
+                max_tokens=max_tokens or self.config.max_tokens, response_format=self._response_format(schema, name),  # type: ignore[arg-type]
+            )
+            return resp.choices[0].message.content or ""
+
+        retrying = Retrying(
+            retry=retry_if_exception(_transient), stop=stop_after_attempt(self.config.max_attempts),
+            wait=wait_exponential(multiplier=0.5, min=0.2, max=8), reraise=True,
+        )
+        return retrying(call)
+
+    def ask(self, messages: list[dict], schema: type[T], max_tokens: int | None = None, purpose: str = "") -> T:
+        """One structured answer, validated; cached on disk; raises JudgeFailure."""
+        import openai
+
+        js = schema.model_json_schema()
+        params = {"temperature": self.config.temperature, "max_tokens": max_tokens or self.config.max_tokens, "engine_format": self.config.engine}
+        key = self.cache.key(self.config.model, messages, params, js)
+        raw = self.cache.get(key)
+        if raw is not None:
+            try:
+                return schema.model_validate_json(raw)
+            except ValidationError:
+                pass  # schema changed since; ask again
+        convo = list(messages)
+        last_error = ""
+        for attempt in range(self.config.validation_retries + 1):
+            try:
+                raw = self._complete(convo, js, schema.__name__, max_tokens)
+            except openai.APIError as e:
+                self._log({"purpose": purpose, "messages": convo, "error": f"{e.__class__.__name__}: {e}"})
+                raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None
+            try:
+                value = schema.model_validate_json(_extract_json(raw))
+            except ValidationError as e:
+                last_error = str(e).splitlines()[0:3]
+                last_error = "; ".join(last_error) if isinstance(last_error, list) else str(last_error)
+                self._log({"purpose": purpose, "messages": convo, "raw": raw, "invalid": last_error, "attempt": attempt})
+                convo = list(messages) + [
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": f"That answer is not valid JSON for the required schema ({last_error}). Answer again with only the JSON object."},
+                ]
+                continue
+            self.cache.put(key, value.model_dump_json())
+            self._log({"purpose": purpose, "messages": messages, "raw": raw, "attempt": attempt})
+            return value
+        raise JudgeFailure(f"no valid answer after {self.config.validation_retries + 1} tries: {last_error}", raw)
+
+    def ask_many(self, requests: Sequence[tuple[list[dict], type[T]]], max_tokens: int | None = None, purpose: str = "", progress: bool = False) -> list[Answer[T]]:
+        """Many structured answers with bounded concurrency; failures come back as Answer.error."""
+
+        def one(req: tuple[list[dict], type[T]]) -> Answer[T]:
+            try:
+                return Answer(value=self.ask(req[0], req[1], max_tokens, purpose))
+            except JudgeFailure as e:
+                return Answer(error=e.reason, raw=e.raw)
+
+        out: list[Answer[T]] = []
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            it = pool.map(one, requests)
+            if progress:
+                from tqdm.auto import tqdm
+
+                it = tqdm(it, total=len(requests), desc=purpose or "judge", unit="req")
+            out.extend(it)
+        return out
+
+    def _log(self, record: dict) -> None:
+        if self.log is not None:
+            self.log({"time": time.time(), "model": self.config.model, **record})

@@ -1,0 +1,117 @@
+"""`autoscope label`: label every row of a JSONL, CSV or JSON file with an LLM feature.
+
+Resumable: the output is JSONL appended in chunks; rows whose id is already in it are not
+sent again. Each output row keeps its id, text, label, the judge's raw answer, the judge
+model, and — when there is no label — the reason (`error`); a row the judge cannot label
+is an explicit null with its reason, never a guess.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from features.llm_specs import SPECS
+from scope_core.errors import AutoscopeError
+
+from .judge import JudgeClient, JudgeConfig
+from .llm_feature import label_many
+
+DEFAULT_FIELDS = ("instruction", "text", "prompt", "goal", "Behavior", "forbidden_prompt")
+
+
+class LabelConfig(BaseModel):
+    feature: str
+    input: str
+    output: str
+    field: str | None = None
+    labels: list[str] | None = None
+    batch: int = 1
+    chunk: int = 32
+    judge: JudgeConfig = JudgeConfig()
+
+
+def read_rows(path: Path, field: str | None) -> list[tuple[str, str]]:
+    """(id, text) per row; ids from an `id` column when present, else the row number."""
+    if not path.exists():
+        raise AutoscopeError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    elif suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise AutoscopeError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+    elif suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise AutoscopeError(f"{path}: not valid JSON ({e.msg})") from None
+        if not isinstance(rows, list):
+            raise AutoscopeError(f"{path}: expected a list of objects")
+    else:
+        raise AutoscopeError(f"{path}: use a .jsonl, .csv or .json file")
+    if not rows:
+        raise AutoscopeError(f"{path} has no rows")
+    if not isinstance(rows[0], dict):
+        raise AutoscopeError(f"{path}: rows must be objects with a text field")
+    cols = list(rows[0])
+    key = field or next((c for c in DEFAULT_FIELDS if c in cols), None)
+    if key is None or key not in cols:
+        raise AutoscopeError(f"{path}: no text column {field or '/'.join(DEFAULT_FIELDS)!r} (columns: {', '.join(cols)}); pass --field")
+    return [(str(r.get("id", i)), str(r.get(key) or "")) for i, r in enumerate(rows)]
+
+
+def label_file(cfg: LabelConfig, judge: JudgeClient, progress: bool = True) -> dict:
+    if cfg.feature not in SPECS:
+        raise AutoscopeError(f"unknown LLM feature {cfg.feature!r}; built-in: {', '.join(SPECS)}")
+    spec = SPECS[cfg.feature]
+    labels = tuple(cfg.labels) if cfg.labels else spec.labels
+    question = spec.question
+    if cfg.labels and cfg.feature == "reason":
+        question = "If this instruction is harmful, which category of harm does it belong to? Categories: " + ", ".join(cfg.labels) + ". If it is not harmful, answer null."
+    rows = read_rows(Path(cfg.input), cfg.field)
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done: set[str] = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            try:
+                done.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a kill
+    todo = [(i, t) for i, t in rows if i not in done]
+    t0 = time.perf_counter()
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"labelling {cfg.feature}", unit="row")
+    n_null = 0
+    for start in range(0, len(todo), cfg.chunk):
+        chunk = todo[start : start + cfg.chunk]
+        res = label_many(judge, spec.name, question, labels, [t for _, t in chunk if t.strip()], spec.allow_null, spec.normaliser, cfg.batch)
+        with out.open("a") as f:
+            for i, t in chunk:
+                o = res.get(t)
+                rec = {"id": i, "text": t, "label": o.label if o else None, "raw": o.raw if o else None,
+                       "model": judge.config.model, "error": (o.error if o else "empty text")}
+                n_null += rec["label"] is None
+                f.write(json.dumps(rec) + "\n")
+        if bar:
+            bar.update(len(chunk))
+    if bar:
+        bar.close()
+    dt = time.perf_counter() - t0
+    return {"rows": len(rows), "labelled_now": len(todo), "already_done": len(done), "null": n_null, "seconds": dt,
+            "rows_per_s": len(todo) / dt if dt > 0 and todo else 0.0, "judge_calls": judge.calls,
+            "cache_hits": judge.cache.hits}

@@ -1,0 +1,343 @@
+"""`autoscope explore`: the automated hypothesis loop.
+
+Per round: show the judge a few queries with their verified samples and every scored
+hypothesis so far (FCR ± CI, p0, κ, counterexamples); take its new hypotheses; compile
+each (python in the sandbox, or an LLM-labelled question); label queries and accepted
+samples; score FCR at the site over a fixed query set D; append the result to the run
+log. Stops when `budget` hypotheses are scored, when the judge says it is done, or when
+the best κ has not improved for `patience` rounds. A killed run resumes: finished
+hypotheses are read back from the log, and the judge cache answers the repeated prompts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from scope_core.api import Scope
+from scope_core.errors import AutoscopeError
+from scope_core.fcr import fcr
+from scope_core.sample import SampleRun
+from scope_core.sites import parse_sites
+
+from .hypotheses import CompiledCode, Counterexample, ExampleQuery, Hypothesis, LabelledSample, Proposal, Score, ScoredHypothesis
+from .judge import JudgeClient, JudgeConfig, JudgeFailure
+from .llm_feature import llm_feature
+from .prompts import messages
+from .runlog import RunLog
+from .sandbox import SandboxLimits, run_feature
+
+SITE_DESCRIPTIONS = {"attn": "attention-block output", "head": "output of one attention head", "resid": "residual stream", "mlp": "MLP output"}
+SYSTEM = "You are a careful interpretability researcher. You answer only with JSON that fits the requested schema."
+
+
+class ExploreConfig(BaseModel):
+    run: str = "default"
+    runs_dir: str = "runs"
+    site: str = "L18"
+    sites: str | None = Field(None, description="also score the top hypotheses at these sites")
+    budget: int = 20
+    per_round: int = 3
+    show_queries: int = 3
+    show_samples: int = 6
+    queries: int = 24
+    samples: int = 8
+    only: str | None = None
+    eps: float | None = None
+    eps_quantile: float | None = None
+    kernel: str = "hard"
+    patience: int = 3
+    top_k_other_sites: int = 3
+    prior_for_p0: int = 400
+    prior_for_p0_llm: int = 48
+    seed: int = 0
+    explore_id: str | None = None
+    judge: JudgeConfig = JudgeConfig()
+
+
+class ExploreResult(BaseModel):
+    explore_dir: str
+    ranking: list[ScoredHypothesis]
+    timing: dict[str, float]
+    stopped: str
+
+
+def _only(only: str | None):
+    if not only:
+        return None
+    key, _, value = only.partition("=")
+    if not value:
+        key, value = "harmfulness", key
+    return lambda labels: labels.get(key) == value
+
+
+class Explorer:
+    def __init__(self, cfg: ExploreConfig, judge: JudgeClient, log: RunLog, console: Console | None = None, scope: Scope | None = None):
+        self.cfg, self.judge, self.log = cfg, judge, log
+        self.console = console or Console(stderr=True)
+        self.scope = scope or Scope(Path(cfg.runs_dir) / cfg.run)
+        self.timing: dict[str, float] = {"sampling_s": 0.0, "judge_s": 0.0, "labelling_s": 0.0, "scoring_s": 0.0}
+        self.scored: list[ScoredHypothesis] = [ScoredHypothesis.model_validate(r["hypothesis"]) for r in log.read("hypotheses")]
+        self._sample_runs: dict[str, SampleRun] = {}
+
+    # -- the query set D and its preimages, sampled once per site and kept ----------
+    def sample_run(self, site_name: str) -> SampleRun:
+        if site_name in self._sample_runs:
+            return self._sample_runs[site_name]
+        cached = self.log.read_json(f"samples_{site_name}.json")
+        if cached is not None:
+            run = SampleRun.model_validate(cached)
+        else:
+            t = time.perf_counter()
+            site = self.scope.site(site_name)
+            idx = self.scope.heldout_indices(_only(self.cfg.only), self.cfg.queries)
+            if not idx:
+                raise AutoscopeError(f"no held-out prompt matches --only {self.cfg.only}")
+            eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
+            run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel, eps=eps, seed=self.cfg.seed, progress=True)  # type: ignore[arg-type]
+            self.log.write_json(f"samples_{site_name}.json", run.model_dump())
+            self.timing["sampling_s"] += time.perf_counter() - t
+        self._sample_runs[site_name] = run
+        return run
+
+    # -- compile ------------------------------------------------------------------
+    def _labeller(self, h: Hypothesis):
+        """A function texts -> labels for the hypothesis, or raise with the reason."""
+        if h.kind == "llm":
+            if not h.question:
+                raise ValueError("an llm hypothesis needs a question")
+            return llm_feature(self.judge, h.name, h.question, h.labels)
+        code = h.code
+        error = None
+        for attempt in range(2):
+            if not code or error:
+                t = time.perf_counter()
+                examples = [q.query for q in self.sample_run(self.cfg.site).queries[:4]]
+                try:
+                    code = self.judge.ask(messages("compile", system=SYSTEM, hypothesis=h, error=error, examples=examples), CompiledCode, max_tokens=600, purpose="compile").code
+                except JudgeFailure as e:
+                    self.timing["judge_s"] += time.perf_counter() - t
+                    raise ValueError(f"could not compile: {e.reason}") from None
+                self.timing["judge_s"] += time.perf_counter() - t
+                h.code = code
+            probe = run_feature(code, [q.query for q in self.sample_run(self.cfg.site).queries[:4]], workdir=self.log.root, limits=SandboxLimits(cpu_seconds=5, wall_seconds=20))
+            if probe.ok:
+                final = code
+
+                def fn(texts: list[str]) -> list[str | None]:
+                    res = run_feature(final, texts, workdir=self.log.root, limits=SandboxLimits(cpu_seconds=30, wall_seconds=60))
+                    if not res.ok:
+                        raise ValueError(res.error)
+                    return res.labels
+
+                return fn
+            error = probe.error
+        raise ValueError(f"compiled code failed: {error}")
+
+    # -- score --------------------------------------------------------------------
+    def score(self, h: Hypothesis, labeller, site_name: str) -> tuple[Score, list[Counterexample], list[ExampleQuery]]:
+        run = self.sample_run(site_name)
+        data = self.scope.data
+        import random
+
+        rng = random.Random(self.cfg.seed)
+        n_prior = self.cfg.prior_for_p0_llm if h.kind == "llm" else self.cfg.prior_for_p0
+        prior_texts = [data.examples[i].text for i in rng.sample(data.train, min(n_prior, len(data.train)))]
+        texts = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0} | set(prior_texts)
+        t = time.perf_counter()
+        uniq = sorted(texts)
+        labels = dict(zip(uniq, labeller(uniq)))
+        self.timing["labelling_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        q_lab = [labels[q.query] for q in run.queries]
+        s_lab = [[labels.get(s.text) if s.weight > 0 else None for s in q.samples] for q in run.queries]
+        w = [[s.weight for s in q.samples] for q in run.queries]
+        res = fcr(q_lab, s_lab, w, [labels[t] for t in prior_texts], seed=self.cfg.seed)
+        counter = []
+        for q, ql, sl in zip(run.queries, q_lab, s_lab):
+            if ql is None:
+                continue
+            for s, lab in zip(q.samples, sl):
+                if s.weight > 0 and lab != ql:
+                    counter.append(Counterexample(query=q.query, query_label=ql, sample=s.text, sample_label=lab, distance=s.distance))
+        counter.sort(key=lambda c: c.distance)
+        examples = [
+            ExampleQuery(query=q.query, label=ql, samples=[
+                LabelledSample(text=s.text, distance=s.distance, accepted=s.accepted, label=lab)
+                for s, lab in sorted(zip(q.samples, sl), key=lambda x: x[0].distance)[:6]
+            ])
+            for q, ql, sl in list(zip(run.queries, q_lab, s_lab))[:3]
+        ]
+        self.timing["scoring_s"] += time.perf_counter() - t
+        score = Score(fcr=res.fcr, ci_low=res.ci_low, ci_high=res.ci_high, p0=res.p0, kappa=res.kappa, degenerate=res.degenerate, n_queries=res.n_queries)
+        return score, counter[:5], examples
+
+    def evaluate(self, h: Hypothesis, hid: int, round_: int) -> ScoredHypothesis:
+        try:
+            labeller = self._labeller(h)
+        except ValueError as e:
+            return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="compile_failed", error=str(e))
+        try:
+            score, counter, examples = self.score(h, labeller, self.cfg.site)
+        except (ValueError, JudgeFailure) as e:
+            return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e))
+        status = "scored" if score.fcr is not None else "undefined"
+        return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter, examples=examples,
+                                error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample")
+
+    # -- the loop -------------------------------------------------------------------
+    def propose(self, round_: int) -> Proposal:
+        run = self.sample_run(self.cfg.site)
+        k = self.cfg.show_queries
+        start = (round_ * k) % max(len(run.queries), 1)
+        shown = (run.queries[start:] + run.queries[:start])[:k]
+        shown = [q.model_copy(update={"samples": sorted(q.samples, key=lambda s: s.distance)[: self.cfg.show_samples]}) for q in shown]
+        site = self.scope.site(self.cfg.site)
+        msgs = messages("propose", system=SYSTEM, site=site.name, site_description=SITE_DESCRIPTIONS[site.component], eps=f"{run.eps.eps:.3g}",
+                        queries=shown, scored=[h for h in self.scored if h.round < round_], n_hypotheses=self.cfg.per_round)
+        t = time.perf_counter()
+        try:
+            prop = self.judge.ask(msgs, Proposal, max_tokens=900, purpose=f"propose:{round_}")
+        finally:
+            self.timing["judge_s"] += time.perf_counter() - t
+        self.log.append("rounds", {"round": round_, "proposal": prop.model_dump()})
+        return prop
+
+    def n_scored(self) -> int:
+        return sum(h.status == "scored" for h in self.scored)
+
+    def best_kappa(self, upto_round: int | None = None) -> float:
+        ks = [h.score.kappa for h in self.scored if h.score and h.score.kappa is not None and (upto_round is None or h.round <= upto_round)]
+        return max(ks) if ks else float("-inf")
+
+    def run(self) -> str:
+        cfg = self.cfg
+        done_keys = {(h.round, h.id) for h in self.scored}
+        round_ = max((h.round for h in self.scored), default=-1)
+        # a round is finished if its proposal was fully processed; redo the last one otherwise
+        rounds_logged = self.log.read("rounds")
+        if rounds_logged and rounds_logged[-1]["round"] >= round_ and round_ >= 0:
+            round_ = rounds_logged[-1]["round"]
+        round_ = max(round_, 0)
+        stale = 0
+        attempts_cap = 2 * cfg.budget + 4
+        stopped = "budget"
+        while self.n_scored() < cfg.budget:
+            if len(self.scored) >= attempts_cap:
+                stopped = "too many failed hypotheses"
+                break
+            try:
+                prop = self.propose(round_)
+            except JudgeFailure as e:
+                self.log.append("events", {"round": round_, "error": e.reason})
+                self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({e.reason})[/yellow]")
+                stale += 1
+                if stale >= cfg.patience:
+                    stopped = "judge failed repeatedly"
+                    break
+                round_ += 1
+                continue
+            before = self.best_kappa()
+            new = 0
+            for j, h in enumerate(prop.hypotheses[: cfg.per_round]):
+                hid = round_ * 100 + j
+                if (round_, hid) in done_keys:
+                    continue
+                if self.n_scored() >= cfg.budget:
+                    break
+                res = self.evaluate(h, hid, round_)
+                self.scored.append(res)
+                done_keys.add((round_, hid))
+                new += 1
+                self.log.append("hypotheses", {"hypothesis": res.model_dump()})
+                s = res.score
+                line = f"{res.status}" + (f": {res.error}" if res.error else "")
+                if s and s.fcr is not None:
+                    line = f"FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {s.kappa:.3f}" if s.kappa is not None else f"FCR {s.fcr:.3f} (degenerate)"
+                self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
+            if prop.done:
+                stopped = "the judge said it is done"
+                break
+            stale = stale + 1 if self.best_kappa() <= before else 0
+            if new == 0 or stale >= cfg.patience:
+                stopped = "κ stopped improving" if new else "no new hypotheses"
+                if self.n_scored() >= cfg.budget:
+                    stopped = "budget"
+                break
+            round_ += 1
+        return stopped
+
+    def other_sites(self) -> None:
+        if not self.cfg.sites:
+            return
+        sites = [s.name for s in parse_sites(self.cfg.sites, self.scope.target.n_layers, self.scope.target.n_heads) if s.name != self.cfg.site]
+        top = [h for h in self.ranking() if h.status == "scored"][: self.cfg.top_k_other_sites]
+        for h in top:
+            labeller = self._labeller(h.hypothesis)
+            for site in sites:
+                if site in h.other_sites:
+                    continue
+                score, _, _ = self.score(h.hypothesis, labeller, site)
+                h.other_sites[site] = score
+            self.log.append("other_sites", {"id": h.id, "scores": {k: v.model_dump() for k, v in h.other_sites.items()}})
+
+    def ranking(self) -> list[ScoredHypothesis]:
+        def key(h: ScoredHypothesis):
+            s = h.score
+            return (h.status != "scored", -(s.kappa if s and s.kappa is not None else -1e9), -(s.fcr if s and s.fcr is not None else -1))
+
+        return sorted(self.scored, key=key)
+
+
+@contextlib.contextmanager
+def judge_for(cfg: ExploreConfig, log: RunLog):
+    """The configured judge (config, then $AUTOSCOPE_JUDGE_URL), or the embedded one
+    started for this run and stopped after it."""
+    import os
+
+    jc = cfg.judge
+    if not jc.base_url and os.environ.get("AUTOSCOPE_JUDGE_URL"):
+        jc = JudgeConfig.from_env(**{k: v for k, v in jc.model_dump().items() if k not in ("base_url", "model", "engine", "api_key")})
+    if jc.base_url:
+        yield JudgeClient(jc, log=lambda r: log.append("judge", r))
+        return
+    from .server import EmbeddedJudge
+
+    with EmbeddedJudge(log_path=log.root / "judge_server.log") as srv:
+        jc = jc.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+        yield JudgeClient(jc, log=lambda r: log.append("judge", r))
+
+
+def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult:
+    console = console or Console(stderr=True)
+    run_dir = Path(cfg.runs_dir) / cfg.run
+    if not (run_dir / "train_config.json").exists():
+        raise AutoscopeError(f"no trained run {run_dir}: run `autoscope train --run {cfg.run}` first")
+    xid = cfg.explore_id or datetime.now().strftime("x%Y%m%d-%H%M%S")
+    log = RunLog(run_dir / "explore" / xid)
+    saved = log.read_json("config.json")
+    if saved is not None:
+        # resuming: the saved settings win, except how to reach the judge (a new server, a new port)
+        cfg = ExploreConfig.model_validate(saved).model_copy(update={"judge": cfg.judge, "explore_id": xid})
+    else:
+        cfg = cfg.model_copy(update={"explore_id": xid})
+        log.write_json("config.json", cfg.model_dump())
+    t0 = time.perf_counter()
+    with judge_for(cfg, log) as judge:
+        ex = Explorer(cfg, judge, log, console)
+        stopped = ex.run()
+        ex.other_sites()
+    ex.timing["total_s"] = time.perf_counter() - t0
+    ex.timing["judge_calls"] = float(judge.calls)
+    log.append("timing", ex.timing)
+    result = ExploreResult(explore_dir=str(log.root), ranking=ex.ranking(), timing=ex.timing, stopped=stopped)
+    log.write_json("result.json", result.model_dump())
+    from .report import write_report
+
+    write_report(log.root)
+    return result

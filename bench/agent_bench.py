@@ -1,0 +1,79 @@
+"""Agent benchmarks (issue: the agent loop).
+
+1. LLM-feature labelling throughput on the embedded judge: labels/s one at a time vs with
+   concurrency, and the cache hit rate on a rerun (should be 100%).
+2. `explore --site L18 --budget 20` wall time after training, with time per phase.
+
+    python bench/agent_bench.py --run bench2 --labels 48 --budget 20
+
+Writes bench/results/agent.json. Needs llama-cpp-python[server] (or AUTOSCOPE_JUDGE_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from agent.judge import JudgeClient, JudgeConfig
+from agent.llm_feature import llm_feature
+from agent.loop import ExploreConfig, explore
+from agent.server import EmbeddedJudge
+from scope_core.data import RunData
+
+QUESTION = "Is this instruction asking for something harmful?"
+
+
+def label_rate(url: str, model: str, engine: str, texts: list[str], concurrency: int, cache: str) -> tuple[float, JudgeClient]:
+    judge = JudgeClient(JudgeConfig(base_url=url, model=model, engine=engine, concurrency=concurrency, cache_path=cache))
+    feat = llm_feature(judge, "harmfulness", QUESTION, ["harmful", "harmless"])
+    t = time.perf_counter()
+    labels = feat(texts)
+    dt = time.perf_counter() - t
+    assert len(labels) == len(texts)
+    return len(texts) / dt, judge
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default="bench2")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--labels", type=int, default=48)
+    ap.add_argument("--budget", type=int, default=20)
+    ap.add_argument("--out", default="bench/results/agent.json")
+    ap.add_argument("--skip-explore", action="store_true")
+    args = ap.parse_args()
+    data = RunData.load(Path(args.runs_dir) / args.run / "data")
+    texts = [data.examples[i].text for i in data.heldout[: args.labels]]
+    res: dict = {"args": vars(args)}
+    with EmbeddedJudge() as srv, tempfile.TemporaryDirectory() as tmp:
+        r1, _ = label_rate(srv.url, srv.model, srv.engine, texts, 1, f"{tmp}/c1.sqlite")
+        r4, _ = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
+        rr, judge = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
+        res["labelling"] = {"one_at_a_time_labels_per_s": r1, "concurrency4_labels_per_s": r4, "speedup": r4 / r1,
+                            "rerun_labels_per_s": rr, "rerun_cache_hit_rate": judge.cache.hits / max(judge.cache.hits + judge.cache.misses, 1),
+                            "rerun_calls": judge.calls, "n": len(texts)}
+        print(json.dumps(res["labelling"], indent=1), flush=True)
+        if not args.skip_explore:
+            cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site="L18", budget=args.budget, explore_id=f"bench-{int(time.time())}",
+                                judge=JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, cache_path=f"{tmp}/explore.sqlite"))
+            t = time.perf_counter()
+            out = explore(cfg)
+            res["explore"] = {"wall_s": time.perf_counter() - t, "timing": out.timing, "stopped": out.stopped,
+                              "n_hypotheses": len(out.ranking), "n_scored": sum(h.status == "scored" for h in out.ranking),
+                              "statuses": [h.status for h in out.ranking], "dir": out.explore_dir,
+                              "top": [{"name": h.hypothesis.name, "kind": h.hypothesis.kind, "fcr": h.score.fcr if h.score else None,
+                                       "kappa": h.score.kappa if h.score else None} for h in out.ranking[:5]]}
+            print(json.dumps(res["explore"], indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The explore loop end to end against the real embedded judge server (llama-cpp-python
+serving SmolLM2 over HTTP), on a small inverter trained in the test session."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.judge import JudgeConfig
+from agent.loop import ExploreConfig, explore
+from agent.runlog import RunLog
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python[server] not installed"),
+]
+
+
+@pytest.fixture(scope="session")
+def judge_server():
+    from agent.server import EmbeddedJudge
+
+    with EmbeddedJudge() as srv:
+        yield srv
+
+
+def _cfg(scope, srv, tmp_path, xid, budget=2):
+    return ExploreConfig(run=scope.run_dir.name, runs_dir=str(scope.run_dir.parent), site="L18", budget=budget, per_round=2,
+                         queries=6, samples=4, show_queries=2, show_samples=4, patience=3, explore_id=xid, eps=0.3,
+                         judge=JudgeConfig(base_url=srv.url, model=srv.model, engine="llamacpp", cache_path=str(tmp_path / "judge.sqlite"), max_tokens=400))
+
+
+def test_explore_end_to_end_with_the_embedded_judge(trained_embedded, judge_server, tmp_path):
+    _, scope = trained_embedded
+    res = explore(_cfg(scope, judge_server, tmp_path, "e2e"))
+    root = Path(res.explore_dir)
+    log = RunLog(root)
+    assert log.read("judge"), "every judge request and answer is logged"
+    assert len(res.ranking) >= 1
+    assert any(h.status == "scored" and h.score.fcr is not None for h in res.ranking), [(h.hypothesis, h.error) for h in res.ranking]
+    assert {"sampling_s", "judge_s", "labelling_s", "scoring_s"} <= set(res.timing)
+    md = (root / "report.md").read_text()
+    assert "## Ranking" in md and res.ranking[0].hypothesis.name in md
+    assert (root / "report.html").read_text().count("<table>") >= 1
+
+
+def test_killed_explore_resumes_without_rescoring(trained_embedded, judge_server, tmp_path):
+    """Kill the CLI mid-run, resume it: the hypotheses equal an uninterrupted run's, none twice."""
+    _, scope = trained_embedded
+    env = {**os.environ, "AUTOSCOPE_JUDGE_URL": judge_server.url, "AUTOSCOPE_JUDGE_ENGINE": "llamacpp", "AUTOSCOPE_JUDGE_MODEL": judge_server.model}
+    common = ["--run", scope.run_dir.name, "--runs-dir", str(scope.run_dir.parent), "--site", "L18", "--budget", "3", "--per-round", "2",
+              "--queries", "6", "--samples", "4", "--eps", "0.3"]
+    # uninterrupted reference (same judge cache, so the same proposals)
+    ref = subprocess.run([sys.executable, "-m", "agent.cli", "explore", *common, "--resume", "ref"], env=env, capture_output=True, text=True, timeout=900)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    ref_h = RunLog(scope.run_dir / "explore" / "ref").read("hypotheses")
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "explore", *common, "--resume", "killed"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = RunLog(scope.run_dir / "explore" / "killed")
+    deadline = time.time() + 600
+    while time.time() < deadline and not log.read("hypotheses") and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(log.read("hypotheses"))
+    again = subprocess.run([sys.executable, "-m", "agent.cli", "explore", *common, "--resume", "killed"], env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    hs = log.read("hypotheses")
+    ids = [h["hypothesis"]["id"] for h in hs]
+    assert len(ids) == len(set(ids)), "no hypothesis scored twice"
+    assert len(hs) == len(ref_h) and len(hs) >= n_before

@@ -1,0 +1,82 @@
+"""The CLI end to end on a tiny model: it works, and bad input gets one clear line,
+a non-zero exit, and leaves the run untouched."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app
+
+runner = CliRunner()
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_llama_path, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("cli_runs")
+    res = runner.invoke(app, ["train", "--run", "c", "--runs-dir", str(runs), "--target", str(tiny_llama_path),
+                              "--backbone", str(tiny_llama_path), "--task", "refusal", "--n", "300", "--heldout", "40",
+                              "--sites", "L1,L2", "--minutes", "0.05"])
+    assert res.exit_code == 0, res.output
+    assert "held-out loss" in res.output and "ε" in res.output
+    return runs
+
+
+def _run(args, runs):
+    return runner.invoke(app, args + ["--run", "c", "--runs-dir", str(runs)])
+
+
+def test_sample_and_fcr_commands(run_dir):
+    res = _run(["sample", "--site", "L2", "--prompt", "write an email", "--n", "3", "--eps", "0.9"], run_dir)
+    assert res.exit_code == 0, res.output
+    assert "ε=0.9" in res.output and "refusal_rate=" in res.output
+    res = _run(["fcr", "--feature", "first_word,length_bucket", "--sites", "L1-L2", "--queries", "4", "--n", "2"], run_dir)
+    assert res.exit_code == 0, res.output
+    assert "FCR" in res.output and "κ" in res.output
+    png = list((run_dir / "c" / "results").glob("fcr_*.png"))
+    assert png and png[0].stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["sample", "--site", "L7"], "layers 0-3"),
+        (["sample", "--site", "Q1"], "unknown site"),
+        (["sample", "--site", "L3"], "was not trained"),
+        (["sample", "--site", "L2", "--prompt", "word " * 80], "over the limit"),
+        (["sample", "--site", "L2", "--kernel", "box"], "unknown kernel"),
+        (["sample", "--site", "L2", "--eps", "-1"], "positive"),
+        (["fcr", "--feature", "nonsense", "--sites", "L2"], "unknown feature"),
+        (["fcr", "--feature", "tests_feature_raises:boom", "--sites", "L2", "--queries", "2", "--n", "1"], "boom raised ZeroDivisionError"),
+        (["fcr", "--feature", "first_word", "--sites", "L2", "--only", "reason=nope"], "no held-out prompt matches"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_keeps_the_run(run_dir, args, fragment, tmp_path, monkeypatch):
+    (tmp_path / "tests_feature_raises.py").write_text("def boom(text):\n    return 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = _digest(run_dir / "c" / "inverter")
+    res = _run(args, run_dir)
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and fragment in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+    assert _digest(run_dir / "c" / "inverter") == before
+
+
+def test_train_bad_data_is_refused_before_anything_is_written(tmp_path, tiny_llama_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    for data, fragment in [(str(tmp_path / "missing.json"), "does not exist"), (str(bad), "unknown CSV columns")]:
+        res = runner.invoke(app, ["train", "--run", "x", "--runs-dir", str(tmp_path / "runs"), "--target", str(tiny_llama_path),
+                                  "--task", "none", "--data", data])
+        assert res.exit_code == 2 and fragment in " ".join(res.output.split())
+    assert not (tmp_path / "runs" / "x" / "data").exists()
+
+
+def test_missing_run_is_explained(tmp_path):
+    res = runner.invoke(app, ["sample", "--site", "L1", "--run", "nothing", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "autoscope train" in res.output

@@ -1,0 +1,70 @@
+"""`autoscope label` resumes, keeps ids and raw answers, and never guesses."""
+
+import json
+
+import pytest
+
+from agent.judge import JudgeClient, JudgeConfig
+from agent.label import LabelConfig, label_file, read_rows
+from agent.llm_feature import normalise_label
+from flaky_server import FlakyServer
+from scope_core.errors import AutoscopeError
+
+
+def _rows(tmp_path, n=6):
+    p = tmp_path / "in.jsonl"
+    p.write_text("".join(json.dumps({"id": f"r{i}", "instruction": f"prompt number {i}"}) + "\n" for i in range(n)))
+    return p
+
+
+def test_label_file_then_resume_sends_only_missing_rows(tmp_path):
+    inp, out = _rows(tmp_path), tmp_path / "out.jsonl"
+    with FlakyServer([], default={"label": "Harmful"}) as srv:
+        judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite"), concurrency=2))
+        stats = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), chunk=4), judge, progress=False)
+        assert stats["labelled_now"] == 6 and len(srv.requests) == 6
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert [r["id"] for r in rows] == [f"r{i}" for i in range(6)]
+        assert all(r["label"] == "harmful" and r["raw"] == "Harmful" and r["model"] == "judge" for r in rows)
+        # lose the last two rows (as if killed), rerun with a fresh cache: only those are sent
+        out.write_text("\n".join(out.read_text().splitlines()[:4]) + "\n")
+        judge2 = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c2.sqlite")))
+        stats2 = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge2, progress=False)
+        assert stats2["labelled_now"] == 2 and stats2["already_done"] == 4 and len(srv.requests) == 8
+        assert len(out.read_text().splitlines()) == 6
+
+
+def test_unlabellable_rows_are_null_with_a_reason(tmp_path):
+    inp, out = _rows(tmp_path, 2), tmp_path / "out.jsonl"
+    with FlakyServer([], default={"label": "maybe?"}) as srv:
+        judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite")))
+        label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge, progress=False)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(r["label"] is None and "not one of the labels" in r["error"] for r in rows)
+
+
+def test_batched_labelling_falls_back_when_counts_do_not_match(tmp_path):
+    inp, out = _rows(tmp_path, 4), tmp_path / "out.jsonl"
+    # first batch answer has the wrong number of labels -> each row asked on its own
+    with FlakyServer([{"labels": ["harmful"]}, {"labels": ["harmless", "harmless"]}], default={"label": "harmful"}) as srv:
+        judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite"), concurrency=1))
+        label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), batch=2), judge, progress=False)
+    rows = {json.loads(x)["id"]: json.loads(x)["label"] for x in out.read_text().splitlines()}
+    assert sorted(rows.values()) == ["harmful", "harmful", "harmless", "harmless"]
+
+
+def test_read_rows_defaults_and_errors(tmp_path):
+    csv_p = tmp_path / "x.csv"
+    csv_p.write_text("goal,target\nDo a thing,Sure\n")
+    assert read_rows(csv_p, None) == [("0", "Do a thing")]
+    with pytest.raises(AutoscopeError, match="pass --field"):
+        read_rows(csv_p, "nope")
+    with pytest.raises(AutoscopeError, match="does not exist"):
+        read_rows(tmp_path / "missing.jsonl", None)
+
+
+def test_normalise_label():
+    assert normalise_label(" Harmful. ", ["harmful", "harmless"]) == "harmful"
+    assert normalise_label("null", ["a"]) is None
+    assert normalise_label("Write an Email", None) == "write an email"
+    assert normalise_label("both harmful and harmless", ["harmful", "harmless"]) is None

@@ -1,0 +1,82 @@
+"""Sampling and verification on a tiny trained run, through the public Scope API."""
+
+import math
+
+import pytest
+import torch
+
+from features.registry import get_feature
+from scope_core.api import Scope
+from scope_core.data import PriorConfig
+from scope_core.extract import extract
+from scope_core.sample import generate, summarise
+from scope_core.targets import TargetConfig
+from scope_core.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def scope(tiny_llama_path, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
+                      prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
+                      minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
+    train(cfg, progress=False)
+    return Scope(runs / "s")
+
+
+def test_generate_gives_n_samples_per_query_and_respects_max_tokens(scope):
+    inv = scope.inverter
+    z = scope.acts(scope.site("L2"))[:3]
+    out = generate(inv, "L2", z, 3, n=5, max_new_tokens=4, batch_size=4, seed=0)
+    assert [len(x) for x in out] == [5, 5, 5]
+    for ss in out:
+        for t in ss:
+            assert len(inv.backbone.tokenizer(t, add_special_tokens=False).input_ids) <= 4
+    again = generate(inv, "L2", z, 3, n=5, max_new_tokens=4, batch_size=4, seed=0)
+    assert out == again  # seeded
+
+
+def test_finished_rows_leave_the_batch_without_changing_results(scope):
+    """Dropping finished rows from the KV cache must not change what live rows produce:
+    batch size 1 (no dropping) and a large batch give the same greedy samples."""
+    inv = scope.inverter
+    z = scope.acts(scope.site("L2"))[:4]
+    a = generate(inv, "L2", z, 4, n=1, temperature=0, max_new_tokens=12, batch_size=1)
+    b = generate(inv, "L2", z, 4, n=1, temperature=0, max_new_tokens=12, batch_size=4)
+    assert a == b
+
+
+def test_samples_are_verified_against_the_target(scope):
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=3)
+    eps = scope.eps(site, eps=0.5)
+    run = scope.sample(site, indices=idx, n=4, eps=eps, kernel="hard")
+    assert run.eps.eps == 0.5 and len(run.queries) == 3
+    zq = scope.acts(site)[torch.tensor(idx)]
+    for q, z in zip(run.queries, zq):
+        texts = [s.text for s in q.samples if s.text.strip()]
+        if not texts:
+            continue
+        acts = extract(scope.target, texts, [site])[site]
+        d = 1 - torch.nn.functional.cosine_similarity(acts, z[None], dim=-1)
+        got = [s.distance for s in q.samples if s.text.strip()]
+        assert got == pytest.approx(d.tolist(), abs=1e-5)
+        for s in q.samples:
+            assert s.accepted == (s.distance < 0.5)
+            assert s.is_copy == (s.text in scope.train_texts)
+    summ = summarise(run)
+    assert 0 <= summ["refusal_rate"] <= 1 and summ["distinct_per_query"] >= 1
+
+
+def test_free_text_queries_and_fcr_report(scope):
+    site = scope.site("L2")
+    run = scope.sample(site, texts=["write an email", "hack into the bank database"], n=3, eps=scope.eps(site, eps=2.0))
+    assert all(q.index is None for q in run.queries)
+    assert all(s.accepted for q in run.queries for s in q.samples if math.isfinite(s.distance))
+    feat = get_feature("first_word")
+    rep = scope.score(feat, feat.name, run, site, empirical=True)
+    assert rep.empirical is None  # free-text queries have no cached neighbours
+    idx = scope.heldout_indices(limit=4)
+    run2 = scope.sample(site, indices=idx, n=3, eps=scope.eps(site, eps=2.0))
+    rep2 = scope.score(feat, feat.name, run2, site)
+    assert rep2.generator.n_queries == 4 and rep2.empirical is not None and rep2.empirical.fcr is not None
