@@ -61,7 +61,7 @@ def train(
     system_prompt: str = typer.Option("You are a helpful assistant.", help="system prompt of chat targets"),
     task: Optional[str] = typer.Option("refusal", help="built-in prior: refusal, ioi, icl; 'none' with --data alone"),
     data: Optional[list[str]] = typer.Option(None, help="prompt file(s): JSON, JSONL or CSV; FILE:harmful or FILE:harmless sets the label"),
-    n: int = typer.Option(12000, help="prompts drawn from the built-in task"),
+    n: int = typer.Option(10000, help="prompts drawn from the built-in task"),
     heldout: int = typer.Option(500, help="prompts kept out of training"),
     sites: str = typer.Option("L18", help="sites the generator is trained on, e.g. L18 or L6,L12,L18,L24"),
     backbone: str = typer.Option("embedded", help="'embedded' (frozen SmolLM2), 'scratch', a hub id or a path"),
@@ -69,6 +69,7 @@ def train(
     sft: str = typer.Option("none", help="fine-tune the backbone first: none, full or lora"),
     control_layers: Optional[str] = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
     batch_size: int = typer.Option(32, help="training batch size"),
+    restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),
     metric: str = typer.Option("cosine", help="cosine, centred_cosine, euclidean or norm_euclidean"),
     eps_quantile: float = typer.Option(0.05, help="default ε per site = this quantile of pairwise distances"),
@@ -87,7 +88,7 @@ def train(
         cfg = TrainConfig(
             run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
-            sites=sites, backbone=backbone, arch=arch, sft=sft, minutes=minutes, batch_size=batch_size,
+            sites=sites, backbone=backbone, arch=arch, sft=sft, minutes=minutes, batch_size=batch_size, restrict_vocab=restrict_vocab,
             control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric, eps_quantile=eps_quantile,
             eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, seed=seed,
         )
@@ -105,6 +106,8 @@ def train(
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
     if res.heldout_loss is not None:
         t.add_row("held-out loss: conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
+    if res.out_vocab_size:
+        t.add_row("generator output vocabulary / held-out tokens outside it", f"{res.out_vocab_size} / {100 * res.heldout_oov_rate:.2f}%")
     t.add_row("stopped by", res.stopped)
     for e in res.eps:
         t.add_row("ε", e.describe())

@@ -25,7 +25,7 @@ TASKS = ("refusal", "ioi", "icl")
 class PriorConfig(BaseModel):
     task: Literal["refusal", "ioi", "icl"] | None = Field("refusal", description="built-in generated prior; None when --data is given alone")
     data: list[str] = Field(default_factory=list, description="prompt files (JSON, JSONL, CSV) added to or replacing the task")
-    n: int = Field(12000, description="prompts drawn from a generated task")
+    n: int = Field(10000, description="prompts drawn from a generated task")
     heldout: int = Field(500, description="prompts kept out of training (queries for sampling and FCR)")
     seed: int = 0
 

@@ -51,6 +51,7 @@ class GeneratorConfig(BaseModel):
     scratch: ScratchConfig = ScratchConfig()
     vocab: list[int] | None = Field(None, description="restricted vocabulary (tokenizer ids) of a scratch backbone")
     backbone_weights_saved: bool = Field(False, description="the backbone was trained (scratch or SFT) and lives in the checkpoint")
+    out_vocab: list[int] | None = Field(None, description="output restricted to these token ids (the prior's vocabulary + end)")
     max_tokens: int = 64
 
 
@@ -137,7 +138,8 @@ class Backbone:
     first text token is predicted under the condition.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, prefix_ids: list[int], end_id: int, vocab: list[int] | None = None):
+    def __init__(self, model: Any, tokenizer: Any, prefix_ids: list[int], end_id: int, vocab: list[int] | None = None,
+                 out_vocab: list[int] | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.prefix_ids, self.end_id = prefix_ids, end_id
         self.arch = find_architecture(model)
@@ -147,6 +149,18 @@ class Backbone:
             self._to_internal = torch.full((max(len(tokenizer), max(vocab) + 1),), len(vocab) - 1, dtype=torch.long)
             self._to_internal[torch.tensor(vocab)] = torch.arange(len(vocab))
             self._to_external = torch.tensor(vocab)
+        self.out_ids: torch.Tensor | None = None
+        if out_vocab is not None and vocab is None:
+            self.restrict_output(out_vocab)
+
+    def restrict_output(self, out_vocab: list[int]) -> None:
+        """Why: the prior uses a few thousand of the 49k ids, and the output layer was half
+        of a training step's compute. The generator's support becomes the prior's vocabulary
+        (plus the end token), for training, evaluation and sampling alike."""
+        self.out_ids = torch.tensor(sorted(set(out_vocab) | {self.end_id}))
+        self._out_pos = torch.full((max(len(self.tokenizer), int(self.out_ids.max()) + 1),), -100, dtype=torch.long)
+        self._out_pos[self.out_ids] = torch.arange(len(self.out_ids))
+        self._head_w = None
 
     # vocabulary mapping (identity unless the vocabulary is restricted)
     def to_internal(self, ids: torch.Tensor) -> torch.Tensor:
@@ -155,9 +169,30 @@ class Backbone:
     def to_external(self, ids: torch.Tensor) -> torch.Tensor:
         return ids if self.vocab is None else self._to_external[ids]
 
-    @property
-    def end_internal(self) -> int:
-        return int(self.to_internal(torch.tensor([self.end_id]))[0])
+    def out_index(self, ext: torch.Tensor) -> torch.Tensor:
+        """External ids -> indices of the output layer (-100 where an id cannot be produced)."""
+        if self.out_ids is not None:
+            ext = ext.clamp_max(len(self._out_pos) - 1)
+            return self._out_pos[ext]
+        return self.to_internal(ext)
+
+    def out_to_external(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.out_ids is not None:
+            return self.out_ids[idx]
+        return self.to_external(idx)
+
+    def logits(self, cache: Any, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Output-layer logits [B, T, V_out] (the restricted vocabulary when there is one)."""
+        kw = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=cache is not None)
+        if self.out_ids is None:
+            return self.model(**kw).logits
+        hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # unwrap peft
+        h = hf.base_model(**kw).last_hidden_state
+        head = hf.get_output_embeddings()
+        if getattr(self, "_head_w", None) is None or self._head_src is not head.weight:
+            self._head_w, self._head_src = head.weight[self.out_ids].detach(), head.weight
+            self._head_b = head.bias[self.out_ids].detach() if getattr(head, "bias", None) is not None else None
+        return nn.functional.linear(h, self._head_w, self._head_b)
 
     def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:
         """Token ids (external) of each text followed by the end token, truncated to max_tokens."""
@@ -212,10 +247,13 @@ def teacher_forced_loss(bb: Backbone, ids: list[list[int]], cache: Any, first: t
     B = len(ids)
     T = max(len(s) for s in ids)
     tgt = torch.full((B, T), -100, dtype=torch.long)
+    feed = torch.zeros((B, T), dtype=torch.long)
     for i, s in enumerate(ids):
-        tgt[i, : len(s)] = bb.to_internal(torch.tensor(s))
-    inp = torch.cat([first, tgt[:, :-1].clamp_min(0)], dim=1)
-    logits = bb.model(input_ids=inp, past_key_values=cache, use_cache=cache is not None).logits
+        ext = torch.tensor(s)
+        tgt[i, : len(s)] = bb.out_index(ext)
+        feed[i, : len(s)] = bb.to_internal(ext)
+    inp = torch.cat([first, feed[:, :-1]], dim=1)
+    logits = bb.logits(cache, input_ids=inp)
     logits = logits[:, first.shape[1] - 1 :, :]
     n = int((tgt != -100).sum())
     loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100, reduction="sum")
@@ -253,7 +291,7 @@ def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = 
     else:
         end_id = tokenizer.eos_token_id
         prefix = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end_id]
-    return Backbone(model, tokenizer, prefix, end_id)
+    return Backbone(model, tokenizer, prefix, end_id, out_vocab=config.out_vocab)
 
 
 class Inverter(nn.Module):
@@ -315,6 +353,8 @@ class Inverter(nn.Module):
         else:
             cache = bb.prefix_cache(batch_size)
             first = torch.tensor(bb.prefix_ids[-1:]).expand(batch_size, -1)
+        if cache is None:  # a one-token prefix: start from an empty cache that decoding fills in place
+            cache = DynamicCache()
         return cache, bb.to_internal(first)
 
     @contextmanager
@@ -356,10 +396,10 @@ class Inverter(nn.Module):
         for i, s in enumerate(ids):
             x[i, 0] = self._h_prefix
             x[i, 1 : len(s)] = trunk[i][: len(s) - 1].float()
-            tgt[i, : len(s)] = bb.to_internal(torch.tensor(s))
+            tgt[i, : len(s)] = bb.out_index(torch.tensor(s))
         cache = bb.prefix_cache(B)
         with bb.layers_from(k), self.conditioned(c):
-            logits = bb.model(inputs_embeds=x, past_key_values=cache, use_cache=cache is not None).logits
+            logits = bb.logits(cache, inputs_embeds=x)
         n = int((tgt != -100).sum())
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100, reduction="sum")
         return loss / n, n

@@ -73,7 +73,6 @@ def generate(
     g = torch.Generator().manual_seed(seed)
     rows = [q for q in range(n_queries) for _ in range(n)]
     out: list[list[str]] = [[] for _ in range(n_queries)]
-    end = bb.end_internal
     sidx = inv.site_index(site) if site is not None else 0
     it = range(0, len(rows), batch_size)
     if progress:
@@ -95,13 +94,14 @@ def generate(
         tokens: list[list[int]] = [[] for _ in range(B)]
         for _ in range(max_new_tokens):
             with inv.conditioned(c):
-                logits = bb.model(input_ids=inp, past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+                logits = bb.logits(cache, input_ids=inp)[:, -1, :].float()
             if temperature <= 0:
-                nxt = logits.argmax(-1)
+                idx = logits.argmax(-1)
             else:
                 probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=g).squeeze(1)
-            done = nxt == end
+                idx = torch.multinomial(probs, 1, generator=g).squeeze(1)
+            nxt = bb.out_to_external(idx)  # tokenizer ids
+            done = nxt == bb.end_id
             for j, r in enumerate(live.tolist()):
                 tokens[r].append(int(nxt[j]))
             keep = (~done).nonzero().squeeze(1)
@@ -112,10 +112,9 @@ def generate(
                 live = live[keep]
                 if c is not None:
                     c = c[keep]
-            inp = nxt[keep][:, None]
+            inp = bb.to_internal(nxt[keep])[:, None]
         for r, toks in enumerate(tokens):
-            ext = bb.to_external(torch.tensor(toks, dtype=torch.long)).tolist() if toks else []
-            out[batch[r]].append(bb.decode(ext))
+            out[batch[r]].append(bb.decode(toks))
     return out
 
 

@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     eps: float | None = Field(None, description="absolute ε for every site (overrides eps_quantile)")
     noise_mode: NoiseMode = "kernel"
     noise_distance: float | None = Field(None, description="cosine distance of the noise shell; default: the site's ε")
+    restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     batch_size: int = 32
     lr: float = 1e-3
@@ -80,6 +81,8 @@ class TrainResult(BaseModel):
     train_tokens: int
     heldout_loss: float | None
     heldout_loss_unconditional: float | None
+    heldout_oov_rate: float = 0.0  # held-out tokens outside the generator's output vocabulary (not scored)
+    out_vocab_size: int | None = None
     stopped: str
     n_train: int
     n_heldout: int
@@ -285,6 +288,13 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     max_tokens = gcfg.max_tokens
     train_ids = bb.encode([data.examples[i].text for i in data.train], max_tokens)
     held_ids = bb.encode([data.examples[i].text for i in data.heldout], max_tokens)
+    oov_rate = 0.0
+    if cfg.restrict_vocab and cfg.backbone != "scratch":
+        gcfg.out_vocab = sorted({t for s in train_ids for t in s})
+        bb.restrict_output(gcfg.out_vocab)
+        held_tokens = [t for s in held_ids for t in s]
+        vocab_set = set(gcfg.out_vocab)
+        oov_rate = sum(t not in vocab_set for t in held_tokens) / max(len(held_tokens), 1)
     sft_done = inv_dir / "backbone_sft.json"
     sft_mode = "full" if cfg.backbone == "scratch" else cfg.sft
     if sft_mode != "none":
@@ -435,6 +445,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         run_dir=str(run), phases=phases, eps=eps, steps=st["step"], train_tokens=st["tokens"],
         heldout_loss=None if math.isinf(st["best"]) else st["best"], heldout_loss_unconditional=uncond,
         stopped=st["stopped"] or "time budget", n_train=len(data.train), n_heldout=len(data.heldout), dropped_long=dropped,
+        heldout_oov_rate=oov_rate, out_vocab_size=len(bb.out_ids) if bb.out_ids is not None else None,
     )
     _log(run / "phases.jsonl", {"time": time.time(), **phases})
     (inv_dir / "train_summary.json").write_text(result.model_dump_json(indent=1))

@@ -1,0 +1,34 @@
+"""Reports render from the explore log alone."""
+
+from agent.hypotheses import Counterexample, ExampleQuery, Hypothesis, LabelledSample, Score, ScoredHypothesis
+from agent.report import write_report
+from agent.runlog import RunLog
+
+
+def _h(i, name, kappa, status="scored"):
+    score = Score(fcr=0.5 + kappa / 2, ci_low=0.4, ci_high=0.9, p0=0.5, kappa=kappa, degenerate=False, n_queries=10) if status == "scored" else None
+    return ScoredHypothesis(
+        id=i, round=0, site="L18", status=status, score=score, error=None if score else "syntax error at line 1",
+        hypothesis=Hypothesis(name=name, statement=f"{name} is encoded", kind="python", code="def feature(text):\n    return text[:1]"),
+        counterexamples=[Counterexample(query="q", query_label="a", sample="s | pipe", sample_label="b", distance=0.01)],
+        examples=[ExampleQuery(query="Write an email", label="w", samples=[LabelledSample(text="Write | a poem", distance=0.05, accepted=True, label="w")])],
+    )
+
+
+def test_report_ranks_by_kappa_and_shows_code_examples_and_other_sites(tmp_path):
+    log = RunLog(tmp_path / "x1")
+    log.write_json("config.json", {"run": "r", "site": "L18", "kernel": "hard", "samples": 8, "only": None, "judge": {"model": "m"}})
+    log.write_json("samples_L18.json", {"eps": {"eps": 0.08, "metric": "cosine", "quantile": 0.05}, "queries": [{}] * 10})
+    for h in (_h(1, "weak", 0.1), _h(2, "strong", 0.7), _h(3, "broken", 0.0, status="compile_failed")):
+        log.append("hypotheses", {"hypothesis": h.model_dump()})
+    log.append("other_sites", {"id": 2, "scores": {"L6": Score(fcr=0.6, ci_low=0.5, ci_high=0.7, p0=0.5, kappa=0.2, degenerate=False, n_queries=10).model_dump()}})
+    log.append("timing", {"sampling_s": 1.0, "judge_s": 2.0})
+    md_path, html_path = write_report(log.root)
+    md = md_path.read_text()
+    assert md.index("| 1 | strong") < md.index("| 2 | weak") < md.index("| 3 | broken")
+    assert "ε=0.08 cosine (pairwise q=0.05)" in md and "judge_s 2.0" in md
+    assert "def feature(text)" in md and "syntax error" in md and "Write \\| a poem" in md
+    assert "Other sites: L6 FCR 0.600" in md
+    assert (log.root / "fcr_by_site.png").stat().st_size > 3000
+    html = html_path.read_text()
+    assert html.count("<table>") >= 3 and "<img" in html and "<pre><code" in html
