@@ -211,6 +211,7 @@ def explore(
     queries: int = typer.Option(24, help="held-out queries in D"),
     samples: int = typer.Option(8, help="samples per query"),
     per_round: int = typer.Option(3, help="hypotheses asked for per round"),
+    p0_prompts: int = typer.Option(48, help="prior prompts the judge labels to estimate the chance level of an LLM feature"),
     eps: Optional[float] = None,
     eps_quantile: Optional[float] = None,
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
@@ -226,7 +227,8 @@ def explore(
 
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine)
     cfg = ExploreConfig(run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
-                        samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed)
+                        samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
+                        prior_for_p0_llm=p0_prompts)
     res = run_explore(cfg, console=err)
     from rich.table import Table
 

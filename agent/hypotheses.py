@@ -5,38 +5,58 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class Hypothesis(BaseModel):
     """One hypothesis about what a site encodes, as the judge proposes it."""
 
     name: str = Field(description="short snake_case name, e.g. harm_category", min_length=1, max_length=48)
-    statement: str = Field(description="one sentence: what the activation encodes", max_length=300)
+    statement: str = Field(description="one sentence: what the activation encodes")
     kind: Literal["python", "llm"] = Field(description="python: computable from the text by rules; llm: needs judgement")
-    code: str | None = Field(None, description="python kind: a module defining def feature(text) -> str | None", max_length=2000)
-    question: str | None = Field(None, description="llm kind: the question asked about each input", max_length=300)
+    code: str | None = Field(None, description="python kind: a module defining def feature(text) -> str | None")
+    question: str | None = Field(None, description="llm kind: the question asked about each input")
     labels: list[str] | None = Field(None, description="llm kind: the allowed answers; null for a short free-form extraction", max_length=12)
-    rationale: str = Field("", description="which samples suggested it", max_length=300)
+    rationale: str = Field("", description="which samples suggested it")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _short_name(cls, v: object) -> object:
+        """Long names are cut to a snake_case stub rather than rejected: weak judges ramble."""
+        if isinstance(v, str):
+            import re
+
+            v = re.sub(r"[^a-z0-9]+", "_", v.lower()).strip("_")[:48] or "hypothesis"
+        return v
+
+    @field_validator("statement", "question", "rationale", mode="before")
+    @classmethod
+    def _cap(cls, v: object) -> object:
+        return v[:600] if isinstance(v, str) else v
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _cap_code(cls, v: object) -> object:
+        return v[:4000] if isinstance(v, str) else v
 
 
 class Proposal(BaseModel):
     """The judge's answer to a propose prompt."""
 
-    hypotheses: list[Hypothesis] = Field(default_factory=list, max_length=5)
-    done: bool = Field(False, description="true when no hypothesis worth testing is left")
+    hypotheses: list[Hypothesis] = Field(max_length=5)
+    done: bool = Field(description="true when no hypothesis worth testing is left")
 
 
 class CompiledCode(BaseModel):
     """The judge's answer to a compile prompt: python for a hypothesis."""
 
-    code: str = Field(max_length=2000)
+    code: str
 
 
 class LabelAnswer(BaseModel):
     """The judge's label for one input under an LLM feature."""
 
-    label: str | None = Field(description="one of the allowed labels, a short phrase, or null if undefined", max_length=80)
+    label: str | None = Field(description="one of the allowed labels, a short phrase, or null if undefined", max_length=64)
 
 
 class BatchLabels(BaseModel):
@@ -86,6 +106,7 @@ class ScoredHypothesis(BaseModel):
     hypothesis: Hypothesis
     status: Literal["scored", "compile_failed", "label_failed", "undefined"]
     error: str | None = None
+    note: str | None = None  # e.g. the code failed and the statement was labelled by the judge instead
     score: Score | None = None
     counterexamples: list[Counterexample] = Field(default_factory=list)
     examples: list[ExampleQuery] = Field(default_factory=list)

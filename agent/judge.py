@@ -105,12 +105,38 @@ class JudgeCache:
             self._db.commit()
 
 
+_BOUNDS = {"maxLength", "minLength", "maxItems", "minItems"}
+
+
+def _strip_bounds(node: Any) -> Any:
+    """Drop length bounds over 64 (small ones keep names short and lists bounded)."""
+    if isinstance(node, dict):
+        return {k: _strip_bounds(v) for k, v in node.items() if not (k in _BOUNDS and isinstance(v, int) and v > 64)}
+    if isinstance(node, list):
+        return [_strip_bounds(v) for v in node]
+    return node
+
+
 def _transient(exc: BaseException) -> bool:
     import openai
 
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def _validate(schema: type[T], raw: str) -> T:
+    """Validate an answer; raw newlines inside strings (grammar-constrained servers emit
+    them) are accepted, as JSON's non-strict mode does."""
+    text = _extract_json(raw)
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as first:
+        try:
+            data = json.loads(text, strict=False)
+        except json.JSONDecodeError:
+            raise first from None
+        return schema.model_validate(data)
 
 
 def _extract_json(text: str) -> str:
@@ -139,7 +165,10 @@ class JudgeClient:
 
     def _response_format(self, schema: dict, name: str) -> dict:
         if self.config.engine == "llamacpp":
-            return {"type": "json_object", "schema": schema}
+            # llama.cpp unrolls length bounds into nested grammar rules: a 2,000-character
+            # bound makes a grammar it cannot parse (and the server dies). Bounds stay in
+            # the pydantic validation; the grammar keeps only the structure.
+            return {"type": "json_object", "schema": _strip_bounds(schema)}
         return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
 
     def _complete(self, messages: list[dict], schema: dict, name: str, max_tokens: int | None) -> str:
@@ -180,7 +209,7 @@ class JudgeClient:
                 self._log({"purpose": purpose, "messages": convo, "error": f"{e.__class__.__name__}: {e}"})
                 raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None
             try:
-                value = schema.model_validate_json(_extract_json(raw))
+                value = _validate(schema, raw)
             except ValidationError as e:
                 last_error = str(e).splitlines()[0:3]
                 last_error = "; ".join(last_error) if isinstance(last_error, list) else str(last_error)

@@ -106,12 +106,18 @@ class Explorer:
         return run
 
     # -- compile ------------------------------------------------------------------
+    def _statement_feature(self, h: Hypothesis):
+        """Test the hypothesis's statement itself: the judge answers yes/no per input."""
+        return llm_feature(self.judge, h.name, f"Does this statement hold for the text? Statement: {h.statement}", ["yes", "no"])
+
     def _labeller(self, h: Hypothesis):
         """A function texts -> labels for the hypothesis, or raise with the reason."""
         if h.kind == "llm":
-            if not h.question:
-                raise ValueError("an llm hypothesis needs a question")
-            return llm_feature(self.judge, h.name, h.question, h.labels)
+            if h.question:
+                return llm_feature(self.judge, h.name, h.question, h.labels)
+            if not h.statement.strip():
+                raise ValueError("an llm hypothesis needs a question or a statement")
+            return self._statement_feature(h)
         code = h.code
         error = None
         for attempt in range(2):
@@ -178,16 +184,21 @@ class Explorer:
         return score, counter[:5], examples
 
     def evaluate(self, h: Hypothesis, hid: int, round_: int) -> ScoredHypothesis:
+        note = None
         try:
             labeller = self._labeller(h)
         except ValueError as e:
-            return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="compile_failed", error=str(e))
+            if h.kind != "python" or not h.statement.strip():
+                return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="compile_failed", error=str(e))
+            # the idea may be sound even if its code is not: test the statement with the judge
+            note = f"code failed ({str(e)[:200]}); the statement was labelled by the judge instead"
+            labeller = self._statement_feature(h)
         try:
             score, counter, examples = self.score(h, labeller, self.cfg.site)
         except (ValueError, JudgeFailure) as e:
             return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e))
         status = "scored" if score.fcr is not None else "undefined"
-        return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter, examples=examples,
+        return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter, examples=examples, note=note,
                                 error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample")
 
     # -- the loop -------------------------------------------------------------------
@@ -202,7 +213,7 @@ class Explorer:
                         queries=shown, scored=[h for h in self.scored if h.round < round_], n_hypotheses=self.cfg.per_round)
         t = time.perf_counter()
         try:
-            prop = self.judge.ask(msgs, Proposal, max_tokens=900, purpose=f"propose:{round_}")
+            prop = self.judge.ask(msgs, Proposal, max_tokens=1500, purpose=f"propose:{round_}")
         finally:
             self.timing["judge_s"] += time.perf_counter() - t
         self.log.append("rounds", {"round": round_, "proposal": prop.model_dump()})

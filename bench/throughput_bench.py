@@ -1,0 +1,64 @@
+"""Throughput of a trained run, measured alone on the machine: verified samples/s against
+the target-forward bounds, and activation caching against a raw truncated forward.
+
+    python bench/throughput_bench.py --run default --site L18 --queries 24 --n 8
+
+Writes bench/results/throughput_<run>_<site>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench.sampler_bench import extract_tps, raw_truncated_forward_tps
+from scope_core.api import Scope
+from scope_core.sample import summarise
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default="default")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--site", default="L18")
+    ap.add_argument("--queries", type=int, default=24)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--eps", type=float, default=0.1)
+    args = ap.parse_args()
+    scope = Scope(Path(args.runs_dir) / args.run)
+    site = scope.site(args.site)
+    idx = scope.heldout_indices(limit=args.queries)
+    scope.inverter  # load before timing
+    run = scope.sample(site, indices=idx, n=args.n, eps=scope.eps(site, eps=args.eps), seed=0)
+    gen, ver, n = run.timing["generate_s"], run.timing["verify_s"], run.timing["samples"]
+    tok_per_sample = run.timing["verify_tokens"] / n
+    texts = [s.text for q in run.queries for s in q.samples if s.text.strip()]
+    tps = raw_truncated_forward_tps(scope.target, texts, site.layer)
+    full_tps = raw_truncated_forward_tps(scope.target, texts, scope.target.n_layers - 1)
+    prior = scope.data.texts[:1024]
+    res = {
+        "site": site.name, "samples": n, "sampler": summarise(run),
+        "verified_samples_per_s": n / (gen + ver), "generation_samples_per_s": n / gen, "verification_samples_per_s": n / ver,
+        "generate_share": gen / (gen + ver), "tokens_per_sample": tok_per_sample,
+        "raw_truncated_forward_tokens_per_s": tps, "verification_bound_samples_per_s": tps / tok_per_sample,
+        # combined bound: decoding each sample costs at least a full forward over its tokens
+        "combined_bound_samples_per_s": 1 / (tok_per_sample / full_tps + tok_per_sample / tps),
+        "caching_raw_tokens_per_s": raw_truncated_forward_tps(scope.target, prior, max(s.layer for s in scope.sites)),
+        "caching_extract_tokens_per_s": extract_tps(scope.target, prior, scope.sites),
+    }
+    res["ratio_to_verification_bound"] = res["verified_samples_per_s"] / res["verification_bound_samples_per_s"]
+    res["ratio_to_combined_bound"] = res["verified_samples_per_s"] / res["combined_bound_samples_per_s"]
+    res["caching_ratio"] = res["caching_extract_tokens_per_s"] / res["caching_raw_tokens_per_s"]
+    print(json.dumps(res, indent=1))
+    out = Path(f"bench/results/throughput_{args.run}_{site.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
