@@ -115,12 +115,9 @@ def train(
 
 
 def _only_filter(only: Optional[str]):
-    if not only:
-        return None
-    key, _, value = only.partition("=")
-    if not value:
-        key, value = "harmfulness", key
-    return lambda labels: labels.get(key) == value
+    from agent.loop import only_filter
+
+    return only_filter(only)
 
 
 @app.command()

@@ -67,7 +67,8 @@ class ExploreResult(BaseModel):
     stopped: str
 
 
-def _only(only: str | None):
+def only_filter(only: str | None):
+    """`harmful` or `key=value` -> a predicate on a prompt's labels (None: no filter)."""
     if not only:
         return None
     key, _, value = only.partition("=")
@@ -95,7 +96,7 @@ class Explorer:
         else:
             t = time.perf_counter()
             site = self.scope.site(site_name)
-            idx = self.scope.heldout_indices(_only(self.cfg.only), self.cfg.queries)
+            idx = self.scope.heldout_indices(only_filter(self.cfg.only), self.cfg.queries)
             if not idx:
                 raise AutoscopeError(f"no held-out prompt matches --only {self.cfg.only}")
             eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
