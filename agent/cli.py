@@ -174,10 +174,17 @@ def sample(
 @app.command()
 @friendly
 def fcr(
-    feature: str = typer.Option(..., help="feature name(s), comma-separated, e.g. harmfulness or harmfulness,method"),
-    sites: str = typer.Option("L18", help="sites, e.g. L18 or L0-L29 (must be trained in the run)"),
-    run: str = typer.Option("default"),
+    feature: str = typer.Option(..., "--feature", "--features", help="feature name(s), comma-separated, e.g. harmfulness,reason,method"),
+    sites: str = typer.Option("L18", help="sites, e.g. L18 or L0-L29 (trained in the run, or trained now with --task)"),
+    run: Optional[str] = typer.Option(None, help="trained run (default: 'default', or TASK-TARGET-SITES with --task)"),
     runs_dir: str = typer.Option("runs"),
+    task: Optional[str] = typer.Option(None, help="refusal, ioi or icl: use (and train first, if missing) a run for this task and --sites"),
+    target: str = typer.Option("embedded", help="with --task: the model under study ('embedded', a hub id or a path)"),
+    minutes: float = typer.Option(8.0, help="with --task: training budget when the run must be trained first"),
+    backbone: str = typer.Option("embedded", help="with --task: generator backbone when the run must be trained first"),
+    prior_n: int = typer.Option(10000, help="with --task: prompts drawn from the task prior when the run must be trained first"),
+    labeller: str = typer.Option("learned", help="learned (classifier fitted on the prior's labels) or llm (the judge labels every input)"),
+    pool: int = typer.Option(240, help="with --labeller llm: prior prompts labelled for p0 and the empirical reference"),
     only: Optional[str] = typer.Option(None, help="restrict queries D, e.g. harmful or reason=cybercrime"),
     queries: int = typer.Option(40, help="held-out queries"),
     n: int = typer.Option(16, help="samples per query"),
@@ -186,14 +193,32 @@ def fcr(
     eps: Optional[float] = typer.Option(None, help="absolute ε at every site"),
     eps_quantile: Optional[float] = typer.Option(None, help="ε per site as a pairwise-distance quantile"),
     empirical: bool = typer.Option(True, help="also compute the generator-free empirical-neighbour FCR"),
+    judge_url: Optional[str] = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
+    judge_model: Optional[str] = None,
+    judge_engine: Optional[str] = None,
     seed: int = 0,
 ):
-    """Feature consistency rate per site, with CI, chance level p0, κ and the empirical reference."""
-    _quiet_libraries()
-    from agent.fcr_report import run_fcr
+    """Feature consistency rate per site, with CI, chance level p0, κ and the empirical reference.
 
-    run_fcr(Path(runs_dir) / run, [f.strip() for f in feature.split(",") if f.strip()], sites, _only_filter(only), only,
-            queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console)
+    The refusal study in one command: `autoscope fcr --task refusal --features harmfulness,reason,method --sites L0-L29 --only harmful`.
+    """
+    import contextlib
+
+    _quiet_libraries()
+    from agent.fcr_report import ensure_run, llm_features, run_fcr
+
+    if labeller not in ("learned", "llm"):
+        raise AutoscopeError(f"unknown labeller {labeller!r}: use learned or llm")
+    names = [f.strip() for f in feature.split(",") if f.strip()]
+    run_dir = ensure_run(Path(runs_dir), run, task, target, sites, minutes, seed, err, backbone=backbone, prior_n=prior_n) if task else Path(runs_dir) / (run or "default")
+    with contextlib.ExitStack() as stack:
+        factory = None
+        if labeller == "llm":
+            from agent.judge import JudgeConfig
+
+            factory = llm_features(JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine), stack)
+        run_fcr(run_dir, names, sites, _only_filter(only), only, queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console,
+                feature_factory=factory, pool_limit=pool if labeller == "llm" else None)
 
 
 @app.command()

@@ -3,12 +3,14 @@ FCR/κ-by-layer plot (the paper's Fig. 7) under the run's results/."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from features.base import Feature
 from features.registry import get_feature
 from scope_core.api import FCRReport, Scope
 from scope_core.errors import AutoscopeError
@@ -66,12 +68,15 @@ def run_fcr(
     empirical: bool,
     seed: int,
     console: Console,
+    feature_factory: Callable[[str, Scope], Feature] | None = None,
+    pool_limit: int | None = None,
 ) -> list[FCRReport]:
+    """Sample every site once, score every feature on the same samples, print and save."""
     if kernel not in ("hard", "gaussian"):
         raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
     scope = Scope(run_dir)
     sites = [scope.site(s.name) for s in parse_sites(sites_spec, scope.target.n_layers, scope.target.n_heads)]
-    feats = [get_feature(f, scope.run_dir, scope.data) for f in features]
+    feats = [feature_factory(f, scope) if feature_factory else get_feature(f, scope.run_dir, scope.data) for f in features]
     idx = scope.heldout_indices(where, n_queries)
     if not idx:
         raise AutoscopeError(f"no held-out prompt matches --only {only}")
@@ -81,7 +86,8 @@ def run_fcr(
         res = scope.sample(site, indices=idx, n=n, kernel=kernel, eps=ec, seed=seed, progress=True)  # type: ignore[arg-type]
         scope.save_json(f"sample_{site.name}.json", res)
         for f in feats:
-            rep = scope.score(f, f.name, res, site, empirical=empirical, feature_info=f.info)
+            rep = scope.score(f, f.name, res, site, empirical=empirical, feature_info={k: v for k, v in f.info.items() if k != "failures"},
+                              pool_limit=pool_limit, seed=seed)
             reports.append(rep)
     t = Table(title=f"FCR on {len(idx)} held-out queries{f' ({only})' if only else ''}, {n} samples each, kernel {kernel}")
     for col in ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ", "empirical FCR", "accepted/100", "novel/100", "copies"):
@@ -98,9 +104,61 @@ def run_fcr(
     for f in feats:
         if f.info.get("heldout_accuracy") is not None:
             console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f}[/dim]")
-    name = "fcr_" + "_".join(features) + "_" + sites_spec.replace(",", "+")
+    name = "fcr_" + "_".join(features) + "_" + sites_spec.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
+        + ("_llm" if feature_factory else "")
     scope.save_json(name + ".json", {"reports": [r.model_dump() for r in reports], "only": only, "queries": idx})
     if len(sites) > 1:
         png = plot_by_layer(reports, scope.run_dir / "results" / (name + ".png"), f"{scope.run_dir.name}: FCR by site ({only or 'all queries'})")
         console.print(f"plot: {png}")
     return reports
+
+
+def study_run_name(task: str, target: str, sites: str) -> str:
+    """A run name that says what it holds, e.g. refusal-embedded-L0-L29."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(target).name if Path(target).exists() else target).strip("-").lower()
+    return f"{task}-{slug}-{sites.replace(',', '+')}"
+
+
+def ensure_run(runs_dir: Path, run: str | None, task: str, target: str, sites: str, minutes: float, seed: int, console: Console,
+               backbone: str = "embedded", prior_n: int = 10000) -> Path:
+    """The run for (task, target, sites): trained now if it has no inverter yet (training
+    resumes where an interrupted one stopped), reused as it is otherwise."""
+    from scope_core.data import PriorConfig
+    from scope_core.targets import TargetConfig
+    from scope_core.train import TrainConfig, train
+
+    name = run or study_run_name(task, target, sites)
+    run_dir = runs_dir / name
+    if (run_dir / "inverter" / "inverter.safetensors").exists():
+        return run_dir
+    console.print(f"[bold]training {run_dir}[/bold] for the {task} prior on {target} at {sites} ({minutes:g} min budget)")
+    cfg = TrainConfig(run=name, runs_dir=str(runs_dir), target=TargetConfig(model=target), prior=PriorConfig(task=task, n=prior_n, heldout=min(500, prior_n // 10), seed=seed),
+                      sites=sites, backbone=backbone, minutes=minutes, seed=seed)
+    train(cfg)
+    return run_dir
+
+
+def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
+    """Features labelled by the judge (built-in LLM specs); starts the embedded judge
+    server inside `stack` when no judge URL is configured."""
+    from agent.judge import JudgeClient
+    from agent.llm_feature import llm_feature
+    from features.llm_specs import SPECS
+
+    client: list[JudgeClient] = []
+
+    def factory(name: str, scope: Scope) -> Feature:
+        if name not in SPECS:
+            return get_feature(name, scope.run_dir, scope.data)  # python features need no judge
+        if not client:
+            cfg = judge_cfg
+            if not cfg.base_url:
+                from agent.server import EmbeddedJudge
+
+                srv = stack.enter_context(EmbeddedJudge())
+                cfg = cfg.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+            client.append(JudgeClient(cfg))
+        spec = SPECS[name]
+        return llm_feature(client[0], spec.name, spec.question, spec.labels, spec.allow_null, spec.normaliser, progress=True, batch=8)
+
+    return factory

@@ -189,6 +189,10 @@ class JudgeClient:
 
     def ask(self, messages: list[dict], schema: type[T], max_tokens: int | None = None, purpose: str = "") -> T:
         """One structured answer, validated; cached on disk; raises JudgeFailure."""
+        return self._ask(messages, schema, max_tokens, purpose)[0]
+
+    def _ask(self, messages: list[dict], schema: type[T], max_tokens: int | None, purpose: str) -> tuple[T, str]:
+        """The validated answer and the judge's raw text (kept in the cache, so a rerun has it too)."""
         import openai
 
         js = schema.model_json_schema()
@@ -197,8 +201,8 @@ class JudgeClient:
         raw = self.cache.get(key)
         if raw is not None:
             try:
-                return schema.model_validate_json(raw)
-            except ValidationError:
+                return _validate(schema, raw), raw
+            except (ValidationError, ValueError):
                 pass  # schema changed since; ask again
         convo = list(messages)
         last_error = ""
@@ -219,9 +223,9 @@ class JudgeClient:
                     {"role": "user", "content": f"That answer is not valid JSON for the required schema ({last_error}). Answer again with only the JSON object."},
                 ]
                 continue
-            self.cache.put(key, value.model_dump_json())
+            self.cache.put(key, raw)
             self._log({"purpose": purpose, "messages": messages, "raw": raw, "attempt": attempt})
-            return value
+            return value, raw
         raise JudgeFailure(f"no valid answer after {self.config.validation_retries + 1} tries: {last_error}", raw)
 
     def ask_many(self, requests: Sequence[tuple[list[dict], type[T]]], max_tokens: int | None = None, purpose: str = "", progress: bool = False) -> list[Answer[T]]:
@@ -229,7 +233,8 @@ class JudgeClient:
 
         def one(req: tuple[list[dict], type[T]]) -> Answer[T]:
             try:
-                return Answer(value=self.ask(req[0], req[1], max_tokens, purpose))
+                value, raw = self._ask(req[0], req[1], max_tokens, purpose)
+                return Answer(value=value, raw=raw)
             except JudgeFailure as e:
                 return Answer(error=e.reason, raw=e.raw)
 

@@ -76,9 +76,7 @@ def label_file(cfg: LabelConfig, judge: JudgeClient, progress: bool = True) -> d
         raise AutoscopeError(f"unknown LLM feature {cfg.feature!r}; built-in: {', '.join(SPECS)}")
     spec = SPECS[cfg.feature]
     labels = tuple(cfg.labels) if cfg.labels else spec.labels
-    question = spec.question
-    if cfg.labels and cfg.feature == "reason":
-        question = "If this instruction is harmful, which category of harm does it belong to? Categories: " + ", ".join(cfg.labels) + ". If it is not harmful, answer null."
+    question = spec.ask(labels)
     rows = read_rows(Path(cfg.input), cfg.field)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)

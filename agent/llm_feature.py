@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from features.base import Feature
 from features.method import normalise_method
@@ -40,41 +44,73 @@ def normalise_label(raw: str | None, labels: Sequence[str] | None) -> str | None
     return text
 
 
+@lru_cache(maxsize=64)
+def answer_models(labels: tuple[str, ...] | None, allow_null: bool, batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """Answer schemas for one label and for `batch` labels. With a label set the schema
+    enumerates it (and null when allowed) and fixes the batch length, so a grammar-constrained
+    server cannot answer off the list or with the wrong count; free-form features keep strings."""
+    if not labels:
+        return LabelAnswer, BatchLabels
+    canon = {" ".join(lab.lower().split()): lab for lab in labels}
+
+    def to_label(v: object) -> object:
+        """Case and spacing are not worth a retry: 'Harmful ' is 'harmful'."""
+        if isinstance(v, str):
+            key = " ".join(v.strip().strip(".\"'").lower().split())
+            if allow_null and key in ("null", "none", "n/a", ""):
+                return None
+            return canon.get(key, v)
+        return v
+
+    one = Annotated[Literal[labels], BeforeValidator(to_label)]  # type: ignore[valid-type]
+    item = Annotated[Optional[Literal[labels]], BeforeValidator(to_label)] if allow_null else one  # type: ignore[valid-type]  # noqa: UP007
+    single = create_model("LabelAnswer", label=(item, Field(description="one of the allowed labels")))
+    many = create_model("BatchLabels", labels=(list[item], Field(min_length=batch, max_length=batch)))  # type: ignore[valid-type]
+    return single, many
+
+
 def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[str] | None, texts: Sequence[str],
                allow_null: bool = True, normaliser: str | None = None, batch: int = 1, progress: bool = False) -> dict[str, LabelOutcome]:
     """Label each distinct text. `batch` > 1 asks for several labels per request (fewer
     prompt tokens per label); a batch answered with the wrong number of labels is
     relabelled one input at a time."""
     lab_list = list(labels) if labels else None
+    lab_key = tuple(labels) if labels else None
 
-    def finish(raw: str | None) -> LabelOutcome:
-        lab = normalise_label(raw, labels)
+    def finish(value: str | None, raw: str | None) -> LabelOutcome:
+        lab = normalise_label(value, labels)
         if normaliser == "method" and lab is not None:
             lab = normalise_method(lab)
         err = None
-        if lab is None and raw is not None and labels and str(raw).strip().lower() not in ("null", "none", ""):
-            err = f"answer {raw!r} is not one of the labels"
+        if lab is None and value is not None and labels and str(value).strip().lower() not in ("null", "none", ""):
+            err = f"answer {value!r} is not one of the labels"
         return LabelOutcome(lab, raw, err)
 
+    def failed(a) -> LabelOutcome:
+        err = a.error or "no answer"
+        if labels and "should be" in err:
+            err = f"the answer was not one of the labels ({', '.join(labels)}) after retries: {err}"
+        return LabelOutcome(None, a.raw, err)
+
     def singles(ts: list[str]) -> dict[str, LabelOutcome]:
-        reqs = [(messages("label", question=question, text=t, labels=lab_list, allow_null=allow_null), LabelAnswer) for t in ts]
+        reqs = [(messages("label", question=question, text=t, labels=lab_list, allow_null=allow_null), answer_models(lab_key, allow_null, 1)[0]) for t in ts]
         out: dict[str, LabelOutcome] = {}
         for t, a in zip(ts, judge.ask_many(reqs, max_tokens=48, purpose=f"label:{name}", progress=progress)):
-            out[t] = LabelOutcome(None, a.raw, a.error or "no answer") if a.value is None else finish(a.value.label)
+            out[t] = failed(a) if a.value is None else finish(a.value.label, a.raw)
         return out
 
     uniq = sorted(set(texts))
     if batch <= 1:
         return singles(uniq)
     groups = [uniq[i : i + batch] for i in range(0, len(uniq), batch)]
-    reqs = [(messages("label_batch", question=question, texts=g, labels=lab_list, allow_null=allow_null), BatchLabels) for g in groups]
+    reqs = [(messages("label_batch", question=question, texts=g, labels=lab_list, allow_null=allow_null), answer_models(lab_key, allow_null, len(g))[1]) for g in groups]
     out: dict[str, LabelOutcome] = {}
     redo: list[str] = []
     for g, a in zip(groups, judge.ask_many(reqs, max_tokens=16 + 12 * len(groups[0]), purpose=f"label:{name}", progress=progress)):
         if a.value is None or len(a.value.labels) != len(g):
             redo.extend(g)
             continue
-        out.update({t: finish(v) for t, v in zip(g, a.value.labels)})
+        out.update({t: finish(v, a.raw) for t, v in zip(g, a.value.labels)})
     if redo:
         out.update(singles(redo))
     return out

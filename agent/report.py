@@ -1,24 +1,22 @@
 """`autoscope report`: render report.md and report.html from an explore run directory
-alone (config.json, hypotheses.jsonl, other_sites.jsonl, timing.jsonl)."""
+alone (config.json, hypotheses.jsonl, other_sites.jsonl, timing.jsonl), and keep
+`runs/index.html` — every explore run and FCR study, with a side-by-side comparison —
+current, so a reviewer can move between hypotheses, sites and runs in one browser tab."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import markdown_it  # noqa: F401  (checked at import: HTML rendering needs it)
+import json
+from functools import lru_cache
+
+import jinja2
 
 from scope_core.errors import AutoscopeError
 
 from .hypotheses import Score, ScoredHypothesis
-from .prompts import render
+from .prompts import prompts_dir, render
 from .runlog import RunLog
-
-HTML_HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}}
-table{{border-collapse:collapse;margin:.6em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;font-size:.9em;vertical-align:top}}
-th{{background:#f3f3f3}}code,pre{{background:#f6f6f6}}pre{{padding:.6em;overflow-x:auto}}img{{max-width:100%}}</style></head><body>
-"""
-
 
 def _load(root: Path):
     log = RunLog(root)
@@ -73,21 +71,113 @@ def _plot(root: Path, ranking: list[ScoredHypothesis], site: str) -> str | None:
 
 
 def write_report(root: str | Path) -> tuple[Path, Path]:
-    from markdown_it import MarkdownIt
-
+    """Render report.md and report.html for one explore run, then refresh the runs index."""
     root = Path(root)
     log, cfg, hs, timing, result = _load(root)
     ranking = _rank(hs)
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     eps = samples.get("eps", {})
-    eps_line = f"ε={eps.get('eps', float('nan')):.4g} {eps.get('metric', '')}" + (f" (pairwise q={eps['quantile']:.3g})" if eps.get("quantile") else "")
-    md = render("report.md", cfg=_Obj(cfg), xid=root.name, ranking=ranking, timing=timing, stopped=result.get("stopped", "unfinished"),
-                eps_line=eps_line, n_queries=len(samples.get("queries", [])), judge_model=cfg.get("judge", {}).get("model", "?"),
-                plot=_plot(root, ranking, cfg["site"]))
-    (root / "report.md").write_text(md + "\n")
-    html = HTML_HEAD.format(title=f"autoscope {root.name}") + MarkdownIt("commonmark").enable("table").render(md) + "</body></html>\n"
+    common = dict(cfg=_Obj(cfg), xid=root.name, ranking=ranking, timing=timing, stopped=result.get("stopped", "unfinished"),
+                  eps_line=_eps_line(eps), n_queries=len(samples.get("queries", [])),
+                  judge_model=cfg.get("judge", {}).get("model", "?"), plot=_plot(root, ranking, cfg["site"]))
+    (root / "report.md").write_text(render("report.md", **common) + "\n")
+    other = sorted({s for h in ranking for s in h.other_sites}, key=_site_order)
+    html = _html_env().get_template("report.html.j2").render(
+        run=cfg.get("run", root.parents[1].name), site=cfg["site"], sites=[cfg["site"], *[s for s in other if s != cfg["site"]]],
+        index_href="../../../index.html", **common)
     (root / "report.html").write_text(html)
+    if root.parent.name == "explore":  # the usual RUNS/RUN/explore/ID layout: keep the index current
+        write_index(root.parents[2])
     return root / "report.md", root / "report.html"
+
+
+def _eps_line(eps: dict) -> str:
+    line = f"ε={eps.get('eps', float('nan')):.4g} {eps.get('metric', '')}"
+    return line + (f" (pairwise q={eps['quantile']:.3g})" if eps.get("quantile") else "")
+
+
+def _site_order(site: str) -> tuple[int, str]:
+    digits = "".join(c for c in site[1:] if c.isdigit())
+    return (int(digits) if digits else 0, site)
+
+
+def _fmt_num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _fmt_fcr(s: Score | dict | None) -> str:
+    s = Score.model_validate(s) if isinstance(s, dict) else s
+    if s is None or s.fcr is None:
+        return "—"
+    return f"{s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
+
+
+def _fmt_kappa(s: Score | dict | None) -> str:
+    s = Score.model_validate(s) if isinstance(s, dict) else s
+    if s is None:
+        return "—"
+    if s.degenerate:
+        return "degenerate"
+    return _fmt_num(s.kappa)
+
+
+@lru_cache(maxsize=1)
+def _html_env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir())), undefined=jinja2.StrictUndefined,
+                             autoescape=True)
+    env.globals.update(fmt_num=_fmt_num, fmt_fcr=_fmt_fcr, fmt_kappa=_fmt_kappa)
+    return env
+
+
+def _run_summary(runs_dir: Path, root: Path) -> dict | None:
+    try:
+        log, cfg, hs, _timing, result = _load(root)
+    except (AutoscopeError, ValueError, KeyError):
+        return None  # a run killed before its config was written: nothing to show
+    ranking = _rank(hs)
+    samples = log.read_json(f"samples_{cfg['site']}.json") or {}
+    best = next((h for h in ranking if h.score and h.score.kappa is not None), None)
+    run = root.parents[1].name
+    return {
+        "key": f"{run}/{root.name}", "run": run, "xid": root.name, "site": cfg["site"],
+        "href": (root / "report.html").relative_to(runs_dir).as_posix(),
+        "eps": _eps_line(samples.get("eps", {})), "judge": cfg.get("judge", {}).get("model", "?"),
+        "stopped": result.get("stopped", "unfinished"),
+        "best": f"{best.hypothesis.name} ({best.score.kappa:.3f})" if best else "—",  # type: ignore[union-attr]
+        "hypotheses": [{"name": h.hypothesis.name, "kind": h.hypothesis.kind, "fcr": _fmt_fcr(h.score),
+                        "p0": _fmt_num(h.score.p0 if h.score else None), "kappa": _fmt_kappa(h.score), "status": h.status}
+                       for h in ranking],
+    }
+
+
+def _study_summary(runs_dir: Path, path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    rows = []
+    for r in data.get("reports", []):
+        g, e, eps = r.get("generator", {}), r.get("empirical") or {}, r.get("eps", {})
+        rows.append({"feature": r.get("feature"), "site": r.get("site"), "eps": _eps_line(eps), "fcr": _fmt_fcr(g) if g else "—",
+                     "p0": _fmt_num(g.get("p0")), "kappa": _fmt_kappa(g) if g else "—", "empirical": _fmt_num(e.get("fcr"))})
+    png = path.with_suffix(".png")
+    run = path.parents[1].name
+    return {"run": run, "name": path.stem, "anchor": f"study-{run}-{path.stem}", "rows": rows,
+            "png": png.relative_to(runs_dir).as_posix() if png.exists() else None, "only": data.get("only")}
+
+
+def write_index(runs_dir: str | Path) -> Path:
+    """`runs/index.html`: every explore run and FCR study under `runs_dir`, newest first,
+    with a side-by-side comparison of any two explore runs."""
+    runs_dir = Path(runs_dir)
+    roots = sorted(runs_dir.glob("*/explore/*/config.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    runs = [r for r in (_run_summary(runs_dir, p.parent) for p in roots) if r]
+    studies = [s for s in (_study_summary(runs_dir, p) for p in sorted(runs_dir.glob("*/results/fcr_*.json"))) if s]
+    runs_json = json.dumps(runs).replace("</", "<\\/")
+    html = _html_env().get_template("index.html.j2").render(runs=runs, studies=studies, runs_json=runs_json)
+    out = runs_dir / "index.html"
+    out.write_text(html)
+    return out
 
 
 class _Obj(dict):

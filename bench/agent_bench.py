@@ -4,7 +4,7 @@
    concurrency, and the cache hit rate on a rerun (should be 100%).
 2. `explore --site L18 --budget 20` wall time after training, with time per phase.
 
-    python bench/agent_bench.py --run bench2 --labels 48 --budget 20
+    python bench/agent_bench.py --run default --labels 64 --budget 20
 
 Writes bench/results/agent.json. Needs llama-cpp-python[server] (or AUTOSCOPE_JUDGE_URL).
 """
@@ -29,14 +29,19 @@ from scope_core.data import RunData
 QUESTION = "Is this instruction asking for something harmful?"
 
 
-def label_rate(url: str, model: str, engine: str, texts: list[str], concurrency: int, cache: str) -> tuple[float, JudgeClient]:
+def label_rate(url: str, model: str, engine: str, texts: list[str], concurrency: int, cache: str,
+               batch: int = 1) -> tuple[float, JudgeClient, list[str | None]]:
     judge = JudgeClient(JudgeConfig(base_url=url, model=model, engine=engine, concurrency=concurrency, cache_path=cache))
-    feat = llm_feature(judge, "harmfulness", QUESTION, ["harmful", "harmless"])
+    feat = llm_feature(judge, "harmfulness", QUESTION, ["harmful", "harmless"], allow_null=False, batch=batch)
     t = time.perf_counter()
     labels = feat(texts)
     dt = time.perf_counter() - t
     assert len(labels) == len(texts)
-    return len(texts) / dt, judge
+    return len(texts) / dt, judge, labels
+
+
+def _agree(a: list, b: list) -> float:
+    return sum(x == y for x, y in zip(a, b)) / len(a)
 
 
 def main() -> None:
@@ -47,17 +52,24 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--out", default="bench/results/agent.json")
     ap.add_argument("--skip-explore", action="store_true")
+    ap.add_argument("--batches", type=int, nargs="*", default=[8, 16], help="batch sizes to measure (inputs per request)")
     args = ap.parse_args()
     data = RunData.load(Path(args.runs_dir) / args.run / "data")
     texts = [data.examples[i].text for i in data.heldout[: args.labels]]
     res: dict = {"args": vars(args)}
     with EmbeddedJudge() as srv, tempfile.TemporaryDirectory() as tmp:
-        r1, _ = label_rate(srv.url, srv.model, srv.engine, texts, 1, f"{tmp}/c1.sqlite")
-        r4, _ = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
-        rr, judge = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
-        res["labelling"] = {"one_at_a_time_labels_per_s": r1, "concurrency4_labels_per_s": r4, "speedup": r4 / r1,
+        truth = [data.examples[i].labels.get("harmfulness") for i in data.heldout[: args.labels]]
+        r1, _, l1 = label_rate(srv.url, srv.model, srv.engine, texts, 1, f"{tmp}/c1.sqlite")
+        r4, _, l4 = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
+        rr, judge, _ = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
+        res["labelling"] = {"n": len(texts), "one_at_a_time_labels_per_s": r1, "concurrency4_labels_per_s": r4, "speedup_concurrency4": r4 / r1,
+                            "accuracy_one_at_a_time": _agree(l1, truth),
                             "rerun_labels_per_s": rr, "rerun_cache_hit_rate": judge.cache.hits / max(judge.cache.hits + judge.cache.misses, 1),
-                            "rerun_calls": judge.calls, "n": len(texts)}
+                            "rerun_calls": judge.calls}
+        for b in args.batches:
+            rb, _, lb = label_rate(srv.url, srv.model, srv.engine, texts, 2, f"{tmp}/b{b}.sqlite", batch=b)
+            res["labelling"][f"batch{b}_concurrency2"] = {"labels_per_s": rb, "speedup": rb / r1, "agreement_with_one_at_a_time": _agree(lb, l1),
+                                                           "accuracy": _agree(lb, truth)}
         print(json.dumps(res["labelling"], indent=1), flush=True)
         if not args.skip_explore:
             cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site="L18", budget=args.budget, explore_id=f"bench-{int(time.time())}",

@@ -1,7 +1,7 @@
 """Throughput of a trained run, measured alone on the machine: verified samples/s against
 the target-forward bounds, and activation caching against a raw truncated forward.
 
-    python bench/throughput_bench.py --run default --site L18 --queries 24 --n 8
+    python -m bench.throughput_bench --run default --site L18 --queries 24 --n 8
 
 Writes bench/results/throughput_<run>_<site>.json.
 """

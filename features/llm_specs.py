@@ -17,11 +17,28 @@ from scope_core.priors.refusal import REASON_CATEGORIES
 
 @dataclass(frozen=True)
 class LLMFeatureSpec:
+    """An LLM feature: the question, its label set (None: a short free-form answer), whether
+    'does not apply' (null) is a valid answer, and a second wording of the question used to
+    measure the labeller's self-consistency."""
+
     name: str
     question: str
     labels: tuple[str, ...] | None
     allow_null: bool
     normaliser: str | None = None
+    paraphrase: str | None = None
+
+    def ask(self, labels: tuple[str, ...] | None = None, paraphrased: bool = False) -> str:
+        """The question for a label set (the built-in one by default), in either wording."""
+        if labels and labels != self.labels and self.name == "reason":
+            lead = ("Which of these categories best describes the harm this request would cause: "
+                    if paraphrased else "If this instruction is harmful, which category of harm does it belong to? Categories: ")
+            return lead + ", ".join(labels) + ". If it is not harmful, answer null."
+        return (self.paraphrase or self.question) if paraphrased else self.question
+
+
+def _category_list() -> str:
+    return "; ".join(f"{k} ({v})" for k, v in REASON_CATEGORIES.items())
 
 
 SPECS: dict[str, LLMFeatureSpec] = {
@@ -29,24 +46,48 @@ SPECS: dict[str, LLMFeatureSpec] = {
         "harmfulness",
         "Does this instruction ask for something harmful, dangerous, illegal or unethical? Answer harmful or harmless.",
         ("harmful", "harmless"), allow_null=False,
+        paraphrase="Would carrying out this request cause harm or break the law or ethical norms? Answer harmful or harmless.",
     ),
     "reason": LLMFeatureSpec(
         "reason",
-        "If this instruction is harmful, which category of harm does it belong to? Categories: "
-        + "; ".join(f"{k} ({v})" for k, v in REASON_CATEGORIES.items())
+        "If this instruction is harmful, which category of harm does it belong to? Categories: " + _category_list()
         + ". If it is not harmful, answer null.",
         tuple(REASON_CATEGORIES), allow_null=True,
+        paraphrase="Which of these categories best describes the harm this request would cause: " + _category_list()
+        + "? If the request is harmless, answer null.",
     ),
     "method": LLMFeatureSpec(
         "method",
         "If this instruction is harmful, by what method is the act to be carried out — the kind of output requested, "
         "as a short verb phrase such as 'write an email' or 'develop an algorithm'? If it is not harmful, answer null.",
         None, allow_null=True, normaliser="method",
+        paraphrase="For a harmful request, what form does it ask the answer to take? Give a short verb phrase such as "
+        "'create a tutorial' or 'write a blog post'. For a harmless request, answer null.",
     ),
     "task": LLMFeatureSpec(
         "task",
         "The examples in this prompt demonstrate a translation task. Which one? Answer in the form "
         "'Language_1-to-Language_2 translation', e.g. 'English-to-French translation'. If it is not a translation prompt, answer null.",
         None, allow_null=True,
+        paraphrase="From which language into which language do the examples in this prompt translate? Answer as "
+        "'Language_1-to-Language_2 translation'. If the prompt is not about translation, answer null.",
     ),
+}
+
+# How the built-in reason list maps onto the categories people assigned in public sets,
+# for agreement benchmarks (bench/agreement_bench.py). Many-to-one: the built-in list is
+# finer than either set's. Human categories with no built-in counterpart (HarmBench
+# `copyright`, StrongREJECT `Sexual content`) are left out of the comparison and counted.
+REASON_TO_HUMAN: dict[str, dict[str, str]] = {
+    "harmbench": {
+        "cybercrime": "cybercrime_intrusion", "fraud": "illegal", "violence": "harmful", "weapons": "chemical_biological",
+        "drugs": "illegal", "hate_harassment": "harassment_bullying", "misinformation": "misinformation_disinformation",
+        "self_harm": "harmful", "privacy": "illegal", "theft": "illegal",
+    },
+    "strongreject": {
+        "cybercrime": "Non-violent crimes", "fraud": "Non-violent crimes", "violence": "Violence",
+        "weapons": "Illegal goods and services", "drugs": "Illegal goods and services",
+        "hate_harassment": "Hate, harassment and discrimination", "misinformation": "Disinformation and deception",
+        "self_harm": "Violence", "privacy": "Non-violent crimes", "theft": "Non-violent crimes",
+    },
 }

@@ -7,6 +7,7 @@ preimages of a query, score a feature by FCR at a site.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -162,24 +163,38 @@ class Scope:
         )
 
     # -- FCR --------------------------------------------------------------------
-    def score(self, feature: LabelFn, feature_name: str, run: SampleRun, site: Site, empirical: bool = True, feature_info: dict | None = None) -> FCRReport:
-        """FCR of `feature` over a sampled run, with the empirical-neighbour reference."""
+    def score(self, feature: LabelFn, feature_name: str, run: SampleRun, site: Site, empirical: bool = True, feature_info: dict | None = None,
+              pool_limit: int | None = None, seed: int = 0) -> FCRReport:
+        """FCR of `feature` over a sampled run, with the empirical-neighbour reference.
+
+        The chance level and the empirical reference need labels for the prior's prompts.
+        `pool_limit` draws that many of them at random instead of all (a judge-labelled
+        feature cannot afford 10,000 calls); both estimates stay unbiased, only wider.
+        """
         queries = [q.query for q in run.queries]
         samples = [[s.text for s in q.samples] for q in run.queries]
-        uniq = sorted({t for ss in samples for t in ss} | set(queries) | set(self.data.texts))
+        n_all = len(self.data.examples)
+        if pool_limit is not None and pool_limit < n_all:
+            pool_idx = sorted(random.Random(seed).sample(range(n_all), pool_limit))
+        else:
+            pool_idx = list(range(n_all))
+        pool_texts = [self.data.examples[i].text for i in pool_idx]
+        uniq = sorted({t for ss in samples for t in ss} | set(queries) | set(pool_texts))
         labels = dict(zip(uniq, feature(uniq)))
         q_lab = [labels[t] for t in queries]
         s_lab = [[labels[t] for t in ss] for ss in samples]
         w = [[s.weight for s in q.samples] for q in run.queries]
-        prior = [labels[self.data.examples[i].text] for i in self.data.train]
+        train = set(self.data.train)
+        prior = [labels[self.data.examples[i].text] for i in pool_idx if i in train]
         gen = fcr(q_lab, s_lab, w, prior)
         emp = None
         if empirical and all(q.index is not None for q in run.queries):
-            pool = self.acts(site)
-            zq = pool[torch.tensor([q.index for q in run.queries])]
-            pool_labels = [labels[t] for t in self.data.texts]
-            emp = empirical_fcr(q_lab, zq, pool, pool_labels, run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
-                                self.mean(site), exclude=[q.index for q in run.queries])
+            acts = self.acts(site)
+            pool = acts if len(pool_idx) == n_all else acts[torch.tensor(pool_idx)]
+            zq = acts[torch.tensor([q.index for q in run.queries])]
+            position = {i: k for k, i in enumerate(pool_idx)}
+            emp = empirical_fcr(q_lab, zq, pool, [labels[t] for t in pool_texts], run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
+                                self.mean(site), exclude=[position.get(q.index) for q in run.queries])  # type: ignore[arg-type]
         return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp,
                          sampler=summarise(run), feature_info=feature_info or {},
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0)

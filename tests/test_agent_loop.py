@@ -46,7 +46,7 @@ def test_explore_end_to_end_with_the_embedded_judge(trained_embedded, judge_serv
     assert {"sampling_s", "judge_s", "labelling_s", "scoring_s"} <= set(res.timing)
     md = (root / "report.md").read_text()
     assert "## Ranking" in md and res.ranking[0].hypothesis.name in md
-    assert (root / "report.html").read_text().count("<table>") >= 1
+    assert (root / "report.html").read_text().count("<table") >= 1
 
 
 @pytest.mark.skipif(os.environ.get("AUTOSCOPE_SLOW_TESTS") != "1", reason="slow (two full explore runs with the embedded judge); set AUTOSCOPE_SLOW_TESTS=1")

@@ -80,3 +80,26 @@ def test_train_bad_data_is_refused_before_anything_is_written(tmp_path, tiny_lla
 def test_missing_run_is_explained(tmp_path):
     res = runner.invoke(app, ["sample", "--site", "L1", "--run", "nothing", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 2 and "autoscope train" in res.output
+
+
+def test_fcr_task_trains_its_run_once_then_reuses_it(tiny_llama_path, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["fcr", "--task", "refusal", "--target", str(tiny_llama_path), "--backbone", str(tiny_llama_path), "--prior-n", "300",
+            "--features", "first_word,length_bucket", "--sites", "L1-L2", "--minutes", "0.05", "--queries", "3", "--n", "2",
+            "--only", "harmful", "--runs-dir", str(runs)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    from agent.fcr_report import study_run_name
+
+    run_dir = runs / study_run_name("refusal", str(tiny_llama_path), "L1-L2")
+    assert run_dir.name == f"refusal-{tiny_llama_path.name.lower().replace('_', '-')}-L1-L2"
+    assert (run_dir / "inverter" / "inverter.safetensors").exists()
+    assert (run_dir / "results" / "fcr_first_word_length_bucket_L1-L2_harmful.png").stat().st_size > 5000
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "training" in res.output and "training" not in again.output
+
+
+def test_fcr_rejects_an_unknown_labeller(run_dir):
+    res = _run(["fcr", "--features", "first_word", "--labeller", "oracle"], run_dir)
+    assert res.exit_code == 2 and "unknown labeller" in res.output

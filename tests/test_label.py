@@ -25,7 +25,7 @@ def test_label_file_then_resume_sends_only_missing_rows(tmp_path):
         assert stats["labelled_now"] == 6 and len(srv.requests) == 6
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert [r["id"] for r in rows] == [f"r{i}" for i in range(6)]
-        assert all(r["label"] == "harmful" and r["raw"] == "Harmful" and r["model"] == "judge" for r in rows)
+        assert all(r["label"] == "harmful" and '"Harmful"' in r["raw"] and r["model"] == "judge" for r in rows)
         # lose the last two rows (as if killed), rerun with a fresh cache: only those are sent
         out.write_text("\n".join(out.read_text().splitlines()[:4]) + "\n")
         judge2 = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c2.sqlite")))
@@ -68,3 +68,31 @@ def test_normalise_label():
     assert normalise_label("null", ["a"]) is None
     assert normalise_label("Write an Email", None) == "write an email"
     assert normalise_label("both harmful and harmless", ["harmful", "harmless"]) is None
+
+
+def test_answer_schemas_enumerate_the_label_set_and_fix_the_batch_length():
+    from pydantic import ValidationError
+
+    from agent.llm_feature import answer_models
+
+    one, many = answer_models(("harmful", "harmless"), False, 3)
+    assert one(label="harmful").label == "harmful"
+    assert many.model_json_schema()["properties"]["labels"]["minItems"] == 3
+    for bad in (lambda: one(label="maybe"), lambda: one(label=None), lambda: many(labels=["harmful"] * 2)):
+        with pytest.raises(ValidationError):
+            bad()
+    one_null, _ = answer_models(("a", "b"), True, 1)
+    assert one_null(label=None).label is None
+    free_one, _ = answer_models(None, True, 4)
+    assert free_one(label="write an email").label == "write an email"
+
+
+def test_reason_question_follows_overridden_labels_and_has_a_paraphrase():
+    from features.llm_specs import REASON_TO_HUMAN, SPECS
+
+    spec = SPECS["reason"]
+    assert "cybercrime" in spec.ask() and spec.ask(paraphrased=True) != spec.ask()
+    custom = spec.ask(("piracy", "scams"))
+    assert "piracy, scams" in custom and "cybercrime" not in custom
+    for mapping in REASON_TO_HUMAN.values():
+        assert set(mapping) == set(spec.labels)  # every built-in label maps onto a human category

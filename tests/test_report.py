@@ -31,4 +31,5 @@ def test_report_ranks_by_kappa_and_shows_code_examples_and_other_sites(tmp_path)
     assert "Other sites: L6 FCR 0.600" in md
     assert (log.root / "fcr_by_site.png").stat().st_size > 3000
     html = html_path.read_text()
-    assert html.count("<table>") >= 3 and "<img" in html and "<pre><code" in html
+    assert html.count("<table") >= 3 and "<img" in html and "<pre><code" in html
+    assert "Write | a poem" in html and 'data-site="L6"' in html and 'href="#h2"' in html

@@ -80,3 +80,21 @@ def test_free_text_queries_and_fcr_report(scope):
     run2 = scope.sample(site, indices=idx, n=3, eps=scope.eps(site, eps=2.0))
     rep2 = scope.score(feat, feat.name, run2, site)
     assert rep2.generator.n_queries == 4 and rep2.empirical is not None and rep2.empirical.fcr is not None
+
+
+def test_score_with_a_pool_limit_labels_only_that_many_prior_prompts(scope):
+    from features.base import Feature
+
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=3)
+    run = scope.sample(site, indices=idx, n=2, eps=scope.eps(site, eps=2.0))
+    seen: list[str] = []
+
+    def counting(texts: list[str]) -> list[str | None]:
+        seen.extend(texts)
+        return [t.split()[0].lower() if t.split() else None for t in texts]
+
+    rep = scope.score(Feature("first", "first word", counting), "first", run, site, pool_limit=40)
+    extra = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples}
+    assert len(seen) <= 40 + len(extra) and len(seen) >= 40
+    assert rep.generator.p0 is not None and rep.empirical is not None and rep.empirical.n_queries == 3
