@@ -234,6 +234,9 @@ def explore(
     samples: int = typer.Option(8, help="samples per query"),
     per_round: int = typer.Option(3, help="hypotheses asked for per round"),
     p0_prompts: int = typer.Option(48, help="prior prompts the judge labels to estimate the chance level of an LLM feature"),
+    screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; only those above chance get all of D (0: off)"),
+    label_batch: Optional[int] = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
+    until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
     eps: Optional[float] = None,
     eps_quantile: Optional[float] = None,
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
@@ -250,7 +253,8 @@ def explore(
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine)
     cfg = ExploreConfig(run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
-                        prior_for_p0_llm=p0_prompts)
+                        prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
+                        stop_when_done=not until_budget)
     res = run_explore(cfg, console=err)
     from rich.table import Table
 

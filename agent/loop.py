@@ -36,6 +36,19 @@ SITE_DESCRIPTIONS = {"attn": "attention-block output", "head": "output of one at
 SYSTEM = "You are a careful interpretability researcher. You answer only with JSON that fits the requested schema."
 
 
+MAX_IDLE_ROUNDS = 3  # consecutive rounds without a new (not yet tested) hypothesis before the loop stops
+
+
+def idea_key(h: Hypothesis) -> tuple:
+    """What makes two hypotheses the same idea: kind, statement, question and label set
+    (names and code drafts vary between proposals of one idea)."""
+
+    def norm(x: str | None) -> str:
+        return " ".join((x or "").lower().split())
+
+    return (h.kind, norm(h.statement), norm(h.question), tuple(sorted(norm(lab) for lab in h.labels or [])))
+
+
 class ExploreConfig(BaseModel):
     run: str = "default"
     runs_dir: str = "runs"
@@ -55,6 +68,10 @@ class ExploreConfig(BaseModel):
     top_k_other_sites: int = 3
     prior_for_p0: int = 400
     prior_for_p0_llm: int = 48
+    screen_queries: int = Field(8, description="judge-labelled hypotheses are screened on this many queries first; only those significantly above chance are scored on all of D (0: no screening)")
+    screen_samples: int = Field(4, description="samples per query in the screen")
+    stop_when_done: bool = Field(True, description="stop when the judge says no hypothesis is left (off: spend the whole budget)")
+    label_batch: int | None = Field(None, description="inputs per judge labelling request (default: 8 for the CPU llama.cpp judge, 1 for servers that batch requests themselves)")
     seed: int = 0
     explore_id: str | None = None
     judge: JudgeConfig = JudgeConfig()
@@ -107,15 +124,22 @@ class Explorer:
         return run
 
     # -- compile ------------------------------------------------------------------
+    @property
+    def label_batch(self) -> int:
+        if self.cfg.label_batch is not None:
+            return self.cfg.label_batch
+        return 8 if self.judge.config.engine == "llamacpp" else 1
+
     def _statement_feature(self, h: Hypothesis):
         """Test the hypothesis's statement itself: the judge answers yes/no per input."""
-        return llm_feature(self.judge, h.name, f"Does this statement hold for the text? Statement: {h.statement}", ["yes", "no"])
+        return llm_feature(self.judge, h.name, f"Does this statement hold for the text? Statement: {h.statement}", ["yes", "no"],
+                           allow_null=False, batch=self.label_batch)
 
     def _labeller(self, h: Hypothesis):
         """A function texts -> labels for the hypothesis, or raise with the reason."""
         if h.kind == "llm":
             if h.question:
-                return llm_feature(self.judge, h.name, h.question, h.labels)
+                return llm_feature(self.judge, h.name, h.question, h.labels, batch=self.label_batch)
             if not h.statement.strip():
                 raise ValueError("an llm hypothesis needs a question or a statement")
             return self._statement_feature(h)
@@ -147,14 +171,19 @@ class Explorer:
         raise ValueError(f"compiled code failed: {error}")
 
     # -- score --------------------------------------------------------------------
-    def score(self, h: Hypothesis, labeller, site_name: str) -> tuple[Score, list[Counterexample], list[ExampleQuery]]:
+    def score(self, h: Hypothesis, labeller, site_name: str, n_queries: int | None = None, n_samples: int | None = None,
+              judge_labelled: bool | None = None, prior_share: float = 1.0) -> tuple[Score, list[Counterexample], list[ExampleQuery]]:
         run = self.sample_run(site_name)
+        if n_queries is not None or n_samples is not None:
+            run = run.model_copy(update={"queries": [q.model_copy(update={"samples": q.samples[:n_samples]}) for q in run.queries[:n_queries]]})
         data = self.scope.data
         import random
 
         rng = random.Random(self.cfg.seed)
-        n_prior = self.cfg.prior_for_p0_llm if h.kind == "llm" else self.cfg.prior_for_p0
+        judge_labelled = h.kind == "llm" if judge_labelled is None else judge_labelled
+        n_prior = self.cfg.prior_for_p0_llm if judge_labelled else self.cfg.prior_for_p0
         prior_texts = [data.examples[i].text for i in rng.sample(data.train, min(n_prior, len(data.train)))]
+        prior_texts = prior_texts[: max(1, round(prior_share * len(prior_texts)))]  # a screen uses the first part of the same draw
         texts = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0} | set(prior_texts)
         t = time.perf_counter()
         uniq = sorted(texts)
@@ -195,7 +224,21 @@ class Explorer:
             note = f"code failed ({str(e)[:200]}); the statement was labelled by the judge instead"
             labeller = self._statement_feature(h)
         try:
-            score, counter, examples = self.score(h, labeller, self.cfg.site)
+            screen = self.cfg.screen_queries
+            by_judge = h.kind == "llm" or note is not None  # the statement fallback is judge-labelled too
+            if by_judge and 0 < screen < len(self.sample_run(self.cfg.site).queries):
+                # Judge labels are the loop's dearest resource: a hypothesis no better than
+                # chance on a few queries is not worth labelling all of D. Labels are cached,
+                # so a promoted hypothesis pays only for the queries it has not seen.
+                score, counter, examples = self.score(h, labeller, self.cfg.site, n_queries=screen, n_samples=self.cfg.screen_samples,
+                                                      judge_labelled=True, prior_share=0.5)
+                if score.fcr is not None and score.p0 is not None and not score.ci_low > score.p0:  # type: ignore[operator]
+                    note = (note + "; " if note else "") + (
+                        f"screened out: on the first {screen} queries × {self.cfg.screen_samples} samples its FCR CI "
+                        f"[{score.ci_low:.3f}, {score.ci_high:.3f}] did not clear chance (p0 {score.p0:.3f}), so it was not scored on all of D")
+                    return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="scored", score=score,
+                                            counterexamples=counter, examples=examples, note=note)
+            score, counter, examples = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge)
         except (ValueError, JudgeFailure) as e:
             return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e))
         status = "scored" if score.fcr is not None else "undefined"
@@ -236,11 +279,12 @@ class Explorer:
         if rounds_logged and rounds_logged[-1]["round"] >= round_ and round_ >= 0:
             round_ = rounds_logged[-1]["round"]
         round_ = max(round_, 0)
-        stale = 0
+        stale = idle = duplicates = 0
         attempts_cap = 2 * cfg.budget + 4
+        seen = {idea_key(h.hypothesis) for h in self.scored}
         stopped = "budget"
         while self.n_scored() < cfg.budget:
-            if len(self.scored) >= attempts_cap:
+            if len(self.scored) + duplicates >= attempts_cap:
                 stopped = "too many failed hypotheses"
                 break
             try:
@@ -262,6 +306,13 @@ class Explorer:
                     continue
                 if self.n_scored() >= cfg.budget:
                     break
+                if idea_key(h) in seen:
+                    # a weak judge repeats itself; a repeat costs no labels and no budget
+                    duplicates += 1
+                    self.log.append("events", {"round": round_, "duplicate": h.name, "statement": h.statement})
+                    self.console.print(f"[dim]#{hid} {h.name}: already tested, skipped[/dim]")
+                    continue
+                seen.add(idea_key(h))
                 res = self.evaluate(h, hid, round_)
                 self.scored.append(res)
                 done_keys.add((round_, hid))
@@ -272,12 +323,13 @@ class Explorer:
                 if s and s.fcr is not None:
                     line = f"FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {s.kappa:.3f}" if s.kappa is not None else f"FCR {s.fcr:.3f} (degenerate)"
                 self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
-            if prop.done:
+            if prop.done and cfg.stop_when_done:
                 stopped = "the judge said it is done"
                 break
             stale = stale + 1 if self.best_kappa() <= before else 0
-            if new == 0 or stale >= cfg.patience:
-                stopped = "κ stopped improving" if new else "no new hypotheses"
+            idle = idle + 1 if new == 0 else 0
+            if idle >= MAX_IDLE_ROUNDS or stale >= cfg.patience:
+                stopped = "no new hypotheses" if idle >= MAX_IDLE_ROUNDS else "κ stopped improving"
                 if self.n_scored() >= cfg.budget:
                     stopped = "budget"
                 break
@@ -290,11 +342,14 @@ class Explorer:
         sites = [s.name for s in parse_sites(self.cfg.sites, self.scope.target.n_layers, self.scope.target.n_heads) if s.name != self.cfg.site]
         top = [h for h in self.ranking() if h.status == "scored"][: self.cfg.top_k_other_sites]
         for h in top:
-            labeller = self._labeller(h.hypothesis)
+            try:
+                labeller, by_judge = self._labeller(h.hypothesis), h.hypothesis.kind == "llm"
+            except ValueError:  # its code failed at the site too: it was scored through its statement
+                labeller, by_judge = self._statement_feature(h.hypothesis), True
             for site in sites:
                 if site in h.other_sites:
                     continue
-                score, _, _ = self.score(h.hypothesis, labeller, site)
+                score, _, _ = self.score(h.hypothesis, labeller, site, judge_labelled=by_judge)
                 h.other_sites[site] = score
             self.log.append("other_sites", {"id": h.id, "scores": {k: v.model_dump() for k, v in h.other_sites.items()}})
 

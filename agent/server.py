@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -37,9 +38,10 @@ def embedded_command(host: str, port: int, n_ctx: int = 4096, threads: int | Non
         )
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", host, "--port", str(port),
            "--n_ctx", str(n_ctx), "--chat_format", "chatml", "--model_alias", "smollm2-135m-instruct"]
-    if threads:
-        cmd += ["--n_threads", str(threads)]
-    return cmd
+    # llama-cpp-python defaults to half the cores; on this class of machine both cores
+    # double prompt and decode speed (measured: 59 -> 113 prompt tokens/s).
+    n = str(threads or os.cpu_count() or 1)
+    return cmd + ["--n_threads", n, "--n_threads_batch", n]
 
 
 def vllm_command(model: str, host: str, port: int) -> list[str]:

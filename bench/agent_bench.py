@@ -2,7 +2,9 @@
 
 1. LLM-feature labelling throughput on the embedded judge: labels/s one at a time vs with
    concurrency, and the cache hit rate on a rerun (should be 100%).
-2. `explore --site L18 --budget 20` wall time after training, with time per phase.
+2. `explore --site L18 --budget 20` wall time after training, with time per phase. The
+   judge's "done" and the κ-patience stop are switched off so that all 20 hypotheses are
+   scored (the small embedded judge says "done" at random).
 
     python bench/agent_bench.py --run default --labels 64 --budget 20
 
@@ -52,27 +54,29 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--out", default="bench/results/agent.json")
     ap.add_argument("--skip-explore", action="store_true")
+    ap.add_argument("--skip-labelling", action="store_true")
     ap.add_argument("--batches", type=int, nargs="*", default=[8, 16], help="batch sizes to measure (inputs per request)")
     args = ap.parse_args()
     data = RunData.load(Path(args.runs_dir) / args.run / "data")
     texts = [data.examples[i].text for i in data.heldout[: args.labels]]
     res: dict = {"args": vars(args)}
     with EmbeddedJudge() as srv, tempfile.TemporaryDirectory() as tmp:
-        truth = [data.examples[i].labels.get("harmfulness") for i in data.heldout[: args.labels]]
-        r1, _, l1 = label_rate(srv.url, srv.model, srv.engine, texts, 1, f"{tmp}/c1.sqlite")
-        r4, _, l4 = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
-        rr, judge, _ = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
-        res["labelling"] = {"n": len(texts), "one_at_a_time_labels_per_s": r1, "concurrency4_labels_per_s": r4, "speedup_concurrency4": r4 / r1,
-                            "accuracy_one_at_a_time": _agree(l1, truth),
-                            "rerun_labels_per_s": rr, "rerun_cache_hit_rate": judge.cache.hits / max(judge.cache.hits + judge.cache.misses, 1),
-                            "rerun_calls": judge.calls}
-        for b in args.batches:
-            rb, _, lb = label_rate(srv.url, srv.model, srv.engine, texts, 2, f"{tmp}/b{b}.sqlite", batch=b)
-            res["labelling"][f"batch{b}_concurrency2"] = {"labels_per_s": rb, "speedup": rb / r1, "agreement_with_one_at_a_time": _agree(lb, l1),
-                                                           "accuracy": _agree(lb, truth)}
-        print(json.dumps(res["labelling"], indent=1), flush=True)
+        if not args.skip_labelling:
+            truth = [data.examples[i].labels.get("harmfulness") for i in data.heldout[: args.labels]]
+            r1, _, l1 = label_rate(srv.url, srv.model, srv.engine, texts, 1, f"{tmp}/c1.sqlite")
+            r4, _, l4 = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
+            rr, judge, _ = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
+            res["labelling"] = {"n": len(texts), "one_at_a_time_labels_per_s": r1, "concurrency4_labels_per_s": r4, "speedup_concurrency4": r4 / r1,
+                                "accuracy_one_at_a_time": _agree(l1, truth),
+                                "rerun_labels_per_s": rr, "rerun_cache_hit_rate": judge.cache.hits / max(judge.cache.hits + judge.cache.misses, 1),
+                                "rerun_calls": judge.calls}
+            for b in args.batches:
+                rb, _, lb = label_rate(srv.url, srv.model, srv.engine, texts, 2, f"{tmp}/b{b}.sqlite", batch=b)
+                res["labelling"][f"batch{b}_concurrency2"] = {"labels_per_s": rb, "speedup": rb / r1, "agreement_with_one_at_a_time": _agree(lb, l1),
+                                                               "accuracy": _agree(lb, truth)}
+            print(json.dumps(res["labelling"], indent=1), flush=True)
         if not args.skip_explore:
-            cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site="L18", budget=args.budget, explore_id=f"bench-{int(time.time())}",
+            cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site="L18", budget=args.budget, stop_when_done=False, patience=1000, explore_id=f"bench-{int(time.time())}",
                                 judge=JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, cache_path=f"{tmp}/explore.sqlite"))
             t = time.perf_counter()
             out = explore(cfg)

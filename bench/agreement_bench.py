@@ -9,6 +9,11 @@ question and reports self-consistency (agreement and Cohen's κ between the two 
 
     python bench/agreement_bench.py                       # embedded judge (SmolLM2-135M)
     AUTOSCOPE_JUDGE_URL=... AUTOSCOPE_JUDGE_MODEL=... python bench/agreement_bench.py --judge env
+    python -m bench.agreement_bench --judge none --learned-run runs/default   # the learned labeller
+
+The learned labeller (`fcr --labeller learned`: TF-IDF + logistic regression fitted on a
+run's generated prior) is measured the same way, so users see how far the fast labeller
+transfers from generated prompts to people's prompts.
 
 Human categories with no built-in counterpart (HarmBench `copyright`, StrongREJECT
 `Sexual content`) are left out and counted. A null answer ("not harmful") or a failed
@@ -79,7 +84,8 @@ def run_judge(judge: JudgeClient, texts: list[str], paraphrased: bool, batch: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--judge", choices=["embedded", "env"], default="embedded", help="embedded SmolLM2 or $AUTOSCOPE_JUDGE_*")
+    ap.add_argument("--judge", choices=["embedded", "env", "none"], default="embedded", help="embedded SmolLM2, $AUTOSCOPE_JUDGE_*, or none")
+    ap.add_argument("--learned-run", type=Path, default=None, help="also measure the learned reason labeller of this run")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--limit", type=int, default=None, help="prompts per set (default: all)")
     ap.add_argument("--batch", type=int, default=1, help="prompts per judge request")
@@ -88,6 +94,19 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     res: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "mapping": REASON_TO_HUMAN}
+    if args.learned_run is not None:
+        from features.learned import learned_feature
+        from scope_core.data import RunData
+
+        clf = learned_feature("reason", "harm category", RunData.load(args.learned_run / "data"), args.learned_run / "features")
+        res["learned"] = {"run": str(args.learned_run), "info": clf.info}
+        for name in SETS:
+            texts, human, left_out = load_set(name, args.data, args.limit)
+            pred = [REASON_TO_HUMAN[name].get(x, NONE) if x else NONE for x in clf(texts)]
+            a = agreement(human, pred)
+            a["left_out"] = dict(left_out)
+            res["learned"][name] = a
+            print(json.dumps({f"learned/{name}": {k: v for k, v in a.items() if k != "confusion"}}, indent=1), flush=True)
     with contextlib.ExitStack() as stack:
         cfg = JudgeConfig.from_env(concurrency=args.concurrency, cache_path=args.cache)
         if args.judge == "embedded":
@@ -95,11 +114,11 @@ def main() -> None:
 
             srv = stack.enter_context(EmbeddedJudge())
             cfg = cfg.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
-        elif not cfg.base_url:
+        elif args.judge == "env" and not cfg.base_url:
             raise SystemExit("--judge env needs AUTOSCOPE_JUDGE_URL (and _MODEL, _ENGINE)")
-        judge = JudgeClient(cfg)
-        res["judge_model"] = cfg.model
-        for name in SETS:
+        res["judge_model"] = cfg.model if args.judge != "none" else "none"
+        for name in SETS if args.judge != "none" else []:
+            judge = JudgeClient(cfg)
             texts, human, left_out = load_set(name, args.data, args.limit)
             first, dt1 = run_judge(judge, texts, False, args.batch)
             second, dt2 = run_judge(judge, texts, True, args.batch)
@@ -116,7 +135,8 @@ def main() -> None:
             res[name] = a
             print(json.dumps({name: {k: v for k, v in a.items() if k != "confusion"}}, indent=1), flush=True)
             print("confusion (rows: human, cols: predicted):", json.dumps(a["confusion"]), flush=True)
-    out = Path(args.out or f"bench/results/agreement_{res['judge_model'].replace('/', '_')}.json")
+    tag = res["judge_model"].replace("/", "_") if args.judge != "none" else "learned"
+    out = Path(args.out or f"bench/results/agreement_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     print(f"wrote {out}")

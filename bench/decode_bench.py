@@ -1,6 +1,6 @@
 """Decoding speed of the bench2 inverter: full vs restricted vocabulary, batch 64 vs 192.
 
-    python bench/decode_bench.py
+    python -m bench.decode_bench
 """
 import time, torch
 from scope_core.api import Scope

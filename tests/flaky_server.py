@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FlakyServer:
     """`script` is a list of behaviours consumed one per request: "500", "drop", "429",
     "invalid" (not JSON), "wrong" (JSON of the wrong shape) or a dict (the good answer).
-    When the script runs out, `default` is answered."""
+    When the script runs out, `default` is answered — a dict, or a function of the request
+    body that returns one (a judge that follows fixed rules)."""
 
-    def __init__(self, script: list, default: dict | None = None):
+    def __init__(self, script: list, default=None):
         self.script = list(script)
         self.default = default
         self.requests: list[dict] = []
@@ -30,6 +31,8 @@ class FlakyServer:
                 with server._lock:
                     server.requests.append(body)
                     step = server.script.pop(0) if server.script else server.default
+                if callable(step):
+                    step = step(body)
                 if step == "drop":
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.connection.close()

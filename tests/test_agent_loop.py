@@ -49,7 +49,6 @@ def test_explore_end_to_end_with_the_embedded_judge(trained_embedded, judge_serv
     assert (root / "report.html").read_text().count("<table") >= 1
 
 
-@pytest.mark.skipif(os.environ.get("AUTOSCOPE_SLOW_TESTS") != "1", reason="slow (two full explore runs with the embedded judge); set AUTOSCOPE_SLOW_TESTS=1")
 def test_killed_explore_resumes_without_rescoring(trained_embedded, judge_server, tmp_path):
     """Kill the CLI mid-run, resume it: the hypotheses equal an uninterrupted run's, none twice."""
     _, scope = trained_embedded

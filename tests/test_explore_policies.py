@@ -1,0 +1,80 @@
+"""The explore loop spends judge labels where they can pay off: a judge-labelled
+hypothesis no better than chance on a small screen is not labelled on all of D, and a
+hypothesis the judge repeats is not scored again.
+
+The judge here is a real HTTP server answering by fixed rules (tests/flaky_server.py), so
+the count of labelling requests is exact; the loop against the real embedded judge is
+tested in test_agent_loop.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.judge import JudgeClient, JudgeConfig
+from agent.loop import ExploreConfig, Explorer
+from agent.runlog import RunLog
+from flaky_server import FlakyServer
+from scope_core.api import Scope
+from scope_core.data import PriorConfig
+from scope_core.targets import TargetConfig
+from scope_core.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def scope(tiny_llama_path, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
+                      prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
+                      minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
+    train(cfg, progress=False)
+    return Scope(runs / "s")
+
+
+def _rule_judge(body: dict) -> dict:
+    """Proposes one LLM hypothesis; labels every input 'yes' (a constant: chance level)."""
+    rf = body.get("response_format", {})
+    props = (rf.get("json_schema", {}).get("schema") or rf.get("schema") or {}).get("properties", {})
+    if "hypotheses" in props:
+        return {"hypotheses": [{"name": "always_yes", "statement": "everything is a yes", "kind": "llm",
+                                "question": "Is this a yes?", "labels": ["yes", "no"], "rationale": "test"}], "done": True}
+    if "labels" in props:
+        return {"labels": ["yes"] * props["labels"]["minItems"]}
+    return {"label": "yes"}
+
+
+@pytest.mark.parametrize("screen", [4, 0])
+def test_chance_level_llm_hypothesis_is_screened_not_scored_on_all_queries(scope, tmp_path, screen):
+    with FlakyServer([], default=_rule_judge) as srv:
+        cfg = ExploreConfig(run="s", runs_dir=str(scope.run_dir.parent), site="L2", budget=1, queries=12, samples=4, eps=2.0,
+                            screen_queries=screen, screen_samples=2, prior_for_p0_llm=8, label_batch=1,
+                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+        log = RunLog(tmp_path / f"x{screen}")
+        ex = Explorer(cfg, JudgeClient(cfg.judge), log, scope=scope)
+        ex.run()
+        label_inputs = [r for r in srv.requests if "Is this a yes?" in r["messages"][-1]["content"]]
+    (h,) = ex.scored
+    run = ex.sample_run("L2")
+    if screen:
+        assert h.score.degenerate  # a constant feature: p0 = 1, it cannot clear chance
+        assert "screened out" in h.note
+        most = 4 + 4 * 2 + 4  # screened queries + their first samples + half the p0 draw
+        assert len(label_inputs) <= most
+    else:
+        assert h.note is None
+        distinct = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0}
+        assert len(label_inputs) >= min(len(distinct), 12 + 1)
+
+
+def test_repeated_hypotheses_are_skipped_and_the_loop_stops_when_nothing_new_comes(scope, tmp_path):
+    from agent.loop import MAX_IDLE_ROUNDS
+
+    with FlakyServer([], default=_rule_judge) as srv:
+        cfg = ExploreConfig(run="s", runs_dir=str(scope.run_dir.parent), site="L2", budget=5, queries=6, samples=2, eps=2.0,
+                            screen_queries=0, prior_for_p0_llm=4, label_batch=1, stop_when_done=False, patience=100,
+                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+        log = RunLog(tmp_path / "dup")
+        ex = Explorer(cfg, JudgeClient(cfg.judge), log, scope=scope)
+        stopped = ex.run()
+    assert len(ex.scored) == 1 and stopped == "no new hypotheses"
+    assert len(log.read("rounds")) == 1 + MAX_IDLE_ROUNDS  # (a repeated prompt is answered from the cache)
+    assert [e["duplicate"] for e in log.read("events")] == ["always_yes"] * MAX_IDLE_ROUNDS
