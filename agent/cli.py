@@ -8,7 +8,6 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -59,30 +58,31 @@ def train(
     runs_dir: str = typer.Option("runs", help="folder that holds runs"),
     target: str = typer.Option("embedded", help="'embedded', a hub id, a local path or a .gguf file"),
     system_prompt: str = typer.Option("You are a helpful assistant.", help="system prompt of chat targets"),
-    task: Optional[str] = typer.Option("refusal", help="built-in prior: refusal, ioi, icl; 'none' with --data alone"),
-    data: Optional[list[str]] = typer.Option(None, help="prompt file(s): JSON, JSONL or CSV; FILE:harmful or FILE:harmless sets the label"),
+    task: str | None = typer.Option("refusal", help="built-in prior: refusal, ioi, icl; 'none' with --data alone"),
+    data: list[str] | None = typer.Option(None, help="prompt file(s): JSON, JSONL or CSV; FILE:harmful or FILE:harmless sets the label"),
     n: int = typer.Option(10000, help="prompts drawn from the built-in task"),
     heldout: int = typer.Option(500, help="prompts kept out of training"),
     sites: str = typer.Option("L18", help="sites the generator is trained on, e.g. L18 or L6,L12,L18,L24"),
     backbone: str = typer.Option("embedded", help="'embedded' (frozen SmolLM2), 'scratch', a hub id or a path"),
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
     sft: str = typer.Option("none", help="fine-tune the backbone first: none, full or lora"),
-    control_layers: Optional[str] = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
+    control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
     batch_size: int = typer.Option(32, help="training batch size"),
     restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),
     metric: str = typer.Option("cosine", help="cosine, centred_cosine, euclidean or norm_euclidean"),
     eps_quantile: float = typer.Option(0.05, help="default ε per site = this quantile of pairwise distances"),
-    eps: Optional[float] = typer.Option(None, help="absolute ε at every site (overrides --eps-quantile)"),
+    eps: float | None = typer.Option(None, help="absolute ε at every site (overrides --eps-quantile)"),
     noise_mode: str = typer.Option("kernel", help="kernel (shell at the site's ε), range, or none"),
-    noise_distance: Optional[float] = typer.Option(None, help="noise shell distance (default: the site's ε)"),
+    noise_distance: float | None = typer.Option(None, help="noise shell distance (default: the site's ε)"),
     seed: int = 0,
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
     _quiet_libraries()
     from scope_core.data import PriorConfig
     from scope_core.targets import TargetConfig
-    from scope_core.train import TrainConfig, train as run_train
+    from scope_core.train import TrainConfig
+    from scope_core.train import train as run_train
 
     try:
         cfg = TrainConfig(
@@ -114,7 +114,7 @@ def train(
     console.print(t)
 
 
-def _only_filter(only: Optional[str]):
+def _only_filter(only: str | None):
     from agent.loop import only_filter
 
     return only_filter(only)
@@ -124,17 +124,17 @@ def _only_filter(only: Optional[str]):
 @friendly
 def sample(
     site: str = typer.Option(..., help="site to invert, e.g. L18"),
-    prompt: Optional[list[str]] = typer.Option(None, help="query prompt(s); default: held-out prompts of the run"),
+    prompt: list[str] | None = typer.Option(None, help="query prompt(s); default: held-out prompts of the run"),
     run: str = typer.Option("default"),
     runs_dir: str = typer.Option("runs"),
     queries: int = typer.Option(3, help="held-out queries when no --prompt is given"),
-    only: Optional[str] = typer.Option(None, help="filter held-out queries by a label, e.g. harmful or reason=cybercrime"),
+    only: str | None = typer.Option(None, help="filter held-out queries by a label, e.g. harmful or reason=cybercrime"),
     n: int = typer.Option(16, help="samples per query"),
     temperature: float = 1.0,
-    metric: Optional[str] = typer.Option(None, help="distance (default: the run's)"),
+    metric: str | None = typer.Option(None, help="distance (default: the run's)"),
     kernel: str = typer.Option("hard", help="hard or gaussian"),
-    eps: Optional[float] = typer.Option(None, help="absolute ε"),
-    eps_quantile: Optional[float] = typer.Option(None, help="ε as a quantile of the site's pairwise distances"),
+    eps: float | None = typer.Option(None, help="absolute ε"),
+    eps_quantile: float | None = typer.Option(None, help="ε as a quantile of the site's pairwise distances"),
     seed: int = 0,
 ):
     """Sample verified preimages of query activations and show them with distances."""
@@ -176,26 +176,26 @@ def sample(
 def fcr(
     feature: str = typer.Option(..., "--feature", "--features", help="feature name(s), comma-separated, e.g. harmfulness,reason,method"),
     sites: str = typer.Option("L18", help="sites, e.g. L18 or L0-L29 (trained in the run, or trained now with --task)"),
-    run: Optional[str] = typer.Option(None, help="trained run (default: 'default', or TASK-TARGET-SITES with --task)"),
+    run: str | None = typer.Option(None, help="trained run (default: 'default', or TASK-TARGET-SITES with --task)"),
     runs_dir: str = typer.Option("runs"),
-    task: Optional[str] = typer.Option(None, help="refusal, ioi or icl: use (and train first, if missing) a run for this task and --sites"),
+    task: str | None = typer.Option(None, help="refusal, ioi or icl: use (and train first, if missing) a run for this task and --sites"),
     target: str = typer.Option("embedded", help="with --task: the model under study ('embedded', a hub id or a path)"),
     minutes: float = typer.Option(8.0, help="with --task: training budget when the run must be trained first"),
     backbone: str = typer.Option("embedded", help="with --task: generator backbone when the run must be trained first"),
     prior_n: int = typer.Option(10000, help="with --task: prompts drawn from the task prior when the run must be trained first"),
     labeller: str = typer.Option("learned", help="learned (classifier fitted on the prior's labels) or llm (the judge labels every input)"),
     pool: int = typer.Option(240, help="with --labeller llm: prior prompts labelled for p0 and the empirical reference"),
-    only: Optional[str] = typer.Option(None, help="restrict queries D, e.g. harmful or reason=cybercrime"),
+    only: str | None = typer.Option(None, help="restrict queries D, e.g. harmful or reason=cybercrime"),
     queries: int = typer.Option(40, help="held-out queries"),
     n: int = typer.Option(16, help="samples per query"),
     kernel: str = typer.Option("hard", help="hard or gaussian"),
-    metric: Optional[str] = None,
-    eps: Optional[float] = typer.Option(None, help="absolute ε at every site"),
-    eps_quantile: Optional[float] = typer.Option(None, help="ε per site as a pairwise-distance quantile"),
+    metric: str | None = None,
+    eps: float | None = typer.Option(None, help="absolute ε at every site"),
+    eps_quantile: float | None = typer.Option(None, help="ε per site as a pairwise-distance quantile"),
     empirical: bool = typer.Option(True, help="also compute the generator-free empirical-neighbour FCR"),
-    judge_url: Optional[str] = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
-    judge_model: Optional[str] = None,
-    judge_engine: Optional[str] = None,
+    judge_url: str | None = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
+    judge_model: str | None = None,
+    judge_engine: str | None = None,
     seed: int = 0,
 ):
     """Feature consistency rate per site, with CI, chance level p0, κ and the empirical reference.
@@ -228,27 +228,28 @@ def explore(
     budget: int = typer.Option(20, help="hypotheses to score"),
     run: str = typer.Option("default", help="trained run to explore"),
     runs_dir: str = typer.Option("runs"),
-    sites: Optional[str] = typer.Option(None, help="also score the top hypotheses at these sites, e.g. L6,L12,L24"),
-    only: Optional[str] = typer.Option(None, help="restrict queries, e.g. harmful"),
+    sites: str | None = typer.Option(None, help="also score the top hypotheses at these sites, e.g. L6,L12,L24"),
+    only: str | None = typer.Option(None, help="restrict queries, e.g. harmful"),
     queries: int = typer.Option(24, help="held-out queries in D"),
     samples: int = typer.Option(8, help="samples per query"),
     per_round: int = typer.Option(3, help="hypotheses asked for per round"),
     p0_prompts: int = typer.Option(48, help="prior prompts the judge labels to estimate the chance level of an LLM feature"),
     screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; only those above chance get all of D (0: off)"),
-    label_batch: Optional[int] = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
+    label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
     until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
-    eps: Optional[float] = None,
-    eps_quantile: Optional[float] = None,
-    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
-    judge_model: Optional[str] = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
-    judge_engine: Optional[str] = typer.Option(None, help="vllm, openai or llamacpp ($AUTOSCOPE_JUDGE_ENGINE)"),
-    resume: Optional[str] = typer.Option(None, help="explore id to continue"),
+    eps: float | None = None,
+    eps_quantile: float | None = None,
+    judge_url: str | None = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
+    judge_model: str | None = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
+    judge_engine: str | None = typer.Option(None, help="vllm, openai or llamacpp ($AUTOSCOPE_JUDGE_ENGINE)"),
+    resume: str | None = typer.Option(None, help="explore id to continue"),
     seed: int = 0,
 ):
     """Run the hypothesis loop: the judge proposes, autoscope compiles and scores by FCR."""
     _quiet_libraries()
     from agent.judge import JudgeConfig
-    from agent.loop import ExploreConfig, explore as run_explore
+    from agent.loop import ExploreConfig
+    from agent.loop import explore as run_explore
 
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine)
     cfg = ExploreConfig(run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
@@ -295,13 +296,13 @@ def label(
     feature: str = typer.Option(..., help="harmfulness, reason, method or task"),
     input: str = typer.Option(..., "--input", help="JSONL, CSV or JSON file"),
     output: str = typer.Option(..., "--output", help="JSONL written (appended; rerun to resume)"),
-    field: Optional[str] = typer.Option(None, help="text column (default: instruction/text/prompt/goal/Behavior/forbidden_prompt)"),
-    labels: Optional[str] = typer.Option(None, help="comma-separated label set overriding the built-in one"),
+    field: str | None = typer.Option(None, help="text column (default: instruction/text/prompt/goal/Behavior/forbidden_prompt)"),
+    labels: str | None = typer.Option(None, help="comma-separated label set overriding the built-in one"),
     batch: int = typer.Option(1, help="inputs per judge request"),
     concurrency: int = typer.Option(4, help="judge requests in flight"),
-    judge_url: Optional[str] = None,
-    judge_model: Optional[str] = None,
-    judge_engine: Optional[str] = None,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    judge_engine: str | None = None,
 ):
     """Label every row of a file with an LLM feature (concurrent, cached, resumable)."""
     import contextlib

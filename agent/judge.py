@@ -46,7 +46,7 @@ class JudgeConfig(BaseModel):
     cache_path: str | None = Field(None, description="sqlite file; default ~/.cache/autoscope/judge_cache.sqlite")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "JudgeConfig":
+    def from_env(cls, **overrides: Any) -> JudgeConfig:
         env = {
             "base_url": os.environ.get("AUTOSCOPE_JUDGE_URL"),
             "api_key": os.environ.get("AUTOSCOPE_JUDGE_KEY"),

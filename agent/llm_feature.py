@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, create_model
 
@@ -63,7 +63,7 @@ def answer_models(labels: tuple[str, ...] | None, allow_null: bool, batch: int) 
         return v
 
     one = Annotated[Literal[labels], BeforeValidator(to_label)]  # type: ignore[valid-type]
-    item = Annotated[Optional[Literal[labels]], BeforeValidator(to_label)] if allow_null else one  # type: ignore[valid-type]  # noqa: UP007
+    item = Annotated[Literal[labels] | None, BeforeValidator(to_label)] if allow_null else one  # type: ignore[valid-type]
     single = create_model("LabelAnswer", label=(item, Field(description="one of the allowed labels")))
     many = create_model("BatchLabels", labels=(list[item], Field(min_length=batch, max_length=batch)))  # type: ignore[valid-type]
     return single, many

@@ -25,7 +25,16 @@ from scope_core.fcr import fcr
 from scope_core.sample import SampleRun
 from scope_core.sites import parse_sites
 
-from .hypotheses import CompiledCode, Counterexample, ExampleQuery, Hypothesis, LabelledSample, Proposal, Score, ScoredHypothesis
+from .hypotheses import (
+    CompiledCode,
+    Counterexample,
+    ExampleQuery,
+    Hypothesis,
+    LabelledSample,
+    Proposal,
+    Score,
+    ScoredHypothesis,
+)
 from .judge import JudgeClient, JudgeConfig, JudgeFailure
 from .llm_feature import llm_feature
 from .prompts import messages
@@ -40,13 +49,16 @@ MAX_IDLE_ROUNDS = 3  # consecutive rounds without a new (not yet tested) hypothe
 
 
 def idea_key(h: Hypothesis) -> tuple:
-    """What makes two hypotheses the same idea: kind, statement, question and label set
-    (names and code drafts vary between proposals of one idea)."""
+    """What makes two hypotheses the same idea: for a judge-labelled question, the question
+    and its label set (that is what gets measured); otherwise the statement. Names and
+    code drafts vary between proposals of one idea."""
 
     def norm(x: str | None) -> str:
         return " ".join((x or "").lower().split())
 
-    return (h.kind, norm(h.statement), norm(h.question), tuple(sorted(norm(lab) for lab in h.labels or [])))
+    if h.kind == "llm" and h.question:
+        return ("llm", norm(h.question), tuple(sorted(norm(lab) for lab in h.labels or [])))
+    return (h.kind, norm(h.statement))
 
 
 class ExploreConfig(BaseModel):

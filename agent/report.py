@@ -5,10 +5,9 @@ current, so a reviewer can move between hypotheses, sites and runs in one browse
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import jinja2
 
@@ -17,6 +16,7 @@ from scope_core.errors import AutoscopeError
 from .hypotheses import Score, ScoredHypothesis
 from .prompts import prompts_dir, render
 from .runlog import RunLog
+
 
 def _load(root: Path):
     log = RunLog(root)

@@ -77,7 +77,7 @@ class EmbeddedJudge:
         self.log_path, self.threads = log_path, threads
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "EmbeddedJudge":
+    def __enter__(self) -> EmbeddedJudge:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(embedded_command("127.0.0.1", self.port, threads=self.threads), stdout=out, stderr=subprocess.STDOUT)
         try:

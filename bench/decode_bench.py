@@ -2,9 +2,13 @@
 
     python -m bench.decode_bench
 """
-import time, torch
+import time
+
+import torch
+
 from scope_core.api import Scope
 from scope_core.sample import generate
+
 sc = Scope("runs/bench2")
 inv = sc.inverter
 site = sc.site("L18")

@@ -102,7 +102,7 @@ class RunData:
         (root / "split.json").write_text(json.dumps({"train": self.train, "heldout": self.heldout}))
 
     @classmethod
-    def load(cls, root: Path) -> "RunData":
+    def load(cls, root: Path) -> RunData:
         if not (root / "split.json").exists():
             raise AutoscopeError(f"no prompt set in {root}: run `autoscope train` first")
         examples = []

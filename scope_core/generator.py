@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn as nn
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .errors import AutoscopeError
 from .targets import Target, TargetConfig, find_architecture, load_model_and_tokenizer
@@ -422,7 +422,7 @@ class Inverter(nn.Module):
         (directory / "generator.json").write_text(self.config.model_dump_json(indent=1))
 
     @classmethod
-    def load(cls, directory: Path, tokenizer: Any = None, filename: str = "inverter.safetensors") -> "Inverter":
+    def load(cls, directory: Path, tokenizer: Any = None, filename: str = "inverter.safetensors") -> Inverter:
         directory = Path(directory)
         if not (directory / "generator.json").exists():
             raise AutoscopeError(f"no trained inverter in {directory}: run `autoscope train` first")

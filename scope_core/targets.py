@@ -190,8 +190,8 @@ def find_architecture(model: Any) -> Architecture:
     out_name = next((n for n in ("o_proj", "c_proj", "dense", "out_proj") if hasattr(attn, n)), None)
     if out_name is None:
         raise AutoscopeError(f"unsupported architecture {type(model).__name__}: no attention output projection")
-    n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
-    d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd")
+    n_heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
+    d_model = getattr(cfg, "hidden_size", None) or cfg.n_embd
     head_dim = getattr(cfg, "head_dim", None) or d_model // n_heads
     return Architecture(layers, parent, layers_attr, attn_name, out_name, mlp_name, n_heads, head_dim, d_model)
 

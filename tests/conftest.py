@@ -8,7 +8,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny import make_tiny_gpt2, make_tiny_llama  # noqa: E402
+from tiny import make_tiny_gpt2, make_tiny_llama
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFUSAL_DATA = SHARED / "data" / "refusal"
@@ -43,6 +43,22 @@ def trained_embedded(embedded_target, tmp_path_factory):
                       minutes=1.2, eval_every=15, eval_size=48, batch_size=16)
     res = train(cfg, progress=False, target=embedded_target)
     return res, Scope(runs / "it", target=embedded_target)
+
+
+@pytest.fixture(scope="session")
+def tiny_scope(tiny_llama_path, tmp_path_factory):
+    """A tiny random-weight run (refusal prior, site L2) trained for a few seconds."""
+    from scope_core.api import Scope
+    from scope_core.data import PriorConfig
+    from scope_core.targets import TargetConfig
+    from scope_core.train import TrainConfig, train
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
+                      prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
+                      minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
+    train(cfg, progress=False)
+    return Scope(runs / "s")
 
 
 @pytest.fixture(autouse=True)

@@ -64,7 +64,7 @@ class FlakyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "FlakyServer":
+    def __enter__(self) -> FlakyServer:
         self.thread.start()
         return self
 

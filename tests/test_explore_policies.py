@@ -9,25 +9,16 @@ tested in test_agent_loop.py."""
 from __future__ import annotations
 
 import pytest
+from flaky_server import FlakyServer
 
 from agent.judge import JudgeClient, JudgeConfig
 from agent.loop import ExploreConfig, Explorer
 from agent.runlog import RunLog
-from flaky_server import FlakyServer
-from scope_core.api import Scope
-from scope_core.data import PriorConfig
-from scope_core.targets import TargetConfig
-from scope_core.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def scope(tiny_llama_path, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
-                      prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
-                      minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
-    train(cfg, progress=False)
-    return Scope(runs / "s")
+@pytest.fixture()
+def scope(tiny_scope):
+    return tiny_scope
 
 
 def _rule_judge(body: dict) -> dict:

@@ -9,9 +9,26 @@ import pytest
 
 from scope_core.priors import icl, refusal
 from scope_core.priors.base import Example
-from scope_core.priors.icl import DICTIONARY, DIRECTIONS, generate_icl, input_of, task_of
-from scope_core.priors.ioi import NAMES, generate_ioi, max_distinct_ioi, object_of, subject_of
-from scope_core.priors.refusal import METHODS, REASON_CATEGORIES, generate_refusal, max_distinct_refusal
+from scope_core.priors.icl import (
+    DICTIONARY,
+    DIRECTIONS,
+    generate_icl,
+    input_of,
+    task_of,
+)
+from scope_core.priors.ioi import (
+    NAMES,
+    generate_ioi,
+    max_distinct_ioi,
+    object_of,
+    subject_of,
+)
+from scope_core.priors.refusal import (
+    METHODS,
+    REASON_CATEGORIES,
+    generate_refusal,
+    max_distinct_refusal,
+)
 
 
 def _check_surface(texts: list[str]) -> None:

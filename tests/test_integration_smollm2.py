@@ -73,5 +73,5 @@ def test_samples_are_verified_by_the_target(trained):
     assert [s.distance for s in q.samples if s.text] == pytest.approx(d, abs=1e-4)
     # conditioning helps: conditional samples are closer to the query than unconditional ones
     unc = scope.sample(site, indices=idx, n=4, eps=scope.eps(site, eps=0.3), conditional=False, seed=1)
-    med = lambda r: float(torch.tensor([s.distance for q in r.queries for s in q.samples]).median())  # noqa: E731
+    med = lambda r: float(torch.tensor([s.distance for q in r.queries for s in q.samples]).median())
     assert med(run) < med(unc)

@@ -1,10 +1,10 @@
 """Judge client against a real local HTTP server that fails on purpose."""
 
 import pytest
+from flaky_server import FlakyServer
 from pydantic import BaseModel
 
 from agent.judge import JudgeClient, JudgeConfig, JudgeFailure
-from flaky_server import FlakyServer
 
 
 class Verdict(BaseModel):

@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from flaky_server import FlakyServer
 
 from agent.judge import JudgeClient, JudgeConfig
 from agent.label import LabelConfig, label_file, read_rows
 from agent.llm_feature import normalise_label
-from flaky_server import FlakyServer
 from scope_core.errors import AutoscopeError
 
 

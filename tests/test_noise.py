@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from scope_core.distances import distance
-from scope_core.noise import CosineNoise, EuclideanNoise, kernel_eps_for_shell, shell_distance
+from scope_core.noise import (
+    CosineNoise,
+    EuclideanNoise,
+    kernel_eps_for_shell,
+    shell_distance,
+)
 
 
 def test_shell_sits_about_17_eps_away_in_576_dims():

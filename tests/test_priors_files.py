@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import REFUSAL_DATA
+
 from scope_core.data import PriorConfig, build_examples, split_indices
 from scope_core.errors import AutoscopeError
 from scope_core.priors.files import HUMAN_TO_REASON, load_file

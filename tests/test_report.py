@@ -1,6 +1,13 @@
 """Reports render from the explore log alone."""
 
-from agent.hypotheses import Counterexample, ExampleQuery, Hypothesis, LabelledSample, Score, ScoredHypothesis
+from agent.hypotheses import (
+    Counterexample,
+    ExampleQuery,
+    Hypothesis,
+    LabelledSample,
+    Score,
+    ScoredHypothesis,
+)
 from agent.report import write_report
 from agent.runlog import RunLog
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.hypotheses import Counterexample, ExampleQuery, Hypothesis, LabelledSample, Score, ScoredHypothesis
+from agent.hypotheses import (
+    Counterexample,
+    ExampleQuery,
+    Hypothesis,
+    LabelledSample,
+    Score,
+    ScoredHypothesis,
+)
 from agent.report import write_report
 from agent.runlog import RunLog
 

@@ -6,22 +6,13 @@ import pytest
 import torch
 
 from features.registry import get_feature
-from scope_core.api import Scope
-from scope_core.data import PriorConfig
 from scope_core.extract import extract
 from scope_core.sample import generate, summarise
-from scope_core.targets import TargetConfig
-from scope_core.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def scope(tiny_llama_path, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
-                      prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
-                      minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
-    train(cfg, progress=False)
-    return Scope(runs / "s")
+@pytest.fixture()
+def scope(tiny_scope):
+    return tiny_scope
 
 
 def test_generate_gives_n_samples_per_query_and_respects_max_tokens(scope):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.sandbox import SandboxLimits, check_code, CodeRejected, run_feature
+from agent.sandbox import CodeRejected, SandboxLimits, check_code, run_feature
 
 GOOD = '''
 import re

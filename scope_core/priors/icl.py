@@ -26,14 +26,14 @@ import re
 from .base import Example
 
 __all__ = [
-    "LANGUAGES",
-    "DIRECTIONS",
     "DICTIONARY",
+    "DIRECTIONS",
+    "LANGUAGES",
     "generate_icl",
     "input_of",
-    "task_of",
-    "task_label",
     "max_distinct_icl",
+    "task_label",
+    "task_of",
 ]
 
 LANGUAGES: tuple[str, ...] = ("English", "French", "Spanish")

@@ -21,13 +21,13 @@ from .base import Example
 
 __all__ = [
     "NAMES",
-    "PLACES",
     "OBJECTS",
+    "PLACES",
     "TEMPLATES",
     "generate_ioi",
     "max_distinct_ioi",
-    "subject_of",
     "object_of",
+    "subject_of",
 ]
 
 # Common English first names, capitalised, none of which is a capitalised word of a template.

@@ -29,13 +29,13 @@ import itertools
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from .base import Example
 
 __all__ = [
-    "REASON_CATEGORIES",
     "METHODS",
+    "REASON_CATEGORIES",
     "generate_refusal",
     "max_distinct_refusal",
 ]
@@ -1474,7 +1474,7 @@ def _upper_bound(plan: _Plan) -> int:
     return total
 
 
-@lru_cache(maxsize=None)
+@cache
 def _distinct_counts() -> tuple[int, int]:
     """Exact numbers of distinct (harmful, harmless) texts of the grammar."""
     harmful = {t for plan in _HARMFUL_PLANS for t, _ in _enumerate_plan(plan)}
