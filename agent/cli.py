@@ -136,6 +136,7 @@ def sample(
     eps: float | None = typer.Option(None, help="absolute ε"),
     eps_quantile: float | None = typer.Option(None, help="ε as a quantile of the site's pairwise distances"),
     seed: int = 0,
+    verify: str = typer.Option("auto", help="auto: finish the target's forward from the decoder's cache where that is exact; full: re-run the target on every sample"),
 ):
     """Sample verified preimages of query activations and show them with distances."""
     _quiet_libraries()
@@ -148,14 +149,16 @@ def sample(
     s = scope.site(site)
     if kernel not in ("hard", "gaussian"):
         raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
+    if verify not in ("auto", "full"):
+        raise AutoscopeError(f"unknown --verify {verify!r}: use auto or full")
     ec = scope.eps(s, metric, eps_quantile, eps)
     if prompt:
-        res = scope.sample(s, texts=prompt, n=n, temperature=temperature, kernel=kernel, eps=ec, seed=seed, progress=True)
+        res = scope.sample(s, texts=prompt, n=n, temperature=temperature, kernel=kernel, eps=ec, seed=seed, progress=True, verify_mode=verify)  # type: ignore[arg-type]
     else:
         idx = scope.heldout_indices(_only_filter(only), queries)
         if not idx:
             raise AutoscopeError(f"no held-out prompt matches --only {only}")
-        res = scope.sample(s, indices=idx, n=n, temperature=temperature, kernel=kernel, eps=ec, seed=seed, progress=True)
+        res = scope.sample(s, indices=idx, n=n, temperature=temperature, kernel=kernel, eps=ec, seed=seed, progress=True, verify_mode=verify)  # type: ignore[arg-type]
     console.print(f"[bold]{ec.describe()}[/bold], kernel {kernel}")
     for q in res.queries:
         t = Table(title=f"query: {q.query}", show_lines=False)

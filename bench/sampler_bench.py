@@ -47,6 +47,7 @@ def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: 
     batches = length_buckets([len(s) for s in suffixes], batch_size)
     from scope_core.extract import pad_right
 
+    target.prefix_cache(1)  # computed with the whole stack, before it is cut
     base.layers = torch.nn.ModuleList(list(full)[: layer + 1])
     try:
         t0, tok = time.perf_counter(), 0

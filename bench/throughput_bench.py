@@ -1,7 +1,7 @@
 """Throughput of a trained run, measured alone on the machine: verified samples/s against
 the target-forward bounds, and activation caching against a raw truncated forward.
 
-    python -m bench.throughput_bench --run default --site L18 --queries 24 --n 8
+    python -m bench.throughput_bench --run default --site L18 --queries 24 --n 8 [--verify full]
 
 Writes bench/results/throughput_<run>_<site>.json.
 """
@@ -28,12 +28,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=24)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--verify", choices=["auto", "full"], default="auto",
+                    help="auto: read the site from the decoder's cache where exact (fused); full: re-run the target on every sample")
     args = ap.parse_args()
     scope = Scope(Path(args.runs_dir) / args.run)
     site = scope.site(args.site)
     idx = scope.heldout_indices(limit=args.queries)
     scope.inverter  # load before timing
-    run = scope.sample(site, indices=idx, n=args.n, eps=scope.eps(site, eps=args.eps), seed=0)
+    run = scope.sample(site, indices=idx, n=args.n, eps=scope.eps(site, eps=args.eps), seed=0, verify_mode=args.verify)
     gen, ver, n = run.timing["generate_s"], run.timing["verify_s"], run.timing["samples"]
     tok_per_sample = run.timing["verify_tokens"] / n
     texts = [s.text for q in run.queries for s in q.samples if s.text.strip()]
@@ -41,7 +43,8 @@ def main() -> None:
     full_tps = raw_truncated_forward_tps(scope.target, texts, scope.target.n_layers - 1)
     prior = scope.data.texts[:1024]
     res = {
-        "site": site.name, "samples": n, "sampler": summarise(run),
+        "site": site.name, "samples": n, "verify_mode": args.verify, "sampler": summarise(run),
+        "fused_verified_share": run.timing.get("fused_verified", 0.0) / n,
         "verified_samples_per_s": n / (gen + ver), "generation_samples_per_s": n / gen, "verification_samples_per_s": n / ver,
         "generate_share": gen / (gen + ver), "tokens_per_sample": tok_per_sample,
         "raw_truncated_forward_tokens_per_s": tps, "verification_bound_samples_per_s": tps / tok_per_sample,
@@ -54,7 +57,8 @@ def main() -> None:
     res["ratio_to_combined_bound"] = res["verified_samples_per_s"] / res["combined_bound_samples_per_s"]
     res["caching_ratio"] = res["caching_extract_tokens_per_s"] / res["caching_raw_tokens_per_s"]
     print(json.dumps(res, indent=1))
-    out = Path(f"bench/results/throughput_{args.run}_{site.name}.json")
+    suffix = "" if args.verify == "auto" else f"_{args.verify}"
+    out = Path(f"bench/results/throughput_{args.run}_{site.name}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
 

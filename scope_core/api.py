@@ -22,7 +22,7 @@ from .errors import AutoscopeError
 from .extract import extract
 from .fcr import FCRResult, empirical_fcr, fcr
 from .generator import Inverter
-from .sample import SampleRun, sample_and_verify, summarise
+from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
 from .sites import Site, parse_site
 from .targets import Target, load_target
 from .train import TrainConfig
@@ -146,6 +146,7 @@ class Scope:
         seed: int = 0,
         progress: bool = False,
         sampling_noise: float = 0.0,
+        verify_mode: VerifyMode = "auto",
     ) -> SampleRun:
         """Verified samples for each query (prior prompts by index, or free texts)."""
         if (texts is None) == (indices is None):
@@ -159,7 +160,7 @@ class Scope:
         return sample_and_verify(
             self.inverter, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
-            seed=seed, progress=progress, sampling_noise=sampling_noise,
+            seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
         )
 
     # -- FCR --------------------------------------------------------------------

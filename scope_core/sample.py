@@ -2,7 +2,8 @@
 
 Decoding is batched with a KV cache and rows that emit the end token leave the batch
 (their cache rows are dropped), so a batch costs what its longest *live* rows cost.
-Every sample is then re-run through the target at the same site, and its distance to ẑ
+Every sample is then run through the target at the same site — from the decoder's own
+KV cache where that is exact (`fused_verify`), else from scratch — and its distance to ẑ
 decides acceptance (hard kernel) or weight (gaussian kernel).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,9 +20,13 @@ from pydantic import BaseModel
 from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
 from .extract import extract
+from .fused_verify import FusedVerifier, fused_ineligible
 from .generator import Inverter
 from .sites import Site
 from .targets import Target
+
+
+VerifyMode = Literal["auto", "full"]
 
 
 class Sample(BaseModel):
@@ -64,11 +70,14 @@ def generate(
     seed: int = 0,
     progress: bool = False,
     sampling_noise: float = 0.0,
+    fused: FusedVerifier | None = None,
 ) -> list[list[str]]:
     """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional).
 
     `sampling_noise` s > 0 perturbs each row's condition to z + s‖z‖u, u a random unit
-    vector: the InversionView protocol for a generator trained without noise."""
+    vector: the InversionView protocol for a generator trained without noise. With
+    `fused`, rows that end are handed to it (with their KV cache) before they leave the
+    batch; sample k of query q is global row q·n + k."""
     bb = inv.backbone
     g = torch.Generator().manual_seed(seed)
     rows = [q for q in range(n_queries) for _ in range(n)]
@@ -104,6 +113,10 @@ def generate(
             done = nxt == bb.end_id
             for j, r in enumerate(live.tolist()):
                 tokens[r].append(int(nxt[j]))
+            if fused is not None and bool(done.any()):
+                sel = done.nonzero().squeeze(1)
+                ended = [int(live[j]) for j in sel]
+                fused.finish([start + r for r in ended], [tokens[r] for r in ended], cache, sel)
             keep = (~done).nonzero().squeeze(1)
             if len(keep) == 0:
                 break
@@ -127,19 +140,24 @@ def verify(
     mean: torch.Tensor | None,
     batch_size: int = 32,
     progress: bool = False,
+    known: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> list[list[float]]:
-    """d(z(x), ẑ) for every sample x of every query; empty samples get +inf."""
-    flat = [(q, t) for q, ss in enumerate(samples) for t in ss if t.strip()]
+    """d(z(x), ẑ) for every sample x of every query; empty samples get +inf.
+
+    `known` maps (query, sample) to a site activation already read (the fused path);
+    every other non-empty sample is re-run through the target."""
+    known = known or {}
+    flat = [(q, k, t) for q, ss in enumerate(samples) for k, t in enumerate(ss) if t.strip() and (q, k) not in known]
     dists: list[list[float]] = [[float("inf")] * len(ss) for ss in samples]
+    pairs = list(known.items())
     if flat:
-        acts = extract(target, [t for _, t in flat], [site], batch_size=batch_size, progress=progress)[site]
-        q_idx = torch.tensor([q for q, _ in flat])
-        d = distance(acts, zq[q_idx], metric, mean).tolist()
-        it = iter(d)
-        for q, ss in enumerate(samples):
-            for k, t in enumerate(ss):
-                if t.strip():
-                    dists[q][k] = next(it)
+        acts = extract(target, [t for _, _, t in flat], [site], batch_size=batch_size, progress=progress)[site]
+        pairs += [((q, k), a) for (q, k, _), a in zip(flat, acts)]
+    if pairs:
+        acts = torch.stack([a for _, a in pairs])
+        q_idx = torch.tensor([q for (q, _), _ in pairs])
+        for ((q, k), _), d in zip(pairs, distance(acts, zq[q_idx], metric, mean).tolist()):
+            dists[q][k] = d
     return dists
 
 
@@ -182,20 +200,31 @@ def sample_and_verify(
     seed: int = 0,
     progress: bool = False,
     sampling_noise: float = 0.0,
+    verify_mode: VerifyMode = "auto",
 ) -> SampleRun:
-    """The full sampler: generate, verify, weight. Timing per phase goes into the result."""
+    """The full sampler: generate, verify, weight. Timing per phase goes into the result.
+
+    `verify_mode` "auto" reads the site from the decoder's own cache where that is exact
+    (`fused_verify`), "full" re-runs the target on every sample."""
     t0 = time.perf_counter()
     assert inv is not None
+    why_not = fused_ineligible(inv, target, site, conditional) if verify_mode == "auto" else "verify_mode full"
+    fused = FusedVerifier(target, site) if why_not is None else None
     gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
-                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise)
+                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused)
     t1 = time.perf_counter()
-    dists = verify(target, site, zq, gen, eps.metric, mean, progress=progress)  # type: ignore[arg-type]
+    known: dict[tuple[int, int], torch.Tensor] = {}
+    if fused is not None:
+        usable = fused.usable([(q * n + k, t) for q, ss in enumerate(gen) for k, t in enumerate(ss)])
+        known = {(r // n, r % n): a for r, a in usable.items()}
+    dists = verify(target, site, zq, gen, eps.metric, mean, progress=progress, known=known)  # type: ignore[arg-type]
     t2 = time.perf_counter()
     res = assemble(queries, indices, gen, dists, eps.eps, kernel, train_texts)
     flat = [t for ss in gen for t in ss if t.strip()]
     n_tok = sum(len(ids) for ids in target.suffix_ids(flat)) if flat else 0
     return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel=kernel, temperature=temperature, queries=res,
-                     timing={"generate_s": t1 - t0, "verify_s": t2 - t1, "samples": float(len(queries) * n), "verify_tokens": float(n_tok)})
+                     timing={"generate_s": t1 - t0, "verify_s": t2 - t1, "samples": float(len(queries) * n), "verify_tokens": float(n_tok),
+                             "fused_verified": float(len(known))})
 
 
 def summarise(run: SampleRun) -> dict[str, float]:

@@ -1,0 +1,125 @@
+"""Verify samples by finishing the target's forward from the decoder's own KV cache.
+
+Why: when the generator's backbone *is* the frozen target (the default) and every control
+layer sits above the site, the decoder's blocks 0..site run exactly the target's
+computation on exactly the tokens the target will see (`prefix + text`): the shared chat
+prefix, then each sampled token. Re-running the target from scratch repeats that work.
+Here, when a row emits the end token, its KV cache for blocks 0..site is kept and only the
+template's tail (end of turn + generation prompt, ~5 tokens) is run through those blocks
+to read the site at the decision position. Verification drops from a full truncated
+forward per sample to a few tokens.
+
+Exactness is checked, not assumed: a sample takes this path only if re-tokenising its
+decoded text gives back the sampled ids followed by the tail (the target sees the
+*string*, so a non-canonical tokenisation must be verified the slow way), and only if the
+row ended with the end token. Everything else falls back to `extract`. The two paths agree
+to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .extract import _StopForward, recording
+from .generator import Inverter
+from .sites import Site
+from .targets import Target
+
+
+def fused_ineligible(inv: Inverter, target: Target, site: Site, conditional: bool) -> str | None:
+    """Why the fused path cannot be used for this (inverter, target, site), or None if it can."""
+    bb = inv.backbone
+    if bb.model is not target.model:
+        return "the generator's backbone is not the target model"
+    if bb.vocab is not None:
+        return "the backbone has its own vocabulary"
+    if inv.kv_condition is not None and conditional:
+        return "the InversionView condition enters at block 0"
+    if conditional and inv.controls and min(int(i) for i in inv.controls) <= site.layer:
+        return f"a control layer sits at or below the site's layer {site.layer}"
+    if list(bb.prefix_ids) != list(target.prefix_ids):
+        return "the generator's prefix differs from the target's prompt prefix"
+    tail = tail_ids(target)
+    if not tail or tail[0] != bb.end_id:
+        return "the template's tail does not start with the generator's end token"
+    return None
+
+
+def tail_ids(target: Target) -> list[int]:
+    """Token ids the target's template puts after the user's text (end of turn + generation prompt)."""
+    after = target.suffix_template.split("{text}", 1)[1].replace("{{", "{").replace("}}", "}")
+    return target.tokenizer(after, add_special_tokens=False).input_ids if after else []
+
+
+class FusedVerifier:
+    """Collects site activations for rows that leave the decoding batch with the end token.
+
+    Rows end a few at a time, and a forward over a few rows costs what reading the weights
+    costs; so finished rows are held (their blocks 0..site keys/values) and their tails run
+    together, `flush_rows` at a time. Rows that ended at different steps have caches of
+    different lengths: they are right-padded, the padding masked out, and the tail's
+    positions given explicitly."""
+
+    def __init__(self, target: Target, site: Site, flush_rows: int = 128):
+        self.target, self.site, self.flush_rows = target, site, flush_rows
+        self.tail = tail_ids(target)
+        self.acts: dict[int, torch.Tensor] = {}  # global row -> site activation [d]
+        self.ids: dict[int, list[int]] = {}  # global row -> sampled ids (end excluded)
+        self._pending: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+
+    def finish(self, rows: list[int], token_lists: list[list[int]], cache: Any, sel: torch.Tensor) -> None:
+        """Rows `rows` (global ids; `sel` their positions in `cache`) just sampled the end
+        token: keep their blocks 0..site keys/values until the next flush."""
+        L = self.site.layer
+        kv = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel)) for layer in cache.layers[: L + 1]]
+        for j, r in enumerate(rows):
+            self._pending.append((r, [(k[j], v[j]) for k, v in kv]))
+            self.ids[r] = token_lists[j][:-1]
+        if len(self._pending) >= self.flush_rows:
+            self.flush()
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Run the template's tail through blocks 0..site for every held row, in one batch."""
+        from transformers.cache_utils import DynamicCache
+
+        if not self._pending:
+            return
+        rows = [r for r, _ in self._pending]
+        lengths = torch.tensor([kv[0][0].shape[-2] for _, kv in self._pending])
+        G, T, P = len(rows), len(self.tail), int(lengths.max())
+        layers = []
+        for li in range(self.site.layer + 1):
+            k0 = self._pending[0][1][li][0]
+            ks = k0.new_zeros((G, k0.shape[0], P, k0.shape[-1]))
+            vs = torch.zeros_like(ks)
+            for g, (_, kv) in enumerate(self._pending):
+                n = kv[li][0].shape[-2]
+                ks[g, :, :n], vs[g, :, :n] = kv[li][0], kv[li][1]
+            layers.append((ks, vs))
+        mask = torch.ones((G, P + T), dtype=torch.long)
+        mask[:, :P] = (torch.arange(P)[None, :] < lengths[:, None]).long()
+        pos = lengths[:, None] + torch.arange(T)[None, :]
+        ids = torch.tensor(self.tail).expand(G, -1)
+        with recording(self.target, [self.site]) as rec:
+            rec.positions = torch.full((G,), T - 1)
+            try:
+                self.target.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                  past_key_values=DynamicCache(layers), use_cache=True)
+            except _StopForward:
+                pass
+        acts = rec.out[self.site]
+        for j, r in enumerate(rows):
+            self.acts[r] = acts[j]
+        self._pending = []
+
+    def usable(self, rows_texts: list[tuple[int, str]]) -> dict[int, torch.Tensor]:
+        """Of (global row, decoded text), those whose text re-tokenises to the sampled ids."""
+        self.flush()
+        cand = [(r, t) for r, t in rows_texts if r in self.acts and t.strip()]
+        if not cand:
+            return {}
+        suffixes = self.target.suffix_ids([t for _, t in cand])
+        return {r: self.acts[r] for (r, _), s in zip(cand, suffixes) if s == self.ids[r] + self.tail}

@@ -1,0 +1,65 @@
+"""Fused verification (site read from the decoder's own KV cache) must equal re-running the target."""
+
+import pytest
+
+from scope_core.fused_verify import fused_ineligible, tail_ids
+
+
+@pytest.fixture(scope="module")
+def high_control_scope(tiny_llama_path, tmp_path_factory):
+    """A tiny run whose only control layer (block 3) sits above the site L2: fused-eligible."""
+    from scope_core.api import Scope
+    from scope_core.data import PriorConfig
+    from scope_core.targets import TargetConfig
+    from scope_core.train import TrainConfig, train
+
+    runs = tmp_path_factory.mktemp("runs_fused")
+    cfg = TrainConfig(run="f", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
+                      prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
+                      control_layers=[3], minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
+    train(cfg, progress=False)
+    return Scope(runs / "f")
+
+
+def test_fused_distances_equal_a_full_rerun_of_the_target(high_control_scope):
+    scope = high_control_scope
+    site = scope.site("L2")
+    assert fused_ineligible(scope.inverter, scope.target, site, conditional=True) is None
+    idx = scope.heldout_indices(limit=4)
+    eps = scope.eps(site, eps=0.5)
+    fused = scope.sample(site, indices=idx, n=6, eps=eps, seed=3, verify_mode="auto")
+    full = scope.sample(site, indices=idx, n=6, eps=eps, seed=3, verify_mode="full")
+    assert fused.timing["fused_verified"] > 0
+    assert full.timing["fused_verified"] == 0
+    for qa, qb in zip(fused.queries, full.queries):
+        assert [s.text for s in qa.samples] == [s.text for s in qb.samples]
+        for a, b in zip(qa.samples, qb.samples):
+            assert a.distance == pytest.approx(b.distance, abs=1e-4)
+            assert a.accepted == b.accepted or abs(b.distance - 0.5) < 1e-4
+
+
+def test_fused_path_refused_where_it_would_not_be_exact(tiny_scope):
+    site = tiny_scope.site("L2")
+    # controls on every block of the 4-layer model, so below the site: the condition changes blocks 0..2
+    why = fused_ineligible(tiny_scope.inverter, tiny_scope.target, site, conditional=True)
+    assert why is not None and "control layer" in why
+    # unconditional sampling leaves every block as the target's: exact again
+    assert fused_ineligible(tiny_scope.inverter, tiny_scope.target, site, conditional=False) is None
+    assert tail_ids(tiny_scope.target)[0] == tiny_scope.inverter.backbone.end_id
+
+
+def test_a_sample_whose_text_retokenises_differently_is_verified_the_slow_way(tiny_scope):
+    """The target sees the decoded *string*: sampled ids that are not its canonical
+    tokenisation must not be scored from the decoder's cache."""
+    import torch
+
+    from scope_core.fused_verify import FusedVerifier
+
+    target, site = tiny_scope.target, tiny_scope.site("L2")
+    fv = FusedVerifier(target, site)
+    text = "write a poem about the sea"
+    canonical = target.tokenizer(text, add_special_tokens=False).input_ids
+    fv.acts = {0: torch.zeros(4), 1: torch.ones(4)}
+    fv.ids = {0: canonical, 1: canonical[:-1] + [canonical[-1], canonical[0]]}
+    got = fv.usable([(0, text), (1, text), (2, text)])
+    assert set(got) == {0}
