@@ -171,12 +171,12 @@ class JudgeClient:
             return {"type": "json_object", "schema": _strip_bounds(schema)}
         return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
 
-    def _complete(self, messages: list[dict], schema: dict, name: str, max_tokens: int | None) -> str:
+    def _complete(self, messages: list[dict], schema: dict, name: str, max_tokens: int | None, temperature: float | None = None) -> str:
         def call() -> str:
             with self._calls_lock:
                 self.calls += 1
             resp = self._client.chat.completions.create(
-                model=self.config.model, messages=messages, temperature=self.config.temperature,
+                model=self.config.model, messages=messages, temperature=self.config.temperature if temperature is None else temperature,
                 max_tokens=max_tokens or self.config.max_tokens, response_format=self._response_format(schema, name),  # type: ignore[arg-type]
             )
             return resp.choices[0].message.content or ""
@@ -187,16 +187,20 @@ class JudgeClient:
         )
         return retrying(call)
 
-    def ask(self, messages: list[dict], schema: type[T], max_tokens: int | None = None, purpose: str = "") -> T:
-        """One structured answer, validated; cached on disk; raises JudgeFailure."""
-        return self._ask(messages, schema, max_tokens, purpose)[0]
+    def ask(self, messages: list[dict], schema: type[T], max_tokens: int | None = None, purpose: str = "",
+            temperature: float | None = None) -> T:
+        """One structured answer, validated; cached on disk; raises JudgeFailure.
+        `temperature` overrides the configured one for this request (it is part of the cache key)."""
+        return self._ask(messages, schema, max_tokens, purpose, temperature)[0]
 
-    def _ask(self, messages: list[dict], schema: type[T], max_tokens: int | None, purpose: str) -> tuple[T, str]:
+    def _ask(self, messages: list[dict], schema: type[T], max_tokens: int | None, purpose: str,
+             temperature: float | None = None) -> tuple[T, str]:
         """The validated answer and the judge's raw text (kept in the cache, so a rerun has it too)."""
         import openai
 
+        temp = self.config.temperature if temperature is None else temperature
         js = schema.model_json_schema()
-        params = {"temperature": self.config.temperature, "max_tokens": max_tokens or self.config.max_tokens, "engine_format": self.config.engine}
+        params = {"temperature": temp, "max_tokens": max_tokens or self.config.max_tokens, "engine_format": self.config.engine}
         key = self.cache.key(self.config.model, messages, params, js)
         raw = self.cache.get(key)
         if raw is not None:
@@ -208,7 +212,7 @@ class JudgeClient:
         last_error = ""
         for attempt in range(self.config.validation_retries + 1):
             try:
-                raw = self._complete(convo, js, schema.__name__, max_tokens)
+                raw = self._complete(convo, js, schema.__name__, max_tokens, temp)
             except openai.APIError as e:
                 self._log({"purpose": purpose, "messages": convo, "error": f"{e.__class__.__name__}: {e}"})
                 raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None

@@ -45,7 +45,8 @@ SITE_DESCRIPTIONS = {"attn": "attention-block output", "head": "output of one at
 SYSTEM = "You are a careful interpretability researcher. You answer only with JSON that fits the requested schema."
 
 
-MAX_IDLE_ROUNDS = 3  # consecutive rounds without a new (not yet tested) hypothesis before the loop stops
+MAX_IDLE_ROUNDS = 4  # consecutive rounds without a new (not yet tested) hypothesis before the loop stops
+IDLE_TEMPERATURE_STEP = 0.35  # proposal temperature added per idle round (capped at 1.0)
 
 
 def idea_key(h: Hypothesis) -> tuple:
@@ -258,7 +259,10 @@ class Explorer:
                                 error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample")
 
     # -- the loop -------------------------------------------------------------------
-    def propose(self, round_: int) -> Proposal:
+    def propose(self, round_: int, idle: int = 0, repeats: list[str] | None = None) -> Proposal:
+        """One proposal. After rounds that brought nothing new (`idle`), the judge is told
+        which of its ideas were repeats and sampled warmer: a small judge at temperature 0
+        answers a similar prompt with the same ideas, round after round."""
         run = self.sample_run(self.cfg.site)
         k = self.cfg.show_queries
         start = (round_ * k) % max(len(run.queries), 1)
@@ -266,10 +270,12 @@ class Explorer:
         shown = [q.model_copy(update={"samples": sorted(q.samples, key=lambda s: s.distance)[: self.cfg.show_samples]}) for q in shown]
         site = self.scope.site(self.cfg.site)
         msgs = messages("propose", system=SYSTEM, site=site.name, site_description=SITE_DESCRIPTIONS[site.component], eps=f"{run.eps.eps:.3g}",
-                        queries=shown, scored=[h for h in self.scored if h.round < round_], n_hypotheses=self.cfg.per_round)
+                        queries=shown, scored=[h for h in self.scored if h.round < round_], n_hypotheses=self.cfg.per_round,
+                        repeats=repeats or [])
+        temperature = None if idle == 0 else min(1.0, max(self.judge.config.temperature, 0.0) + IDLE_TEMPERATURE_STEP * idle)
         t = time.perf_counter()
         try:
-            prop = self.judge.ask(msgs, Proposal, max_tokens=1500, purpose=f"propose:{round_}")
+            prop = self.judge.ask(msgs, Proposal, max_tokens=1500, purpose=f"propose:{round_}", temperature=temperature)
         finally:
             self.timing["judge_s"] += time.perf_counter() - t
         self.log.append("rounds", {"round": round_, "proposal": prop.model_dump()})
@@ -292,6 +298,7 @@ class Explorer:
             round_ = rounds_logged[-1]["round"]
         round_ = max(round_, 0)
         stale = idle = duplicates = 0
+        repeats: list[str] = []  # the last round's proposals that repeated tested ideas
         attempts_cap = 2 * cfg.budget + 4
         seen = {idea_key(h.hypothesis) for h in self.scored}
         stopped = "budget"
@@ -300,7 +307,7 @@ class Explorer:
                 stopped = "too many failed hypotheses"
                 break
             try:
-                prop = self.propose(round_)
+                prop = self.propose(round_, idle, repeats)
             except JudgeFailure as e:
                 self.log.append("events", {"round": round_, "error": e.reason})
                 self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({e.reason})[/yellow]")
@@ -312,6 +319,7 @@ class Explorer:
                 continue
             before = self.best_kappa()
             new = 0
+            repeats = []
             for j, h in enumerate(prop.hypotheses[: cfg.per_round]):
                 hid = round_ * 100 + j
                 if (round_, hid) in done_keys:
@@ -321,6 +329,7 @@ class Explorer:
                 if idea_key(h) in seen:
                     # a weak judge repeats itself; a repeat costs no labels and no budget
                     duplicates += 1
+                    repeats.append(f"{h.name}: {h.statement}")
                     self.log.append("events", {"round": round_, "duplicate": h.name, "statement": h.statement})
                     self.console.print(f"[dim]#{hid} {h.name}: already tested, skipped[/dim]")
                     continue

@@ -66,6 +66,13 @@ def test_repeated_hypotheses_are_skipped_and_the_loop_stops_when_nothing_new_com
         log = RunLog(tmp_path / "dup")
         ex = Explorer(cfg, JudgeClient(cfg.judge), log, scope=scope)
         stopped = ex.run()
+        proposals = [r for r in srv.requests if "Propose up to" in r["messages"][-1]["content"]]
     assert len(ex.scored) == 1 and stopped == "no new hypotheses"
+    # after a round of repeats the judge is told what it repeated and sampled warmer
+    # (round 0 brings the idea, round 1 repeats it; from round 2 on the loop reacts)
+    temps = [r.get("temperature", 0.0) for r in proposals]
+    assert temps[:2] == [0.0, 0.0] and all(b > a or b == 1.0 for a, b in zip(temps[1:], temps[2:]))
+    assert all("only repeated ideas" not in r["messages"][-1]["content"] for r in proposals[:2])
+    assert all("always_yes: everything is a yes" in r["messages"][-1]["content"] for r in proposals[2:])
     assert len(log.read("rounds")) == 1 + MAX_IDLE_ROUNDS  # (a repeated prompt is answered from the cache)
     assert [e["duplicate"] for e in log.read("events")] == ["always_yes"] * MAX_IDLE_ROUNDS
