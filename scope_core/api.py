@@ -57,6 +57,7 @@ class Scope:
         self._inverter: Inverter | None = None
         self._acts: dict[str, torch.Tensor] = {}
         self._train_texts: set[str] | None = None
+        self._sample_cap: int | None = None
 
     # -- lazily loaded parts ---------------------------------------------------
     @property
@@ -105,6 +106,20 @@ class Scope:
         if self._train_texts is None:
             self._train_texts = self.data.train_texts()
         return self._train_texts
+
+    SAMPLE_TOKEN_MARGIN = 4
+
+    @property
+    def sample_token_cap(self) -> int:
+        """Most tokens a sample may take (end token included): the longest training prompt
+        plus a small margin. The prior has no mass beyond its longest prompt, and the few
+        rows that run on past it decode alone at the end of a batch, at several times the
+        cost per token of a full batch (BENCHMARKS.md §3)."""
+        if self._sample_cap is None:
+            texts = sorted(self.train_texts)
+            longest = max(self.target.text_token_counts(texts)) if texts else 48
+            self._sample_cap = longest + 1 + self.SAMPLE_TOKEN_MARGIN
+        return self._sample_cap
 
     def acts(self, site: Site) -> torch.Tensor:
         if site.name not in self._acts:
@@ -161,6 +176,7 @@ class Scope:
             self.inverter, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
+            max_new_tokens=self.sample_token_cap,
         )
 
     # -- FCR --------------------------------------------------------------------

@@ -89,3 +89,15 @@ def test_score_with_a_pool_limit_labels_only_that_many_prior_prompts(scope):
     extra = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples}
     assert len(seen) <= 40 + len(extra) and len(seen) >= 40
     assert rep.generator.p0 is not None and rep.empirical is not None and rep.empirical.n_queries == 3
+
+
+def test_samples_are_capped_just_past_the_longest_training_prompt(scope):
+    """The prior has no mass beyond its longest prompt; a sample may run a few tokens past it, no more."""
+    longest = max(scope.target.text_token_counts(sorted(scope.train_texts)))
+    assert scope.sample_token_cap == longest + 1 + scope.SAMPLE_TOKEN_MARGIN
+    site = scope.site("L2")
+    run = scope.sample(site, indices=scope.heldout_indices(limit=3), n=4, eps=scope.eps(site, eps=0.5))
+    tok = scope.inverter.backbone.tokenizer
+    for q in run.queries:
+        for s in q.samples:
+            assert len(tok(s.text, add_special_tokens=False).input_ids) <= scope.sample_token_cap
