@@ -41,16 +41,10 @@ def fused_ineligible(inv: Inverter, target: Target, site: Site, conditional: boo
         return f"a control layer sits at or below the site's layer {site.layer}"
     if list(bb.prefix_ids) != list(target.prefix_ids):
         return "the generator's prefix differs from the target's prompt prefix"
-    tail = tail_ids(target)
+    tail = target.tail_ids()
     if not tail or tail[0] != bb.end_id:
         return "the template's tail does not start with the generator's end token"
     return None
-
-
-def tail_ids(target: Target) -> list[int]:
-    """Token ids the target's template puts after the user's text (end of turn + generation prompt)."""
-    after = target.suffix_template.split("{text}", 1)[1].replace("{{", "{").replace("}}", "}")
-    return target.tokenizer(after, add_special_tokens=False).input_ids if after else []
 
 
 class FusedVerifier:
@@ -64,7 +58,7 @@ class FusedVerifier:
 
     def __init__(self, target: Target, site: Site, flush_rows: int = 128):
         self.target, self.site, self.flush_rows = target, site, flush_rows
-        self.tail = tail_ids(target)
+        self.tail = target.tail_ids()
         self.acts: dict[int, torch.Tensor] = {}  # global row -> site activation [d]
         self.ids: dict[int, list[int]] = {}  # global row -> sampled ids (end excluded)
         self._pending: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = []

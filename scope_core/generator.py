@@ -285,8 +285,7 @@ def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = 
         model, tokenizer = load_model_and_tokenizer(config.backbone)
     fmt = Target(model=model, tokenizer=tokenizer, config=TargetConfig(model=config.backbone, system_prompt=config.system_prompt))
     if fmt.is_chat:
-        after = fmt.suffix_template.split("{text}", 1)[1]
-        end_id = tokenizer(after, add_special_tokens=False).input_ids[0]
+        end_id = fmt.tail_ids()[0]
         prefix = fmt.prefix_ids
     else:
         end_id = tokenizer.eos_token_id

@@ -244,6 +244,12 @@ class Target:
         full = [self.suffix_template.format(text=t) for t in texts]
         return self.tokenizer(full, add_special_tokens=False).input_ids
 
+    def tail_ids(self) -> list[int]:
+        """Token ids the template puts after the user's text (end of turn + generation
+        prompt); empty for a model without a chat template."""
+        after = self.suffix_template.split("{text}", 1)[1].replace("{{", "{").replace("}}", "}")
+        return self.tokenizer(after, add_special_tokens=False).input_ids if after else []
+
     def text_token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of the user text alone: what the paper's 60-token filter counts."""
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]

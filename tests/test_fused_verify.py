@@ -2,7 +2,7 @@
 
 import pytest
 
-from scope_core.fused_verify import fused_ineligible, tail_ids
+from scope_core.fused_verify import fused_ineligible
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_fused_path_refused_where_it_would_not_be_exact(tiny_scope):
     assert why is not None and "control layer" in why
     # unconditional sampling leaves every block as the target's: exact again
     assert fused_ineligible(tiny_scope.inverter, tiny_scope.target, site, conditional=False) is None
-    assert tail_ids(tiny_scope.target)[0] == tiny_scope.inverter.backbone.end_id
+    assert tiny_scope.target.tail_ids()[0] == tiny_scope.inverter.backbone.end_id
 
 
 def test_a_sample_whose_text_retokenises_differently_is_verified_the_slow_way(tiny_scope):
