@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import AutoscopeError
+from .kv_cache import preallocated
 from .targets import Target, TargetConfig, find_architecture, load_model_and_tokenizer
 
 
@@ -338,11 +339,13 @@ class Inverter(nn.Module):
     def encode(self, z: torch.Tensor, site_idx: torch.Tensor) -> torch.Tensor:
         return self.encoder(z, site_idx)
 
-    def start_cache(self, c: torch.Tensor | None, batch_size: int) -> tuple[Any, torch.Tensor]:
+    def start_cache(self, c: torch.Tensor | None, batch_size: int, room: int | None = None) -> tuple[Any, torch.Tensor]:
         """KV cache and first input tokens [B, k] for decoding or teacher forcing.
 
         InverseScope: cached prefix[:-1], first input = last prefix token.
-        InversionView: one condition key/value per layer, then the whole prefix as input."""
+        InversionView: one condition key/value per layer, then the whole prefix as input.
+        `room` (decoding): the cache is preallocated with that many free positions after
+        the cached ones (`kv_cache.PreallocatedCache`) instead of growing by concatenation."""
         from transformers.cache_utils import DynamicCache
 
         bb = self.backbone
@@ -352,7 +355,9 @@ class Inverter(nn.Module):
         else:
             cache = bb.prefix_cache(batch_size)
             first = torch.tensor(bb.prefix_ids[-1:]).expand(batch_size, -1)
-        if cache is None:  # a one-token prefix: start from an empty cache that decoding fills in place
+        if room is not None:
+            cache = preallocated(cache, bb.arch.n_layers, room + (0 if cache is None else cache.get_seq_length()))
+        elif cache is None:  # a one-token prefix: start from an empty cache that decoding fills in place
             cache = DynamicCache()
         return cache, bb.to_internal(first)
 

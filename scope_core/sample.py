@@ -22,6 +22,7 @@ from .eps import EpsChoice
 from .extract import extract
 from .fused_verify import FusedVerifier, fused_ineligible
 from .generator import Inverter
+from .kv_cache import drop_rows
 from .sites import Site
 from .targets import Target
 
@@ -71,13 +72,15 @@ def generate(
     progress: bool = False,
     sampling_noise: float = 0.0,
     fused: FusedVerifier | None = None,
+    preallocate: bool = True,
 ) -> list[list[str]]:
     """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional).
 
     `sampling_noise` s > 0 perturbs each row's condition to z + s‖z‖u, u a random unit
     vector: the InversionView protocol for a generator trained without noise. With
     `fused`, rows that end are handed to it (with their KV cache) before they leave the
-    batch; sample k of query q is global row q·n + k."""
+    batch; sample k of query q is global row q·n + k. `preallocate` False keeps
+    transformers' concatenating cache (for comparison: `bench/decode_bench.py`)."""
     bb = inv.backbone
     g = torch.Generator().manual_seed(seed)
     rows = [q for q in range(n_queries) for _ in range(n)]
@@ -98,7 +101,7 @@ def generate(
                 u = torch.nn.functional.normalize(torch.randn(zq.shape, generator=g), dim=-1)
                 zq = zq + sampling_noise * zq.norm(dim=-1, keepdim=True) * u
             c = inv.encode(zq, torch.full((B,), sidx, dtype=torch.long))
-        cache, inp = inv.start_cache(c, B)
+        cache, inp = inv.start_cache(c, B, room=len(bb.prefix_ids) + max_new_tokens if preallocate else None)
         live = torch.arange(B)
         tokens: list[list[int]] = [[] for _ in range(B)]
         for _ in range(max_new_tokens):
@@ -117,15 +120,14 @@ def generate(
                 sel = done.nonzero().squeeze(1)
                 ended = [int(live[j]) for j in sel]
                 fused.finish([start + r for r in ended], [tokens[r] for r in ended], cache, sel)
-            keep = (~done).nonzero().squeeze(1)
-            if len(keep) == 0:
+            if bool(done.all()):
                 break
-            if len(keep) < len(live):
-                cache.batch_select_indices(keep)
-                live = live[keep]
+            if bool(done.any()):
+                keep = drop_rows(cache, done)  # new row j was row keep[j]
+                live, nxt = live[keep], nxt[keep]
                 if c is not None:
                     c = c[keep]
-            inp = bb.to_internal(nxt[keep])[:, None]
+            inp = bb.to_internal(nxt)[:, None]
         for r, toks in enumerate(tokens):
             out[batch[r]].append(bb.decode(toks))
     return out

@@ -1,0 +1,94 @@
+"""The preallocated decoding cache must give the dynamic cache's logits step for step,
+including after rows leave the batch and after it outgrows its planned length."""
+
+import torch
+
+from scope_core.generator import GeneratorConfig, Inverter, build_backbone
+from scope_core.kv_cache import PreallocatedCache, preallocated
+
+
+def _decode(inv, c, steps, room, drop_at):
+    """Greedy-free decoding with fixed inputs: logits per step, dropping row 1 at `drop_at`."""
+    bb = inv.backbone
+    cache, inp = inv.start_cache(c, c.shape[0], room=room)
+    gen = torch.Generator().manual_seed(0)
+    out, live = [], torch.arange(c.shape[0])
+    for t in range(steps):
+        with inv.conditioned(c[live]), torch.no_grad():
+            logits = bb.logits(cache, input_ids=inp)[:, -1, :]
+        out.append(logits)
+        nxt = torch.randint(5, 60, (len(live), 1), generator=gen)
+        if t == drop_at:
+            keep = torch.tensor([i for i in range(len(live)) if i != 1])
+            cache.batch_select_indices(keep)
+            live, nxt = live[keep], nxt[keep]
+        inp = nxt
+    return out, cache
+
+
+def _inverter(path):
+    cfg = GeneratorConfig(backbone=str(path), sites=["L1"], d_act=64, n_heads=2, head_dim=8)
+    inv = Inverter(cfg, build_backbone(cfg))
+    for ctl in inv.controls.values():
+        torch.nn.init.normal_(ctl.v.weight, std=0.2)
+    return inv
+
+
+def test_preallocated_cache_matches_dynamic_cache(tiny_llama_path):
+    inv = _inverter(tiny_llama_path)
+    c = torch.randn(4, 64)
+    ref, dyn = _decode(inv, c, steps=9, room=None, drop_at=3)
+    # room 4 < 9 steps: the buffer must grow once on the way
+    got, pre = _decode(inv, c, steps=9, room=4, drop_at=3)
+    assert isinstance(pre, PreallocatedCache)
+    assert pre.get_seq_length() == dyn.get_seq_length()
+    for a, b in zip(ref, got):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)
+    for la, lb in zip(dyn.layers, pre.layers):
+        assert torch.allclose(la.keys, lb.keys, atol=1e-5) and torch.allclose(la.values, lb.values, atol=1e-5)
+
+
+def test_preallocated_copy_keeps_the_prefix_and_writes_in_place():
+    k = torch.randn(1, 2, 3, 4).expand(5, -1, -1, -1)  # an expanded shared prefix, as prefix_cache gives
+    cache = preallocated(None, 1, 8)
+    cache.layers[0].update(k, k + 1)
+    buf = cache.layers[0]._k
+    cache.layers[0].update(torch.ones(5, 2, 1, 4), torch.ones(5, 2, 1, 4))
+    assert cache.layers[0]._k is buf  # no new buffer for a step within the planned length
+    assert torch.equal(cache.layers[0].keys[:, :, :3], k) and torch.equal(cache.layers[0].keys[:, :, 3], torch.ones(5, 2, 4))
+    cache.batch_select_indices(torch.tensor([0, 3]))
+    assert cache.layers[0].keys.shape == (2, 2, 4, 4) and cache.get_seq_length() == 4
+
+
+def test_drop_rows_fills_holes_from_the_end_and_reports_the_order():
+    from transformers.cache_utils import DynamicCache
+
+    from scope_core.kv_cache import drop_rows
+
+    kv = [(torch.randn(6, 2, 3, 4), torch.randn(6, 2, 3, 4)) for _ in range(2)]
+    done = torch.tensor([False, True, False, True, False, False])
+    pre = preallocated(DynamicCache(kv), 2, 5)
+    order = drop_rows(pre, done)
+    assert sorted(order.tolist()) == [0, 2, 4, 5] and order.tolist()[:1] == [0]
+    for layer, (k, v) in zip(pre.layers, kv):
+        assert torch.equal(layer.keys, k[order]) and torch.equal(layer.values, v[order])
+    dyn = DynamicCache(kv)
+    assert drop_rows(dyn, done).tolist() == [0, 2, 4, 5]  # other caches keep their order
+    assert torch.equal(dyn.layers[0].keys, kv[0][0][[0, 2, 4, 5]])
+
+
+def test_generation_is_the_same_with_either_cache_under_greedy_decoding(tiny_llama_path):
+    from scope_core.sample import generate
+
+    cfg = GeneratorConfig(backbone=str(tiny_llama_path), sites=["L1"], d_act=64, n_heads=2, head_dim=8)
+    inv = Inverter(cfg, build_backbone(cfg))
+    for ctl in inv.controls.values():
+        torch.nn.init.normal_(ctl.v.weight, std=2.0)
+    inv.backbone.restrict_output(list(range(5, 12)))  # a small support, so that some rows end early
+    z = torch.randn(6, 64)
+    a = generate(inv, "L1", z, 6, 2, temperature=0.0, max_new_tokens=9, preallocate=False)
+    b = generate(inv, "L1", z, 6, 2, temperature=0.0, max_new_tokens=9, preallocate=True)
+    lengths = {len(inv.backbone.tokenizer(t).input_ids) for q in a for t in q}
+    assert len(lengths) > 1  # rows left the batch at different steps: the swap was exercised
+    assert a == b
