@@ -65,7 +65,7 @@ def train(
     sites: str = typer.Option("L18", help="sites the generator is trained on, e.g. L18 or L6,L12,L18,L24"),
     backbone: str = typer.Option("embedded", help="'embedded' (frozen SmolLM2), 'scratch', a hub id or a path"),
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
-    sft: str = typer.Option("none", help="fine-tune the backbone first: none, full or lora"),
+    sft: str = typer.Option("none", help="fine-tune the backbone first: none, full, lora, or lora-upper (LoRA only above the first control block: keeps the trunk shortcut and fused verification)"),
     control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
     batch_size: int = typer.Option(32, help="training batch size"),
     restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),

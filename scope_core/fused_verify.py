@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .extract import _StopForward, recording
-from .generator import Inverter
+from .generator import Inverter, shares_blocks
 from .sites import Site
 from .targets import Target
 
@@ -31,8 +31,8 @@ from .targets import Target
 def fused_ineligible(inv: Inverter, target: Target, site: Site, conditional: bool) -> str | None:
     """Why the fused path cannot be used for this (inverter, target, site), or None if it can."""
     bb = inv.backbone
-    if bb.model is not target.model:
-        return "the generator's backbone is not the target model"
+    if not shares_blocks(bb.model, target.model, site.layer):
+        return f"the generator's backbone does not run the target's own blocks 0-{site.layer}"
     if bb.vocab is not None:
         return "the backbone has its own vocabulary"
     if inv.kv_condition is not None and conditional:

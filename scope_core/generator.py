@@ -15,6 +15,7 @@ at zero, so training starts from the backbone's own distribution.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from contextlib import contextmanager
@@ -52,6 +53,8 @@ class GeneratorConfig(BaseModel):
     scratch: ScratchConfig = ScratchConfig()
     vocab: list[int] | None = Field(None, description="restricted vocabulary (tokenizer ids) of a scratch backbone")
     backbone_weights_saved: bool = Field(False, description="the backbone was trained (scratch or SFT) and lives in the checkpoint")
+    own_blocks_from: int | None = Field(None, description="blocks from this one up are the backbone's own (fine-tuned, saved); "
+                                        "the blocks below and the embeddings are the target's, shared")
     out_vocab: list[int] | None = Field(None, description="output restricted to these token ids (the prior's vocabulary + end)")
     max_tokens: int = 64
 
@@ -273,6 +276,48 @@ def _scratch_model(cfg: ScratchConfig, vocab_size: int) -> Any:
     return GPT2LMHeadModel(conf)
 
 
+def graft_upper(model: nn.Module, k: int) -> nn.Module:
+    """A model that *is* `model` below block k — the same embedding, blocks 0..k-1, final norm
+    and head modules, shared, not copied — with its own copies of blocks k.. .
+
+    Why: fitting the backbone to P(X) (the paper's step 1) changes the blocks it touches; if
+    only blocks at or above the first control block change, the residual entering that block
+    is still the target's, so the trunk shortcut and fused verification stay exact, and only
+    the upper blocks cost memory and checkpoint space."""
+    arch = find_architecture(model)
+    own = {id(m) for b in list(arch.layers)[k:] for m in b.modules()}
+    own |= {id(p) for b in list(arch.layers)[k:] for p in b.parameters()}
+    path = {id(model), id(arch.layers_parent), id(arch.layers)}
+    for m in model.modules():  # ancestors of the layer list are rebuilt around the copies
+        if any(x is arch.layers for x in m.modules()):
+            path.add(id(m))
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        if id(m) not in own and id(m) not in path:
+            memo[id(m)] = m
+    for p in model.parameters():
+        if id(p) not in own:
+            memo[id(p)] = p
+    for b in model.buffers():
+        memo.setdefault(id(b), b)
+    return copy.deepcopy(model, memo)
+
+
+def arch_layers_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of the decoder blocks, e.g. 'model.layers'."""
+    layers = find_architecture(model).layers
+    return next(name for name, m in model.named_modules() if m is layers)
+
+
+def shares_blocks(a: nn.Module, b: nn.Module, upto: int) -> bool:
+    """Whether models a and b run the very same modules for the embedding and blocks 0..upto."""
+    if a is b:
+        return True
+    aa, ab = find_architecture(a), find_architecture(b)
+    return (a.get_input_embeddings() is b.get_input_embeddings()
+            and all(aa.layers[i] is ab.layers[i] for i in range(min(upto + 1, aa.n_layers, ab.n_layers))))
+
+
 def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = None) -> Backbone:
     """Instantiate the backbone named in `config` (weights: pretrained, or fresh for scratch)."""
     if config.backbone == "scratch":
@@ -416,7 +461,13 @@ class Inverter(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = self.trainable_state()
         if self.config.backbone_weights_saved:
-            tensors.update({f"backbone.{k}": v.contiguous() for k, v in self.backbone.model.state_dict().items()})
+            state = self.backbone.model.state_dict()
+            if self.config.own_blocks_from is not None:  # only the backbone's own blocks; the rest is the target's
+                arch = self.backbone.arch
+                prefix = arch_layers_prefix(self.backbone.model)
+                own = tuple(f"{prefix}.{i}." for i in range(self.config.own_blocks_from, arch.n_layers))
+                state = {k: v for k, v in state.items() if k.startswith(own)}
+            tensors.update({f"backbone.{k}": v.contiguous() for k, v in state.items()})
             # tied weights are stored once
             if "backbone.lm_head.weight" in tensors and self.backbone.model.config.tie_word_embeddings:
                 del tensors["backbone.lm_head.weight"]

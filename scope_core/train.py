@@ -28,8 +28,10 @@ from .generator import (
     GeneratorConfig,
     Inverter,
     ScratchConfig,
+    arch_layers_prefix,
     build_backbone,
     full_prefix_start,
+    graft_upper,
     n_trainable,
     teacher_forced_loss,
 )
@@ -46,7 +48,9 @@ class TrainConfig(BaseModel):
     sites: str = Field("L18", description="sites the shared generator is trained on, e.g. L18 or L6,L12,L18,L24")
     backbone: str = Field("embedded", description="'embedded' (frozen pretrained SmolLM2), 'scratch', a hub id or path")
     arch: Literal["inversescope", "inversionview"] = "inversescope"
-    sft: Literal["none", "full", "lora"] = Field("none", description="fine-tune the backbone on the prior before freezing it")
+    sft: Literal["none", "full", "lora", "lora-upper"] = Field(
+        "none", description="fine-tune the backbone on the prior before freezing it; lora-upper: LoRA only on the blocks from "
+        "the first control block up, the blocks below staying the target's own (keeps the trunk shortcut and fused verification)")
     sft_minutes: float = 3.0
     scratch: ScratchConfig = ScratchConfig()
     control_layers: list[int] | None = None
@@ -119,13 +123,23 @@ def shares_target(cfg: TrainConfig, target: Target) -> bool:
     return cfg.backbone == target.name and cfg.sft == "none" and cfg.target.dtype == "float32"
 
 
-def trunk_layer_for(cfg: TrainConfig, target: Target) -> int | None:
-    """Block whose input the activation cache also keeps (see `Inverter.loss_from_trunk`)."""
-    if cfg.arch != "inversescope" or not shares_target(cfg, target):
-        return None
+def shares_lower_blocks(cfg: TrainConfig, target: Target) -> bool:
+    """The generator's backbone runs the target's own modules below the first control block
+    (the frozen target itself, or `graft_upper` of it with fine-tuned upper blocks)."""
+    return cfg.backbone == target.name and cfg.sft in ("none", "lora-upper") and cfg.target.dtype == "float32"
+
+
+def first_control_block(cfg: TrainConfig, target: Target) -> int:
     from .generator import default_control_layers
 
     return min(cfg.control_layers or default_control_layers(target.n_layers))
+
+
+def trunk_layer_for(cfg: TrainConfig, target: Target) -> int | None:
+    """Block whose input the activation cache also keeps (see `Inverter.loss_from_trunk`)."""
+    if cfg.arch != "inversescope" or not shares_lower_blocks(cfg, target):
+        return None
+    return first_control_block(cfg, target)
 
 
 def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> list[EpsChoice]:
@@ -153,18 +167,29 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
     if shares_target(cfg, target):
         # frozen and identical to the target: share the weights (hooks are inert outside sampling)
         return build_backbone(gcfg, tokenizer=target.tokenizer, model=target.model), gcfg
+    if cfg.sft == "lora-upper":
+        if cfg.backbone != target.name or cfg.arch != "inversescope":
+            raise AutoscopeError("--sft lora-upper needs the target itself as the backbone (--backbone embedded or the target's id) "
+                                 "and --arch inversescope; use --sft lora otherwise")
+        k = first_control_block(cfg, target)
+        gcfg.own_blocks_from = k
+        return build_backbone(gcfg, tokenizer=target.tokenizer, model=graft_upper(target.model, k)), gcfg
     return build_backbone(gcfg), gcfg
 
 
-def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int, seed: int, log_path: Path, progress: bool) -> dict:
+def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int, seed: int, log_path: Path, progress: bool,
+                      from_block: int = 0) -> dict:
     """Step 1 of the paper: fit the backbone to P(X) (full or LoRA), early-stopped on
     held-out LM loss; the best weights are kept and the backbone is frozen again."""
     model = bb.model
-    if mode == "lora":
+    if mode in ("lora", "lora-upper"):
         from peft import LoraConfig, get_peft_model
 
         targets = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj") if any(m.endswith(n) for m, _ in model.named_modules())]
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0))
+        where = {}
+        if mode == "lora-upper":  # adapters only on the backbone's own blocks (graft_upper); the shared ones stay the target's
+            where = {"layers_to_transform": list(range(from_block, bb.arch.n_layers)), "layers_pattern": arch_layers_prefix(model).split(".")[-1]}
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0, **where))
         bb.model = model
     else:
         for p in model.parameters():
@@ -217,7 +242,7 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
         bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    if mode == "lora":
+    if mode in ("lora", "lora-upper"):
         bb.model = model.merge_and_unload()
     bb.model.eval()
     for p in bb.model.parameters():
@@ -304,7 +329,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         else:
             info = finetune_backbone(bb, train_ids, held_ids[: cfg.eval_size], sft_mode, cfg.sft_minutes,
                                      lr=1e-3 if cfg.backbone == "scratch" else 1e-4, batch_size=cfg.batch_size,
-                                     seed=cfg.seed, log_path=log_path, progress=progress)
+                                     seed=cfg.seed, log_path=log_path, progress=progress, from_block=gcfg.own_blocks_from or 0)
             sft_done.write_text(json.dumps(info))
     phases["backbone_s"] = time.perf_counter() - t
 
