@@ -76,34 +76,13 @@ class Scope:
             if not gpath.exists():
                 raise AutoscopeError(f"run {self.run_dir} has no trained inverter yet: rerun `autoscope train` to finish it")
             gcfg = GeneratorConfig.model_validate_json(gpath.read_text())
-            share = gcfg.backbone == self.config.target.model and not gcfg.backbone_weights_saved and self.config.target.dtype == "float32"
-            if gcfg.own_blocks_from is not None:  # fine-tuned upper blocks on the target's own lower ones
-                inv = self._grafted_inverter(gcfg, inv_dir)
-            elif share:
-                from .generator import build_backbone
-
-                bb = build_backbone(gcfg, tokenizer=self.target.tokenizer, model=self.target.model)
-                inv = Inverter(gcfg, bb)
-                from safetensors.torch import load_file
-
-                inv.load_state_dict(load_file(str(inv_dir / "inverter.safetensors")), strict=False)
-            else:
-                inv = Inverter.load(inv_dir, tokenizer=self.target.tokenizer)
+            # the backbone is the frozen target, or fine-tuned upper blocks grafted onto it: share its modules
+            on_target = (gcfg.backbone == self.config.target.model and self.config.target.dtype == "float32"
+                         and (not gcfg.backbone_weights_saved or gcfg.own_blocks_from is not None))
+            inv = Inverter.load(inv_dir, tokenizer=self.target.tokenizer, target_model=self.target.model if on_target else None)
             inv.eval()
             self._inverter = inv
         return self._inverter
-
-    def _grafted_inverter(self, gcfg, inv_dir: Path) -> Inverter:
-        from safetensors.torch import load_file
-
-        from .generator import build_backbone, graft_upper
-
-        tensors = load_file(str(inv_dir / "inverter.safetensors"))
-        bb = build_backbone(gcfg, tokenizer=self.target.tokenizer, model=graft_upper(self.target.model, gcfg.own_blocks_from))
-        bb.model.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}, strict=False)
-        inv = Inverter(gcfg, bb)
-        inv.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("backbone.")}, strict=False)
-        return inv
 
     @property
     def sites(self) -> list[Site]:

@@ -285,22 +285,17 @@ def graft_upper(model: nn.Module, k: int) -> nn.Module:
     is still the target's, so the trunk shortcut and fused verification stay exact, and only
     the upper blocks cost memory and checkpoint space."""
     arch = find_architecture(model)
-    own = {id(m) for b in list(arch.layers)[k:] for m in b.modules()}
-    own |= {id(p) for b in list(arch.layers)[k:] for p in b.parameters()}
-    path = {id(model), id(arch.layers_parent), id(arch.layers)}
-    for m in model.modules():  # ancestors of the layer list are rebuilt around the copies
-        if any(x is arch.layers for x in m.modules()):
-            path.add(id(m))
-    memo: dict[int, Any] = {}
-    for m in model.modules():
-        if id(m) not in own and id(m) not in path:
-            memo[id(m)] = m
-    for p in model.parameters():
-        if id(p) not in own:
-            memo[id(p)] = p
-    for b in model.buffers():
-        memo.setdefault(id(b), b)
+    own = {id(x) for b in list(arch.layers)[k:] for x in [*b.modules(), *b.parameters()]}
+    # the layer list and its ancestors are rebuilt around the copies; everything else is shared
+    path = {id(m) for m in model.modules() if any(x is arch.layers for x in m.modules())}
+    memo: dict[int, Any] = {id(x): x for x in [*model.modules(), *model.parameters()] if id(x) not in own | path}
+    memo.update({id(b): b for b in model.buffers()})  # constant tables (rotary frequencies, masks)
     return copy.deepcopy(model, memo)
+
+
+def backbone_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's weights in a checkpoint (keys `backbone.*`, prefix removed)."""
+    return {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
 
 
 def arch_layers_prefix(model: nn.Module) -> str:
@@ -477,16 +472,21 @@ class Inverter(nn.Module):
         (directory / "generator.json").write_text(self.config.model_dump_json(indent=1))
 
     @classmethod
-    def load(cls, directory: Path, tokenizer: Any = None, filename: str = "inverter.safetensors") -> Inverter:
+    def load(cls, directory: Path, tokenizer: Any = None, filename: str = "inverter.safetensors",
+             target_model: Any = None) -> Inverter:
+        """`target_model`: the target's own model, for a backbone that is the frozen target or is
+        grafted onto it (`own_blocks_from`) — its modules are shared, not loaded a second time."""
         directory = Path(directory)
         if not (directory / "generator.json").exists():
             raise AutoscopeError(f"no trained inverter in {directory}: run `autoscope train` first")
         config = GeneratorConfig.model_validate_json((directory / "generator.json").read_text())
         tensors = load_file(str(directory / filename))
-        backbone = build_backbone(config, tokenizer=tokenizer)
+        model = target_model
+        if target_model is not None and config.own_blocks_from is not None:
+            model = graft_upper(target_model, config.own_blocks_from)
+        backbone = build_backbone(config, tokenizer=tokenizer, model=model)
         if config.backbone_weights_saved:
-            bb_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-            backbone.model.load_state_dict(bb_state, strict=False)
+            backbone.model.load_state_dict(backbone_state(tensors), strict=False)
             backbone.model.tie_weights() if hasattr(backbone.model, "tie_weights") else None
             backbone._prefix_kv = None
         inv = cls(config, backbone)

@@ -29,6 +29,7 @@ from .generator import (
     Inverter,
     ScratchConfig,
     arch_layers_prefix,
+    backbone_state,
     build_backbone,
     full_prefix_start,
     graft_upper,
@@ -343,9 +344,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     if state_path.exists() and sft_mode != "none":
         from safetensors.torch import load_file
 
-        tensors = load_file(str(inv_dir / "last.safetensors"))
-        bb_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        bb.model.load_state_dict(bb_state, strict=False)
+        bb.model.load_state_dict(backbone_state(load_file(str(inv_dir / "last.safetensors"))), strict=False)
         bb._prefix_kv = None
 
     noises = {}
