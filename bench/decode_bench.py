@@ -1,11 +1,12 @@
 """Generation-only decoding speed: transformers' concatenating KV cache vs the preallocated one.
 
-    python -m bench.decode_bench --run default --site L18 --queries 24 --n 8
+    python -m bench.decode_bench --run default --site L18 --queries 24 --n 8 [--profile]
 
 Same inverter, queries, seed and sample cap for both. The preallocated cache reorders rows
 when some finish (the holes are filled from the end), so at temperature 1 each row draws
 different random numbers; greedy decoding (temperature 0) must give identical samples, and
-the script checks that.
+the script checks that. `--profile` also runs each cache once under torch.profiler and
+reports the share of CPU time in matmuls, `cat` and copies.
 Writes bench/results/decode_<run>_<site>.json.
 """
 from __future__ import annotations
@@ -21,6 +22,17 @@ from scope_core.api import Scope
 from scope_core.sample import generate
 
 
+def op_shares(fn) -> dict[str, float]:
+    """Share of self CPU time of the ops that matter for the cache comparison."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    times = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(times.values())
+    return {op: times.get(op, 0.0) / total for op in ("aten::mm", "aten::cat", "aten::copy_", "aten::_scaled_dot_product_flash_attention_for_cpu")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--run", default="default")
@@ -28,6 +40,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=24)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="alternate the two caches this many times each")
+    ap.add_argument("--profile", action="store_true", help="op shares of one profiled run per cache")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     sc = Scope(Path("runs") / args.run)
@@ -50,6 +63,10 @@ def main() -> None:
     best = {k: max(v) for k, v in res.items()}
     summary = {"run": args.run, "site": site.name, "samples": n_samples, "cap": cap, "samples_per_s": res, "best": best,
                "speedup": best["preallocated"] / best["dynamic"], "identical_greedy_samples": same}
+    if args.profile:
+        summary["op_share"] = {name: op_shares(lambda: generate(sc.inverter, site.name, z, len(idx), args.n, max_new_tokens=cap, seed=0,
+                                                                preallocate=name == "preallocated"))
+                               for name in ("dynamic", "preallocated")}
     print(json.dumps(summary, indent=1))
     out = Path("bench/results") / f"decode_{args.run}_{site.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
