@@ -244,7 +244,7 @@ def explore(
     eps_quantile: float | None = None,
     judge_url: str | None = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
     judge_model: str | None = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
-    judge_engine: str | None = typer.Option(None, help="vllm, openai or llamacpp ($AUTOSCOPE_JUDGE_ENGINE)"),
+    judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
     resume: str | None = typer.Option(None, help="explore id to continue"),
     seed: int = 0,
 ):
@@ -302,10 +302,11 @@ def label(
     field: str | None = typer.Option(None, help="text column (default: instruction/text/prompt/goal/Behavior/forbidden_prompt)"),
     labels: str | None = typer.Option(None, help="comma-separated label set overriding the built-in one"),
     batch: int = typer.Option(1, help="inputs per judge request"),
-    concurrency: int = typer.Option(4, help="judge requests in flight"),
+    concurrency: int | None = typer.Option(None, help="judge requests in flight (default: 32 for the embedded judge, else 4)"),
     judge_url: str | None = None,
     judge_model: str | None = None,
-    judge_engine: str | None = None,
+    judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
+    embedded_engine: str = typer.Option("batched", help="without a judge URL: the embedded judge's engine, batched or llamacpp"),
 ):
     """Label every row of a file with an LLM feature (concurrent, cached, resumable)."""
     import contextlib
@@ -320,8 +321,8 @@ def label(
         if not jc.base_url:
             from agent.server import EmbeddedJudge
 
-            srv = stack.enter_context(EmbeddedJudge())
-            jc = jc.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+            srv = stack.enter_context(EmbeddedJudge(engine=embedded_engine))
+            jc = srv.client_config(jc)
         stats = label_file(cfg, JudgeClient(jc))
     console.print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
 
@@ -333,7 +334,7 @@ app.add_typer(judge_app, name="judge")
 @judge_app.command("serve")
 @friendly
 def judge_serve(
-    engine: str = typer.Option("embedded", help="embedded (SmolLM2 on CPU via llama-cpp-python) or vllm"),
+    engine: str = typer.Option("embedded", help="embedded or llamacpp (SmolLM2 on CPU via llama-cpp-python), batched (SmolLM2 on CPU in torch, batching concurrent requests) or vllm"),
     model: str = typer.Option("Qwen/Qwen2-7B-Instruct", help="model for vllm"),
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -341,14 +342,16 @@ def judge_serve(
     """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
     import subprocess
 
-    from agent.server import embedded_command, vllm_command
+    from agent.server import batched_command, embedded_command, vllm_command
 
-    if engine == "embedded":
+    if engine in ("embedded", "llamacpp"):
         cmd, eng = embedded_command(host, port), "llamacpp"
+    elif engine == "batched":
+        cmd, eng = batched_command(host, port), "batched"
     elif engine == "vllm":
         cmd, eng = vllm_command(model, host, port), "vllm"
     else:
-        raise AutoscopeError(f"unknown engine {engine!r}: use embedded or vllm")
+        raise AutoscopeError(f"unknown engine {engine!r}: use embedded (= llamacpp), batched or vllm")
     console.print(f"serving on http://{host}:{port}/v1 — export AUTOSCOPE_JUDGE_URL=http://{host}:{port}/v1 AUTOSCOPE_JUDGE_ENGINE={eng}")
     raise typer.Exit(subprocess.call(cmd))
 

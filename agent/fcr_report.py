@@ -155,10 +155,11 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
             if not cfg.base_url:
                 from agent.server import EmbeddedJudge
 
-                srv = stack.enter_context(EmbeddedJudge())
-                cfg = cfg.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+                srv = stack.enter_context(EmbeddedJudge(engine="batched"))
+                cfg = srv.client_config(cfg)
             client.append(JudgeClient(cfg))
         spec = SPECS[name]
-        return llm_feature(client[0], spec.name, spec.question, spec.labels, spec.allow_null, spec.normaliser, progress=True, batch=8)
+        return llm_feature(client[0], spec.name, spec.question, spec.labels, spec.allow_null, spec.normaliser, progress=True,
+                           batch=8 if client[0].config.engine == "llamacpp" else 1)
 
     return factory

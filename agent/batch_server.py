@@ -1,0 +1,267 @@
+"""`python -m agent.batch_server`: an OpenAI-compatible chat server over `BatchEngine`.
+
+The embedded judge's batching engine (`autoscope judge serve --engine batched`). Requests
+that arrive while the model is busy wait and then run together as one batch
+(`MicroBatcher`), so a client that keeps N requests in flight — `JudgeClient.ask_many`
+with concurrency N — gets N answers per batch. Only the standard library serves HTTP;
+the endpoints are the two the judge client uses: `GET /v1/models` and
+`POST /v1/chat/completions` (messages, max_tokens, temperature, seed, and
+`response_format` as `json_schema`, `json_object` with or without a `schema`, or text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .batch_engine import BatchEngine, GenRequest, GenResult
+
+# Whitespace the JSON grammar allows between tokens: none or one space (what chat models
+# write in compact JSON); an unbounded pattern lets a small model pad answers forever.
+JSON_OPTIONS = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+
+
+def closed_objects(node: Any) -> Any:
+    """Objects with listed properties admit no others unless the schema says so (OpenAI's
+    strict mode does the same): JSON schema's open default lets a small model append keys
+    nobody asked for, token after token, until max_tokens."""
+    if isinstance(node, list):
+        return [closed_objects(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: closed_objects(v) for k, v in node.items()}
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+class BadRequest(ValueError):
+    """The request cannot be served as asked; the message says why (HTTP 400)."""
+
+
+class MicroBatcher:
+    """One worker thread owns the model. A request waits in a queue; the worker takes the
+    first waiting request, then waits up to `window_s` for as many as the previous batch
+    had (clients that keep N in flight resubmit within milliseconds of their answers), and
+    takes whatever else is already queued, up to `max_batch`."""
+
+    def __init__(self, engine: BatchEngine, max_batch: int = 32, window_s: float = 0.05, log: Any = None):
+        self.engine, self.max_batch, self.window_s, self.log = engine, max_batch, window_s, log
+        self._queue: queue.Queue[tuple[GenRequest, Future]] = queue.Queue()
+        self._expected = 1
+        self._worker = threading.Thread(target=self._run, daemon=True, name="batcher")
+        self._worker.start()
+
+    def submit(self, request: GenRequest) -> GenResult:
+        fut: Future = Future()
+        self._queue.put((request, fut))
+        return fut.result()
+
+    def _take(self) -> list[tuple[GenRequest, Future]]:
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.window_s
+        while len(batch) < min(self._expected, self.max_batch):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self._expected = len(batch)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            try:
+                results = self.engine.generate([r for r, _ in batch])
+            except Exception as e:  # the model failed: every waiting client hears why
+                for _, fut in batch:
+                    fut.set_exception(e)
+                continue
+            for (_, fut), res in zip(batch, results):
+                fut.set_result(res)
+            if self.log is not None:
+                s = self.engine.last
+                self.log(f"batch rows={s.rows} reused_prefix={s.reused_prefix} computed_prefix={s.prefix_computed} "
+                         f"prefill_tokens={s.prefill_tokens} decode_steps={s.decode_steps} seconds={s.seconds:.3f}")
+
+
+class ChatService:
+    """Turns an OpenAI chat request into a `GenRequest` and the result into a response."""
+
+    def __init__(self, engine: BatchEngine, batcher: MicroBatcher, model_name: str, max_tokens_cap: int = 4096):
+        self.engine, self.batcher, self.model_name, self.max_tokens_cap = engine, batcher, model_name, max_tokens_cap
+        self._grammar = lru_cache(maxsize=128)(self._compile)
+
+    def _compile(self, schema_json: str | None) -> str:
+        import llguidance
+
+        schema = closed_objects(json.loads(schema_json)) if schema_json else {"type": "object"}
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise BadRequest(f"response_format schema is not valid JSON schema: {e}") from None
+        err = self.engine.grammar_error(grammar)
+        if err:
+            raise BadRequest(f"response_format schema cannot be compiled to a grammar: {err[:300]}")
+        return grammar
+
+    def grammar_for(self, response_format: Any) -> str | None:
+        if response_format is None:
+            return None
+        if not isinstance(response_format, dict) or "type" not in response_format:
+            raise BadRequest("response_format must be an object with a 'type'")
+        kind = response_format["type"]
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            schema = response_format.get("schema")
+        elif kind == "json_schema":
+            spec = response_format.get("json_schema") or {}
+            schema = spec.get("schema")
+            if schema is None:
+                raise BadRequest("response_format json_schema needs json_schema.schema")
+        else:
+            raise BadRequest(f"unknown response_format type {kind!r}: use text, json_object or json_schema")
+        return self._grammar(json.dumps(schema, sort_keys=True) if schema is not None else None)
+
+    def prompt_ids(self, messages: Any) -> list[int]:
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages must be a non-empty list of {role, content}")
+        for m in messages:
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ("system", "user", "assistant"):
+                raise BadRequest("each message needs a role (system, user or assistant) and a string content")
+        tok = self.engine.tokenizer
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tok(text, add_special_tokens=False).input_ids
+
+    def complete(self, body: dict) -> dict:
+        if body.get("n", 1) != 1:
+            raise BadRequest("n > 1 is not supported: send n requests")
+        if body.get("stream"):
+            raise BadRequest("stream is not supported")
+        ids = self.prompt_ids(body.get("messages"))
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or min(512, self.engine.max_positions - len(ids))
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise BadRequest("max_tokens must be a positive integer")
+        max_tokens = min(max_tokens, self.max_tokens_cap)
+        if len(ids) + max_tokens > self.engine.max_positions:
+            raise BadRequest(f"prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceeds the model's "
+                             f"{self.engine.max_positions} positions: shorten the prompt or lower max_tokens")
+        temperature = float(body.get("temperature") or 0.0)
+        seed = body.get("seed")
+        req = GenRequest(ids, max_tokens, temperature, self.grammar_for(body.get("response_format")),
+                         int(seed) if seed is not None else None)
+        res = self.batcher.submit(req)
+        if res.error:
+            raise BadRequest(res.error)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": res.text}, "finish_reason": res.finish_reason}],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": len(res.token_ids),
+                      "total_tokens": len(ids) + len(res.token_ids)},
+        }
+
+    def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "autoscope"}]}
+
+
+def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connections
+
+        def _send(self, code: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, code: int, message: str, kind: str) -> None:
+            self._send(code, {"error": {"message": message, "type": kind, "code": code}})
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.rstrip("/") in ("/v1/models", "/models"):
+                self._send(200, service.models())
+            else:
+                self._error(404, f"no route {self.path}", "not_found")
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                self._error(404, f"no route {self.path}", "not_found")
+                return
+            try:
+                body = json.loads(raw or b"{}")
+                if not isinstance(body, dict):
+                    raise BadRequest("the body must be a JSON object")
+                self._send(200, service.complete(body))
+            except (BadRequest, json.JSONDecodeError) as e:
+                self._error(400, str(e), "invalid_request_error")
+            except Exception as e:  # a model failure: the client retries 5xx
+                self._error(500, f"{e.__class__.__name__}: {e}", "server_error")
+
+        def log_message(self, format: str, *args: Any) -> None:  # requests are logged per batch instead
+            pass
+
+    return Handler
+
+
+def build_service(model: str, alias: str, threads: int | None, max_batch: int, window_s: float, log: Any = None) -> ChatService:
+    import torch
+
+    from scope_core.api import load_model_and_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    m, tok = load_model_and_tokenizer(model)
+    engine = BatchEngine(m, tok)
+    return ChatService(engine, MicroBatcher(engine, max_batch, window_s, log), alias)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="OpenAI-compatible judge server that batches concurrent requests (CPU).")
+    ap.add_argument("--model", default="embedded", help="'embedded', a .gguf file, a local directory or a hub id")
+    ap.add_argument("--alias", default="smollm2-135m-instruct", help="model name the server reports and accepts")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most")
+    ap.add_argument("--window-ms", type=float, default=50.0, help="how long a batch waits for requests that are on their way")
+    args = ap.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    service = build_service(args.model, args.alias, args.threads, args.max_batch, args.window_ms / 1000, log)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(service))
+    server.daemon_threads = True
+    log(f"serving {args.model} as {args.alias} on http://{args.host}:{args.port}/v1")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
