@@ -1,0 +1,121 @@
+"""Batch labelling throughput on the embedded judge (issue: batch labelling, target ≥ 4×
+the one-at-a-time rate), for both embedded engines, on fresh inputs.
+
+For each built-in feature asked (`harmfulness`, `reason`), labels the same held-out
+prompts of a trained run's prior:
+
+* one at a time — one request in flight, one input per request — on llama.cpp (the
+  engine `explore` uses) and on the batched engine;
+* the batched engine with N requests in flight (`autoscope label`'s default is 32);
+* llama.cpp's best batching before the batched engine existed: 8 inputs per request, 2 in
+  flight;
+* a rerun served from the judge cache.
+
+Every mode starts from an empty judge cache. The batched engine's one-at-a-time and
+32-in-flight modes alternate `--repeats` times and their medians are divided, since this
+host's speed drifts by ±20% within minutes. Agreement with the one-at-a-time labels of the
+same engine says whether batching changed any answer.
+
+    python -m bench.label_throughput_bench --run default --labels 128 --repeats 2
+
+Writes bench/results/label_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from agent.judge import JudgeClient, JudgeConfig
+from agent.llm_feature import label_many
+from agent.server import EmbeddedJudge, llamacpp_available
+from features.llm_specs import SPECS
+from scope_core.data import RunData
+
+
+def run_mode(srv: EmbeddedJudge, feature: str, texts: list[str], concurrency: int, cache: str, batch: int = 1) -> tuple[float, list, JudgeClient]:
+    """Labels/s and the labels, one fresh `JudgeClient` per mode."""
+    spec = SPECS[feature]
+    judge = JudgeClient(JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, concurrency=concurrency, cache_path=cache))  # type: ignore[arg-type]
+    t = time.perf_counter()
+    out = label_many(judge, spec.name, spec.question, spec.labels, texts, spec.allow_null, spec.normaliser, batch)
+    dt = time.perf_counter() - t
+    return len(texts) / dt, [out[x].label for x in texts], judge
+
+
+def agree(a: list, b: list) -> float:
+    return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="default")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--labels", type=int, default=128, help="held-out prompts labelled per mode")
+    ap.add_argument("--features", default="harmfulness,reason")
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[8, 32], help="requests in flight for the batched engine")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-llamacpp", action="store_true")
+    ap.add_argument("--out", default="bench/results/label_throughput.json")
+    args = ap.parse_args()
+    data = RunData.load(Path(args.runs_dir) / args.run / "data")
+    ex = [data.examples[i] for i in data.heldout[: args.labels]]
+    texts = [e.text for e in ex]
+    res: dict = {"args": vars(args), "n": len(texts), "features": {}}
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = iter(range(10_000))
+
+        def cache() -> str:
+            return f"{tmp}/c{next(fresh)}.sqlite"
+
+        for feature in features:
+            truth = [e.labels.get(feature) for e in ex]
+            r: dict = {}
+            with EmbeddedJudge(engine="batched", log_path=Path(tmp) / "batched.log") as srv:
+                singles, fulls = [], []
+                for _ in range(args.repeats):
+                    s1, l1, _ = run_mode(srv, feature, texts, 1, cache())
+                    s32, l32, _ = run_mode(srv, feature, texts, max(args.concurrency), cache())
+                    singles.append(s1)
+                    fulls.append(s32)
+                    print(f"[{feature}] batched engine: one at a time {s1:.2f}/s, {max(args.concurrency)} in flight {s32:.2f}/s", flush=True)
+                r["batched_one_at_a_time"] = {"labels_per_s": statistics.median(singles), "runs": singles, "accuracy": agree(l1, truth)}
+                r[f"batched_concurrency{max(args.concurrency)}"] = {"labels_per_s": statistics.median(fulls), "runs": fulls,
+                                                                    "agreement_with_one_at_a_time": agree(l32, l1), "accuracy": agree(l32, truth)}
+                for c in args.concurrency:
+                    if c == max(args.concurrency):
+                        continue
+                    sc, lc, _ = run_mode(srv, feature, texts, c, cache())
+                    r[f"batched_concurrency{c}"] = {"labels_per_s": sc, "agreement_with_one_at_a_time": agree(lc, l1)}
+                    print(f"[{feature}] batched engine: {c} in flight {sc:.2f}/s", flush=True)
+                c_rerun = cache()
+                run_mode(srv, feature, texts, max(args.concurrency), c_rerun)
+                sr, _, judge = run_mode(srv, feature, texts, max(args.concurrency), c_rerun)
+                r["rerun_from_cache"] = {"labels_per_s": sr, "calls": judge.calls}
+                batched_labels = l1
+            if llamacpp_available() and not args.skip_llamacpp:
+                with EmbeddedJudge(engine="llamacpp") as srv:
+                    s1, ll1, _ = run_mode(srv, feature, texts, 1, cache())
+                    sb, llb, _ = run_mode(srv, feature, texts, 2, cache(), batch=8)
+                    r["llamacpp_one_at_a_time"] = {"labels_per_s": s1, "accuracy": agree(ll1, truth),
+                                                   "agreement_with_batched_engine": agree(ll1, batched_labels)}
+                    r["llamacpp_batch8_concurrency2"] = {"labels_per_s": sb, "agreement_with_one_at_a_time": agree(llb, ll1)}
+                    print(f"[{feature}] llama.cpp: one at a time {s1:.2f}/s, 8 per request x 2 in flight {sb:.2f}/s", flush=True)
+            top = r[f"batched_concurrency{max(args.concurrency)}"]["labels_per_s"]
+            r["speedup_vs_batched_one_at_a_time"] = top / r["batched_one_at_a_time"]["labels_per_s"]
+            if "llamacpp_one_at_a_time" in r:
+                r["speedup_vs_llamacpp_one_at_a_time"] = top / r["llamacpp_one_at_a_time"]["labels_per_s"]
+            res["features"][feature] = r
+            print(json.dumps(r, indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
