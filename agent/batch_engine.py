@@ -171,6 +171,8 @@ class BatchEngine:
         B, L = len(own), max(len(o) for o in own)
         order = sorted(range(B), key=lambda i: -len(own[i]))
         groups = [order[i: i + self.prefill_rows] for i in range(0, B, self.prefill_rows)]
+        if len(groups) == 1:  # one forward: its cache is the decoding cache, rows in request order
+            groups = [list(range(B))]
         mask = torch.zeros((B, p + L + budget), dtype=torch.long)
         mask[:, :p] = 1
         logits = torch.empty((B, self.vocab))

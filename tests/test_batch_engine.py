@@ -66,6 +66,9 @@ def test_batched_answers_equal_one_at_a_time_answers(service):
     assert engine.last.rows == len(TEXTS) and engine.last.prefill_tokens < sum(len(label_prompt(service, t)) for t in TEXTS)
     free = [GenRequest(label_prompt(service, t), max_tokens=9) for t in TEXTS]
     assert [r.token_ids for r in engine.generate(free)] == [engine.generate([r])[0].token_ids for r in free]
+    # rows of different lengths in one prefill group (prefill_rows=4) keep their order too
+    few = [GenRequest(label_prompt(service, t), max_tokens=9) for t in (TEXTS[0], TEXTS[1], TEXTS[4])]
+    assert [r.token_ids for r in engine.generate(few)] == [engine.generate([r])[0].token_ids for r in few]
 
 
 def test_grammar_holds_and_forced_tokens_cost_no_steps(service):

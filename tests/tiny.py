@@ -93,6 +93,7 @@ def make_tiny_bpe_llama(path: Path, n_layers: int = 2, d: int = 64, heads: int =
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
         num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=512,
+        initializer_range=0.3,  # large enough that what the model writes depends on the prompt
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
     )
     LlamaForCausalLM(cfg).save_pretrained(path)
