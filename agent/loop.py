@@ -108,8 +108,10 @@ def only_filter(only: str | None):
 
 
 class Explorer:
-    def __init__(self, cfg: ExploreConfig, judge: JudgeClient, log: RunLog, console: Console | None = None, scope: Scope | None = None):
+    def __init__(self, cfg: ExploreConfig, judge: JudgeClient, log: RunLog, console: Console | None = None, scope: Scope | None = None,
+                 labeller: JudgeClient | None = None):
         self.cfg, self.judge, self.log = cfg, judge, log
+        self.labeller = labeller or judge  # answers the LLM-labelled features; the judge proposes and compiles
         self.console = console or Console(stderr=True)
         self.scope = scope or Scope(Path(cfg.runs_dir) / cfg.run)
         self.timing: dict[str, float] = {"sampling_s": 0.0, "judge_s": 0.0, "labelling_s": 0.0, "scoring_s": 0.0}
@@ -141,18 +143,18 @@ class Explorer:
     def label_batch(self) -> int:
         if self.cfg.label_batch is not None:
             return self.cfg.label_batch
-        return 8 if self.judge.config.engine == "llamacpp" else 1
+        return 8 if self.labeller.config.engine == "llamacpp" else 1
 
     def _statement_feature(self, h: Hypothesis):
         """Test the hypothesis's statement itself: the judge answers yes/no per input."""
-        return llm_feature(self.judge, h.name, f"Does this statement hold for the text? Statement: {h.statement}", ["yes", "no"],
+        return llm_feature(self.labeller, h.name, f"Does this statement hold for the text? Statement: {h.statement}", ["yes", "no"],
                            allow_null=False, batch=self.label_batch)
 
     def _labeller(self, h: Hypothesis):
         """A function texts -> labels for the hypothesis, or raise with the reason."""
         if h.kind == "llm":
             if h.question:
-                return llm_feature(self.judge, h.name, h.question, h.labels, batch=self.label_batch)
+                return llm_feature(self.labeller, h.name, h.question, h.labels, batch=self.label_batch)
             if not h.statement.strip():
                 raise ValueError("an llm hypothesis needs a question or a statement")
             return self._statement_feature(h)
@@ -384,21 +386,30 @@ class Explorer:
 
 @contextlib.contextmanager
 def judge_for(cfg: ExploreConfig, log: RunLog):
-    """The configured judge (config, then $AUTOSCOPE_JUDGE_URL), or the embedded one
-    started for this run and stopped after it."""
+    """(judge, labeller): the configured judge (config, then $AUTOSCOPE_JUDGE_URL) for both,
+    or embedded ones started for this run and stopped after it — llama.cpp to propose and
+    compile (long single answers) when it is installed, and the batched engine to label
+    (many short answers at once, BENCHMARKS §5)."""
     import os
 
     jc = cfg.judge
     if not jc.base_url and os.environ.get("AUTOSCOPE_JUDGE_URL"):
         jc = JudgeConfig.from_env(**{k: v for k, v in jc.model_dump().items() if k not in ("base_url", "model", "engine", "api_key")})
+    record = lambda r: log.append("judge", r)  # noqa: E731
     if jc.base_url:
-        yield JudgeClient(jc, log=lambda r: log.append("judge", r))
+        client = JudgeClient(jc, log=record)
+        yield client, client
         return
     from .server import EmbeddedJudge
 
-    with EmbeddedJudge(log_path=log.root / "judge_server.log") as srv:
-        jc = srv.client_config(jc)
-        yield JudgeClient(jc, log=lambda r: log.append("judge", r))
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(EmbeddedJudge(log_path=log.root / "judge_server.log"))
+        judge = JudgeClient(srv.client_config(jc), log=record)
+        labeller = judge
+        if srv.engine != "batched":
+            lab = stack.enter_context(EmbeddedJudge(engine="batched", log_path=log.root / "labeller_server.log"))
+            labeller = JudgeClient(lab.client_config(jc), log=record)
+        yield judge, labeller
 
 
 def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult:
@@ -416,12 +427,12 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
         cfg = cfg.model_copy(update={"explore_id": xid})
         log.write_json("config.json", cfg.model_dump())
     t0 = time.perf_counter()
-    with judge_for(cfg, log) as judge:
-        ex = Explorer(cfg, judge, log, console)
+    with judge_for(cfg, log) as (judge, labeller):
+        ex = Explorer(cfg, judge, log, console, labeller=labeller)
         stopped = ex.run()
         ex.other_sites()
     ex.timing["total_s"] = time.perf_counter() - t0
-    ex.timing["judge_calls"] = float(judge.calls)
+    ex.timing["judge_calls"] = float(judge.calls + (labeller.calls if labeller is not judge else 0))
     log.append("timing", ex.timing)
     result = ExploreResult(explore_dir=str(log.root), ranking=ex.ranking(), timing=ex.timing, stopped=stopped)
     log.write_json("result.json", result.model_dump())

@@ -59,7 +59,7 @@ def batched_command(host: str, port: int, threads: int | None = None, model: str
                     alias: str = "smollm2-135m-instruct") -> list[str]:
     n = str(threads or os.cpu_count() or 1)
     return [sys.executable, "-m", "agent.batch_server", "--model", model, "--alias", alias, "--host", host,
-            "--port", str(port), "--threads", n]
+            "--port", str(port), "--threads", n, "--max-batch", str(BATCHED_CONCURRENCY)]
 
 
 def llamacpp_available() -> bool:

@@ -7,7 +7,8 @@ and reports accuracy, macro-F1 and the confusion matrix against the people, besi
 majority-class baseline. Then labels every prompt a second time with the paraphrased
 question and reports self-consistency (agreement and Cohen's κ between the two wordings).
 
-    python bench/agreement_bench.py                       # embedded judge (SmolLM2-135M)
+    python -m bench.agreement_bench                       # embedded judge (SmolLM2-135M), batched engine
+    python -m bench.agreement_bench --engine llamacpp     # the same weights behind llama.cpp
     AUTOSCOPE_JUDGE_URL=... AUTOSCOPE_JUDGE_MODEL=... python bench/agreement_bench.py --judge env
     python -m bench.agreement_bench --judge none --learned-run runs/default   # the learned labeller
 
@@ -89,7 +90,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--limit", type=int, default=None, help="prompts per set (default: all)")
     ap.add_argument("--batch", type=int, default=1, help="prompts per judge request")
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: 32 on the batched engine, else 4)")
+    ap.add_argument("--engine", choices=["batched", "llamacpp"], default="batched",
+                    help="the embedded judge's engine (batched is what `autoscope label` starts)")
     ap.add_argument("--cache", default=None, help="judge cache sqlite (default: the user cache)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -112,8 +115,8 @@ def main() -> None:
         if args.judge == "embedded":
             from agent.server import EmbeddedJudge
 
-            srv = stack.enter_context(EmbeddedJudge())
-            cfg = cfg.model_copy(update={"base_url": srv.url, "model": srv.model, "engine": srv.engine})
+            srv = stack.enter_context(EmbeddedJudge(engine=args.engine))
+            cfg = srv.client_config(cfg)
         elif args.judge == "env" and not cfg.base_url:
             raise SystemExit("--judge env needs AUTOSCOPE_JUDGE_URL (and _MODEL, _ENGINE)")
         res["judge_model"] = cfg.model if args.judge != "none" else "none"
@@ -136,6 +139,9 @@ def main() -> None:
             print(json.dumps({name: {k: v for k, v in a.items() if k != "confusion"}}, indent=1), flush=True)
             print("confusion (rows: human, cols: predicted):", json.dumps(a["confusion"]), flush=True)
     tag = res["judge_model"].replace("/", "_") if args.judge != "none" else "learned"
+    if args.judge == "embedded":
+        res["engine"] = args.engine
+        tag += "" if args.engine == "llamacpp" else f"_{args.engine}"
     out = Path(args.out or f"bench/results/agreement_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

@@ -47,6 +47,14 @@ def run_mode(srv: EmbeddedJudge, feature: str, texts: list[str], concurrency: in
     return len(texts) / dt, [out[x].label for x in texts], judge
 
 
+def engine_log(path: Path, since: int) -> tuple[dict, int]:
+    """Batch sizes and busy seconds the batched server logged after line `since`."""
+    lines = [x for x in path.read_text().splitlines() if x.startswith("batch ")][since:] if path.exists() else []
+    rows = [int(x.split("rows=")[1].split()[0]) for x in lines]
+    busy = sum(float(x.split("seconds=")[1].split()[0]) for x in lines)
+    return {"batches": len(rows), "mean_rows": sum(rows) / max(len(rows), 1), "engine_busy_s": busy}, since + len(lines)
+
+
 def agree(a: list, b: list) -> float:
     return sum(x == y for x, y in zip(a, b)) / len(a)
 
@@ -76,11 +84,15 @@ def main() -> None:
         for feature in features:
             truth = [e.labels.get(feature) for e in ex]
             r: dict = {}
-            with EmbeddedJudge(engine="batched", log_path=Path(tmp) / "batched.log") as srv:
+            log = Path(tmp) / f"batched-{feature}.log"
+            with EmbeddedJudge(engine="batched", log_path=log) as srv:
                 singles, fulls = [], []
+                seen = engine_log(log, 0)[1]
                 for _ in range(args.repeats):
                     s1, l1, _ = run_mode(srv, feature, texts, 1, cache())
+                    seen = engine_log(log, seen)[1]
                     s32, l32, _ = run_mode(srv, feature, texts, max(args.concurrency), cache())
+                    r["engine_log_last_full_run"], seen = engine_log(log, seen)
                     singles.append(s1)
                     fulls.append(s32)
                     print(f"[{feature}] batched engine: one at a time {s1:.2f}/s, {max(args.concurrency)} in flight {s32:.2f}/s", flush=True)

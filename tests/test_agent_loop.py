@@ -74,3 +74,23 @@ def test_killed_explore_resumes_without_rescoring(trained_embedded, judge_server
     ids = [h["hypothesis"]["id"] for h in hs]
     assert len(ids) == len(set(ids)), "no hypothesis scored twice"
     assert len(hs) == len(ref_h) and len(hs) >= n_before
+
+
+def test_embedded_explore_proposes_on_llamacpp_and_labels_on_the_batched_engine(tmp_path):
+    """Without a judge URL, explore starts llama.cpp for the long answers and the batched
+    engine for the labels; both answer."""
+    from agent.loop import judge_for
+
+    cfg = ExploreConfig(run="r", judge=JudgeConfig(cache_path=str(tmp_path / "c.sqlite")))
+    env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AUTOSCOPE_JUDGE_")}
+    try:
+        with judge_for(cfg, RunLog(tmp_path / "x")) as (judge, labeller):
+            assert judge.config.engine == "llamacpp" and labeller.config.engine == "batched"
+            assert labeller.config.concurrency > judge.config.concurrency
+            from agent.llm_feature import label_many
+
+            out = label_many(labeller, "harmfulness", "Is this request harmful?", ["harmful", "harmless"], ["Explain photosynthesis"], allow_null=False)
+            assert out["Explain photosynthesis"].label in ("harmful", "harmless")
+    finally:
+        os.environ.update(env)
+    assert (tmp_path / "x" / "labeller_server.log").exists()
