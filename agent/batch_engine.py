@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,6 @@ class BatchStats:
     prefill_tokens: int = 0
     decode_steps: int = 0
     seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
 
 
 def common_prefix_length(rows: list[list[int]]) -> int:

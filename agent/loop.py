@@ -46,6 +46,23 @@ SYSTEM = "You are a careful interpretability researcher. You answer only with JS
 
 
 MAX_IDLE_ROUNDS = 4  # consecutive rounds without a new (not yet tested) hypothesis before the loop stops
+MAX_JUDGE_FAILURES = 3  # consecutive rounds without a usable proposal before the loop stops
+# The proposal prompt shows the best and the latest hypotheses in full and only names the
+# rest: every tested hypothesis in full outgrew the embedded judge's context after ~18 of them.
+HISTORY_BEST, HISTORY_RECENT, HISTORY_WITH_COUNTEREXAMPLES = 6, 4, 3
+
+
+def history_for_prompt(scored: list[ScoredHypothesis]) -> tuple[list[ScoredHypothesis], list[str], set[int]]:
+    """(shown in full, in test order; names of the others; ids whose counterexamples are shown)."""
+    def kappa(h: ScoredHypothesis) -> float:
+        return h.score.kappa if h.score and h.score.kappa is not None else float("-inf")
+
+    best = sorted(scored, key=kappa, reverse=True)[:HISTORY_BEST]
+    keep = {id(h) for h in best} | {id(h) for h in scored[-HISTORY_RECENT:]}
+    shown = [h for h in scored if id(h) in keep]
+    with_counter = {id(h) for h in best[:HISTORY_WITH_COUNTEREXAMPLES]}
+    return shown, [h.hypothesis.name for h in scored if id(h) not in keep], with_counter
+
 IDLE_TEMPERATURE_STEP = 0.35  # proposal temperature added per idle round (capped at 1.0)
 
 
@@ -271,9 +288,11 @@ class Explorer:
         shown = (run.queries[start:] + run.queries[:start])[:k]
         shown = [q.model_copy(update={"samples": sorted(q.samples, key=lambda s: s.distance)[: self.cfg.show_samples]}) for q in shown]
         site = self.scope.site(self.cfg.site)
+        history, also_tested, with_counter = history_for_prompt([h for h in self.scored if h.round < round_])
+        history = [h if id(h) in with_counter else h.model_copy(update={"counterexamples": []}) for h in history]
         msgs = messages("propose", system=SYSTEM, site=site.name, site_description=SITE_DESCRIPTIONS[site.component], eps=f"{run.eps.eps:.3g}",
-                        queries=shown, scored=[h for h in self.scored if h.round < round_], n_hypotheses=self.cfg.per_round,
-                        repeats=repeats or [])
+                        queries=shown, scored=history, also_tested=also_tested, n_hypotheses=self.cfg.per_round,
+                        repeats=(repeats or [])[:6])
         temperature = None if idle == 0 else min(1.0, max(self.judge.config.temperature, 0.0) + IDLE_TEMPERATURE_STEP * idle)
         t = time.perf_counter()
         try:
@@ -299,7 +318,7 @@ class Explorer:
         if rounds_logged and rounds_logged[-1]["round"] >= round_ and round_ >= 0:
             round_ = rounds_logged[-1]["round"]
         round_ = max(round_, 0)
-        stale = idle = duplicates = 0
+        stale = idle = duplicates = failures = 0
         repeats: list[str] = []  # the last round's proposals that repeated tested ideas
         attempts_cap = 2 * cfg.budget + 4
         seen = {idea_key(h.hypothesis) for h in self.scored}
@@ -314,11 +333,13 @@ class Explorer:
                 self.log.append("events", {"round": round_, "error": e.reason})
                 self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({e.reason})[/yellow]")
                 stale += 1
-                if stale >= cfg.patience:
+                failures += 1
+                if stale >= cfg.patience or failures >= MAX_JUDGE_FAILURES:
                     stopped = "judge failed repeatedly"
                     break
                 round_ += 1
                 continue
+            failures = 0
             before = self.best_kappa()
             new = 0
             repeats = []

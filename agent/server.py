@@ -41,7 +41,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def embedded_command(host: str, port: int, n_ctx: int = 4096, threads: int | None = None) -> list[str]:
+def embedded_command(host: str, port: int, n_ctx: int = 8192, threads: int | None = None) -> list[str]:
     if importlib.util.find_spec("llama_cpp") is None:
         raise AutoscopeError(
             "the embedded judge needs llama-cpp-python's server: pip install 'llama-cpp-python[server]' "

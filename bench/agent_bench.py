@@ -60,8 +60,8 @@ def main() -> None:
     data = RunData.load(Path(args.runs_dir) / args.run / "data")
     texts = [data.examples[i].text for i in data.heldout[: args.labels]]
     res: dict = {"args": vars(args)}
-    with EmbeddedJudge() as srv, tempfile.TemporaryDirectory() as tmp:
-        if not args.skip_labelling:
+    if not args.skip_labelling:
+        with EmbeddedJudge(engine="llamacpp") as srv, tempfile.TemporaryDirectory() as tmp:
             truth = [data.examples[i].labels.get("harmfulness") for i in data.heldout[: args.labels]]
             r1, _, l1 = label_rate(srv.url, srv.model, srv.engine, texts, 1, f"{tmp}/c1.sqlite")
             r4, _, l4 = label_rate(srv.url, srv.model, srv.engine, texts, 4, f"{tmp}/c4.sqlite")
@@ -75,9 +75,12 @@ def main() -> None:
                 res["labelling"][f"batch{b}_concurrency2"] = {"labels_per_s": rb, "speedup": rb / r1, "agreement_with_one_at_a_time": _agree(lb, l1),
                                                                "accuracy": _agree(lb, truth)}
             print(json.dumps(res["labelling"], indent=1), flush=True)
-        if not args.skip_explore:
-            cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site="L18", budget=args.budget, stop_when_done=False, patience=1000, explore_id=f"bench-{int(time.time())}",
-                                judge=JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, cache_path=f"{tmp}/explore.sqlite"))
+    if not args.skip_explore:
+        # As `autoscope explore` runs with no judge configured: it starts its own embedded
+        # judges (llama.cpp to propose, the batched engine to label), inside the wall time.
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site="L18", budget=args.budget, stop_when_done=False, patience=1000,
+                                explore_id=f"bench-{int(time.time())}", judge=JudgeConfig(cache_path=f"{tmp}/explore.sqlite"))
             t = time.perf_counter()
             out = explore(cfg)
             res["explore"] = {"wall_s": time.perf_counter() - t, "timing": out.timing, "stopped": out.stopped,

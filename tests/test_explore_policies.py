@@ -76,3 +76,40 @@ def test_repeated_hypotheses_are_skipped_and_the_loop_stops_when_nothing_new_com
     assert all("always_yes: everything is a yes" in r["messages"][-1]["content"] for r in proposals[2:])
     assert len(log.read("rounds")) == 1 + MAX_IDLE_ROUNDS  # (a repeated prompt is answered from the cache)
     assert [e["duplicate"] for e in log.read("events")] == ["always_yes"] * MAX_IDLE_ROUNDS
+
+
+def test_the_proposal_prompt_stays_bounded_as_hypotheses_pile_up():
+    """All tested hypotheses in full outgrew the embedded judge's context after ~18; the
+    prompt shows the best and the latest in full and names the rest."""
+    from agent.hypotheses import Counterexample, Hypothesis, Score, ScoredHypothesis
+    from agent.loop import HISTORY_BEST, HISTORY_RECENT, history_for_prompt
+    from agent.prompts import render
+
+    def hyp(i: int) -> ScoredHypothesis:
+        h = Hypothesis(name=f"h{i}", statement="a long statement " * 40, kind="python", code="def feature(text): return 'a'")
+        c = Counterexample(query="q", query_label="a", sample="s", sample_label="b", distance=0.01)
+        return ScoredHypothesis(id=i, round=i, site="L18", hypothesis=h, status="scored",
+                                score=Score(fcr=0.5, ci_low=0.4, ci_high=0.6, p0=0.5, kappa=i % 7 / 10, degenerate=False, n_queries=8), counterexamples=[c] * 2)
+
+    scored = [hyp(i) for i in range(60)]
+    shown, names, with_counter = history_for_prompt(scored)
+    assert len(shown) <= HISTORY_BEST + HISTORY_RECENT and len(shown) + len(names) == 60
+    assert {h.hypothesis.name for h in scored[-HISTORY_RECENT:]} <= {h.hypothesis.name for h in shown}
+    assert max(h.score.kappa for h in scored) == max(h.score.kappa for h in shown) and len(with_counter) == 3
+    text = render("propose", site="L18", site_description="attention output", eps="0.1", queries=[], scored=shown, also_tested=names,
+                  n_hypotheses=3, repeats=[])
+    few = render("propose", site="L18", site_description="attention output", eps="0.1", queries=[], scored=scored[:10], also_tested=[],
+                 n_hypotheses=3, repeats=[])
+    assert "h0," in text and "Also tested" in text and len(text) < 1.3 * len(few)
+
+
+def test_the_loop_stops_when_the_judge_keeps_failing(scope, tmp_path):
+    with FlakyServer([], default="wrong") as srv:  # every answer of the wrong shape
+        cfg = ExploreConfig(run="s", runs_dir=str(scope.run_dir.parent), site="L2", budget=5, queries=6, samples=2, eps=2.0,
+                            stop_when_done=False, patience=100,
+                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+        ex = Explorer(cfg, JudgeClient(cfg.judge), RunLog(tmp_path / "fail"), scope=scope)
+        assert ex.run() == "judge failed repeatedly"
+    from agent.loop import MAX_JUDGE_FAILURES
+
+    assert len([e for e in ex.log.read("events") if "error" in e]) == MAX_JUDGE_FAILURES

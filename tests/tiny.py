@@ -34,16 +34,18 @@ def make_tokenizer(path: Path):
     return fast
 
 
-def make_tiny_llama(path: Path, n_layers: int = 4, d: int = 64, heads: int = 4, seed: int = 0) -> Path:
+def make_tiny_llama(path: Path, n_layers: int = 4, d: int = 64, heads: int = 4, seed: int = 0,
+                    tokenizer=make_tokenizer, initializer_range: float = 0.02, max_positions: int = 256) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(path)
+    tok = tokenizer(path)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-        num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=256,
+        num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=max_positions,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     LlamaForCausalLM(cfg).save_pretrained(path)
     return path
@@ -83,18 +85,7 @@ def make_bpe_tokenizer(path: Path, vocab_size: int = 400):
     return fast
 
 
-def make_tiny_bpe_llama(path: Path, n_layers: int = 2, d: int = 64, heads: int = 4, seed: int = 0) -> Path:
-    """A random-weight Llama on the byte-level BPE tokenizer, saved like a hub checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path.mkdir(parents=True, exist_ok=True)
-    tok = make_bpe_tokenizer(path)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-        num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=512,
-        initializer_range=0.3,  # large enough that what the model writes depends on the prompt
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
+def make_tiny_bpe_llama(path: Path, n_layers: int = 2, seed: int = 0) -> Path:
+    """A random-weight Llama on the byte-level BPE tokenizer, saved like a hub checkpoint;
+    weights large enough (init 0.3) that what it writes depends on the prompt."""
+    return make_tiny_llama(path, n_layers=n_layers, seed=seed, tokenizer=make_bpe_tokenizer, initializer_range=0.3, max_positions=512)
