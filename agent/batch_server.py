@@ -152,6 +152,8 @@ class ChatService:
             if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ("system", "user", "assistant"):
                 raise BadRequest("each message needs a role (system, user or assistant) and a string content")
         tok = self.engine.tokenizer
+        if not getattr(tok, "chat_template", None):
+            raise BadRequest("the served model has no chat template: serve an instruct (chat) model")
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return tok(text, add_special_tokens=False).input_ids
 

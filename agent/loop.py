@@ -453,7 +453,9 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
         stopped = ex.run()
         ex.other_sites()
     ex.timing["total_s"] = time.perf_counter() - t0
-    ex.timing["judge_calls"] = float(judge.calls + (labeller.calls if labeller is not judge else 0))
+    ex.timing["judge_calls"] = float(judge.calls)
+    if labeller is not judge:
+        ex.timing["labeller_calls"] = float(labeller.calls)
     log.append("timing", ex.timing)
     result = ExploreResult(explore_dir=str(log.root), ranking=ex.ranking(), timing=ex.timing, stopped=stopped)
     log.write_json("result.json", result.model_dump())
