@@ -217,11 +217,14 @@ def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
                 self._error(404, f"no route {self.path}", "not_found")
                 return
             try:
-                body = json.loads(raw or b"{}")
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError as e:
+                    raise BadRequest(f"the request body is not valid JSON ({e}): send a chat completion request object") from None
                 if not isinstance(body, dict):
                     raise BadRequest("the body must be a JSON object")
                 self._send(200, service.complete(body))
-            except (BadRequest, json.JSONDecodeError) as e:
+            except BadRequest as e:
                 self._error(400, str(e), "invalid_request_error")
             except Exception as e:  # a model failure: the client retries 5xx
                 self._error(500, f"{e.__class__.__name__}: {e}", "server_error")

@@ -146,6 +146,12 @@ def test_server_rejects_bad_requests_with_a_reason(server):
     assert ok.choices[0].finish_reason in ("stop", "length") and ok.usage is not None and ok.usage.completion_tokens <= 3
     models = c.models.list()
     assert [m.id for m in models.data] == ["tiny"]
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(urllib.request.Request(server + "/chat/completions", data=b"not json", method="POST"))
+    assert bad.value.code == 400 and "not valid JSON" in json.loads(bad.value.read())["error"]["message"]
 
 
 def test_judge_failure_not_fake_answer_when_schema_cannot_be_met(server, tmp_path):
