@@ -5,6 +5,7 @@ from flaky_server import FlakyServer
 from pydantic import BaseModel
 
 from agent.judge import JudgeClient, JudgeConfig, JudgeFailure
+from scope_core.errors import AutoscopeError
 
 
 class Verdict(BaseModel):
@@ -74,3 +75,23 @@ def test_missing_url_is_explained(monkeypatch, tmp_path):
     monkeypatch.delenv("AUTOSCOPE_JUDGE_URL", raising=False)
     with pytest.raises(JudgeFailure, match="AUTOSCOPE_JUDGE_URL"):
         JudgeClient(JudgeConfig.from_env(cache_path=str(tmp_path / "c.sqlite")))
+
+
+def test_embedded_judge_engine_choice_and_client_config(monkeypatch):
+    """`auto` falls back to the batched engine without llama-cpp-python; the batched engine
+    gets 32 requests in flight unless the caller chose a concurrency."""
+    import agent.server as server
+    from agent.judge import JudgeConfig
+
+    monkeypatch.setattr(server, "llamacpp_available", lambda: False)
+    assert server.EmbeddedJudge(engine="auto").engine == "batched"
+    monkeypatch.setattr(server, "llamacpp_available", lambda: True)
+    assert server.EmbeddedJudge(engine="auto").engine == "llamacpp"
+    with pytest.raises(AutoscopeError, match="unknown embedded judge engine"):
+        server.EmbeddedJudge(engine="gpu")
+    batched = server.EmbeddedJudge(engine="batched")
+    assert batched.client_config(JudgeConfig()).concurrency == server.BATCHED_CONCURRENCY
+    assert batched.client_config(JudgeConfig(concurrency=3)).concurrency == 3
+    cfg = batched.client_config(JudgeConfig())
+    assert cfg.engine == "batched" and cfg.base_url == batched.url
+    assert server.batched_command("127.0.0.1", 1)[1:3] == ["-m", "agent.batch_server"]
