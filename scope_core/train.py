@@ -64,6 +64,9 @@ class TrainConfig(BaseModel):
     noise_distance: float | None = Field(None, description="cosine distance of the noise shell; default: the site's ε")
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
+    total_minutes: float | None = Field(
+        None, description="wall-clock budget of the whole job (prior, caching, training): training gets what is left, "
+        "at most `minutes` and at least 2 minutes; None: no limit")
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -282,18 +285,36 @@ def _check_trunk(inv: Inverter, ids: list[list[int]], trunk: list[torch.Tensor])
         return False
 
 
+MIN_TRAINING_S = 120.0  # a job budget never cuts training below this: an untrained inverter is no use
+FINISH_RESERVE_S = 30.0  # the last held-out evaluation and checkpoint, after the training clock stops
+
+
+def training_seconds(cfg: TrainConfig, trained_s: float, job_elapsed_s: float) -> float:
+    """How long control-layer training may run in total (`trained_s` already done).
+
+    Why a job budget: "trained and ready to explore in 15 minutes" is a promise about the
+    whole command, and activation caching alone takes 4 to 9 minutes depending on the host
+    (BENCHMARKS §2). With `total_minutes`, training gets what caching left, up to `minutes`,
+    so a slow host trains for less rather than running late; the cut is logged and shown."""
+    full = cfg.minutes * 60
+    if cfg.total_minutes is None:
+        return full
+    left = cfg.total_minutes * 60 - job_elapsed_s - FINISH_RESERVE_S
+    return min(full, max(min(full, MIN_TRAINING_S), trained_s + left))
+
+
 def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
     run = cfg.run_dir
     cfg_path = run / "train_config.json"
     if cfg_path.exists() and (run / "data" / "split.json").exists():
         old = TrainConfig.model_validate_json(cfg_path.read_text())
-        keep = {"minutes", "patience", "eval_every"}
+        keep = {"minutes", "total_minutes", "patience", "eval_every"}
         if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
             raise AutoscopeError(
                 f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it"
             )
     phases: dict[str, float] = {}
-    t = time.perf_counter()
+    t_job = t = time.perf_counter()
     target = target or load_target(cfg.target)
     phases["load_target_s"] = time.perf_counter() - t
 
@@ -401,16 +422,17 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         rng.bit_generator.state = saved["rng"]
         torch.set_rng_state(saved["torch_rng"])
         st = saved["st"]
-    if st["stopped"]:
-        budget_left = 0.0
-    else:
-        budget_left = cfg.minutes * 60 - st["elapsed"]
+    train_s = training_seconds(cfg, st["elapsed"], time.perf_counter() - t_job)
+    if train_s < cfg.minutes * 60:
+        phases["training_cut_to_s"] = train_s
+        _log(log_path, {"phase": "budget", "total_minutes": cfg.total_minutes, "training_seconds": train_s, "job_elapsed_s": time.perf_counter() - t_job})
+    budget_left = 0.0 if st["stopped"] else train_s - st["elapsed"]
 
     bar = None
     if progress and budget_left > 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(cfg.minutes * 60), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({n_trainable(inv) / 1e6:.1f}M params)", unit="s")
+        bar = tqdm(total=int(train_s), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({n_trainable(inv) / 1e6:.1f}M params)", unit="s")
     train_rows = np.array(data.train)
     site_names = [s.name for s in sites]
     t_start = time.perf_counter() - st["elapsed"]
@@ -441,7 +463,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
             bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{uncond:.3f}")
-        out_of_time = st["elapsed"] >= cfg.minutes * 60
+        out_of_time = st["elapsed"] >= train_s
         if st["step"] % cfg.eval_every == 0 or out_of_time:
             inv.eval()
             hl = _eval_losses(inv, ev_ids, ev_z, ev_site, trunk=ev_trunk)
@@ -454,7 +476,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
                 if st["bad"] >= cfg.patience:
                     st["stopped"] = "early stop (held-out loss stopped improving)"
             if out_of_time and not st["stopped"]:
-                st["stopped"] = "time budget"
+                st["stopped"] = "time budget" if train_s >= cfg.minutes * 60 else f"time budget (cut to {train_s / 60:.1f} min by --total-minutes)"
             inv.save(inv_dir, "last.safetensors")
             torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "st": st}, inv_dir / "state.pt.tmp")
             (inv_dir / "state.pt.tmp").replace(state_path)

@@ -90,3 +90,27 @@ def test_hub_style_backbone_with_lora_sft_then_frozen(tiny_llama_path, tiny_gpt2
     assert type(inv.backbone.model).__name__ == "GPT2LMHeadModel"
     run = scope.sample(scope.site("L1"), indices=scope.heldout_indices(limit=2), n=2, eps=scope.eps(scope.site("L1"), eps=0.5))
     assert len(run.queries) == 2
+
+
+def test_a_job_budget_gives_training_what_caching_left():
+    from scope_core.train import FINISH_RESERVE_S, MIN_TRAINING_S, training_seconds
+
+    cfg = TrainConfig(run="b", minutes=8.0, total_minutes=14.5)
+    assert training_seconds(cfg, 0.0, 4 * 60) == 8 * 60  # a fast host: the full 8 minutes fit
+    slow = training_seconds(cfg, 0.0, 9 * 60)  # caching took 9 minutes
+    assert slow == 14.5 * 60 - 9 * 60 - FINISH_RESERVE_S
+    assert training_seconds(cfg, 60.0, 9 * 60) == slow + 60  # resumed: what was trained before counts as done
+    assert training_seconds(cfg, 0.0, 14 * 60) == MIN_TRAINING_S  # never cut to nothing
+    assert training_seconds(cfg.model_copy(update={"total_minutes": None}), 0.0, 60 * 60) == 8 * 60
+
+
+def test_training_is_cut_to_fit_the_job_budget(tiny_llama_path, tmp_path, monkeypatch):
+    import scope_core.train as T
+
+    monkeypatch.setattr(T, "MIN_TRAINING_S", 3.0)
+    monkeypatch.setattr(T, "FINISH_RESERVE_S", 0.0)
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, total_minutes=0.01, patience=1000), progress=False)
+    assert res.phases["training_cut_to_s"] == 3.0 and res.phases["control_training_s"] < 30
+    assert res.stopped.startswith("time budget (cut to")
+    log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
+    assert any(r["phase"] == "budget" for r in log)
