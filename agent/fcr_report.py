@@ -142,7 +142,7 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
     """Features labelled by the judge (built-in LLM specs); starts the embedded judge
     server inside `stack` when no judge URL is configured."""
     from agent.judge import JudgeClient
-    from agent.llm_feature import llm_feature
+    from agent.llm_feature import default_label_batch, llm_feature
     from features.llm_specs import SPECS
 
     client: list[JudgeClient] = []
@@ -160,6 +160,6 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
             client.append(JudgeClient(cfg))
         spec = SPECS[name]
         return llm_feature(client[0], spec.name, spec.question, spec.labels, spec.allow_null, spec.normaliser, progress=True,
-                           batch=8 if client[0].config.engine == "llamacpp" else 1)
+                           batch=default_label_batch(client[0].config.engine))
 
     return factory

@@ -44,6 +44,14 @@ def normalise_label(raw: str | None, labels: Sequence[str] | None) -> str | None
     return text
 
 
+def default_label_batch(engine: str) -> int:
+    """Inputs per labelling request: 8 for llama.cpp, which answers one request at a time
+    (several inputs per request is its only batching), 1 for servers that batch requests
+    themselves (the batched engine, vLLM), where one input per request keeps each answer
+    the one a single question would get (BENCHMARKS §5)."""
+    return 8 if engine == "llamacpp" else 1
+
+
 @lru_cache(maxsize=64)
 def answer_models(labels: tuple[str, ...] | None, allow_null: bool, batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
     """Answer schemas for one label and for `batch` labels. With a label set the schema

@@ -36,7 +36,7 @@ from .hypotheses import (
     ScoredHypothesis,
 )
 from .judge import JudgeClient, JudgeConfig, JudgeFailure
-from .llm_feature import llm_feature
+from .llm_feature import default_label_batch, llm_feature
 from .prompts import messages
 from .runlog import RunLog
 from .sandbox import SandboxLimits, run_feature
@@ -50,6 +50,7 @@ MAX_JUDGE_FAILURES = 3  # consecutive rounds without a usable proposal before th
 # The proposal prompt shows the best and the latest hypotheses in full and only names the
 # rest: every tested hypothesis in full outgrew the embedded judge's context after ~18 of them.
 HISTORY_BEST, HISTORY_RECENT, HISTORY_WITH_COUNTEREXAMPLES = 6, 4, 3
+IDLE_TEMPERATURE_STEP = 0.35  # proposal temperature added per idle round (capped at 1.0)
 
 
 def history_for_prompt(scored: list[ScoredHypothesis]) -> tuple[list[ScoredHypothesis], list[str], set[int]]:
@@ -62,8 +63,6 @@ def history_for_prompt(scored: list[ScoredHypothesis]) -> tuple[list[ScoredHypot
     shown = [h for h in scored if id(h) in keep]
     with_counter = {id(h) for h in best[:HISTORY_WITH_COUNTEREXAMPLES]}
     return shown, [h.hypothesis.name for h in scored if id(h) not in keep], with_counter
-
-IDLE_TEMPERATURE_STEP = 0.35  # proposal temperature added per idle round (capped at 1.0)
 
 
 def idea_key(h: Hypothesis) -> tuple:
@@ -160,7 +159,7 @@ class Explorer:
     def label_batch(self) -> int:
         if self.cfg.label_batch is not None:
             return self.cfg.label_batch
-        return 8 if self.labeller.config.engine == "llamacpp" else 1
+        return default_label_batch(self.labeller.config.engine)
 
     def _statement_feature(self, h: Hypothesis):
         """Test the hypothesis's statement itself: the judge answers yes/no per input."""

@@ -41,8 +41,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def llamacpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def embedded_command(host: str, port: int, n_ctx: int = 8192, threads: int | None = None) -> list[str]:
-    if importlib.util.find_spec("llama_cpp") is None:
+    if not llamacpp_available():
         raise AutoscopeError(
             "the embedded judge needs llama-cpp-python's server: pip install 'llama-cpp-python[server]' "
             "(builds from source, about 8 minutes on 2 cores), or set AUTOSCOPE_JUDGE_URL to a running server"
@@ -60,10 +64,6 @@ def batched_command(host: str, port: int, threads: int | None = None, model: str
     n = str(threads or os.cpu_count() or 1)
     return [sys.executable, "-m", "agent.batch_server", "--model", model, "--alias", alias, "--host", host,
             "--port", str(port), "--threads", n, "--max-batch", str(BATCHED_CONCURRENCY)]
-
-
-def llamacpp_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def vllm_command(model: str, host: str, port: int) -> list[str]:

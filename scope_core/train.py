@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     total_minutes: float | None = Field(
-        None, description="wall-clock budget of the whole job (prior, caching, training): training gets what is left, "
+        None, gt=0, description="wall-clock budget of the whole job (prior, caching, training): training gets what is left, "
         "at most `minutes` and at least 2 minutes; None: no limit")
     batch_size: int = 32
     lr: float = 1e-3
