@@ -160,55 +160,68 @@ class BatchEngine:
 
     @torch.no_grad()
     def _prefill(self, own: list[list[int]], p: int, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
-                 budget: int) -> tuple[PreallocatedCache, torch.Tensor, torch.Tensor]:
-        """Run each row's own tokens behind the shared prefix; returns the decoding cache (rows
-        right-aligned at p + L, L the longest row), the last logits [B, V] and the attention
-        mask [B, p + L + budget] (ones on the prefix and on each row's tokens).
+                 budget: int) -> tuple[PreallocatedCache, torch.Tensor, torch.Tensor, list[int]]:
+        """Run each row's own tokens behind the shared prefix. Returns the decoding cache, whose
+        row r holds request `order[r]` with its tokens right-aligned at p + L (L the longest
+        row), the last logits [B, V] and the attention mask [B, p + L + budget] (ones on the
+        prefix and on each row's tokens), both in that row order, and `order`.
 
-        Rows are prefilled in groups of similar length: one left-padded forward over rows of
-        10 and 40 tokens spends most of its time on padding."""
+        Rows are prefilled in groups of similar length (one left-padded forward over rows of
+        10 and 40 tokens spends most of its time on padding), longest first, so each group is
+        a contiguous block of the decoding cache's rows and writes its keys and values there
+        directly: the prefix is copied into each row once, and nothing is merged afterwards
+        (assembling the cache from per-group caches was 18% of a 32-row batch, profiled)."""
         B, L = len(own), max(len(o) for o in own)
         order = sorted(range(B), key=lambda i: -len(own[i]))
-        groups = [order[i: i + self.prefill_rows] for i in range(0, B, self.prefill_rows)]
-        if len(groups) == 1:  # one forward: its cache is the decoding cache, rows in request order
-            groups = [list(range(B))]
+        lengths = [len(own[i]) for i in order]
+        buffers = self._kv_buffers(B, p + L + budget)
+        for li, (k, v) in enumerate(buffers):
+            if prefix_kv:
+                k[:, :, :p], v[:, :, :p] = prefix_kv[li][0], prefix_kv[li][1]
+            k[:, :, p: p + L].zero_()  # gaps and padding are masked, but must hold numbers
+            v[:, :, p: p + L].zero_()
         mask = torch.zeros((B, p + L + budget), dtype=torch.long)
         mask[:, :p] = 1
+        for r, n in enumerate(lengths):
+            mask[r, p + L - n: p + L] = 1
         logits = torch.empty((B, self.vocab))
-        merged: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for g in groups:
-            Lg = max(len(own[i]) for i in g)
-            ids = torch.full((len(g), Lg), self.pad_id, dtype=torch.long)
-            group_mask = torch.zeros((len(g), p + Lg), dtype=torch.long)
-            group_mask[:, :p] = 1
-            position = torch.full((len(g), Lg), p, dtype=torch.long)
-            for j, i in enumerate(g):
-                n = len(own[i])
-                ids[j, Lg - n:] = torch.tensor(own[i])
-                group_mask[j, p + Lg - n:] = 1
+        for a in range(0, B, self.prefill_rows):
+            b = min(B, a + self.prefill_rows)
+            Lg = lengths[a]
+            ids = torch.full((b - a, Lg), self.pad_id, dtype=torch.long)
+            position = torch.full((b - a, Lg), p, dtype=torch.long)
+            for j in range(b - a):
+                n = lengths[a + j]
+                ids[j, Lg - n:] = torch.tensor(own[order[a + j]])
                 position[j, Lg - n:] = torch.arange(p, p + n)
-                mask[i, p + L - n: p + L] = 1
-            init = [(k.expand(len(g), -1, -1, -1), v.expand(len(g), -1, -1, -1)) for k, v in prefix_kv] if prefix_kv else None
-            cache = PreallocatedCache(self.n_layers, p + Lg + (budget if len(groups) == 1 else 0), init)
-            padded = any(len(own[i]) != Lg for i in g)
-            out = self.model(input_ids=ids, attention_mask=group_mask if padded else None, position_ids=position,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
-            index = torch.tensor(g)
-            logits[index] = out.logits[:, -1, :].float()
-            if len(groups) == 1:
-                return cache, logits, mask
-            for layer_i, layer in enumerate(cache.layers):
-                if not merged or len(merged) <= layer_i:
-                    k, v = layer.keys, layer.values
-                    merged.append((k.new_zeros((B, k.shape[1], p + L, k.shape[3])), v.new_zeros((B, v.shape[1], p + L, v.shape[3]))))
-                mk, mv = merged[layer_i]
-                mk[index, :, p + L - Lg:] = layer.keys[:, :, p:]
-                mv[index, :, p + L - Lg:] = layer.values[:, :, p:]
-        if prefix_kv:
-            for (mk, mv), (k, v) in zip(merged, prefix_kv):
-                mk[:, :, :p] = k
-                mv[:, :, :p] = v
-        return PreallocatedCache(self.n_layers, p + L + budget, merged), logits, mask
+            # the group's tokens land at p + L - Lg .. p + L; what lies between is masked
+            view = PreallocatedCache.over([(k[a:b], v[a:b]) for k, v in buffers], filled=p + L - Lg)
+            gapped = Lg < L or lengths[b - 1] < Lg
+            logits[a:b] = self._last_logits(input_ids=ids, attention_mask=mask[a:b, : p + L] if gapped else None,
+                                            position_ids=position, past_key_values=view)
+        return PreallocatedCache.over(buffers, filled=p + L), logits, mask, order
+
+    def _kv_buffers(self, rows: int, capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Empty per-layer key and value buffers [rows, kv heads, capacity, head dim]."""
+        cfg = self.model.config
+        heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+        dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        dtype = next(self.model.parameters()).dtype
+        return [(torch.empty((rows, heads, capacity, dim), dtype=dtype), torch.empty((rows, heads, capacity, dim), dtype=dtype))
+                for _ in range(self.n_layers)]
+
+    def _last_logits(self, **forward: Any) -> torch.Tensor:
+        """Float logits at every row's last position, [B, V].
+
+        The head runs on a contiguous [B, d] slice. With `logits_to_keep=1` transformers hands
+        it a strided [B, 1, d] view, which torch multiplies as a batched matmul over B copies of
+        the [V, d] head: 9% of a float32 batch's time and 60% of a bfloat16 one's (profiled)."""
+        hidden = self.model.base_model(use_cache=True, **forward).last_hidden_state[:, -1, :].contiguous()
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits.float()
 
     @torch.no_grad()
     def _prefix_kv(self, ids: list[int], stats: BatchStats) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -219,8 +232,8 @@ class BatchEngine:
         stats.reused_prefix = n
         if n < len(ids):
             cache = PreallocatedCache(self.n_layers, len(ids), kv)
-            self.model(input_ids=torch.tensor([ids[n:]]), position_ids=torch.arange(n, len(ids))[None],
-                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model.base_model(input_ids=torch.tensor([ids[n:]]), position_ids=torch.arange(n, len(ids))[None],
+                                  past_key_values=cache, use_cache=True)
             kv = [(layer.keys, layer.values) for layer in cache.layers]
             stats.prefix_computed = len(ids) - n
             self.prefixes.put(ids, kv)
@@ -253,18 +266,17 @@ class BatchEngine:
         own = [r[p:] for r in rows]
         L = max(len(o) for o in own)
         budget = max(r.max_tokens for r in requests)
-        cache, logits, mask = self._prefill(own, p, prefix_kv, budget)
+        cache, logits, mask, live = self._prefill(own, p, prefix_kv, budget)
         stats.prefill_tokens = sum(len(o) for o in own)
         if B == 1:  # remember this prompt: the next one-at-a-time request shares its template
             self.prefixes.put(rows[0], [(layer.keys, layer.values) for layer in cache.layers])
         padded = any(len(o) != L for o in own)
-        next_pos = torch.tensor([p + len(o) for o in own])
+        next_pos = torch.tensor([p + len(own[i]) for i in live])
         length = p + L
 
         generators = [torch.Generator().manual_seed(r.seed if r.seed is not None else int(time.time_ns() % (1 << 31)))
                       if r.temperature > 0 else None for r in requests]
         pending: list[list[int]] = [[] for _ in requests]  # forced tokens still to feed
-        live = list(range(B))  # request index of each cache row
         bitmask = self._llg.torch.allocate_token_bitmask(B, self.vocab) if any(matchers) else None
 
         def finish(i: int, reason: str, error: str | None = None) -> None:

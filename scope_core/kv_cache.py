@@ -47,6 +47,17 @@ class PreallocatedLayer(DynamicLayer):
         self._refresh_views()
         return self.keys, self.values
 
+    @classmethod
+    def over(cls, keys: torch.Tensor, values: torch.Tensor, filled: int) -> PreallocatedLayer:
+        """A layer over buffers someone else allocated (possibly views of a larger batch's
+        rows), whose first `filled` positions count as written: the next `update` writes at
+        `filled`, into the caller's memory."""
+        layer = cls(keys.shape[2])
+        layer.is_initialized, layer.device = True, keys.device
+        layer._k, layer._v, layer._n = keys, values, filled
+        layer._refresh_views()
+        return layer
+
     def _grow(self, cap: int) -> None:
         assert self._k is not None and self._v is not None
         k = self._k.new_empty(self._k.shape[:2] + (cap,) + self._k.shape[3:])
@@ -113,6 +124,14 @@ class PreallocatedCache(DynamicCache):
         for layer, kv in zip(layers, init or []):
             layer.update(kv[0], kv[1])
         Cache.__init__(self, layers=layers)
+
+    @classmethod
+    def over(cls, buffers: Sequence[tuple[torch.Tensor, torch.Tensor]], filled: int) -> PreallocatedCache:
+        """A cache over per-layer (keys, values) buffers [B, H, capacity, D] the caller owns,
+        `filled` positions already written (see `PreallocatedLayer.over`)."""
+        cache = cls.__new__(cls)
+        Cache.__init__(cache, layers=[PreallocatedLayer.over(k, v, filled) for k, v in buffers])
+        return cache
 
 
 def drop_rows(cache: DynamicCache, done: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,17 @@ def test_preallocated_copy_keeps_the_prefix_and_writes_in_place():
     assert cache.layers[0].keys.shape == (2, 2, 4, 4) and cache.get_seq_length() == 4
 
 
+def test_cache_over_row_blocks_writes_into_the_owners_buffers():
+    k, v = torch.zeros(4, 2, 10, 3), torch.zeros(4, 2, 10, 3)
+    part = PreallocatedCache.over([(k[2:4], v[2:4])], filled=6)  # rows 2-3, positions 0-5 already written
+    assert part.get_seq_length() == 6
+    part.layers[0].update(torch.ones(2, 2, 2, 3), 2 * torch.ones(2, 2, 2, 3))
+    assert torch.equal(k[2:4, :, 6:8], torch.ones(2, 2, 2, 3)) and torch.equal(v[2:4, :, 6:8], 2 * torch.ones(2, 2, 2, 3))
+    assert k[:2].abs().sum() == 0 and k[:, :, :6].abs().sum() == 0  # other rows and earlier positions untouched
+    whole = PreallocatedCache.over([(k, v)], filled=8)
+    assert whole.layers[0].keys.shape == (4, 2, 8, 3) and whole.get_seq_length() == 8
+
+
 def test_drop_rows_fills_holes_from_the_end_and_reports_the_order():
     from transformers.cache_utils import DynamicCache
 
