@@ -77,6 +77,8 @@ def train(
     eps: float | None = typer.Option(None, help="absolute ε at every site (overrides --eps-quantile)"),
     noise_mode: str = typer.Option("kernel", help="kernel (shell at the site's ε), range, or none"),
     noise_distance: float | None = typer.Option(None, help="noise shell distance (default: the site's ε)"),
+    neighbour_mix: float = typer.Option(0.7, help="share of examples conditioned on a clean ε-ball neighbour's activation "
+                                        "instead of their own plus noise (0-1; 0 = the paper's noise only; see NOTES.md §24)"),
     seed: int = 0,
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
@@ -92,7 +94,7 @@ def train(
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
             sites=sites, backbone=backbone, arch=arch, sft=sft, minutes=minutes, batch_size=batch_size, restrict_vocab=restrict_vocab,
             total_minutes=total_minutes or None, control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric, eps_quantile=eps_quantile,
-            eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, seed=seed,
+            eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
         )
     except ValueError as e:  # pydantic validation, bad integers
         raise AutoscopeError(f"bad option: {' '.join(str(e).split())[:300]} — see `autoscope train --help`") from None

@@ -51,7 +51,7 @@ class Scope:
         cfg_path = self.run_dir / "train_config.json"
         if not cfg_path.exists():
             raise AutoscopeError(f"{self.run_dir} is not a trained run (no train_config.json): run `autoscope train` first")
-        self.config = TrainConfig.model_validate_json(cfg_path.read_text())
+        self.config = TrainConfig.load(cfg_path)
         self.data = RunData.load(self.run_dir / "data")
         self.cache = ActivationCache(self.run_dir / "acts")
         self._target = target

@@ -36,6 +36,7 @@ from .generator import (
     n_trainable,
     teacher_forced_loss,
 )
+from .neighbours import ball_lists
 from .noise import NoiseMode, make_noise
 from .sites import Site, parse_sites
 from .targets import Target, TargetConfig, load_target
@@ -62,6 +63,10 @@ class TrainConfig(BaseModel):
     eps: float | None = Field(None, description="absolute ε for every site (overrides eps_quantile)")
     noise_mode: NoiseMode = "kernel"
     noise_distance: float | None = Field(None, description="cosine distance of the noise shell; default: the site's ε")
+    neighbour_mix: float = Field(
+        0.7, ge=0.0, le=1.0, description="share of training examples conditioned on the clean activation of a prompt whose "
+        "ε-ball they were drawn from, instead of on their own activation plus noise: the hard kernel's preimage "
+        "distribution on the activation manifold (scope_core/neighbours.py, NOTES §24); 0 = the paper's noise only")
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     total_minutes: float | None = Field(
@@ -75,6 +80,14 @@ class TrainConfig(BaseModel):
     patience: int = 4
     cache_batch_size: int = 32
     seed: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """A run's saved configuration. Runs saved before an option existed get the value that
+        reproduces what they did, not today's default."""
+        raw = json.loads(path.read_text())
+        raw.setdefault("neighbour_mix", 0.0)
+        return cls.model_validate(raw)
 
     @property
     def run_dir(self) -> Path:
@@ -307,7 +320,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     run = cfg.run_dir
     cfg_path = run / "train_config.json"
     if cfg_path.exists() and (run / "data" / "split.json").exists():
-        old = TrainConfig.model_validate_json(cfg_path.read_text())
+        old = TrainConfig.load(cfg_path)
         keep = {"minutes", "total_minutes", "patience", "eval_every"}
         if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
             raise AutoscopeError(
@@ -392,6 +405,21 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             r = noise_report[s.name]
             con.print(f"[dim]noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})[/dim]")
 
+    balls = {}
+    if cfg.neighbour_mix > 0 and cfg.arch == "inversescope":
+        t = time.perf_counter()
+        train_index = torch.tensor(data.train)
+        for s, e in zip(sites, eps):
+            mean, _ = cache.mean_scale(s)
+            balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
+            sizes = balls[s.name].sizes()
+            report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
+            _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": cfg.neighbour_mix})
+            if progress:
+                con.print(f"[dim]ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
+                          f"{report['q05']}/{report['q50']}/{report['q95']}; {cfg.neighbour_mix:.0%} of examples conditioned on a neighbour[/dim]")
+        phases["neighbours_s"] = time.perf_counter() - t
+
     # held-out evaluation set: clean query activations, sites cycled
     n_eval = min(cfg.eval_size, len(data.heldout))
     ev_rows = data.heldout[:n_eval]
@@ -441,13 +469,18 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     while budget_left > 0 and not st["stopped"]:
         inv.train()
         pick = rng.integers(0, len(train_rows), cfg.batch_size)
-        rows = train_rows[pick]
         sidx = torch.from_numpy(rng.integers(0, len(sites), cfg.batch_size))
-        z = torch.stack([acts[site_names[int(k)]][int(r)] for r, k in zip(rows, sidx)])
+        swap = rng.random(cfg.batch_size) < cfg.neighbour_mix if balls else np.zeros(cfg.batch_size, dtype=bool)
+        z = torch.stack([acts[site_names[int(k)]][int(r)] for r, k in zip(train_rows[pick], sidx)])  # the conditions
         for k, name in enumerate(site_names):
             m = sidx == k
-            if m.any():
-                z[m] = noises[name](z[m], rng)
+            noisy = m & torch.from_numpy(~swap)
+            if noisy.any():
+                z[noisy] = noises[name](z[noisy], rng)
+            near = np.flatnonzero(m.numpy() & swap)
+            if len(near):  # the text becomes a member of the condition's ε-ball; the condition stays clean
+                pick[near] = balls[name].draw(pick[near], rng)
+        rows = train_rows[pick]
         c = inv.encode(z, sidx)
         batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
         loss, ntok = _batch_loss(inv, [train_ids[int(i)] for i in pick], c, batch_trunk)

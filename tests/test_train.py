@@ -114,3 +114,22 @@ def test_training_is_cut_to_fit_the_job_budget(tiny_llama_path, tmp_path, monkey
     assert res.stopped.startswith("time budget (cut to")
     log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
     assert any(r["phase"] == "budget" for r in log)
+
+
+def test_neighbour_conditioning_trains_and_logs_ball_sizes(tiny_llama_path, tmp_path):
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=0.15, neighbour_mix=1.0), progress=False)
+    log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
+    balls = {r["site"]: r["ball_sizes"] for r in log if r["phase"] == "neighbours"}
+    assert set(balls) == {"L1", "R2"} and all(b["q50"] >= 1 for b in balls.values())
+    assert res.steps > 0 and res.heldout_loss < res.heldout_loss_unconditional
+    with pytest.raises(ValueError):
+        _cfg(tiny_llama_path, tmp_path, neighbour_mix=1.5)
+
+
+def test_runs_saved_before_neighbour_conditioning_load_as_noise_only(tmp_path):
+    cfg = TrainConfig(run="old")
+    raw = json.loads(cfg.model_dump_json())
+    del raw["neighbour_mix"]
+    (tmp_path / "train_config.json").write_text(json.dumps(raw))
+    assert TrainConfig.load(tmp_path / "train_config.json").neighbour_mix == 0.0
+    assert TrainConfig().neighbour_mix == 0.7
