@@ -34,20 +34,19 @@ class BallLists:
     def draw(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One uniformly drawn ball member for each of `rows`."""
         lo, hi = self.start[rows], self.start[rows + 1]
-        return self.members[lo + (rng.random(len(rows)) * (hi - lo)).astype(np.int64)].astype(np.int64)
+        return self.members[lo + (rng.random(len(rows)) * (hi - lo)).astype(np.int64)]
 
 
 def ball_lists(z: torch.Tensor, eps: float, metric: Metric, mean: torch.Tensor | None = None, chunk: int = 1024) -> BallLists:
     """ε-ball members of every row of z [N, d] among the rows of z, computed in row chunks
     (N² distances never sit in memory at once)."""
-    starts = [0]
-    members: list[np.ndarray] = []
+    sizes: list[torch.Tensor] = []
+    members: list[torch.Tensor] = []
     for a in range(0, len(z), chunk):
         d = pairwise_distance(z[a: a + chunk], z, metric, mean)
         d[torch.arange(d.shape[0]), torch.arange(a, a + d.shape[0])] = 0.0  # itself, whatever rounding says
-        for row in (d <= eps).numpy():
-            idx = np.flatnonzero(row)
-            members.append(idx)
-            starts.append(starts[-1] + len(idx))
-    flat = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
-    return BallLists(np.asarray(starts, dtype=np.int64), flat.astype(np.int32))  # ~400 members a row, 30 sites: keep it small
+        rows, cols = (d <= eps).nonzero(as_tuple=True)  # row-major: each row's members together
+        sizes.append(torch.bincount(rows, minlength=d.shape[0]))
+        members.append(cols.to(torch.int32))  # ~400 members a row, 30 sites: keep it small
+    start = np.concatenate([[0], torch.cat(sizes).cumsum(0).numpy()]).astype(np.int64)
+    return BallLists(start, torch.cat(members).numpy())
