@@ -4,9 +4,12 @@ The embedded judge's batching engine (`autoscope judge serve --engine batched`).
 that arrive while the model is busy wait and then run together as one batch
 (`MicroBatcher`), so a client that keeps N requests in flight — `JudgeClient.ask_many`
 with concurrency N — gets N answers per batch. Only the standard library serves HTTP;
-the endpoints are the two the judge client uses: `GET /v1/models` and
+the endpoints are the three the judge client uses: `GET /v1/models`,
 `POST /v1/chat/completions` (messages, max_tokens, temperature, seed, and
-`response_format` as `json_schema`, `json_object` with or without a `schema`, or text).
+`response_format` as `json_schema`, `json_object` with or without a `schema`, or text) and
+`POST /v1/completions` for scoring only: `echo: true` with `logprobs` and `max_tokens` 0 or
+1 returns every prompt token's log-probability (OpenAI's legacy format, as vLLM answers it;
+the channel labeller reads it, `agent.channel`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from concurrent.futures import Future
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .batch_engine import BatchEngine, GenRequest, GenResult
+from .prompt_scoring import PromptScorer
 
 # Whitespace the JSON grammar allows between tokens: none or one space (what chat models
 # write in compact JSON); an unbounded pattern lets a small model pad answers forever.
@@ -44,6 +49,15 @@ def closed_objects(node: Any) -> Any:
     return out
 
 
+@dataclass
+class ScoreRequest:
+    """Prompts (token ids) whose tokens' log-probabilities are asked for; `with_next`: also
+    the greedy next token (an OpenAI echo request with max_tokens 1)."""
+
+    prompts: list[list[int]]
+    with_next: bool = False
+
+
 class BadRequest(ValueError):
     """The request cannot be served as asked; the message says why (HTTP 400)."""
 
@@ -57,17 +71,18 @@ class MicroBatcher:
 
     def __init__(self, engine: BatchEngine, max_batch: int = 32, window_s: float = 0.25, log: Any = None):
         self.engine, self.max_batch, self.window_s, self.log = engine, max_batch, window_s, log
-        self._queue: queue.Queue[tuple[GenRequest, Future]] = queue.Queue()
+        self.scorer = PromptScorer(engine)
+        self._queue: queue.Queue[tuple[GenRequest | ScoreRequest, Future]] = queue.Queue()
         self._expected = max_batch  # the first batch waits one window for company
         self._worker = threading.Thread(target=self._run, daemon=True, name="batcher")
         self._worker.start()
 
-    def submit(self, request: GenRequest) -> GenResult:
+    def submit(self, request: GenRequest | ScoreRequest) -> Any:
         fut: Future = Future()
         self._queue.put((request, fut))
         return fut.result()
 
-    def _take(self) -> list[tuple[GenRequest, Future]]:
+    def _take(self) -> list[tuple[GenRequest | ScoreRequest, Future]]:
         batch = [self._queue.get()]
         deadline = time.monotonic() + self.window_s
         while len(batch) < min(self._expected, self.max_batch):
@@ -89,7 +104,7 @@ class MicroBatcher:
         while True:
             batch = self._take()
             try:
-                results = self.engine.generate([r for r, _ in batch])
+                results = self._serve([r for r, _ in batch])
             except Exception as e:  # the model failed: every waiting client hears why
                 for _, fut in batch:
                     fut.set_exception(e)
@@ -100,10 +115,35 @@ class MicroBatcher:
             self._expected = len(batch) + self._queue.qsize()
             for (_, fut), res in zip(batch, results):
                 fut.set_result(res)
-            if self.log is not None:
+            if self.log is not None and any(isinstance(r, GenRequest) for r, _ in batch):
                 s = self.engine.last
                 self.log(f"batch rows={s.rows} reused_prefix={s.reused_prefix} computed_prefix={s.prefix_computed} "
                          f"prefill_tokens={s.prefill_tokens} decode_steps={s.decode_steps} seconds={s.seconds:.3f}")
+
+
+    def _serve(self, requests: list[GenRequest | ScoreRequest]) -> list[Any]:
+        """Generation requests decode together; scoring requests are scored together (all
+        their prompts in one call, so prompts that share a category prefix share its
+        forward); results in request order."""
+        out: list[Any] = [None] * len(requests)
+        gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
+        if gen:
+            for i, res in zip(gen, self.engine.generate([requests[i] for i in gen])):  # type: ignore[misc]
+                out[i] = res
+        score = [i for i, r in enumerate(requests) if isinstance(r, ScoreRequest)]
+        if score:
+            t0 = time.perf_counter()
+            flat = [(i, p) for i in score for p in requests[i].prompts]  # type: ignore[union-attr]
+            with_next = any(requests[i].with_next for i in score)  # type: ignore[union-attr]
+            scored = self.scorer.score([p for _, p in flat], with_next=with_next)
+            for i in score:
+                out[i] = []
+            for (i, _), res in zip(flat, scored):
+                out[i].append(res)
+            if self.log is not None:
+                self.log(f"score requests={len(score)} prompts={len(flat)} tokens={sum(len(p) for _, p in flat)} "
+                         f"seconds={time.perf_counter() - t0:.3f}")
+        return out
 
 
 class ChatService:
@@ -185,6 +225,42 @@ class ChatService:
                       "total_tokens": len(ids) + len(res.token_ids)},
         }
 
+    def score(self, body: dict) -> dict:
+        """`/v1/completions` with `echo: true`: the log-probability of every prompt token (the
+        first gets null), the tokens, their character offsets, and with max_tokens 1 the greedy
+        next token. Nothing else is served here: generation goes through chat completions."""
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+            raise BadRequest("prompt must be a non-empty string or a non-empty list of non-empty strings")
+        max_tokens = body.get("max_tokens", 16)
+        if not body.get("echo") or body.get("logprobs") is None or max_tokens not in (0, 1):
+            raise BadRequest("this server's /v1/completions scores prompts only: send echo=true, logprobs=0 and max_tokens "
+                             "0 or 1; generate through /v1/chat/completions")
+        if body.get("stream"):
+            raise BadRequest("stream is not supported")
+        tok = self.engine.tokenizer
+        encs = [tok(p, add_special_tokens=False, return_offsets_mapping=True) for p in prompts]
+        for p, e in zip(prompts, encs):
+            if len(e.input_ids) + 1 > self.engine.max_positions:
+                raise BadRequest(f"a prompt of {len(e.input_ids)} tokens exceeds the model's {self.engine.max_positions} positions")
+        results = self.batcher.submit(ScoreRequest([list(e.input_ids) for e in encs], with_next=max_tokens == 1))
+        choices = []
+        for i, (p, e, (token_lp, nxt)) in enumerate(zip(prompts, encs, results)):
+            tokens = [p[a:b] for a, b in e.offset_mapping]
+            offsets = [a for a, _ in e.offset_mapping]
+            text = p
+            if nxt is not None and max_tokens == 1:
+                piece = tok.decode([nxt[0]])
+                tokens, offsets, token_lp, text = tokens + [piece], offsets + [len(p)], token_lp + [nxt[1]], p + piece
+            choices.append({"index": i, "text": text, "finish_reason": "length",
+                            "logprobs": {"tokens": tokens, "token_logprobs": token_lp, "text_offset": offsets, "top_logprobs": None}})
+        n_prompt = sum(len(e.input_ids) for e in encs)
+        return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                "model": self.model_name, "choices": choices,
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(prompts) * max_tokens,
+                          "total_tokens": n_prompt + len(prompts) * max_tokens}}
+
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "autoscope"}]}
 
@@ -213,7 +289,8 @@ def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            route = self.path.rstrip("/")
+            if route not in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
                 self._error(404, f"no route {self.path}", "not_found")
                 return
             try:
@@ -223,7 +300,7 @@ def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
                     raise BadRequest(f"the request body is not valid JSON ({e}): send a chat completion request object") from None
                 if not isinstance(body, dict):
                     raise BadRequest("the body must be a JSON object")
-                self._send(200, service.complete(body))
+                self._send(200, service.complete(body) if route.endswith("chat/completions") else service.score(body))
             except BadRequest as e:
                 self._error(400, str(e), "invalid_request_error")
             except Exception as e:  # a model failure: the client retries 5xx

@@ -305,7 +305,9 @@ def label(
     output: str = typer.Option(..., "--output", help="JSONL written (appended; rerun to resume)"),
     field: str | None = typer.Option(None, help="text column (default: instruction/text/prompt/goal/Behavior/forbidden_prompt)"),
     labels: str | None = typer.Option(None, help="comma-separated label set overriding the built-in one"),
-    batch: int = typer.Option(1, help="inputs per judge request"),
+    batch: int = typer.Option(1, help="inputs per judge request (asking only)"),
+    method: str = typer.Option("auto", help="ask (the judge answers the question), channel (the judge scores each label's "
+                               "description; reason only) or auto (channel where the feature and the judge allow it)"),
     concurrency: int | None = typer.Option(None, help="judge requests in flight (default: 32 for the embedded judge, else 4)"),
     judge_url: str | None = None,
     judge_model: str | None = None,
@@ -319,7 +321,9 @@ def label(
     from agent.label import LabelConfig, label_file
 
     jc = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, concurrency=concurrency)
-    cfg = LabelConfig(feature=feature, input=input, output=output, field=field, batch=batch,
+    if method not in ("auto", "ask", "channel"):
+        raise AutoscopeError(f"unknown --method {method!r}: use auto, ask or channel")
+    cfg = LabelConfig(feature=feature, input=input, output=output, field=field, batch=batch, method=method,  # type: ignore[arg-type]
                       labels=[x.strip() for x in labels.split(",")] if labels else None, judge=jc)
     with contextlib.ExitStack() as stack:
         if not jc.base_url:

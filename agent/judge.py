@@ -255,6 +255,52 @@ class JudgeClient:
             out.extend(it)
         return out
 
+    def loglikelihoods(self, contexts: Sequence[str], continuation: str, purpose: str = "") -> list[float]:
+        """log P(continuation | context) under the judge, for each context: one legacy
+        completions request with `echo` and `logprobs` (the lm-evaluation-harness protocol;
+        vLLM and the batched engine serve it), summing the log-probabilities of the tokens
+        that start at or after the context's end. Cached on disk like answers."""
+        import openai
+
+        if self.config.engine == "llamacpp":
+            raise JudgeFailure("llama.cpp's server returns no prompt log-probabilities: score with the batched engine "
+                               "(`--embedded-engine batched`) or vLLM, or ask instead (`--method ask`)")
+        prompts = [c + continuation for c in contexts]
+        key = self.cache.key(self.config.model, [{"role": "score", "content": p} for p in prompts], {"echo": True}, None)
+        raw = self.cache.get(key)
+        if raw is not None:
+            return [float(x) for x in json.loads(raw)]
+
+        def call() -> Any:
+            with self._calls_lock:
+                self.calls += 1
+            return self._client.completions.create(model=self.config.model, prompt=prompts, echo=True, logprobs=1,
+                                                   max_tokens=1, temperature=0.0)
+
+        retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(self.config.max_attempts),
+                            wait=wait_exponential(multiplier=0.5, min=0.2, max=8), reraise=True)
+        try:
+            resp = retrying(call)
+        except openai.APIError as e:
+            self._log({"purpose": purpose, "prompts": prompts, "error": f"{e.__class__.__name__}: {e}"})
+            raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None
+        choices = sorted(resp.choices, key=lambda c: c.index)
+        if len(choices) != len(prompts):
+            raise JudgeFailure(f"the judge scored {len(choices)} of {len(prompts)} prompts")
+        sums = []
+        for ctx, prompt, ch in zip(contexts, prompts, choices):
+            lp = ch.logprobs
+            if lp is None or lp.text_offset is None or lp.token_logprobs is None:
+                raise JudgeFailure("the judge returned no prompt log-probabilities: it must support echo with logprobs "
+                                   "on /v1/completions (vLLM and the batched engine do)")
+            span = [v for off, v in zip(lp.text_offset, lp.token_logprobs) if len(ctx) <= off < len(prompt)]
+            if not span or any(v is None for v in span):
+                raise JudgeFailure(f"no log-probabilities for the continuation after {ctx[-40:]!r}")
+            sums.append(float(sum(span)))
+        self.cache.put(key, json.dumps(sums))
+        self._log({"purpose": purpose, "prompts": prompts, "loglikelihoods": sums})
+        return sums
+
     def _log(self, record: dict) -> None:
         if self.log is not None:
             self.log({"time": time.time(), "model": self.config.model, **record})

@@ -27,6 +27,22 @@ class LLMFeatureSpec:
     allow_null: bool
     normaliser: str | None = None
     paraphrase: str | None = None
+    # Descriptions for the channel labeller (agent.channel): label -> what texts of that
+    # label are about, None -> what texts the feature does not apply to. None: ask only.
+    descriptions: tuple[tuple[str | None, str], ...] | None = None
+
+    def channel_classes(self, labels: tuple[str, ...] | None = None) -> dict[str | None, str] | None:
+        """The classes the channel labeller scores, for a label set (the built-in one by
+        default); an overriding set is described by its own label names."""
+        if self.descriptions is None:
+            return None
+        if labels and labels != self.labels:
+            out: dict[str | None, str] = {lab: lab.replace("_", " ") for lab in labels}
+            null = dict(self.descriptions).get(None)
+            if self.allow_null and null:
+                out[None] = null
+            return out
+        return dict(self.descriptions)
 
     def ask(self, labels: tuple[str, ...] | None = None, paraphrased: bool = False) -> str:
         """The question for a label set (the built-in one by default), in either wording."""
@@ -35,6 +51,11 @@ class LLMFeatureSpec:
                     if paraphrased else "If this instruction is harmful, which category of harm does it belong to? Categories: ")
             return lead + ", ".join(labels) + ". If it is not harmful, answer null."
         return (self.paraphrase or self.question) if paraphrased else self.question
+
+
+# The channel labeller's "does not apply" class for reason and method: what harmless
+# requests are about (the refusal prior's harmless topics, in one line).
+HARMLESS_TOPICS = "Everyday harmless topics such as cooking, fitness, study, writing, software, travel or gardening."
 
 
 def _category_list() -> str:
@@ -55,6 +76,7 @@ SPECS: dict[str, LLMFeatureSpec] = {
         tuple(REASON_CATEGORIES), allow_null=True,
         paraphrase="Which of these categories best describes the harm this request would cause: " + _category_list()
         + "? If the request is harmless, answer null.",
+        descriptions=tuple(REASON_CATEGORIES.items()) + ((None, HARMLESS_TOPICS),),
     ),
     "method": LLMFeatureSpec(
         "method",

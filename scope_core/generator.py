@@ -19,6 +19,7 @@ import copy
 import json
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,14 +107,34 @@ class ControlLayer(nn.Module):
         nn.init.zeros_(self.v.weight)
         nn.init.zeros_(self.v.bias)
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h [B, T, d_model], c [B, d_cond] -> control signal [B, T, d_model]."""
+    def project(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The condition's keys [B, heads, head_dim] and values [B, heads, d_model]: they depend
+        on c alone, so decoding computes them once per batch, not once per token (the value
+        projection alone costs as much as a backbone MLP per row)."""
+        B = c.shape[0]
+        return self.k(c).view(B, self.n_heads, self.head_dim), self.v(c).view(B, self.n_heads, self.d_model)
+
+    def apply(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """h [B, T, d_model] read against projected keys/values -> control signal [B, T, d_model]."""
         B, T, _ = h.shape
         q = self.q(h).view(B, T, self.n_heads, self.head_dim)
-        k = self.k(c).view(B, self.n_heads, self.head_dim)
-        v = self.v(c).view(B, self.n_heads, self.d_model)
         w = torch.tanh(torch.einsum("bthd,bhd->bth", q, k) / math.sqrt(self.head_dim))
         return torch.einsum("bth,bhd->btd", w, v)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h [B, T, d_model], c [B, d_cond] -> control signal [B, T, d_model]."""
+        return self.apply(h, *self.project(c))
+
+
+@dataclass
+class Condition:
+    """A batch's condition, projected once for every control layer: `select` follows the
+    decoder when rows leave the batch."""
+
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+    def select(self, rows: torch.Tensor) -> "Condition":
+        return Condition({layer: (k[rows], v[rows]) for layer, (k, v) in self.kv.items()})
 
 
 class KVCondition(nn.Module):
@@ -355,7 +376,7 @@ class Inverter(nn.Module):
             self.controls = nn.ModuleDict()
             hd = backbone.arch.head_dim
             self.kv_condition = KVCondition(backbone.arch.n_layers, config.d_act, backbone.n_kv_heads, hd)
-        self._cond: torch.Tensor | None = None
+        self._cond: Condition | None = None
         self._hooks = [backbone.arch.attn(int(i)).register_forward_hook(self._control_hook, with_kwargs=True) for i in self.controls]
         for p in backbone.model.parameters():
             p.requires_grad_(False)
@@ -365,7 +386,7 @@ class Inverter(nn.Module):
             return output
         h = kwargs.get("hidden_states", args[0] if args else None)
         layer = next(i for i in self.controls if self.backbone.arch.attn(int(i)) is module)
-        delta = self.controls[layer](h, self._cond)
+        delta = self.controls[layer].apply(h, *self._cond.kv[layer])
         if isinstance(output, tuple):
             return (output[0] + delta.to(output[0].dtype),) + tuple(output[1:])
         return output + delta.to(output.dtype)
@@ -401,10 +422,18 @@ class Inverter(nn.Module):
             cache = DynamicCache()
         return cache, bb.to_internal(first)
 
+    def condition(self, c: torch.Tensor | None) -> Condition | None:
+        """c [B, d_act] projected for every control layer (None for InversionView or c=None)."""
+        if c is None or self.kv_condition is not None:
+            return None
+        return Condition({layer: ctl.project(c) for layer, ctl in self.controls.items()})
+
     @contextmanager
-    def conditioned(self, c: torch.Tensor | None):
-        """Inside, the control hooks add Control(h, c) (c: [B, d_act]); c=None is unconditional."""
-        prev, self._cond = self._cond, (c if self.kv_condition is None else None)
+    def conditioned(self, c: torch.Tensor | Condition | None):
+        """Inside, the control hooks add Control(h, c) (c: [B, d_act] or its `condition`);
+        c=None is unconditional."""
+        cond = c if isinstance(c, Condition) else self.condition(c)
+        prev, self._cond = self._cond, cond
         try:
             yield
         finally:

@@ -58,6 +58,14 @@ class SampleRun(BaseModel):
     timing: dict[str, float]
 
 
+def draw(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One index per row of probs [B, V] by inverse CDF: one uniform per row instead of the
+    B·V exponentials `torch.multinomial` draws (2% of a decoding run)."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=g, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.shape[1] - 1)
+
+
 @torch.no_grad()
 def generate(
     inv: Inverter,
@@ -102,16 +110,16 @@ def generate(
                 zq = zq + sampling_noise * zq.norm(dim=-1, keepdim=True) * u
             c = inv.encode(zq, torch.full((B,), sidx, dtype=torch.long))
         cache, inp = inv.start_cache(c, B, room=len(bb.prefix_ids) + max_new_tokens if preallocate else None)
+        cond = inv.condition(c)
         live = torch.arange(B)
         tokens: list[list[int]] = [[] for _ in range(B)]
         for _ in range(max_new_tokens):
-            with inv.conditioned(c):
+            with inv.conditioned(cond):
                 logits = bb.logits(cache, input_ids=inp)[:, -1, :].float()
             if temperature <= 0:
                 idx = logits.argmax(-1)
             else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                idx = torch.multinomial(probs, 1, generator=g).squeeze(1)
+                idx = draw(torch.softmax(logits / temperature, dim=-1), g)
             nxt = bb.out_to_external(idx)  # tokenizer ids
             done = nxt == bb.end_id
             for j, r in enumerate(live.tolist()):
@@ -125,8 +133,8 @@ def generate(
             if bool(done.any()):
                 keep = drop_rows(cache, done)  # new row j was row keep[j]
                 live, nxt = live[keep], nxt[keep]
-                if c is not None:
-                    c = c[keep]
+                if cond is not None:
+                    cond = cond.select(keep)
             inp = bb.to_internal(nxt)[:, None]
         for r, toks in enumerate(tokens):
             out[batch[r]].append(bb.decode(toks))

@@ -8,8 +8,8 @@ def _inverter(path, arch="inversescope", sites=("L1",), d_act=64):
     return Inverter(cfg, build_backbone(cfg))
 
 
-def _logits(inv, ids, c):
-    cache, first = inv.start_cache(c, len(ids))
+def _logits(inv, ids, c, batch=None):
+    cache, first = inv.start_cache(c if isinstance(c, torch.Tensor) else None, batch or len(ids))
     inp = torch.cat([first, torch.tensor(ids)], dim=1)
     with inv.conditioned(c), torch.no_grad():
         return inv.backbone.model(input_ids=inp, past_key_values=cache, use_cache=cache is not None).logits
@@ -98,3 +98,15 @@ def test_trunk_shortcut_gives_the_same_loss_and_gradients(tiny_llama_path):
     b.backward()
     assert na == nb and torch.allclose(a, b, atol=1e-4)
     assert torch.allclose(ga, inv.controls["2"].v.weight.grad, atol=1e-4)
+
+
+def test_a_projected_condition_follows_the_rows_it_selects(tiny_llama_path):
+    inv = _inverter(tiny_llama_path)
+    for ctl in inv.controls.values():
+        torch.nn.init.normal_(ctl.v.weight, std=0.1)
+    ids = torch.randint(0, 100, (4, 5))
+    c = torch.randn(4, inv.config.d_act)
+    rows = torch.tensor([3, 1])
+    selected = _logits(inv, ids[rows].tolist(), inv.condition(c).select(rows), batch=len(rows))
+    assert torch.allclose(selected, _logits(inv, ids[rows].tolist(), c[rows]), atol=1e-5)
+    assert not torch.allclose(selected, _logits(inv, ids[rows].tolist(), c[rows.flip(0)]), atol=1e-4)

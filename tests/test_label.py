@@ -119,3 +119,21 @@ def test_label_file_through_the_embedded_batched_judge(tmp_path):
         assert max(int(line.split("rows=")[1].split()[0]) for line in log.read_text().splitlines() if "rows=" in line) > 1
         again = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge, progress=False)
         assert again["labelled_now"] == 0 and again["already_done"] == len(texts)
+
+
+def test_reason_is_scored_where_the_judge_allows_it_and_asked_elsewhere():
+    from agent.label import labelling_classes
+    from features.llm_specs import SPECS
+
+    reason, harm = SPECS["reason"], SPECS["harmfulness"]
+    classes = labelling_classes(reason, reason.labels, "auto", "batched")
+    assert classes is not None and set(classes) == set(reason.labels) | {None}
+    assert labelling_classes(reason, reason.labels, "auto", "llamacpp") is None  # no prompt log-probabilities there
+    assert labelling_classes(reason, reason.labels, "ask", "vllm") is None
+    assert labelling_classes(harm, harm.labels, "auto", "vllm") is None  # no class descriptions: asked
+    assert labelling_classes(reason, ("fraud", "self_harm"), "channel", "vllm") == {
+        "fraud": "fraud", "self_harm": "self harm", None: dict(reason.descriptions)[None]}
+    with pytest.raises(AutoscopeError, match="--method ask"):
+        labelling_classes(harm, harm.labels, "channel", "vllm")
+    with pytest.raises(AutoscopeError, match="batched"):
+        labelling_classes(reason, reason.labels, "channel", "llamacpp")

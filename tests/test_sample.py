@@ -101,3 +101,15 @@ def test_samples_are_capped_just_past_the_longest_training_prompt(scope):
     for q in run.queries:
         for s in q.samples:
             assert len(tok(s.text, add_special_tokens=False).input_ids) <= scope.sample_token_cap
+
+
+def test_draw_follows_the_row_probabilities_and_never_picks_an_impossible_token():
+    from scope_core.sample import draw
+
+    probs = torch.tensor([[0.0, 0.2, 0.8, 0.0], [0.5, 0.0, 0.0, 0.5]]).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    idx = draw(probs, g)
+    first, second = idx[0::2], idx[1::2]
+    assert set(first.tolist()) <= {1, 2} and set(second.tolist()) <= {0, 3}
+    assert abs((first == 2).float().mean().item() - 0.8) < 0.01
+    assert abs((second == 3).float().mean().item() - 0.5) < 0.01

@@ -1,0 +1,170 @@
+"""Log-probabilities of prompt tokens (OpenAI `echo` + `logprobs`), batched on CPU.
+
+Why: a closed label set can be scored instead of asked. The channel labeller
+(`agent.channel`) reads log P(text | "a request about <category>") for every category;
+SmolLM2-135M picks the right harm category that way far more often than when it is
+asked to name one (BENCHMARKS §6). A scoring request is K prompts that differ in a
+category prefix and share the text, and a batch holds many such requests, so:
+
+* rows are grouped by the prefix they share with their neighbours in sorted order (the
+  category descriptions); each group's prefix runs once and is kept (`ScoredPrefixes`),
+  with its own tokens' log-probabilities, so a row costs only its own tokens;
+* the head runs only on the positions whose log-probabilities are asked for.
+
+Right padding needs no mask: a causal model's real tokens never attend to later ones.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from scope_core.api import PreallocatedCache
+
+from .batch_engine import common_prefix_length
+
+
+def scoring_groups(rows: list[list[int]], min_rows: int = 8, min_shared: int = 2) -> list[tuple[int, list[int]]]:
+    """Rows (indices) grouped with the length of the prefix each group shares.
+
+    In sorted order, rows that share more than their whole range does form runs (for a
+    channel batch: one run per category prefix). A range splits into its runs when at least
+    half its rows land in runs of `min_rows` or more (so a few texts that happen to start
+    alike do not fragment a category's forward); smaller runs stay together at the range's
+    prefix. Each group's prefix runs once (`ScoredPrefixes`); shorter than `min_shared`
+    tokens it is not worth a cache entry."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i])
+    groups: list[tuple[int, list[int]]] = []
+
+    def emit(members: list[int], p: int) -> None:
+        p = min(p, min(len(rows[i]) for i in members) - 1)  # every row keeps one token of its own
+        groups.append((p if p >= min_shared else 0, members))
+
+    def split(members: list[int], depth: int) -> None:
+        p = common_prefix_length([rows[i] for i in members]) if len(members) > 1 else depth
+        runs: list[list[int]] = [[members[0]]]
+        for prev, i in zip(members, members[1:]):
+            if common_prefix_length([rows[prev], rows[i]]) > p:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        big = [r for r in runs if len(r) >= min_rows and len(r) < len(members)]
+        if 2 * sum(len(r) for r in big) < len(members):
+            emit(members, p)
+            return
+        rest = [i for r in runs if not (len(r) >= min_rows and len(r) < len(members)) for i in r]
+        if rest:
+            emit(rest, p)
+        for r in big:
+            split(r, p)
+
+    if rows:
+        split(order, 0)
+    return groups
+
+
+class ScoredPrefixes:
+    """A few prompt prefixes with their KV (one row), their tokens' log-probabilities and
+    the log-distribution after their last token; least recently used leave first."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[int, ...], tuple[list[tuple[torch.Tensor, torch.Tensor]], list[float | None], torch.Tensor]] = OrderedDict()
+
+    def get(self, ids: list[int]):
+        key = tuple(ids)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        return None
+
+    def put(self, ids: list[int], entry) -> None:
+        self._entries[tuple(ids)] = entry
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+class PromptScorer:
+    """Token log-probabilities of whole prompts through `engine`'s model (see module doc)."""
+
+    def __init__(self, engine: Any, rows_per_forward: int = 16, prefix_capacity: int = 64, min_rows: int = 8):
+        self.engine, self.min_rows = engine, min_rows
+        self.rows_per_forward = rows_per_forward
+        self.prefixes = ScoredPrefixes(prefix_capacity)
+
+    def _head_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """log-softmax of the head on hidden [N, d] -> [N, V] (float)."""
+        logits = self.engine.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.engine.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.log_softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def _prefix(self, ids: list[int]):
+        hit = self.prefixes.get(ids)
+        if hit is not None:
+            return hit
+        cache = PreallocatedCache(self.engine.n_layers, len(ids))
+        hidden = self.engine.model.base_model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).last_hidden_state[0]
+        lp = self._head_logprobs(hidden)
+        token_lp: list[float | None] = [None] + lp[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+        entry = ([(layer.keys, layer.values) for layer in cache.layers], token_lp, lp[-1])
+        self.prefixes.put(ids, entry)
+        return entry
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[int]], with_next: bool = False) -> list[tuple[list[float | None], tuple[int, float] | None]]:
+        """For each prompt: the log-probability of every token given the ones before it (None
+        for the first), and with `with_next` the greedy next token and its log-probability."""
+        if any(not p for p in prompts):
+            raise ValueError("empty prompt")
+        out: list[tuple[list[float | None], tuple[int, float] | None] | None] = [None] * len(prompts)
+        for p, members in scoring_groups(prompts, self.min_rows):
+            kv, pre_lp, pre_last = self._prefix(prompts[members[0]][:p]) if p else (None, [], None)
+            for a in range(0, len(members), self.rows_per_forward):
+                chunk = members[a: a + self.rows_per_forward]
+                for i, res in zip(chunk, self._score_rows([prompts[i] for i in chunk], p, kv, pre_lp, pre_last, with_next)):
+                    out[i] = res
+        return [o for o in out if o is not None]
+
+    def _score_rows(self, rows: list[list[int]], p: int, kv, pre_lp: list[float | None], pre_last: torch.Tensor | None,
+                    with_next: bool) -> list[tuple[list[float | None], tuple[int, float] | None]]:
+        own = [r[p:] for r in rows]
+        R, L = len(rows), max(len(o) for o in own)
+        ids = torch.full((R, L), self.engine.pad_id, dtype=torch.long)
+        for j, o in enumerate(own):
+            ids[j, : len(o)] = torch.tensor(o)
+        forward: dict[str, Any] = {"input_ids": ids, "position_ids": torch.arange(p, p + L).expand(R, -1), "use_cache": True}
+        buffers = self.engine._kv_buffers(R, p + L)
+        if kv is not None:
+            for (k, v), (pk, pv) in zip(buffers, kv):
+                k[:, :, :p], v[:, :, :p] = pk, pv
+        forward["past_key_values"] = PreallocatedCache.over(buffers, filled=p)
+        hidden = self.engine.model.base_model(**forward).last_hidden_state  # [R, L, d]
+        # position t of row j predicts own token t + 1; the last real position predicts the next token
+        want = [(j, t) for j, o in enumerate(own) for t in range(len(o) - (0 if with_next else 1))]
+        lp = self._head_logprobs(hidden[[j for j, _ in want], [t for _, t in want]]) if want else None
+        results: list[tuple[list[float | None], tuple[int, float] | None]] = []
+        k = 0
+        for j, o in enumerate(own):
+            n_pred = len(o) - (0 if with_next else 1)
+            rows_lp = lp[k: k + n_pred] if lp is not None else None
+            k += n_pred
+            token_lp: list[float | None] = list(pre_lp) if p else [None]
+            if p:
+                assert pre_last is not None
+                token_lp.append(float(pre_last[o[0]]))
+            if len(o) > 1:
+                assert rows_lp is not None
+                token_lp += rows_lp[: len(o) - 1].gather(1, torch.tensor(o[1:])[:, None])[:, 0].tolist()
+            nxt = None
+            if with_next:
+                assert rows_lp is not None
+                last = rows_lp[len(o) - 1]
+                tok = int(last.argmax())
+                nxt = (tok, float(last[tok]))
+            results.append((token_lp, nxt))
+        return results
