@@ -25,21 +25,22 @@ from .llm_feature import LabelOutcome
 from .prompts import render
 
 
-def channel_context(description: str) -> str:
-    """The scoring context of one class, from `prompts/channel.j2`."""
+def channel_context(description: str, paraphrased: bool = False) -> str:
+    """The scoring context of one class, from `prompts/channel.j2` (or its second wording,
+    `channel_paraphrase.j2`, with which benchmarks measure self-consistency)."""
     d = description.strip().rstrip(".")
     topic = d[:1].lower() + d[1:] if d[:2] != d[:2].upper() else d  # keep acronyms as written
-    return render("channel", topic=topic)
+    return render("channel_paraphrase" if paraphrased else "channel", topic=topic)
 
 
 def channel_label_many(judge: JudgeClient, name: str, classes: Mapping[str | None, str], texts: Sequence[str],
-                       progress: bool = False) -> dict[str, LabelOutcome]:
+                       progress: bool = False, paraphrased: bool = False) -> dict[str, LabelOutcome]:
     """Label each distinct text with the class of highest log P(text | class context).
     The raw answer kept per text is every class's log-likelihood (JSON)."""
     if len(classes) < 2:
         raise ValueError("the channel labeller needs at least two classes")
     keys = list(classes)
-    contexts = [channel_context(classes[k]) for k in keys]
+    contexts = [channel_context(classes[k], paraphrased) for k in keys]
 
     def one(text: str) -> LabelOutcome:
         try:

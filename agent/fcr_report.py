@@ -158,8 +158,11 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
                 srv = stack.enter_context(EmbeddedJudge(engine="batched"))
                 cfg = srv.client_config(cfg)
             client.append(JudgeClient(cfg))
+        from agent.label import labelling_classes
+
         spec = SPECS[name]
         return llm_feature(client[0], spec.name, spec.question, spec.labels, spec.allow_null, spec.normaliser, progress=True,
-                           batch=default_label_batch(client[0].config.engine))
+                           batch=default_label_batch(client[0].config.engine),
+                           classes=labelling_classes(spec, spec.labels, "auto", client[0].config.engine))
 
     return factory

@@ -125,12 +125,22 @@ def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[st
 
 
 def llm_feature(judge: JudgeClient, name: str, question: str, labels: Sequence[str] | None, allow_null: bool = True,
-                normaliser: str | None = None, progress: bool = False, batch: int = 1) -> Feature:
+                normaliser: str | None = None, progress: bool = False, batch: int = 1,
+                classes: dict[str | None, str] | None = None) -> Feature:
+    """A feature labelled by the judge: asked `question`, or with `classes` scored by the
+    channel labeller (`agent.channel`; class None = does not apply)."""
     failures: dict[str, str] = {}
 
     def fn(texts: list[str]) -> list[str | None]:
-        res = label_many(judge, name, question, labels, texts, allow_null, normaliser, batch, progress)
+        if classes:
+            from .channel import channel_label_many  # channel builds on this module's outcomes
+
+            res = channel_label_many(judge, name, classes, [t for t in texts if t.strip()], progress)
+            res.update({t: LabelOutcome(None, None, "empty text") for t in texts if not t.strip()})
+        else:
+            res = label_many(judge, name, question, labels, texts, allow_null, normaliser, batch, progress)
         failures.update({t: o.error for t, o in res.items() if o.error})
         return [res[t].label for t in texts]
 
-    return Feature(name=name, description=question, fn=fn, kind="llm", info={"labels": list(labels) if labels else None, "failures": failures})
+    return Feature(name=name, description=question, fn=fn, kind="llm", info={"labels": list(labels) if labels else None, "failures": failures,
+                                                                          "method": "channel" if classes else "ask"})

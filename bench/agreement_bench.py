@@ -7,8 +7,9 @@ and reports accuracy, macro-F1 and the confusion matrix against the people, besi
 majority-class baseline. Then labels every prompt a second time with the paraphrased
 question and reports self-consistency (agreement and Cohen's κ between the two wordings).
 
-    python -m bench.agreement_bench                       # embedded judge (SmolLM2-135M), batched engine
-    python -m bench.agreement_bench --engine llamacpp     # the same weights behind llama.cpp
+    python -m bench.agreement_bench                       # embedded judge (SmolLM2-135M), batched engine, scored (channel)
+    python -m bench.agreement_bench --method ask          # the same judge asked to name the category
+    python -m bench.agreement_bench --engine llamacpp --method ask   # the same weights behind llama.cpp
     AUTOSCOPE_JUDGE_URL=... AUTOSCOPE_JUDGE_MODEL=... python bench/agreement_bench.py --judge env
     python -m bench.agreement_bench --judge none --learned-run runs/default   # the learned labeller
 
@@ -37,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
 
 from agent.judge import JudgeClient, JudgeConfig
+from agent.channel import channel_label_many
 from agent.llm_feature import label_many
 from features.llm_specs import REASON_TO_HUMAN, SPECS
 
@@ -75,11 +77,17 @@ def agreement(human: list[str], predicted: list[str]) -> dict:
     }
 
 
-def run_judge(judge: JudgeClient, texts: list[str], paraphrased: bool, batch: int) -> tuple[list[str | None], float]:
+def run_judge(judge: JudgeClient, texts: list[str], paraphrased: bool, batch: int, method: str) -> tuple[list[str | None], float]:
     spec = SPECS["reason"]
     t = time.perf_counter()
-    out = label_many(judge, "reason" + ("_para" if paraphrased else ""), spec.ask(paraphrased=paraphrased), spec.labels, texts,
-                     spec.allow_null, spec.normaliser, batch=batch, progress=True)
+    name = "reason" + ("_para" if paraphrased else "")
+    if method == "channel":
+        classes = spec.channel_classes()
+        assert classes is not None
+        out = channel_label_many(judge, name, classes, texts, progress=True, paraphrased=paraphrased)
+    else:
+        out = label_many(judge, name, spec.ask(paraphrased=paraphrased), spec.labels, texts,
+                         spec.allow_null, spec.normaliser, batch=batch, progress=True)
     return [out[x].label for x in texts], time.perf_counter() - t
 
 
@@ -93,6 +101,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: 32 on the batched engine, else 4)")
     ap.add_argument("--engine", choices=["batched", "llamacpp"], default="batched",
                     help="the embedded judge's engine (batched is what `autoscope label` starts)")
+    ap.add_argument("--method", choices=["ask", "channel"], default="channel",
+                    help="ask the question, or score each category's description (what `autoscope label` does on "
+                         "judges that return prompt log-probabilities)")
     ap.add_argument("--cache", default=None, help="judge cache sqlite (default: the user cache)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -123,8 +134,8 @@ def main() -> None:
         for name in SETS if args.judge != "none" else []:
             judge = JudgeClient(cfg)
             texts, human, left_out = load_set(name, args.data, args.limit)
-            first, dt1 = run_judge(judge, texts, False, args.batch)
-            second, dt2 = run_judge(judge, texts, True, args.batch)
+            first, dt1 = run_judge(judge, texts, False, args.batch, args.method)
+            second, dt2 = run_judge(judge, texts, True, args.batch, args.method)
             to_human = REASON_TO_HUMAN[name]
             pred = [to_human.get(x, NONE) if x else NONE for x in first]
             a = agreement(human, pred)
@@ -142,6 +153,9 @@ def main() -> None:
     if args.judge == "embedded":
         res["engine"] = args.engine
         tag += "" if args.engine == "llamacpp" else f"_{args.engine}"
+    if args.judge != "none":
+        res["method"] = args.method
+        tag += "_channel" if args.method == "channel" else ""
     out = Path(args.out or f"bench/results/agreement_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

@@ -17,6 +17,8 @@ host's speed drifts by ±20% within minutes. Agreement with the one-at-a-time la
 same engine says whether batching changed any answer.
 
     python -m bench.label_throughput_bench --run default --labels 128 --repeats 2
+    python -m bench.label_throughput_bench --run default --labels 64 --repeats 1 --features reason --method channel \
+        --out bench/results/label_throughput_channel.json
 
 Writes bench/results/label_throughput.json.
 """
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.channel import channel_context, channel_label_many
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import label_many
 from agent.server import EmbeddedJudge, llamacpp_available
@@ -37,14 +40,36 @@ from features.llm_specs import SPECS
 from scope_core.data import RunData
 
 
+METHOD = "ask"  # set from --method
+
+
 def run_mode(srv: EmbeddedJudge, feature: str, texts: list[str], concurrency: int, cache: str, batch: int = 1) -> tuple[float, list, JudgeClient]:
     """Labels/s and the labels, one fresh `JudgeClient` per mode."""
     spec = SPECS[feature]
     judge = JudgeClient(JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, concurrency=concurrency, cache_path=cache))  # type: ignore[arg-type]
     t = time.perf_counter()
-    out = label_many(judge, spec.name, spec.question, spec.labels, texts, spec.allow_null, spec.normaliser, batch)
+    classes = spec.channel_classes() if METHOD == "channel" else None
+    if classes:
+        out = channel_label_many(judge, spec.name, classes, texts)
+    else:
+        out = label_many(judge, spec.name, spec.question, spec.labels, texts, spec.allow_null, spec.normaliser, batch)
     dt = time.perf_counter() - t
     return len(texts) / dt, [out[x].label for x in texts], judge
+
+
+def run_prompt_by_prompt(srv: EmbeddedJudge, feature: str, texts: list[str], cache: str) -> tuple[float, list]:
+    """The channel labeller with one prompt (one text under one class's context) per request,
+    one request at a time: the naive way to score, for the batching comparison."""
+    classes = SPECS[feature].channel_classes()
+    assert classes is not None
+    keys = list(classes)
+    judge = JudgeClient(JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, concurrency=1, cache_path=cache))  # type: ignore[arg-type]
+    t = time.perf_counter()
+    labels = []
+    for x in texts:
+        scores = [judge.loglikelihoods([channel_context(classes[k])], " " + x.strip())[0] for k in keys]
+        labels.append(keys[max(range(len(keys)), key=lambda i: scores[i])])
+    return len(texts) / (time.perf_counter() - t), labels
 
 
 def engine_log(path: Path, since: int) -> tuple[dict, int]:
@@ -68,8 +93,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="*", default=[8, 32], help="requests in flight for the batched engine")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-llamacpp", action="store_true")
+    ap.add_argument("--method", choices=["ask", "channel"], default="ask",
+                    help="ask the question, or score the classes (channel; reason only, batched engine only, and a "
+                         "prompt-by-prompt mode is added)")
     ap.add_argument("--out", default="bench/results/label_throughput.json")
     args = ap.parse_args()
+    global METHOD
+    METHOD = args.method
+    if args.method == "channel":
+        args.skip_llamacpp = True  # llama.cpp's server returns no prompt log-probabilities
     data = RunData.load(Path(args.runs_dir) / args.run / "data")
     ex = [data.examples[i] for i in data.heldout[: args.labels]]
     texts = [e.text for e in ex]
@@ -105,6 +137,10 @@ def main() -> None:
                     sc, lc, _ = run_mode(srv, feature, texts, c, cache())
                     r[f"batched_concurrency{c}"] = {"labels_per_s": sc, "agreement_with_one_at_a_time": agree(lc, l1)}
                     print(f"[{feature}] batched engine: {c} in flight {sc:.2f}/s", flush=True)
+                if args.method == "channel":
+                    sp, lp = run_prompt_by_prompt(srv, feature, texts, cache())
+                    r["batched_one_prompt_at_a_time"] = {"labels_per_s": sp, "agreement_with_one_at_a_time": agree(lp, l1)}
+                    print(f"[{feature}] batched engine: one prompt at a time {sp:.2f}/s", flush=True)
                 c_rerun = cache()
                 run_mode(srv, feature, texts, max(args.concurrency), c_rerun)
                 sr, _, judge = run_mode(srv, feature, texts, max(args.concurrency), c_rerun)
@@ -120,6 +156,8 @@ def main() -> None:
                     print(f"[{feature}] llama.cpp: one at a time {s1:.2f}/s, 8 per request x 2 in flight {sb:.2f}/s", flush=True)
             top = r[f"batched_concurrency{max(args.concurrency)}"]["labels_per_s"]
             r["speedup_vs_batched_one_at_a_time"] = top / r["batched_one_at_a_time"]["labels_per_s"]
+            if "batched_one_prompt_at_a_time" in r:
+                r["speedup_vs_one_prompt_at_a_time"] = top / r["batched_one_prompt_at_a_time"]["labels_per_s"]
             if "llamacpp_one_at_a_time" in r:
                 r["speedup_vs_llamacpp_one_at_a_time"] = top / r["llamacpp_one_at_a_time"]["labels_per_s"]
             res["features"][feature] = r
