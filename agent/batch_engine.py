@@ -174,7 +174,7 @@ class BatchEngine:
         B, L = len(own), max(len(o) for o in own)
         order = sorted(range(B), key=lambda i: -len(own[i]))
         lengths = [len(own[i]) for i in order]
-        buffers = self._kv_buffers(B, p + L + budget)
+        buffers = self.kv_buffers(B, p + L + budget)
         for li, (k, v) in enumerate(buffers):
             if prefix_kv:
                 k[:, :, :p], v[:, :, :p] = prefix_kv[li][0], prefix_kv[li][1]
@@ -201,7 +201,7 @@ class BatchEngine:
                                             position_ids=position, past_key_values=view)
         return PreallocatedCache.over(buffers, filled=p + L), logits, mask, order
 
-    def _kv_buffers(self, rows: int, capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def kv_buffers(self, rows: int, capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Empty per-layer key and value buffers [rows, kv heads, capacity, head dim]."""
         cfg = self.model.config
         heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)

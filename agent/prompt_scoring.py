@@ -124,6 +124,7 @@ class PromptScorer:
         out: list[tuple[list[float | None], tuple[int, float] | None] | None] = [None] * len(prompts)
         for p, members in scoring_groups(prompts, self.min_rows):
             kv, pre_lp, pre_last = self._prefix(prompts[members[0]][:p]) if p else (None, [], None)
+            members = sorted(members, key=lambda i: len(prompts[i]))  # a forward's rows pad to its longest
             for a in range(0, len(members), self.rows_per_forward):
                 chunk = members[a: a + self.rows_per_forward]
                 for i, res in zip(chunk, self._score_rows([prompts[i] for i in chunk], p, kv, pre_lp, pre_last, with_next)):
@@ -138,7 +139,7 @@ class PromptScorer:
         for j, o in enumerate(own):
             ids[j, : len(o)] = torch.tensor(o)
         forward: dict[str, Any] = {"input_ids": ids, "position_ids": torch.arange(p, p + L).expand(R, -1), "use_cache": True}
-        buffers = self.engine._kv_buffers(R, p + L)
+        buffers = self.engine.kv_buffers(R, p + L)
         if kv is not None:
             for (k, v), (pk, pv) in zip(buffers, kv):
                 k[:, :, :p], v[:, :, :p] = pk, pv
