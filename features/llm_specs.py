@@ -53,8 +53,8 @@ class LLMFeatureSpec:
         return (self.paraphrase or self.question) if paraphrased else self.question
 
 
-# The channel labeller's "does not apply" class for reason and method: what harmless
-# requests are about (the refusal prior's harmless topics, in one line).
+# What harmless requests are about (the refusal prior's harmless topics, in one line): the
+# channel labeller's "does not apply" class for reason, and its "harmless" class.
 HARMLESS_TOPICS = "Everyday harmless topics such as cooking, fitness, study, writing, software, travel or gardening."
 
 
@@ -68,6 +68,7 @@ SPECS: dict[str, LLMFeatureSpec] = {
         "Does this instruction ask for something harmful, dangerous, illegal or unethical? Answer harmful or harmless.",
         ("harmful", "harmless"), allow_null=False,
         paraphrase="Would carrying out this request cause harm or break the law or ethical norms? Answer harmful or harmless.",
+        descriptions=(("harmful", "Something harmful, dangerous, illegal or unethical."), ("harmless", HARMLESS_TOPICS)),
     ),
     "reason": LLMFeatureSpec(
         "reason",

@@ -21,7 +21,7 @@ def test_label_file_then_resume_sends_only_missing_rows(tmp_path):
     inp, out = _rows(tmp_path), tmp_path / "out.jsonl"
     with FlakyServer([], default={"label": "Harmful"}) as srv:
         judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite"), concurrency=2))
-        stats = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), chunk=4), judge, progress=False)
+        stats = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), chunk=4, method="ask"), judge, progress=False)
         assert stats["labelled_now"] == 6 and len(srv.requests) == 6
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert [r["id"] for r in rows] == [f"r{i}" for i in range(6)]
@@ -29,7 +29,7 @@ def test_label_file_then_resume_sends_only_missing_rows(tmp_path):
         # lose the last two rows (as if killed), rerun with a fresh cache: only those are sent
         out.write_text("\n".join(out.read_text().splitlines()[:4]) + "\n")
         judge2 = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c2.sqlite")))
-        stats2 = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge2, progress=False)
+        stats2 = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), method="ask"), judge2, progress=False)
         assert stats2["labelled_now"] == 2 and stats2["already_done"] == 4 and len(srv.requests) == 8
         assert len(out.read_text().splitlines()) == 6
 
@@ -38,7 +38,7 @@ def test_unlabellable_rows_are_null_with_a_reason(tmp_path):
     inp, out = _rows(tmp_path, 2), tmp_path / "out.jsonl"
     with FlakyServer([], default={"label": "maybe?"}) as srv:
         judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite")))
-        label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge, progress=False)
+        label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), method="ask"), judge, progress=False)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(r["label"] is None and "not one of the labels" in r["error"] for r in rows)
 
@@ -48,7 +48,7 @@ def test_batched_labelling_falls_back_when_counts_do_not_match(tmp_path):
     # first batch answer has the wrong number of labels -> each row asked on its own
     with FlakyServer([{"labels": ["harmful"]}, {"labels": ["harmless", "harmless"]}], default={"label": "harmful"}) as srv:
         judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite"), concurrency=1))
-        label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), batch=2), judge, progress=False)
+        label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), batch=2, method="ask"), judge, progress=False)
     rows = {json.loads(x)["id"]: json.loads(x)["label"] for x in out.read_text().splitlines()}
     assert sorted(rows.values()) == ["harmful", "harmful", "harmless", "harmless"]
 
@@ -112,12 +112,12 @@ def test_label_file_through_the_embedded_batched_judge(tmp_path):
     with EmbeddedJudge(engine="batched", log_path=log) as srv:
         judge = JudgeClient(srv.client_config(JudgeConfig(cache_path=str(tmp_path / "c.sqlite"))))
         assert judge.config.engine == "batched" and judge.config.concurrency > 1
-        stats = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge, progress=False)
+        stats = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), method="ask"), judge, progress=False)
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert stats["labelled_now"] == len(texts) and stats["null"] == 0
         assert all(r["label"] in ("harmful", "harmless") and r["model"] == "smollm2-135m-instruct" for r in rows)
         assert max(int(line.split("rows=")[1].split()[0]) for line in log.read_text().splitlines() if "rows=" in line) > 1
-        again = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out)), judge, progress=False)
+        again = label_file(LabelConfig(feature="harmfulness", input=str(inp), output=str(out), method="ask"), judge, progress=False)
         assert again["labelled_now"] == 0 and again["already_done"] == len(texts)
 
 
@@ -130,11 +130,13 @@ def test_reason_is_scored_where_the_judge_allows_it_and_asked_elsewhere():
     assert classes is not None and set(classes) == set(reason.labels) | {None}
     assert labelling_classes(reason, reason.labels, "auto", "llamacpp") is None  # no prompt log-probabilities there
     assert labelling_classes(reason, reason.labels, "ask", "vllm") is None
-    assert labelling_classes(harm, harm.labels, "auto", "vllm") is None  # no class descriptions: asked
+    assert set(labelling_classes(harm, harm.labels, "auto", "vllm")) == {"harmful", "harmless"}  # no null class
+    method = SPECS["method"]
     assert labelling_classes(reason, ("fraud", "self_harm"), "channel", "vllm") == {
         "fraud": "fraud", "self_harm": "self harm", None: dict(reason.descriptions)[None]}
+    assert labelling_classes(method, None, "auto", "vllm") is None  # free-form: asked
     with pytest.raises(AutoscopeError, match="--method ask"):
-        labelling_classes(harm, harm.labels, "channel", "vllm")
+        labelling_classes(method, None, "channel", "vllm")
     with pytest.raises(AutoscopeError, match="batched"):
         labelling_classes(reason, reason.labels, "channel", "llamacpp")
 
