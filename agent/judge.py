@@ -184,11 +184,12 @@ class JudgeClient:
             )
             return resp.choices[0].message.content or ""
 
-        retrying = Retrying(
-            retry=retry_if_exception(_transient), stop=stop_after_attempt(self.config.max_attempts),
-            wait=wait_exponential(multiplier=0.5, min=0.2, max=8), reraise=True,
-        )
-        return retrying(call)
+        return self._retrying()(call)
+
+    def _retrying(self) -> Retrying:
+        """Retries for transient failures (connection, timeout, 429, 5xx), shared by every call."""
+        return Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(self.config.max_attempts),
+                        wait=wait_exponential(multiplier=0.5, min=0.2, max=8), reraise=True)
 
     def ask(self, messages: list[dict], schema: type[T], max_tokens: int | None = None, purpose: str = "",
             temperature: float | None = None) -> T:
@@ -277,10 +278,8 @@ class JudgeClient:
             return self._client.completions.create(model=self.config.model, prompt=prompts, echo=True, logprobs=1,
                                                    max_tokens=1, temperature=0.0)
 
-        retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(self.config.max_attempts),
-                            wait=wait_exponential(multiplier=0.5, min=0.2, max=8), reraise=True)
         try:
-            resp = retrying(call)
+            resp = self._retrying()(call)
         except openai.APIError as e:
             self._log({"purpose": purpose, "prompts": prompts, "error": f"{e.__class__.__name__}: {e}"})
             raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None
