@@ -67,6 +67,8 @@ def train(
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
     sft: str = typer.Option("none", help="fine-tune the backbone first: none, full, lora, or lora-upper (LoRA only above the first control block: keeps the trunk shortcut and fused verification)"),
     control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
+    upper_blocks: int | None = typer.Option(None, min=1, help="shallow generator: above the deepest site run copies of only the target's last N blocks, "
+                                            "fine-tuned with the control layers (faster sampling; NOTES §27)"),
     batch_size: int = typer.Option(32, help="training batch size"),
     restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),
@@ -92,7 +94,7 @@ def train(
         cfg = TrainConfig(
             run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
-            sites=sites, backbone=backbone, arch=arch, sft=sft, minutes=minutes, batch_size=batch_size, restrict_vocab=restrict_vocab,
+            sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, batch_size=batch_size, restrict_vocab=restrict_vocab,
             total_minutes=total_minutes or None, control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric, eps_quantile=eps_quantile,
             eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
         )

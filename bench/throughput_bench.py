@@ -1,9 +1,9 @@
 """Throughput of a trained run, measured alone on the machine: verified samples/s against
 the target-forward bounds, and activation caching against a raw truncated forward.
 
-    python -m bench.throughput_bench --run default --site L18 --queries 24 --n 8 [--verify full]
+    python -m bench.throughput_bench --run default --site L18 --queries 24 --n 8 [--verify full] [--fixed-batches]
 
-Writes bench/results/throughput_<run>_<site>[_full].json.
+Writes bench/results/throughput_<run>_<site>_<queries>x<n>[_full][_fixed].json.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--verify", choices=["auto", "full"], default="auto",
                     help="auto: read the site from the decoder's cache where exact (fused); full: re-run the target on every sample")
     ap.add_argument("--repeats", type=int, default=3, help="alternate sampler and bound measurements this many times (medians)")
+    ap.add_argument("--fixed-batches", action="store_true", help="decode in fixed batches instead of continuous batching (for comparison)")
     args = ap.parse_args()
     scope = Scope(Path(args.runs_dir) / args.run)
     site = scope.site(args.site)
@@ -42,7 +43,8 @@ def main() -> None:
     # by are measured alternately, `--repeats` times each, and the medians are used.
     gens, vers, tpss = [], [], []
     for _ in range(args.repeats):
-        run = scope.sample(site, indices=idx, n=args.n, eps=scope.eps(site, eps=args.eps), seed=0, verify_mode=args.verify)
+        run = scope.sample(site, indices=idx, n=args.n, eps=scope.eps(site, eps=args.eps), seed=0, verify_mode=args.verify,
+                           continuous=not args.fixed_batches)
         texts = [s.text for q in run.queries for s in q.samples if s.text.strip()]
         gens.append(run.timing["generate_s"])
         vers.append(run.timing["verify_s"])
@@ -53,7 +55,8 @@ def main() -> None:
     full_tps = raw_truncated_forward_tps(scope.target, texts, scope.target.n_layers - 1)
     prior = scope.data.texts[:1024]
     res = {
-        "site": site.name, "samples": n, "verify_mode": args.verify, "sampler": summarise(run),
+        "site": site.name, "samples": n, "verify_mode": args.verify, "continuous": not args.fixed_batches,
+        "generator_blocks": len(scope.inverter.backbone.arch.layers), "sampler": summarise(run),
         "fused_verified_share": run.timing.get("fused_verified", 0.0) / n,
         "verified_samples_per_s": n / (gen + ver), "generation_samples_per_s": n / gen, "verification_samples_per_s": n / ver,
         "generate_share": gen / (gen + ver), "tokens_per_sample": tok_per_sample,
@@ -67,8 +70,8 @@ def main() -> None:
     res["ratio_to_combined_bound"] = res["verified_samples_per_s"] / res["combined_bound_samples_per_s"]
     res["caching_ratio"] = res["caching_extract_tokens_per_s"] / res["caching_raw_tokens_per_s"]
     print(json.dumps(res, indent=1))
-    suffix = "" if args.verify == "auto" else f"_{args.verify}"
-    out = Path(f"bench/results/throughput_{args.run}_{site.name}{suffix}.json")
+    suffix = ("" if args.verify == "auto" else f"_{args.verify}") + ("_fixed" if args.fixed_batches else "")
+    out = Path(f"bench/results/throughput_{args.run}_{site.name}_{args.queries}x{args.n}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
 

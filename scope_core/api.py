@@ -156,8 +156,10 @@ class Scope:
         progress: bool = False,
         sampling_noise: float = 0.0,
         verify_mode: VerifyMode = "auto",
+        continuous: bool = True,
     ) -> SampleRun:
-        """Verified samples for each query (prior prompts by index, or free texts)."""
+        """Verified samples for each query (prior prompts by index, or free texts);
+        `continuous` False decodes in fixed batches (for comparison)."""
         if (texts is None) == (indices is None):
             raise ValueError("give texts or indices")
         if indices is not None:
@@ -170,7 +172,7 @@ class Scope:
             self.inverter, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
-            max_new_tokens=self.sample_token_cap,
+            max_new_tokens=self.sample_token_cap, continuous=continuous,
         )
 
     # -- FCR --------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 
 from .extract import _StopForward, recording
 from .generator import Inverter, shares_blocks
+from .kv_cache import rows_kv
 from .sites import Site
 from .targets import Target
 
@@ -66,10 +67,8 @@ class FusedVerifier:
     def finish(self, rows: list[int], token_lists: list[list[int]], cache: Any, sel: torch.Tensor) -> None:
         """Rows `rows` (global ids; `sel` their positions in `cache`) just sampled the end
         token: keep their blocks 0..site keys/values until the next flush."""
-        L = self.site.layer
-        kv = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel)) for layer in cache.layers[: L + 1]]
-        for j, r in enumerate(rows):
-            self._pending.append((r, [(k[j], v[j]) for k, v in kv]))
+        for j, (r, kv) in enumerate(zip(rows, rows_kv(cache, sel, self.site.layer + 1))):
+            self._pending.append((r, kv))
             self.ids[r] = token_lists[j][:-1]
         if len(self._pending) >= self.flush_rows:
             self.flush()

@@ -56,6 +56,8 @@ class GeneratorConfig(BaseModel):
     backbone_weights_saved: bool = Field(False, description="the backbone was trained (scratch or SFT) and lives in the checkpoint")
     own_blocks_from: int | None = Field(None, description="blocks from this one up are the backbone's own (fine-tuned, saved); "
                                         "the blocks below and the embeddings are the target's, shared")
+    upper_blocks: int | None = Field(None, description="a shallow generator: its own blocks are copies of only the backbone's last "
+                                     "`upper_blocks` blocks, trained with the control layers (needs own_blocks_from); None: all of them")
     out_vocab: list[int] | None = Field(None, description="output restricted to these token ids (the prior's vocabulary + end)")
     max_tokens: int = 64
 
@@ -136,6 +138,10 @@ class Condition:
     def select(self, rows: torch.Tensor) -> "Condition":
         return Condition({layer: (k[rows], v[rows]) for layer, (k, v) in self.kv.items()})
 
+    def extend(self, other: "Condition") -> "Condition":
+        """This batch's rows followed by `other`'s (rows joining a continuous batch)."""
+        return Condition({layer: (torch.cat([k, other.kv[layer][0]]), torch.cat([v, other.kv[layer][1]])) for layer, (k, v) in self.kv.items()})
+
 
 class KVCondition(nn.Module):
     """InversionView baseline: the encoded activation becomes one extra key/value per layer."""
@@ -206,9 +212,10 @@ class Backbone:
             return self.out_ids[idx]
         return self.to_external(idx)
 
-    def logits(self, cache: Any, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Output-layer logits [B, T, V_out] (the restricted vocabulary when there is one)."""
-        kw = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=cache is not None)
+    def logits(self, cache: Any, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **forward: Any) -> torch.Tensor:
+        """Output-layer logits [B, T, V_out] (the restricted vocabulary when there is one);
+        `forward`: more model arguments (explicit positions and mask for a ragged batch)."""
+        kw = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=cache is not None, **forward)
         if self.out_ids is None:
             return self.model(**kw).logits
         hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # unwrap peft
@@ -230,17 +237,25 @@ class Backbone:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     @torch.no_grad()
-    def prefix_cache(self, batch_size: int) -> Any:
-        """DynamicCache of prefix[:-1] for `batch_size` rows (None when the prefix is one token)."""
-        from transformers.cache_utils import DynamicCache
-
+    def prefix_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Keys/values [1, H, P-1, D] per layer of prefix[:-1], computed once (None when the
+        prefix is one token)."""
         if len(self.prefix_ids) <= 1:
             return None
         if self._prefix_kv is None:
             ids = self.to_internal(torch.tensor([self.prefix_ids[:-1]]))
             out = self.model(input_ids=ids, use_cache=True)
             self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv])
+        return self._prefix_kv
+
+    def prefix_cache(self, batch_size: int) -> Any:
+        """DynamicCache of prefix[:-1] for `batch_size` rows (None when the prefix is one token)."""
+        from transformers.cache_utils import DynamicCache
+
+        kv = self.prefix_kv()
+        if kv is None:
+            return None
+        return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in kv])
 
     @contextmanager
     def layers_from(self, k: int):
@@ -297,9 +312,13 @@ def _scratch_model(cfg: ScratchConfig, vocab_size: int) -> Any:
     return GPT2LMHeadModel(conf)
 
 
-def graft_upper(model: nn.Module, k: int) -> nn.Module:
+def graft_upper(model: nn.Module, k: int, keep_last: int | None = None) -> nn.Module:
     """A model that *is* `model` below block k — the same embedding, blocks 0..k-1, final norm
     and head modules, shared, not copied — with its own copies of blocks k.. .
+
+    `keep_last` N: only copies of the last N blocks follow block k-1 (renumbered k..k+N-1);
+    the blocks between are left out — the shallow generator (NOTES §27), which decodes
+    k + N blocks per token instead of all of them.
 
     Why: fitting the backbone to P(X) (the paper's step 1) changes the blocks it touches; if
     only blocks at or above the first control block change, the residual entering that block
@@ -311,7 +330,26 @@ def graft_upper(model: nn.Module, k: int) -> nn.Module:
     path = {id(m) for m in model.modules() if any(x is arch.layers for x in m.modules())}
     memo: dict[int, Any] = {id(x): x for x in [*model.modules(), *model.parameters()] if id(x) not in own | path}
     memo.update({id(b): b for b in model.buffers()})  # constant tables (rotary frequencies, masks)
-    return copy.deepcopy(model, memo)
+    graft = copy.deepcopy(model, memo)
+    if keep_last is not None:
+        n = arch.n_layers
+        if not 1 <= keep_last <= n - k:
+            raise AutoscopeError(f"a shallow generator keeps 1 to {n - k} of the blocks above block {k - 1}, not {keep_last}")
+        g = find_architecture(graft)
+        blocks = list(g.layers)
+        kept = blocks[:k] + blocks[n - keep_last:]
+        for new, block in enumerate(kept[k:], start=k):
+            for m in block.modules():  # the KV cache is indexed by the attention's layer_idx
+                if hasattr(m, "layer_idx"):
+                    m.layer_idx = new
+        setattr(g.layers_parent, g.layers_attr, nn.ModuleList(kept))
+        graft.config.num_hidden_layers = len(kept)  # the copy's own config (deep-copied with the model)
+    return graft
+
+
+def own_block_parameters(model: nn.Module, k: int) -> list[nn.Parameter]:
+    """Parameters of blocks k.. (the backbone's own blocks in a graft)."""
+    return [p for b in list(find_architecture(model).layers)[k:] for p in b.parameters()]
 
 
 def backbone_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -511,8 +549,10 @@ class Inverter(nn.Module):
         config = GeneratorConfig.model_validate_json((directory / "generator.json").read_text())
         tensors = load_file(str(directory / filename))
         model = target_model
+        if config.upper_blocks is not None and (target_model is None or config.own_blocks_from is None):
+            raise AutoscopeError(f"the shallow generator in {directory} is grafted onto its target; load it through its run (Scope)")
         if target_model is not None and config.own_blocks_from is not None:
-            model = graft_upper(target_model, config.own_blocks_from)
+            model = graft_upper(target_model, config.own_blocks_from, config.upper_blocks)
         backbone = build_backbone(config, tokenizer=tokenizer, model=model)
         if config.backbone_weights_saved:
             backbone.model.load_state_dict(backbone_state(tensors), strict=False)

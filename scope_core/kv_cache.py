@@ -157,3 +157,120 @@ def preallocated(cache: DynamicCache | None, n_layers: int, capacity: int) -> Pr
     """A preallocated copy of `cache` (None: an empty one) with room for `capacity` positions."""
     init = [(layer.keys, layer.values) for layer in cache.layers] if cache is not None and cache.get_seq_length() > 0 else None
     return PreallocatedCache(n_layers, capacity, init)
+
+
+class RaggedLayer(DynamicLayer):
+    """One layer of a `RaggedCache`: row b's keys/values sit at positions 0..lens[b]-1 of its
+    own buffer row, so rows that joined the batch at different steps share one buffer."""
+
+    def __init__(self, owner: RaggedCache, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.owner, self._k, self._v = owner, keys, values
+        self.is_initialized, self.device = True, keys.device
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        o = self.owner
+        B = key_states.shape[0]
+        if key_states.shape[2] != 1 or B != o.rows:
+            raise ValueError("a ragged cache takes one new token for every live row per step")
+        rows = o.row_index[:B]
+        self._k[rows, :, o.lens] = key_states[:, :, 0]
+        self._v[rows, :, o.lens] = value_states[:, :, 0]
+        S = int(o.lens.max()) + 1
+        self.keys, self.values = self._k[:B, :, :S], self._v[:B, :, :S]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return int(self.owner.lens.max()) if self.owner.rows else 0
+
+
+class RaggedCache(DynamicCache):
+    """A decoding cache whose rows have their own lengths — continuous batching.
+
+    Why: a batch whose rows all start together ends with a tail of a few long samples
+    decoding alone, and a forward over a few rows costs what reading the weights costs
+    (BENCHMARKS §3: 60–85 ms per step for 1–8 rows against ~2 ms per row at full batch).
+    Here a row that ends leaves at once and a waiting row takes its place: its shared
+    prefix keys/values are copied in, it starts at position len(prefix) - 1 while the
+    others are further on, and `step_mask` hides what it must not see. Positions are
+    explicit (`positions`), so rotary embeddings see each row's own position.
+
+    One token per live row per step; call `advance` after each forward."""
+
+    def __init__(self, n_layers: int, kv_shape: tuple[int, int, int, int], prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+                 dtype: torch.dtype = torch.float32):
+        """kv_shape: (max rows, kv heads, capacity per row, head dim); prefix: per layer the
+        shared prefix's (keys, values) [1, H, P, D], or None (no cached prefix)."""
+        Bmax, H, cap, D = kv_shape
+        self.prefix = list(prefix) if prefix else None
+        self.prefix_len = self.prefix[0][0].shape[2] if self.prefix else 0
+        self.rows = 0
+        self.lens = torch.zeros(0, dtype=torch.long)
+        self.row_index = torch.arange(Bmax)
+        # zeros, not empty: slots past a row's length are read (and masked) — masked scores
+        # must stay finite, and uninitialised memory can hold values whose dot products
+        # overflow to inf, which the mask cannot cancel (inf - inf = nan)
+        layers = [RaggedLayer(self, torch.zeros(kv_shape, dtype=dtype), torch.zeros(kv_shape, dtype=dtype)) for _ in range(n_layers)]
+        Cache.__init__(self, layers=layers)
+
+    def add(self, n: int) -> None:
+        """Append n rows holding just the shared prefix."""
+        a, b = self.rows, self.rows + n
+        if b > len(self.row_index):
+            raise ValueError(f"a ragged cache of {len(self.row_index)} rows cannot take {b}")
+        if self.prefix:
+            for layer, (k, v) in zip(self.layers, self.prefix):
+                layer._k[a:b, :, : self.prefix_len] = k  # type: ignore[attr-defined]
+                layer._v[a:b, :, : self.prefix_len] = v  # type: ignore[attr-defined]
+        self.lens = torch.cat([self.lens, torch.full((n,), self.prefix_len, dtype=torch.long)])
+        self.rows = b
+
+    def positions(self) -> torch.Tensor:
+        """Position ids [B, 1] of the tokens this step feeds."""
+        return self.lens[:, None].clone()
+
+    def step_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Additive attention mask [B, 1, 1, S] for this step: row b sees its positions
+        0..lens[b] (lens[b] is where this step's token is written), nothing beyond."""
+        S = int(self.lens.max()) + 1
+        visible = torch.arange(S)[None, :] <= self.lens[:, None]
+        mask = torch.zeros((self.rows, 1, 1, S), dtype=dtype)
+        return mask.masked_fill_(~visible[:, None, None, :], torch.finfo(dtype).min)
+
+    def advance(self) -> None:
+        self.lens += 1
+
+    def remove(self, done: torch.Tensor) -> torch.Tensor:
+        """Drop the rows where `done` is true by moving live rows from the end into their
+        places; returns, for each remaining row in its new position, its old position."""
+        keep = (~done).nonzero().squeeze(1)
+        m = len(keep)
+        order = torch.arange(m)
+        holes = done[:m].nonzero().squeeze(1)
+        movers = (~done[m:]).nonzero().squeeze(1) + m
+        order[holes] = movers
+        if len(holes):
+            S = int(self.lens.max())
+            for layer in self.layers:
+                layer._k[holes, :, :S] = layer._k[movers, :, :S]  # type: ignore[attr-defined]
+                layer._v[holes, :, :S] = layer._v[movers, :, :S]  # type: ignore[attr-defined]
+        self.lens = self.lens[order]
+        self.rows = m
+        return order
+
+    def row_kv(self, sel: torch.Tensor, n_layers: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Copies of rows `sel`'s keys/values [H, len, D] in layers 0..n_layers-1, each row
+        cut to its own length."""
+        out = []
+        for j in sel.tolist():
+            n = int(self.lens[j])
+            out.append([(layer._k[j, :, :n].clone(), layer._v[j, :, :n].clone()) for layer in self.layers[:n_layers]])  # type: ignore[attr-defined]
+        return out
+
+
+def rows_kv(cache: DynamicCache, sel: torch.Tensor, n_layers: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per row in `sel`: its keys/values [H, T, D] in layers 0..n_layers-1 (copies)."""
+    if isinstance(cache, RaggedCache):
+        return cache.row_kv(sel, n_layers)
+    kv = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel)) for layer in cache.layers[:n_layers]]
+    return [[(k[j], v[j]) for k, v in kv] for j in range(len(sel))]

@@ -10,8 +10,9 @@ decides acceptance (hard kernel) or weight (gaussian kernel).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
 from .extract import extract
 from .fused_verify import FusedVerifier, fused_ineligible
-from .generator import Inverter
-from .kv_cache import drop_rows
+from .generator import Condition, Inverter
+from .kv_cache import RaggedCache, drop_rows
 from .sites import Site
 from .targets import Target
 
@@ -81,53 +82,127 @@ def generate(
     sampling_noise: float = 0.0,
     fused: FusedVerifier | None = None,
     preallocate: bool = True,
+    continuous: bool = True,
 ) -> list[list[str]]:
     """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional).
 
     `sampling_noise` s > 0 perturbs each row's condition to z + s‖z‖u, u a random unit
     vector: the InversionView protocol for a generator trained without noise. With
     `fused`, rows that end are handed to it (with their KV cache) before they leave the
-    batch; sample k of query q is global row q·n + k. `preallocate` False keeps
-    transformers' concatenating cache (for comparison: `bench/decode_bench.py`)."""
-    bb = inv.backbone
-    g = torch.Generator().manual_seed(seed)
+    batch; sample k of query q is global row q·n + k.
+
+    `continuous` (the default where the generator allows it): up to `batch_size` rows
+    decode at once and a finished row's place goes to the next waiting one
+    (`kv_cache.RaggedCache`), so only the very end of a job runs on a thinning batch.
+    Otherwise rows go in fixed batches that shrink as they finish; `preallocate` False
+    then keeps transformers' concatenating cache (for comparison: `bench/decode_bench.py`)."""
     rows = [q for q in range(n_queries) for _ in range(n)]
-    out: list[list[str]] = [[] for _ in range(n_queries)]
+    g = torch.Generator().manual_seed(seed)
     sidx = inv.site_index(site) if site is not None else 0
-    it = range(0, len(rows), batch_size)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="generating", unit="batch")
-    for start in it:
-        batch = rows[start : start + batch_size]
+        bar = tqdm(total=len(rows), desc="generating", unit="sample")
+    if continuous and preallocate and inv.kv_condition is None:
+        tokens = _decode_continuous(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, bar)
+    else:
+        tokens = _decode_in_batches(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, preallocate, bar)
+    if bar:
+        bar.close()
+    out: list[list[str]] = [[] for _ in range(n_queries)]
+    for r, toks in enumerate(tokens):
+        out[rows[r]].append(inv.backbone.decode(toks))
+    return out
+
+
+def _conditions(inv: Inverter, sidx: int, z: torch.Tensor | None, queries: list[int], g: torch.Generator, sampling_noise: float) -> torch.Tensor | None:
+    """Encoded conditions for rows whose queries are `queries` (None: unconditional)."""
+    if z is None:
+        return None
+    zq = z[torch.tensor(queries)]
+    if sampling_noise > 0:
+        u = torch.nn.functional.normalize(torch.randn(zq.shape, generator=g), dim=-1)
+        zq = zq + sampling_noise * zq.norm(dim=-1, keepdim=True) * u
+    return inv.encode(zq, torch.full((len(queries),), sidx, dtype=torch.long))
+
+
+def _next_tokens(logits: torch.Tensor, temperature: float, g: torch.Generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    return draw(torch.softmax(logits / temperature, dim=-1), g)
+
+
+def _decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: list[int], temperature: float, max_new_tokens: int,
+                       batch_size: int, g: torch.Generator, sampling_noise: float, fused: FusedVerifier | None, bar: Any) -> list[list[int]]:
+    """Sampled token ids per global row, decoding with continuous batching."""
+    bb = inv.backbone
+    prefix = bb.prefix_kv()
+    start = bb.to_internal(torch.tensor(bb.prefix_ids[-1:]))
+    cap = len(bb.prefix_ids) + max_new_tokens
+    ref = next(inv.backbone.model.parameters())
+    cache = RaggedCache(bb.arch.n_layers, (min(batch_size, len(rows)), bb.n_kv_heads, cap, bb.arch.head_dim), prefix, dtype=ref.dtype)
+    tokens: list[list[int]] = [[] for _ in rows]
+    waiting = deque(range(len(rows)))
+    live: list[int] = []  # global row at each batch position
+    cond: Condition | None = None
+    inp = torch.zeros(0, dtype=torch.long)
+    while waiting or live:
+        if waiting and len(live) < batch_size:
+            new = [waiting.popleft() for _ in range(min(batch_size - len(live), len(waiting)))]
+            c = _conditions(inv, sidx, z, [rows[r] for r in new], g, sampling_noise)
+            cn = inv.condition(c)
+            cond = cn if cond is None or cn is None else cond.extend(cn)
+            cache.add(len(new))
+            live += new
+            inp = torch.cat([inp, start.expand(len(new))])
+        with inv.conditioned(cond):
+            logits = bb.logits(cache, input_ids=inp[:, None], position_ids=cache.positions(), attention_mask=cache.step_mask(ref.dtype))
+        cache.advance()
+        nxt = bb.out_to_external(_next_tokens(logits[:, -1, :].float(), temperature, g))
+        ended = nxt == bb.end_id
+        for j, r in enumerate(live):
+            tokens[r].append(int(nxt[j]))
+        full = torch.tensor([len(tokens[r]) >= max_new_tokens for r in live])
+        if fused is not None and bool(ended.any()):
+            sel = ended.nonzero().squeeze(1)
+            fused.finish([live[j] for j in sel.tolist()], [tokens[live[j]] for j in sel.tolist()], cache, sel)
+        done = ended | full
+        if bool(done.any()):
+            if bar:
+                bar.update(int(done.sum()))
+            order = cache.remove(done)
+            live, nxt = [live[j] for j in order.tolist()], nxt[order]
+            if cond is not None:
+                cond = cond.select(order)
+        inp = bb.to_internal(nxt)
+    return tokens
+
+
+def _decode_in_batches(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: list[int], temperature: float, max_new_tokens: int,
+                       batch_size: int, g: torch.Generator, sampling_noise: float, fused: FusedVerifier | None, preallocate: bool,
+                       bar: Any) -> list[list[int]]:
+    """Sampled token ids per global row, in fixed batches that shrink as rows finish."""
+    bb = inv.backbone
+    tokens: list[list[int]] = [[] for _ in rows]
+    for first in range(0, len(rows), batch_size):
+        batch = list(range(first, min(first + batch_size, len(rows))))
         B = len(batch)
-        c = None
-        if z is not None:
-            zq = z[torch.tensor(batch)]
-            if sampling_noise > 0:
-                u = torch.nn.functional.normalize(torch.randn(zq.shape, generator=g), dim=-1)
-                zq = zq + sampling_noise * zq.norm(dim=-1, keepdim=True) * u
-            c = inv.encode(zq, torch.full((B,), sidx, dtype=torch.long))
+        c = _conditions(inv, sidx, z, [rows[r] for r in batch], g, sampling_noise)
         cache, inp = inv.start_cache(c, B, room=len(bb.prefix_ids) + max_new_tokens if preallocate else None)
         cond = inv.condition(c)
-        live = torch.arange(B)
-        tokens: list[list[int]] = [[] for _ in range(B)]
+        live = torch.tensor(batch)
         for _ in range(max_new_tokens):
             with inv.conditioned(cond):
                 logits = bb.logits(cache, input_ids=inp)[:, -1, :].float()
-            if temperature <= 0:
-                idx = logits.argmax(-1)
-            else:
-                idx = draw(torch.softmax(logits / temperature, dim=-1), g)
-            nxt = bb.out_to_external(idx)  # tokenizer ids
+            nxt = bb.out_to_external(_next_tokens(logits, temperature, g))  # tokenizer ids
             done = nxt == bb.end_id
             for j, r in enumerate(live.tolist()):
                 tokens[r].append(int(nxt[j]))
             if fused is not None and bool(done.any()):
                 sel = done.nonzero().squeeze(1)
                 ended = [int(live[j]) for j in sel]
-                fused.finish([start + r for r in ended], [tokens[r] for r in ended], cache, sel)
+                fused.finish(ended, [tokens[r] for r in ended], cache, sel)
             if bool(done.all()):
                 break
             if bool(done.any()):
@@ -136,9 +211,9 @@ def generate(
                 if cond is not None:
                     cond = cond.select(keep)
             inp = bb.to_internal(nxt)[:, None]
-        for r, toks in enumerate(tokens):
-            out[batch[r]].append(bb.decode(toks))
-    return out
+        if bar:
+            bar.update(B)
+    return tokens
 
 
 def verify(
@@ -211,6 +286,7 @@ def sample_and_verify(
     progress: bool = False,
     sampling_noise: float = 0.0,
     verify_mode: VerifyMode = "auto",
+    continuous: bool = True,
 ) -> SampleRun:
     """The full sampler: generate, verify, weight. Timing per phase goes into the result.
 
@@ -221,7 +297,7 @@ def sample_and_verify(
     why_not = fused_ineligible(inv, target, site, conditional) if verify_mode == "auto" else "verify_mode full"
     fused = FusedVerifier(target, site) if why_not is None else None
     gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
-                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused)
+                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused, continuous=continuous)
     t1 = time.perf_counter()
     known: dict[tuple[int, int], torch.Tensor] = {}
     if fused is not None:

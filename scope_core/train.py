@@ -33,7 +33,7 @@ from .generator import (
     build_backbone,
     full_prefix_start,
     graft_upper,
-    n_trainable,
+    own_block_parameters,
     teacher_forced_loss,
 )
 from .neighbours import ball_lists
@@ -54,6 +54,10 @@ class TrainConfig(BaseModel):
         "none", description="fine-tune the backbone on the prior before freezing it; lora-upper: LoRA only on the blocks from "
         "the first control block up, the blocks below staying the target's own (keeps the trunk shortcut and fused verification)")
     sft_minutes: float = 3.0
+    upper_blocks: int | None = Field(
+        None, ge=1, description="a shallow generator: the target's own blocks up to the deepest site, then copies of only its "
+        "last N blocks, fine-tuned with the control layers (which sit in all but the last of them); fewer blocks to decode "
+        "per token (NOTES §27). None: the whole frozen backbone")
     scratch: ScratchConfig = ScratchConfig()
     control_layers: list[int] | None = None
     n_heads: int = 8
@@ -137,7 +141,7 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
 
 def shares_target(cfg: TrainConfig, target: Target) -> bool:
     """The generator's backbone is the target model itself, frozen and unchanged."""
-    return cfg.backbone == target.name and cfg.sft == "none" and cfg.target.dtype == "float32"
+    return cfg.backbone == target.name and cfg.sft == "none" and cfg.upper_blocks is None and cfg.target.dtype == "float32"
 
 
 def shares_lower_blocks(cfg: TrainConfig, target: Target) -> bool:
@@ -146,10 +150,29 @@ def shares_lower_blocks(cfg: TrainConfig, target: Target) -> bool:
     return cfg.backbone == target.name and cfg.sft in ("none", "lora-upper") and cfg.target.dtype == "float32"
 
 
-def first_control_block(cfg: TrainConfig, target: Target) -> int:
+def shallow_split(cfg: TrainConfig, target: Target) -> int:
+    """First block of a shallow generator's own part: the one above the deepest site, so that
+    every site is read from the target's own blocks (trunk shortcut, fused verification)."""
+    return max(s.layer for s in parse_sites(cfg.sites, target.n_layers, target.n_heads)) + 1
+
+
+def control_blocks(cfg: TrainConfig, target: Target) -> list[int]:
+    """Blocks (in the generator's numbering) that carry control layers."""
     from .generator import default_control_layers
 
-    return min(cfg.control_layers or default_control_layers(target.n_layers))
+    if cfg.upper_blocks is None:
+        return cfg.control_layers or default_control_layers(target.n_layers)
+    k, n = shallow_split(cfg, target), cfg.upper_blocks
+    own = list(range(k, k + n))
+    layers = cfg.control_layers or (own[:-1] if n > 1 else own)
+    if min(layers) != k or not set(layers) <= set(own):
+        raise AutoscopeError(f"with --upper-blocks {n} the control layers must be among the generator's own blocks "
+                             f"{k}-{k + n - 1} and include block {k}; got {layers}")
+    return layers
+
+
+def first_control_block(cfg: TrainConfig, target: Target) -> int:
+    return min(control_blocks(cfg, target))
 
 
 def trunk_layer_for(cfg: TrainConfig, target: Target) -> int | None:
@@ -181,6 +204,17 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
             vocab.add(tok.unk_token_id)
         gcfg.vocab = sorted(vocab) + [tok.pad_token_id] if tok.pad_token_id not in vocab else sorted(vocab)
         return build_backbone(gcfg, tokenizer=tok), gcfg
+    if cfg.upper_blocks is not None:
+        if cfg.backbone != target.name or cfg.arch != "inversescope" or cfg.sft != "none" or cfg.target.dtype != "float32":
+            raise AutoscopeError("--upper-blocks needs the target itself as the backbone (--backbone embedded or the target's id), "
+                                 "--arch inversescope, --sft none and a float32 target")
+        k = shallow_split(cfg, target)
+        if cfg.upper_blocks > target.n_layers - k:
+            raise AutoscopeError(f"--upper-blocks {cfg.upper_blocks}: the target has only {target.n_layers - k} blocks above "
+                                 f"the deepest site (block {k - 1}); pass at most that many")
+        gcfg.own_blocks_from, gcfg.upper_blocks = k, cfg.upper_blocks
+        gcfg.control_layers, gcfg.backbone_weights_saved = control_blocks(cfg, target), True
+        return build_backbone(gcfg, tokenizer=target.tokenizer, model=graft_upper(target.model, k, cfg.upper_blocks)), gcfg
     if shares_target(cfg, target):
         # frozen and identical to the target: share the weights (hooks are inert outside sampling)
         return build_backbone(gcfg, tokenizer=target.tokenizer, model=target.model), gcfg
@@ -268,6 +302,23 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
     return {"sft_heldout_loss": best, "sft_steps": step}
 
 
+def unconditional_loss(target: Target, gcfg: GeneratorConfig, ids: list[list[int]]) -> float:
+    """Held-out loss of the full frozen target as the generator's backbone, without a condition
+    (over the same output vocabulary): the reference a shallow generator is compared with."""
+    bb = build_backbone(gcfg.model_copy(update={"own_blocks_from": None, "upper_blocks": None}), tokenizer=target.tokenizer, model=target.model)
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(ids), 64):
+            chunk = ids[i : i + 64]
+            cache = bb.prefix_cache(len(chunk))
+            first = bb.to_internal(torch.tensor(bb.prefix_ids[-1:]).expand(len(chunk), -1))
+            if cache is None:
+                cache, first = None, full_prefix_start(bb, len(chunk))
+            loss, k = teacher_forced_loss(bb, chunk, cache, first)
+            tot, n = tot + float(loss) * k, n + k
+    return tot / max(n, 1)
+
+
 def _batch_loss(inv: Inverter, ids: list[list[int]], c: torch.Tensor | None, trunk: list[torch.Tensor] | None) -> tuple[torch.Tensor, int]:
     if trunk is not None and all(len(t) >= len(s) - 1 for t, s in zip(trunk, ids)):
         return inv.loss_from_trunk(trunk, ids, c)
@@ -298,6 +349,7 @@ def _check_trunk(inv: Inverter, ids: list[list[int]], trunk: list[torch.Tensor])
         return False
 
 
+UPPER_LR_FACTOR = 0.1  # a shallow generator's pretrained blocks move at a tenth of the control layers' rate
 MIN_TRAINING_S = 120.0  # a job budget never cuts training below this: an untrained inverter is no use
 FINISH_RESERVE_S = 30.0  # the last held-out evaluation and checkpoint, after the training clock stops
 
@@ -375,7 +427,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         m, sc = cache.mean_scale(s)
         inv.encoder.set_stats(s.name, m, sc)
     state_path = inv_dir / "state.pt"
-    if state_path.exists() and sft_mode != "none":
+    if state_path.exists() and (sft_mode != "none" or gcfg.upper_blocks is not None):
         from safetensors.torch import load_file
 
         bb.model.load_state_dict(backbone_state(load_file(str(inv_dir / "last.safetensors"))), strict=False)
@@ -433,10 +485,20 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             trunk_all = None
     phases["trunk_shortcut"] = float(trunk_all is not None)
     ev_trunk = [trunk_all[r] for r in ev_rows] if trunk_all is not None else None
-    uncond = _eval_losses(inv, ev_ids, ev_z, ev_site, conditional=False, trunk=ev_trunk)
+    if gcfg.upper_blocks is None:
+        uncond = _eval_losses(inv, ev_ids, ev_z, ev_site, conditional=False, trunk=ev_trunk)
+    else:  # the shallow stack is not a language model until trained: the reference is the full target
+        uncond = unconditional_loss(target, gcfg, ev_ids)
 
     params = [p for p in inv.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    groups: list[dict] = [{"params": params}]
+    if gcfg.upper_blocks is not None:  # the shallow generator's own blocks learn with the control layers, more gently
+        own = own_block_parameters(bb.model, gcfg.own_blocks_from or 0)
+        for p in own:
+            p.requires_grad_(True)
+        groups.append({"params": own, "lr": cfg.lr * UPPER_LR_FACTOR, "weight_decay": 0.0})
+        params = params + own
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
     rng = np.random.default_rng(cfg.seed)
     st = {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""}
@@ -460,7 +522,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     if progress and budget_left > 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(train_s), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({n_trainable(inv) / 1e6:.1f}M params)", unit="s")
+        bar = tqdm(total=int(train_s), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({sum(p.numel() for p in params) / 1e6:.1f}M params)", unit="s")
     train_rows = np.array(data.train)
     site_names = [s.name for s in sites]
     t_start = time.perf_counter() - st["elapsed"]
@@ -517,6 +579,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
                 break
     if bar:
         bar.close()
+    for p in own_block_parameters(bb.model, gcfg.own_blocks_from) if gcfg.upper_blocks is not None else []:
+        p.requires_grad_(False)
     phases["control_training_s"] = time.perf_counter() - t0
     if not (inv_dir / "inverter.safetensors").exists():
         inv.save(inv_dir)

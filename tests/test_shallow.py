@@ -1,0 +1,99 @@
+"""`--upper-blocks N`: the shallow generator. Above the deepest site it runs copies of only the
+target's last N blocks, fine-tuned with the control layers, so a sampled token costs fewer
+blocks; below, it still runs the target's own modules, so the trunk shortcut and fused
+verification stay exact and the target itself is never changed."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scope_core.errors import AutoscopeError
+from scope_core.fused_verify import fused_ineligible
+from scope_core.generator import find_architecture, graft_upper, shares_blocks
+from tiny import make_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def six_layer_path(tmp_path_factory):
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny6"), n_layers=6)
+
+
+def _cfg(path, runs, **kw):
+    from scope_core.data import PriorConfig
+    from scope_core.targets import TargetConfig
+    from scope_core.train import TrainConfig
+
+    base = dict(run="sh", runs_dir=str(runs), target=TargetConfig(model=str(path)), prior=PriorConfig(task="refusal", n=300, heldout=40),
+                sites="L1", backbone=str(path), upper_blocks=2, minutes=0.15, eval_every=10, eval_size=20, batch_size=16, lr=3e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def shallow_scope(six_layer_path, tmp_path_factory):
+    from scope_core.api import Scope
+    from scope_core.targets import TargetConfig, load_target
+    from scope_core.train import train
+
+    runs = tmp_path_factory.mktemp("runs_shallow")
+    before = {k: v.clone() for k, v in load_target(TargetConfig(model=str(six_layer_path))).model.state_dict().items()}
+    res = train(_cfg(six_layer_path, runs), progress=False)
+    return res, Scope(runs / "sh"), before
+
+
+def test_graft_keeps_the_lower_blocks_and_copies_only_the_last_ones(six_layer_path):
+    from scope_core.targets import TargetConfig, load_target
+
+    model = load_target(TargetConfig(model=str(six_layer_path))).model
+    g = graft_upper(model, 2, keep_last=2)
+    a, b = find_architecture(g), find_architecture(model)
+    assert a.n_layers == 4 and b.n_layers == 6 and g.config.num_hidden_layers == 4 and model.config.num_hidden_layers == 6
+    assert shares_blocks(g, model, 1) and a.layers[2] is not b.layers[4]
+    assert [a.attn(i).layer_idx for i in range(4)] == [0, 1, 2, 3] and [b.attn(i).layer_idx for i in range(6)] == list(range(6))
+    for p, q in zip(a.layers[2].parameters(), b.layers[4].parameters()):  # a copy of block 4, not block 2
+        assert torch.equal(p, q) and p.data_ptr() != q.data_ptr()
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.no_grad():  # runs end to end, and the target still gives its own output
+        assert g(input_ids=ids).logits.shape == model(input_ids=ids).logits.shape
+    with pytest.raises(AutoscopeError, match="keeps 1 to 4"):
+        graft_upper(model, 2, keep_last=5)
+
+
+def test_shallow_generator_learns_and_leaves_the_target_untouched(shallow_scope):
+    res, scope, before = shallow_scope
+    assert res.phases["trunk_shortcut"] == 1.0  # the residual entering block 2 is the target's
+    assert res.heldout_loss < res.heldout_loss_unconditional  # against the full target without a condition
+    inv, target = scope.inverter, scope.target
+    assert inv.config.upper_blocks == 2 and inv.config.own_blocks_from == 2 and inv.config.control_layers == [2]
+    assert find_architecture(inv.backbone.model).n_layers == 4 and shares_blocks(inv.backbone.model, target.model, 1)
+    after = target.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # training moved copies, never the target
+    own = find_architecture(inv.backbone.model).layers[2]
+    assert any(not torch.equal(p, before[f"model.layers.4.{n}"]) for n, p in own.named_parameters())  # the copies did learn
+    saved = [k for k in load_file(str(scope.run_dir / "inverter" / "inverter.safetensors")) if k.startswith("backbone.")]
+    assert saved and all(".layers.2." in k or ".layers.3." in k for k in saved)  # only the generator's own blocks are stored
+
+
+def test_shallow_samples_are_verified_exactly_from_the_decoders_cache(shallow_scope):
+    _, scope, _ = shallow_scope
+    site = scope.site("L1")
+    assert fused_ineligible(scope.inverter, scope.target, site, conditional=True) is None
+    idx = scope.heldout_indices(limit=3)
+    eps = scope.eps(site, eps=0.5)
+    fused = scope.sample(site, indices=idx, n=4, eps=eps, seed=2, verify_mode="auto")
+    full = scope.sample(site, indices=idx, n=4, eps=eps, seed=2, verify_mode="full")
+    assert fused.timing["fused_verified"] > 0
+    for qa, qb in zip(fused.queries, full.queries):
+        for x, y in zip(qa.samples, qb.samples):
+            assert x.text == y.text and x.distance == pytest.approx(y.distance, abs=1e-4)
+
+
+def test_shallow_options_are_checked(six_layer_path, tiny_gpt2_path, tmp_path):
+    from scope_core.train import train
+
+    with pytest.raises(AutoscopeError, match="only 4 blocks above the deepest site"):
+        train(_cfg(six_layer_path, tmp_path, run="a", upper_blocks=5, minutes=0.02), progress=False)
+    with pytest.raises(AutoscopeError, match="needs the target itself"):
+        train(_cfg(six_layer_path, tmp_path, run="b", backbone=str(tiny_gpt2_path), minutes=0.02), progress=False)
+    with pytest.raises(AutoscopeError, match="control layers must be among"):
+        train(_cfg(six_layer_path, tmp_path, run="c", control_layers=[4], minutes=0.02), progress=False)
