@@ -67,8 +67,9 @@ def train(
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
     sft: str = typer.Option("none", help="fine-tune the backbone first: none, full, lora, or lora-upper (LoRA only above the first control block: keeps the trunk shortcut and fused verification)"),
     control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
-    upper_blocks: int | None = typer.Option(None, min=1, help="shallow generator: above the deepest site run copies of only the target's last N blocks, "
-                                            "fine-tuned with the control layers (faster sampling; NOTES §27)"),
+    upper_blocks: int | None = typer.Option(None, min=0, help="shallow generator: above the deepest site, copies of only the target's last N "
+                                            "blocks, fine-tuned with the control layers (faster sampling; NOTES §27). Default: 4 where the "
+                                            "run allows it; 0: the whole frozen backbone"),
     batch_size: int = typer.Option(32, help="training batch size"),
     restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),

@@ -55,9 +55,11 @@ class TrainConfig(BaseModel):
         "the first control block up, the blocks below staying the target's own (keeps the trunk shortcut and fused verification)")
     sft_minutes: float = 3.0
     upper_blocks: int | None = Field(
-        None, ge=1, description="a shallow generator: the target's own blocks up to the deepest site, then copies of only its "
-        "last N blocks, fine-tuned with the control layers (which sit in all but the last of them); fewer blocks to decode "
-        "per token (NOTES §27). None: the whole frozen backbone")
+        None, ge=0, description="the shallow generator (NOTES §27): the target's own blocks up to the deepest site, then copies "
+        "of only its last N blocks, fine-tuned with the control layers (which sit in all but the last of them), so a sampled "
+        "token costs fewer blocks. None (default): 4 wherever the run allows it — the target itself as a frozen float32 "
+        "backbone, InverseScope, no SFT, no explicit control layers, blocks left above the deepest site — else the whole "
+        "backbone; 0: always the whole frozen backbone")
     scratch: ScratchConfig = ScratchConfig()
     control_layers: list[int] | None = None
     n_heads: int = 8
@@ -91,6 +93,7 @@ class TrainConfig(BaseModel):
         reproduces what they did, not today's default."""
         raw = json.loads(path.read_text())
         raw.setdefault("neighbour_mix", 0.0)
+        raw.setdefault("upper_blocks", 0)  # the whole frozen backbone, as every run before the shallow generator
         return cls.model_validate(raw)
 
     @property
@@ -139,9 +142,26 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
     return data, cache, timing, dropped
 
 
+DEFAULT_UPPER_BLOCKS = 4
+
+
+def upper_blocks_for(cfg: TrainConfig, target: Target) -> int | None:
+    """How many own upper blocks the generator has (None: the whole backbone, no shallow graft)."""
+    if cfg.upper_blocks == 0:
+        return None
+    if cfg.upper_blocks is not None:
+        return cfg.upper_blocks
+    eligible = (cfg.backbone == target.name and cfg.arch == "inversescope" and cfg.sft == "none"
+                and cfg.target.dtype == "float32" and cfg.control_layers is None)
+    if not eligible:
+        return None
+    return min(DEFAULT_UPPER_BLOCKS, target.n_layers - shallow_split(cfg, target)) or None
+
+
 def shares_target(cfg: TrainConfig, target: Target) -> bool:
     """The generator's backbone is the target model itself, frozen and unchanged."""
-    return cfg.backbone == target.name and cfg.sft == "none" and cfg.upper_blocks is None and cfg.target.dtype == "float32"
+    return (cfg.backbone == target.name and cfg.sft == "none" and upper_blocks_for(cfg, target) is None
+            and cfg.target.dtype == "float32")
 
 
 def shares_lower_blocks(cfg: TrainConfig, target: Target) -> bool:
@@ -160,9 +180,10 @@ def control_blocks(cfg: TrainConfig, target: Target) -> list[int]:
     """Blocks (in the generator's numbering) that carry control layers."""
     from .generator import default_control_layers
 
-    if cfg.upper_blocks is None:
+    n = upper_blocks_for(cfg, target)
+    if n is None:
         return cfg.control_layers or default_control_layers(target.n_layers)
-    k, n = shallow_split(cfg, target), cfg.upper_blocks
+    k = shallow_split(cfg, target)
     own = list(range(k, k + n))
     layers = cfg.control_layers or (own[:-1] if n > 1 else own)
     if min(layers) != k or not set(layers) <= set(own):
@@ -204,17 +225,18 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
             vocab.add(tok.unk_token_id)
         gcfg.vocab = sorted(vocab) + [tok.pad_token_id] if tok.pad_token_id not in vocab else sorted(vocab)
         return build_backbone(gcfg, tokenizer=tok), gcfg
-    if cfg.upper_blocks is not None:
+    n_upper = upper_blocks_for(cfg, target)
+    if n_upper is not None:
         if cfg.backbone != target.name or cfg.arch != "inversescope" or cfg.sft != "none" or cfg.target.dtype != "float32":
             raise AutoscopeError("--upper-blocks needs the target itself as the backbone (--backbone embedded or the target's id), "
                                  "--arch inversescope, --sft none and a float32 target")
         k = shallow_split(cfg, target)
-        if cfg.upper_blocks > target.n_layers - k:
-            raise AutoscopeError(f"--upper-blocks {cfg.upper_blocks}: the target has only {target.n_layers - k} blocks above "
+        if n_upper > target.n_layers - k:
+            raise AutoscopeError(f"--upper-blocks {n_upper}: the target has only {target.n_layers - k} blocks above "
                                  f"the deepest site (block {k - 1}); pass at most that many")
-        gcfg.own_blocks_from, gcfg.upper_blocks = k, cfg.upper_blocks
+        gcfg.own_blocks_from, gcfg.upper_blocks = k, n_upper
         gcfg.control_layers, gcfg.backbone_weights_saved = control_blocks(cfg, target), True
-        return build_backbone(gcfg, tokenizer=target.tokenizer, model=graft_upper(target.model, k, cfg.upper_blocks)), gcfg
+        return build_backbone(gcfg, tokenizer=target.tokenizer, model=graft_upper(target.model, k, n_upper)), gcfg
     if shares_target(cfg, target):
         # frozen and identical to the target: share the weights (hooks are inert outside sampling)
         return build_backbone(gcfg, tokenizer=target.tokenizer, model=target.model), gcfg
@@ -373,6 +395,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     cfg_path = run / "train_config.json"
     if cfg_path.exists() and (run / "data" / "split.json").exists():
         old = TrainConfig.load(cfg_path)
+        if cfg.upper_blocks is None:  # left to its default: the run keeps what it was trained with
+            cfg = cfg.model_copy(update={"upper_blocks": old.upper_blocks})
         keep = {"minutes", "total_minutes", "patience", "eval_every"}
         if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
             raise AutoscopeError(

@@ -47,7 +47,8 @@ def trained_embedded(embedded_target, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_scope(tiny_llama_path, tmp_path_factory):
-    """A tiny random-weight run (refusal prior, site L2) trained for a few seconds."""
+    """A tiny random-weight run (refusal prior, site L2) trained for a few seconds, on the whole
+    frozen backbone (control layers in every block; the shallow default is tests/test_shallow.py's)."""
     from scope_core.api import Scope
     from scope_core.data import PriorConfig
     from scope_core.targets import TargetConfig
@@ -56,7 +57,7 @@ def tiny_scope(tiny_llama_path, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
                       prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
-                      minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
+                      upper_blocks=0, minutes=0.05, eval_every=10, eval_size=20, batch_size=16)  # the whole frozen backbone
     train(cfg, progress=False)
     return Scope(runs / "s")
 
