@@ -115,6 +115,8 @@ def train(
         t.add_row("held-out loss: conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
     if res.out_vocab_size:
         t.add_row("generator output vocabulary / held-out tokens outside it", f"{res.out_vocab_size} / {100 * res.heldout_oov_rate:.2f}%")
+    if res.generator:
+        t.add_row("generator", res.generator)
     t.add_row("stopped by", res.stopped)
     for e in res.eps:
         t.add_row("ε", e.describe())

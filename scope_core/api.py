@@ -59,6 +59,7 @@ class Scope:
         self._acts: dict[str, torch.Tensor] = {}
         self._train_texts: set[str] | None = None
         self._sample_cap: int | None = None
+        self._unconditional: Inverter | None = None
 
     # -- lazily loaded parts ---------------------------------------------------
     @property
@@ -84,6 +85,24 @@ class Scope:
             inv.eval()
             self._inverter = inv
         return self._inverter
+
+    @property
+    def unconditional_generator(self) -> Inverter:
+        """What `sample(conditional=False)` decodes with: the run's backbone without the condition.
+        A shallow generator's own blocks were only ever trained with the condition, so its
+        unconditional reference is the whole target as a language model (same output vocabulary)."""
+        inv = self.inverter
+        if inv.config.upper_blocks is None:
+            return inv
+        if self._unconditional is None:
+            from .generator import build_backbone
+
+            cfg = inv.config.model_copy(update={"own_blocks_from": None, "upper_blocks": None, "control_layers": None,
+                                                 "backbone_weights_saved": False})
+            gen = Inverter(cfg, build_backbone(cfg, tokenizer=self.target.tokenizer, model=self.target.model))
+            gen.eval()
+            self._unconditional = gen
+        return self._unconditional
 
     @property
     def sites(self) -> list[Site]:
@@ -168,8 +187,9 @@ class Scope:
         zq = self.query_activations(site, texts, indices)
         eps = eps or self.eps(site)
         mean = self.mean(site)
+        inv = self.inverter if conditional else self.unconditional_generator
         return sample_and_verify(
-            self.inverter, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
+            inv, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
             max_new_tokens=self.sample_token_cap, continuous=continuous,

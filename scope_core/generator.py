@@ -272,9 +272,33 @@ class Backbone:
 
     @torch.no_grad()
     def prefix_last_hidden(self, k: int) -> torch.Tensor:
-        """Residual entering block k at the last prefix token (the same for every prompt)."""
+        """Residual entering block k at the last prefix token (the same for every prompt).
+
+        Read by a pre-hook on block k, not with `output_hidden_states`: transformers installs
+        its hidden-state capture hooks lazily on every block of the model it is asked on, and a
+        graft (`graft_upper`) shares its lower blocks with the target — asking the graft would
+        hook the target's blocks a second time, and the target's own `hidden_states` would then
+        list those blocks twice."""
         ids = self.to_internal(torch.tensor([self.prefix_ids]))
-        return self.model(input_ids=ids, output_hidden_states=True).hidden_states[k][0, -1]
+        seen: list[torch.Tensor] = []
+
+        class _Enough(Exception):
+            pass
+
+        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            seen.append(kwargs.get("hidden_states", args[0] if args else None))
+            raise _Enough
+
+        if k >= self.arch.n_layers:  # the residual after the last block: no block to hook
+            raise AutoscopeError(f"no block {k}: the backbone has {self.arch.n_layers}")
+        handle = self.arch.layers[k].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.model(input_ids=ids)
+        except _Enough:
+            pass
+        finally:
+            handle.remove()
+        return seen[0][0, -1]
 
     @property
     def n_kv_heads(self) -> int:

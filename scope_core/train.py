@@ -111,6 +111,7 @@ class TrainResult(BaseModel):
     heldout_loss_unconditional: float | None
     heldout_oov_rate: float = 0.0  # held-out tokens outside the generator's output vocabulary (not scored)
     out_vocab_size: int | None = None
+    generator: str = ""  # what the generator is made of, in words
     stopped: str
     n_train: int
     n_heldout: int
@@ -322,6 +323,16 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
         p.requires_grad_(False)
     bb._prefix_kv = None
     return {"sft_heldout_loss": best, "sft_steps": step}
+
+
+def describe_generator(gcfg: GeneratorConfig, target: Target) -> str:
+    """One line for the result table: which blocks the generator runs and where it is conditioned."""
+    ctl = f"control layers in blocks {', '.join(map(str, gcfg.control_layers or []))}" if gcfg.arch == "inversescope" else "condition as keys/values"
+    if gcfg.upper_blocks is not None and gcfg.own_blocks_from is not None:
+        k, n, m = gcfg.own_blocks_from, target.n_layers, gcfg.upper_blocks
+        return (f"shallow: the target's blocks 0-{k - 1}, then fine-tuned copies of its blocks {n - m}-{n - 1} "
+                f"(as blocks {k}-{k + m - 1}; {k + m} per token instead of {n}); {ctl}")
+    return f"{gcfg.backbone} backbone{' (own upper blocks from ' + str(gcfg.own_blocks_from) + ')' if gcfg.own_blocks_from else ''}; {ctl}"
 
 
 def unconditional_loss(target: Target, gcfg: GeneratorConfig, ids: list[list[int]]) -> float:
@@ -613,6 +624,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         heldout_loss=None if math.isinf(st["best"]) else st["best"], heldout_loss_unconditional=uncond,
         stopped=st["stopped"] or "time budget", n_train=len(data.train), n_heldout=len(data.heldout), dropped_long=dropped,
         heldout_oov_rate=oov_rate, out_vocab_size=len(bb.out_ids) if bb.out_ids is not None else None,
+        generator=describe_generator(gcfg, target),
     )
     _log(run / "phases.jsonl", {"time": time.time(), **phases})
     (inv_dir / "train_summary.json").write_text(result.model_dump_json(indent=1))

@@ -63,6 +63,7 @@ def test_shallow_generator_learns_and_leaves_the_target_untouched(shallow_scope)
     res, scope, before = shallow_scope
     assert res.phases["trunk_shortcut"] == 1.0  # the residual entering block 2 is the target's
     assert res.heldout_loss < res.heldout_loss_unconditional  # against the full target without a condition
+    assert res.generator.startswith("shallow: the target's blocks 0-1, then fine-tuned copies of its blocks 4-5")
     inv, target = scope.inverter, scope.target
     assert inv.config.upper_blocks == 2 and inv.config.own_blocks_from == 2 and inv.config.control_layers == [2]
     assert find_architecture(inv.backbone.model).n_layers == 4 and shares_blocks(inv.backbone.model, target.model, 1)
@@ -97,3 +98,30 @@ def test_shallow_options_are_checked(six_layer_path, tiny_gpt2_path, tmp_path):
         train(_cfg(six_layer_path, tmp_path, run="b", backbone=str(tiny_gpt2_path), minutes=0.02), progress=False)
     with pytest.raises(AutoscopeError, match="control layers must be among"):
         train(_cfg(six_layer_path, tmp_path, run="c", control_layers=[4], minutes=0.02), progress=False)
+
+
+def test_unconditional_reference_of_a_shallow_run_is_the_whole_target(shallow_scope):
+    _, scope, _ = shallow_scope
+    ref = scope.unconditional_generator
+    assert ref is not scope.inverter and ref.backbone.model is scope.target.model
+    assert find_architecture(ref.backbone.model).n_layers == 6
+    assert ref.backbone.out_ids is not None and torch.equal(ref.backbone.out_ids, scope.inverter.backbone.out_ids)
+    site = scope.site("L1")
+    run = scope.sample(site, indices=scope.heldout_indices(limit=2), n=3, eps=scope.eps(site, eps=0.5), conditional=False, seed=1)
+    assert sum(len(q.samples) for q in run.queries) == 6
+
+
+def test_reading_the_graft_leaves_the_targets_hidden_states_alone(six_layer_path):
+    """The graft shares the target's lower blocks; reading the residual entering its first own
+    block must not hook those blocks again (the target's hidden_states would list them twice)."""
+    from scope_core.generator import Backbone
+    from scope_core.targets import TargetConfig, load_target
+
+    target = load_target(TargetConfig(model=str(six_layer_path)))
+    ids = torch.tensor([target.prefix_ids])
+    bb = Backbone(graft_upper(target.model, 2, keep_last=2), target.tokenizer, target.prefix_ids, target.tail_ids()[0])
+    h = bb.prefix_last_hidden(2)  # before the target was ever asked for its hidden states
+    with torch.no_grad():
+        hs = target.model(input_ids=ids, output_hidden_states=True).hidden_states
+    assert len(hs) == 7
+    assert torch.allclose(h, hs[2][0, -1], atol=1e-5)
