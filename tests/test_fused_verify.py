@@ -2,6 +2,7 @@
 
 import pytest
 
+from checks import assert_fused_matches_full
 from scope_core.fused_verify import fused_ineligible
 
 
@@ -22,19 +23,9 @@ def high_control_scope(tiny_llama_path, tmp_path_factory):
 
 
 def test_fused_distances_equal_a_full_rerun_of_the_target(high_control_scope):
-    scope = high_control_scope
-    site = scope.site("L2")
-    assert fused_ineligible(scope.inverter, scope.target, site, conditional=True) is None
-    idx = scope.heldout_indices(limit=4)
-    eps = scope.eps(site, eps=0.5)
-    fused = scope.sample(site, indices=idx, n=6, eps=eps, seed=3, verify_mode="auto")
-    full = scope.sample(site, indices=idx, n=6, eps=eps, seed=3, verify_mode="full")
-    assert fused.timing["fused_verified"] > 0
-    assert full.timing["fused_verified"] == 0
+    fused, full = assert_fused_matches_full(high_control_scope, "L2", queries=4, n=6, seed=3)
     for qa, qb in zip(fused.queries, full.queries):
-        assert [s.text for s in qa.samples] == [s.text for s in qb.samples]
         for a, b in zip(qa.samples, qb.samples):
-            assert a.distance == pytest.approx(b.distance, abs=1e-4)
             assert a.accepted == b.accepted or abs(b.distance - 0.5) < 1e-4
 
 

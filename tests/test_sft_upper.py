@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scope_core.fused_verify import fused_ineligible
+from checks import assert_fused_matches_full
 from scope_core.generator import find_architecture, shares_blocks
 
 
@@ -38,16 +38,7 @@ def test_upper_sft_changes_only_the_upper_blocks_and_keeps_the_shortcuts(upper_s
     saved = [k for k in load_file(str(scope.run_dir / "inverter" / "inverter.safetensors")) if k.startswith("backbone.")]
     assert saved and all(".layers.3." in k for k in saved)  # only the backbone's own block is stored
 
-    site = scope.site("L2")
-    assert fused_ineligible(inv, target, site, conditional=True) is None
-    idx = scope.heldout_indices(limit=3)
-    eps = scope.eps(site, eps=0.5)
-    fused = scope.sample(site, indices=idx, n=4, eps=eps, seed=2, verify_mode="auto")
-    full = scope.sample(site, indices=idx, n=4, eps=eps, seed=2, verify_mode="full")
-    assert fused.timing["fused_verified"] > 0
-    for qa, qb in zip(fused.queries, full.queries):
-        for x, y in zip(qa.samples, qb.samples):
-            assert x.text == y.text and x.distance == pytest.approx(y.distance, abs=1e-4)
+    assert_fused_matches_full(scope, "L2", queries=3, n=4, seed=2)
 
 
 def test_upper_sft_needs_the_target_as_backbone(tiny_llama_path, tiny_gpt2_path, tmp_path):

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from scope_core.errors import AutoscopeError
-from scope_core.fused_verify import fused_ineligible
 from scope_core.generator import find_architecture, graft_upper, shares_blocks
+from checks import assert_fused_matches_full
 from tiny import make_tiny_llama
 
 
@@ -76,17 +76,7 @@ def test_shallow_generator_learns_and_leaves_the_target_untouched(shallow_scope)
 
 
 def test_shallow_samples_are_verified_exactly_from_the_decoders_cache(shallow_scope):
-    _, scope, _ = shallow_scope
-    site = scope.site("L1")
-    assert fused_ineligible(scope.inverter, scope.target, site, conditional=True) is None
-    idx = scope.heldout_indices(limit=3)
-    eps = scope.eps(site, eps=0.5)
-    fused = scope.sample(site, indices=idx, n=4, eps=eps, seed=2, verify_mode="auto")
-    full = scope.sample(site, indices=idx, n=4, eps=eps, seed=2, verify_mode="full")
-    assert fused.timing["fused_verified"] > 0
-    for qa, qb in zip(fused.queries, full.queries):
-        for x, y in zip(qa.samples, qb.samples):
-            assert x.text == y.text and x.distance == pytest.approx(y.distance, abs=1e-4)
+    assert_fused_matches_full(shallow_scope[1], "L1", queries=3, n=4, seed=2)
 
 
 def test_shallow_options_are_checked(six_layer_path, tiny_gpt2_path, tmp_path):
