@@ -134,20 +134,28 @@ class PreallocatedCache(DynamicCache):
         return cache
 
 
+def swap_plan(done: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How to drop the rows where `done` is true by moving live rows from the end into their
+    places: (rows left m, holes before m, movers from behind m, and for each remaining row in
+    its new position its old one)."""
+    m = int((~done).sum())
+    holes = done[:m].nonzero().squeeze(1)
+    movers = (~done[m:]).nonzero().squeeze(1) + m
+    order = torch.arange(m)
+    order[holes] = movers
+    return m, holes, movers, order
+
+
 def drop_rows(cache: DynamicCache, done: torch.Tensor) -> torch.Tensor:
     """Remove the rows where `done` is true; returns, for each remaining row in its new
     position, its old position. A `PreallocatedCache` fills the holes with rows from the end
     (so the order changes and only as many rows move as ended); any other cache keeps its
     order through `batch_select_indices`."""
-    keep = (~done).nonzero().squeeze(1)
     if not isinstance(cache, PreallocatedCache):
+        keep = (~done).nonzero().squeeze(1)
         cache.batch_select_indices(keep)
         return keep
-    m = len(keep)
-    order = torch.arange(m)
-    holes = done[:m].nonzero().squeeze(1)
-    movers = (~done[m:]).nonzero().squeeze(1) + m
-    order[holes] = movers
+    m, holes, movers, order = swap_plan(done)
     for layer in cache.layers:
         layer.swap_remove(holes, movers, m)  # type: ignore[attr-defined]
     return order
@@ -243,12 +251,7 @@ class RaggedCache(DynamicCache):
     def remove(self, done: torch.Tensor) -> torch.Tensor:
         """Drop the rows where `done` is true by moving live rows from the end into their
         places; returns, for each remaining row in its new position, its old position."""
-        keep = (~done).nonzero().squeeze(1)
-        m = len(keep)
-        order = torch.arange(m)
-        holes = done[:m].nonzero().squeeze(1)
-        movers = (~done[m:]).nonzero().squeeze(1) + m
-        order[holes] = movers
+        m, holes, movers, order = swap_plan(done)
         if len(holes):
             S = int(self.lens.max())
             for layer in self.layers:
