@@ -95,10 +95,9 @@ class Scope:
         if inv.config.upper_blocks is None:
             return inv
         if self._unconditional is None:
-            from .generator import build_backbone
+            from .generator import build_backbone, whole_target_config
 
-            cfg = inv.config.model_copy(update={"own_blocks_from": None, "upper_blocks": None, "control_layers": None,
-                                                 "backbone_weights_saved": False})
+            cfg = whole_target_config(inv.config)
             gen = Inverter(cfg, build_backbone(cfg, tokenizer=self.target.tokenizer, model=self.target.model))
             gen.eval()
             self._unconditional = gen

@@ -417,6 +417,13 @@ def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = 
     return Backbone(model, tokenizer, prefix, end_id, out_vocab=config.out_vocab)
 
 
+def whole_target_config(config: GeneratorConfig) -> GeneratorConfig:
+    """`config` with the whole target as its backbone instead of a shallow graft (the
+    unconditional reference of a shallow run): same output vocabulary, no own blocks."""
+    return config.model_copy(update={"own_blocks_from": None, "upper_blocks": None, "control_layers": None,
+                                     "backbone_weights_saved": False})
+
+
 class Inverter(nn.Module):
     """Trainable parts of the generator (site encoder + control layers or KV condition),
     attached to a frozen backbone with forward hooks."""

@@ -34,6 +34,7 @@ from .generator import (
     full_prefix_start,
     graft_upper,
     own_block_parameters,
+    whole_target_config,
     teacher_forced_loss,
 )
 from .neighbours import ball_lists
@@ -338,7 +339,7 @@ def describe_generator(gcfg: GeneratorConfig, target: Target) -> str:
 def unconditional_loss(target: Target, gcfg: GeneratorConfig, ids: list[list[int]]) -> float:
     """Held-out loss of the full frozen target as the generator's backbone, without a condition
     (over the same output vocabulary): the reference a shallow generator is compared with."""
-    bb = build_backbone(gcfg.model_copy(update={"own_blocks_from": None, "upper_blocks": None}), tokenizer=target.tokenizer, model=target.model)
+    bb = build_backbone(whole_target_config(gcfg), tokenizer=target.tokenizer, model=target.model)
     tot, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(ids), 64):
