@@ -24,7 +24,7 @@ import torch
 
 from .extract import _StopForward, recording
 from .generator import Inverter, shares_blocks
-from .kv_cache import rows_kv
+from .kv_cache import gather_rows
 from .sites import Site
 from .targets import Target
 
@@ -62,15 +62,19 @@ class FusedVerifier:
         self.tail = target.tail_ids()
         self.acts: dict[int, torch.Tensor] = {}  # global row -> site activation [d]
         self.ids: dict[int, list[int]] = {}  # global row -> sampled ids (end excluded)
-        self._pending: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        # held rows, one chunk per `finish` call: (global rows, their lengths, per layer (keys, values) [n, H, L, D])
+        self._pending: list[tuple[list[int], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        self._held = 0
 
     def finish(self, rows: list[int], token_lists: list[list[int]], cache: Any, sel: torch.Tensor) -> None:
         """Rows `rows` (global ids; `sel` their positions in `cache`) just sampled the end
         token: keep their blocks 0..site keys/values until the next flush."""
-        for j, (r, kv) in enumerate(zip(rows, rows_kv(cache, sel, self.site.layer + 1))):
-            self._pending.append((r, kv))
-            self.ids[r] = token_lists[j][:-1]
-        if len(self._pending) >= self.flush_rows:
+        lengths, kv = gather_rows(cache, sel, self.site.layer + 1)
+        self._pending.append((list(rows), lengths, kv))
+        self._held += len(rows)
+        for r, toks in zip(rows, token_lists):
+            self.ids[r] = toks[:-1]
+        if self._held >= self.flush_rows:
             self.flush()
 
     @torch.no_grad()
@@ -80,17 +84,19 @@ class FusedVerifier:
 
         if not self._pending:
             return
-        rows = [r for r, _ in self._pending]
-        lengths = torch.tensor([kv[0][0].shape[-2] for _, kv in self._pending])
+        rows = [r for chunk in self._pending for r in chunk[0]]
+        lengths = torch.cat([chunk[1] for chunk in self._pending])
         G, T, P = len(rows), len(self.tail), int(lengths.max())
         layers = []
         for li in range(self.site.layer + 1):
-            k0 = self._pending[0][1][li][0]
-            ks = k0.new_zeros((G, k0.shape[0], P, k0.shape[-1]))
+            k0 = self._pending[0][2][li][0]
+            ks = k0.new_zeros((G, k0.shape[1], P, k0.shape[-1]))
             vs = torch.zeros_like(ks)
-            for g, (_, kv) in enumerate(self._pending):
-                n = kv[li][0].shape[-2]
-                ks[g, :, :n], vs[g, :, :n] = kv[li][0], kv[li][1]
+            g = 0
+            for _, lens, kv in self._pending:
+                n, L = len(lens), kv[li][0].shape[2]
+                ks[g:g + n, :, :L], vs[g:g + n, :, :L] = kv[li][0], kv[li][1]
+                g += n
             layers.append((ks, vs))
         mask = torch.ones((G, P + T), dtype=torch.long)
         mask[:, :P] = (torch.arange(P)[None, :] < lengths[:, None]).long()
@@ -106,7 +112,7 @@ class FusedVerifier:
         acts = rec.out[self.site]
         for j, r in enumerate(rows):
             self.acts[r] = acts[j]
-        self._pending = []
+        self._pending, self._held = [], 0
 
     def usable(self, rows_texts: list[tuple[int, str]]) -> dict[int, torch.Tensor]:
         """Of (global row, decoded text), those whose text re-tokenises to the sampled ids."""

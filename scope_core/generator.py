@@ -272,13 +272,25 @@ class Backbone:
 
     @torch.no_grad()
     def prefix_last_hidden(self, k: int) -> torch.Tensor:
-        """Residual entering block k at the last prefix token (the same for every prompt).
+        """Residual entering block k at the last prefix token (the same for every prompt)."""
+        return self.prefix_primer(k)[0]
+
+    @torch.no_grad()
+    def prefix_primer(self, k: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The last prefix token as blocks 0..k-1 see it, the same for every prompt: the
+        residual entering block k [d], and per block below k its key and value [H, D] there.
+
+        Why: below the first control layer nothing depends on the condition, so training
+        (`Inverter.loss_from_trunk`) and decoding (`sample._decode_continuous`) start each row
+        at block k instead of repeating that computation per row.
 
         Read by a pre-hook on block k, not with `output_hidden_states`: transformers installs
         its hidden-state capture hooks lazily on every block of the model it is asked on, and a
         graft (`graft_upper`) shares its lower blocks with the target — asking the graft would
         hook the target's blocks a second time, and the target's own `hidden_states` would then
         list those blocks twice."""
+        from transformers.cache_utils import DynamicCache
+
         ids = self.to_internal(torch.tensor([self.prefix_ids]))
         seen: list[torch.Tensor] = []
 
@@ -291,14 +303,16 @@ class Backbone:
 
         if k >= self.arch.n_layers:  # the residual after the last block: no block to hook
             raise AutoscopeError(f"no block {k}: the backbone has {self.arch.n_layers}")
+        cache = DynamicCache()
         handle = self.arch.layers[k].register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            self.model(input_ids=ids)
+            self.model(input_ids=ids, past_key_values=cache, use_cache=True)
         except _Enough:
             pass
         finally:
             handle.remove()
-        return seen[0][0, -1]
+        kv = [(cache.layers[i].keys[0, :, -1], cache.layers[i].values[0, :, -1]) for i in range(k)]
+        return seen[0][0, -1], kv
 
     @property
     def n_kv_heads(self) -> int:
@@ -446,6 +460,7 @@ class Inverter(nn.Module):
             hd = backbone.arch.head_dim
             self.kv_condition = KVCondition(backbone.arch.n_layers, config.d_act, backbone.n_kv_heads, hd)
         self._cond: Condition | None = None
+        self._priming_exact: bool | None = None  # set by sample._primer on first use
         self._hooks = [backbone.arch.attn(int(i)).register_forward_hook(self._control_hook, with_kwargs=True) for i in self.controls]
         for p in backbone.model.parameters():
             p.requires_grad_(False)

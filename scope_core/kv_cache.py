@@ -248,6 +248,18 @@ class RaggedCache(DynamicCache):
     def advance(self) -> None:
         self.lens += 1
 
+    def write_last(self, n: int, kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Write one position for the last n rows (per layer keys/values [n, H, D], or [H, D]
+        shared by them) and advance just those rows: rows joining the batch whose first
+        token was computed on the side (`sample._prime`)."""
+        a = self.rows - n
+        pos = self.lens[a:]
+        rows = self.row_index[a:self.rows]
+        for layer, (k, v) in zip(self.layers, kv):
+            layer._k[rows, :, pos] = k  # type: ignore[attr-defined]
+            layer._v[rows, :, pos] = v  # type: ignore[attr-defined]
+        self.lens[a:] += 1
+
     def remove(self, done: torch.Tensor) -> torch.Tensor:
         """Drop the rows where `done` is true by moving live rows from the end into their
         places; returns, for each remaining row in its new position, its old position."""
@@ -261,19 +273,16 @@ class RaggedCache(DynamicCache):
         self.rows = m
         return order
 
-    def row_kv(self, sel: torch.Tensor, n_layers: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Copies of rows `sel`'s keys/values [H, len, D] in layers 0..n_layers-1, each row
-        cut to its own length."""
-        out = []
-        for j in sel.tolist():
-            n = int(self.lens[j])
-            out.append([(layer._k[j, :, :n].clone(), layer._v[j, :, :n].clone()) for layer in self.layers[:n_layers]])  # type: ignore[attr-defined]
-        return out
 
-
-def rows_kv(cache: DynamicCache, sel: torch.Tensor, n_layers: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Per row in `sel`: its keys/values [H, T, D] in layers 0..n_layers-1 (copies)."""
+def gather_rows(cache: DynamicCache, sel: torch.Tensor, n_layers: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Rows `sel`'s keys/values in layers 0..n_layers-1, copied out in one indexing per layer
+    (per-row copies were ~5% of a sampling job): returns each row's length [n] and per layer
+    (keys, values) [n, H, L, D], L the longest of the rows; a row's slots past its length
+    hold whatever its buffer held there and must be masked by the caller."""
     if isinstance(cache, RaggedCache):
-        return cache.row_kv(sel, n_layers)
+        lengths = cache.lens[sel].clone()
+        L = int(lengths.max())
+        kv = [(layer._k[sel, :, :L], layer._v[sel, :, :L]) for layer in cache.layers[:n_layers]]  # type: ignore[attr-defined]
+        return lengths, kv
     kv = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel)) for layer in cache.layers[:n_layers]]
-    return [[(k[j], v[j]) for k, v in kv] for j in range(len(sel))]
+    return torch.full((len(sel),), kv[0][0].shape[2], dtype=torch.long), kv

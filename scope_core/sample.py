@@ -30,6 +30,23 @@ from .targets import Target
 
 VerifyMode = Literal["auto", "full"]
 
+MAX_DECODE_ROWS = 512
+DECODE_KV_BUDGET = 1 << 30  # bytes of decoding KV cache the default batch may take
+
+
+def decode_rows(inv: Inverter, max_new_tokens: int, n_rows: int, budget: int = DECODE_KV_BUDGET) -> int:
+    """Rows decoded at once by default: as many as the job has, up to MAX_DECODE_ROWS, and no
+    more than a KV cache of `budget` bytes holds.
+
+    Why 512: a decoding step is compute-bound from ~256 rows on (1.2 ms per row-step for
+    SmolLM2 at L18), but each step also pays a fixed cost (Python, weight reads) and a job's
+    last steps run on a thinning batch; doubling the batch from 256 took 5% off a 640-sample
+    job (NOTES §28). The memory cap keeps a large model's cache bounded (8B fp32: ~40 rows)."""
+    bb = inv.backbone
+    ref = next(bb.model.parameters())
+    per_row = 2 * bb.arch.n_layers * bb.n_kv_heads * bb.arch.head_dim * (len(bb.prefix_ids) + max_new_tokens) * ref.element_size()
+    return max(1, min(MAX_DECODE_ROWS, n_rows, budget // per_row))
+
 
 class Sample(BaseModel):
     text: str
@@ -76,7 +93,7 @@ def generate(
     n: int,
     temperature: float = 1.0,
     max_new_tokens: int = 48,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
     sampling_noise: float = 0.0,
@@ -95,8 +112,11 @@ def generate(
     decode at once and a finished row's place goes to the next waiting one
     (`kv_cache.RaggedCache`), so only the very end of a job runs on a thinning batch.
     Otherwise rows go in fixed batches that shrink as they finish; `preallocate` False
-    then keeps transformers' concatenating cache (for comparison: `bench/decode_bench.py`)."""
+    then keeps transformers' concatenating cache (for comparison: `bench/decode_bench.py`).
+    `batch_size` None: `decode_rows`."""
     rows = [q for q in range(n_queries) for _ in range(n)]
+    if batch_size is None:
+        batch_size = decode_rows(inv, max_new_tokens, len(rows))
     g = torch.Generator().manual_seed(seed)
     sidx = inv.site_index(site) if site is not None else 0
     bar = None
@@ -135,35 +155,38 @@ def _next_tokens(logits: torch.Tensor, temperature: float, g: torch.Generator) -
 
 def _decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: list[int], temperature: float, max_new_tokens: int,
                        batch_size: int, g: torch.Generator, sampling_noise: float, fused: FusedVerifier | None, bar: Any) -> list[list[int]]:
-    """Sampled token ids per global row, decoding with continuous batching."""
+    """Sampled token ids per global row, decoding with continuous batching.
+
+    Rows join with the prefix's last token as their first input. Where the first control
+    layer sits at block k > 0 (the default generators), that token's blocks 0..k-1 are the
+    same for every row, so joining rows are primed on the side from block k (`_prime`) —
+    for L18 samples of ~15 tokens that is 19 of the ~350 block-forwards a sample costs."""
     bb = inv.backbone
     prefix = bb.prefix_kv()
     start = bb.to_internal(torch.tensor(bb.prefix_ids[-1:]))
     cap = len(bb.prefix_ids) + max_new_tokens
     ref = next(inv.backbone.model.parameters())
     cache = RaggedCache(bb.arch.n_layers, (min(batch_size, len(rows)), bb.n_kv_heads, cap, bb.arch.head_dim), prefix, dtype=ref.dtype)
+    primer = _primer(inv) if z is not None else None
     tokens: list[list[int]] = [[] for _ in rows]
     waiting = deque(range(len(rows)))
     live: list[int] = []  # global row at each batch position
     cond: Condition | None = None
-    inp = torch.zeros(0, dtype=torch.long)
-    while waiting or live:
-        if waiting and len(live) < batch_size:
-            new = [waiting.popleft() for _ in range(min(batch_size - len(live), len(waiting)))]
-            c = _conditions(inv, sidx, z, [rows[r] for r in new], g, sampling_noise)
-            cn = inv.condition(c)
-            cond = cn if cond is None or cn is None else cond.extend(cn)
-            cache.add(len(new))
-            live += new
-            inp = torch.cat([inp, start.expand(len(new))])
-        with inv.conditioned(cond):
-            logits = bb.logits(cache, input_ids=inp[:, None], position_ids=cache.positions(), attention_mask=cache.step_mask(ref.dtype))
-        cache.advance()
-        nxt = bb.out_to_external(_next_tokens(logits[:, -1, :].float(), temperature, g))
-        ended = nxt == bb.end_id
-        for j, r in enumerate(live):
-            tokens[r].append(int(nxt[j]))
-        full = torch.tensor([len(tokens[r]) >= max_new_tokens for r in live])
+    inp = torch.zeros(0, dtype=torch.long)  # next input (internal id) of each live row
+
+    def settle(first: int, logits: torch.Tensor) -> None:
+        """Rows first.. of the batch drew their next token from `logits`; record it, hand
+        rows that ended to `fused`, and drop the rows that are done."""
+        nonlocal live, inp, cond
+        nxt = bb.out_to_external(_next_tokens(logits.float(), temperature, g))
+        for j, t in enumerate(nxt.tolist()):
+            tokens[live[first + j]].append(t)
+        drew = torch.zeros(len(live), dtype=torch.bool)
+        drew[first:] = True
+        ended = torch.zeros(len(live), dtype=torch.bool)
+        ended[first:] = nxt == bb.end_id
+        full = drew & torch.tensor([len(tokens[r]) >= max_new_tokens for r in live])
+        inp = torch.cat([inp[:first], bb.to_internal(nxt)])
         if fused is not None and bool(ended.any()):
             sel = ended.nonzero().squeeze(1)
             fused.finish([live[j] for j in sel.tolist()], [tokens[live[j]] for j in sel.tolist()], cache, sel)
@@ -172,11 +195,68 @@ def _decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: l
             if bar:
                 bar.update(int(done.sum()))
             order = cache.remove(done)
-            live, nxt = [live[j] for j in order.tolist()], nxt[order]
+            live, inp = [live[j] for j in order.tolist()], inp[order]
             if cond is not None:
                 cond = cond.select(order)
-        inp = bb.to_internal(nxt)
+
+    while waiting or live:
+        if waiting and len(live) < batch_size:
+            new = [waiting.popleft() for _ in range(min(batch_size - len(live), len(waiting)))]
+            c = _conditions(inv, sidx, z, [rows[r] for r in new], g, sampling_noise)
+            cn = inv.condition(c)
+            cond = cn if cond is None or cn is None else cond.extend(cn)
+            cache.add(len(new))
+            first = len(live)
+            live += new
+            if primer is None:
+                inp = torch.cat([inp, start.expand(len(new))])
+            else:
+                settle(first, _prime(inv, cache, primer, cn, len(new)))
+                continue  # the batch may have room again
+        with inv.conditioned(cond):
+            logits = bb.logits(cache, input_ids=inp[:, None], position_ids=cache.positions(), attention_mask=cache.step_mask(ref.dtype))
+        cache.advance()
+        settle(0, logits[:, -1, :])
     return tokens
+
+
+def _primer(inv: Inverter) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None:
+    """`Backbone.prefix_primer` at the inverter's first control block, or None where rows
+    cannot be primed: no block below the condition, no cached prefix, or — checked once per
+    inverter, as the training's trunk shortcut is — a backbone that does not give the
+    same first-token logits from block k (one that adds position embeddings to
+    `inputs_embeds`, say)."""
+    bb, k = inv.backbone, inv.trunk_layer
+    if not k or bb.prefix_kv() is None:
+        return None
+    primer = bb.prefix_primer(k)
+    if inv._priming_exact is None:
+        P = len(bb.prefix_ids)
+        probe = RaggedCache(bb.arch.n_layers, (1, bb.n_kv_heads, P + 1, bb.arch.head_dim), bb.prefix_kv(), dtype=primer[0].dtype)
+        probe.add(1)
+        primed = _prime(inv, probe, primer, None, 1)
+        with inv.conditioned(None):
+            full = bb.logits(bb.prefix_cache(1), input_ids=bb.to_internal(torch.tensor([bb.prefix_ids[-1:]])))[:, -1]
+        inv._priming_exact = bool(torch.allclose(primed, full, rtol=1e-3, atol=1e-3 * float(full.abs().max())))
+    return primer if inv._priming_exact else None
+
+
+def _prime(inv: Inverter, cache: RaggedCache, primer: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]],
+           cond: Condition | None, n: int) -> torch.Tensor:
+    """First-token logits [n, V] of the last n rows of `cache` (just added, holding the
+    prefix but its last token), computed from block k = `inv.trunk_layer` on: the shared
+    residual and keys/values of blocks below k come from `primer`, blocks k.. run on the
+    side with the rows' conditions. Their keys/values at that position go into `cache`."""
+    bb = inv.backbone
+    h, lower = primer
+    k = len(lower)
+    side = bb.prefix_cache(n)
+    P = len(bb.prefix_ids)
+    with bb.layers_from(k), inv.conditioned(cond):
+        logits = bb.logits(side, inputs_embeds=h.expand(n, 1, -1), position_ids=torch.full((n, 1), P - 1))
+    upper = [(layer.keys[:, :, -1], layer.values[:, :, -1]) for layer in side.layers[k:]]
+    cache.write_last(n, lower + upper)
+    return logits[:, -1, :]
 
 
 def _decode_in_batches(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: list[int], temperature: float, max_new_tokens: int,
@@ -281,7 +361,7 @@ def sample_and_verify(
     kernel: Kernel = "hard",
     conditional: bool = True,
     max_new_tokens: int = 48,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
     sampling_noise: float = 0.0,
