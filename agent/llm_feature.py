@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from features.base import Feature
 from features.method import normalise_method
+from features.task import normalise_task, task_problem
 
 from .hypotheses import BatchLabels, LabelAnswer
 from .judge import JudgeClient
@@ -87,10 +88,12 @@ def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[st
 
     def finish(value: str | None, raw: str | None) -> LabelOutcome:
         lab = normalise_label(value, labels)
+        err = None
         if normaliser == "method" and lab is not None:
             lab = normalise_method(lab)
-        err = None
-        if lab is None and value is not None and labels and str(value).strip().lower() not in ("null", "none", ""):
+        elif normaliser == "task" and lab is not None:
+            lab, err = normalise_task(str(value)), task_problem(str(value))
+        if lab is None and err is None and value is not None and labels and str(value).strip().lower() not in ("null", "none", ""):
             err = f"answer {value!r} is not one of the labels"
         return LabelOutcome(lab, raw, err)
 

@@ -19,6 +19,8 @@ same engine says whether batching changed any answer.
     python -m bench.label_throughput_bench --run default --labels 128 --repeats 2
     python -m bench.label_throughput_bench --run default --labels 64 --repeats 1 --features reason --method channel \
         --out bench/results/label_throughput_channel.json
+    python -m bench.label_throughput_bench --task icl --labels 64 --repeats 2 --features task \
+        --out bench/results/label_throughput_task.json
 
 Writes bench/results/label_throughput.json.
 """
@@ -37,7 +39,7 @@ from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import label_many
 from agent.server import EmbeddedJudge, llamacpp_available
 from features.llm_specs import SPECS
-from scope_core.data import RunData
+from scope_core.data import PriorConfig, RunData, build_examples
 
 
 METHOD = "ask"  # set from --method
@@ -88,6 +90,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="default")
     ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--task", choices=["refusal", "ioi", "icl"], default=None,
+                    help="label prompts freshly drawn from this generated prior instead of a run's held-out prompts "
+                         "(`task` labels need ICL prompts: --task icl)")
     ap.add_argument("--labels", type=int, default=128, help="held-out prompts labelled per mode")
     ap.add_argument("--features", default="harmfulness,reason")
     ap.add_argument("--concurrency", type=int, nargs="*", default=[8, 32], help="requests in flight for the batched engine")
@@ -102,8 +107,11 @@ def main() -> None:
     METHOD = args.method
     if args.method == "channel":
         args.skip_llamacpp = True  # llama.cpp's server returns no prompt log-probabilities
-    data = RunData.load(Path(args.runs_dir) / args.run / "data")
-    ex = [data.examples[i] for i in data.heldout[: args.labels]]
+    if args.task:
+        ex = build_examples(PriorConfig(task=args.task, n=args.labels, seed=1))[: args.labels]
+    else:
+        data = RunData.load(Path(args.runs_dir) / args.run / "data")
+        ex = [data.examples[i] for i in data.heldout[: args.labels]]
     texts = [e.text for e in ex]
     res: dict = {"args": vars(args), "n": len(texts), "features": {}}
     features = [f.strip() for f in args.features.split(",") if f.strip()]

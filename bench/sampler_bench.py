@@ -39,8 +39,14 @@ from scope_core.targets import load_target
 from scope_core.train import TrainConfig, train
 
 
-def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: int = 32) -> float:
-    """Tokens/s of the bare model forward through blocks 0..layer (no hooks, no recording)."""
+def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: int = 32, prepacked: bool = False) -> float:
+    """Tokens/s of the bare model forward through blocks 0..layer (no hooks, no recording);
+    `prepacked`: with the oneDNN-prepacked linears the tool's own target forwards use
+    (`scope_core.fast_linear`) — the stricter bound, since it is the faster forward."""
+    from contextlib import nullcontext
+
+    from scope_core.fast_linear import prepacked_linears
+
     base = target.model.model
     full = base.layers
     suffixes = target.suffix_ids(texts)
@@ -51,7 +57,7 @@ def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: 
     base.layers = torch.nn.ModuleList(list(full)[: layer + 1])
     try:
         t0, tok = time.perf_counter(), 0
-        with torch.no_grad():
+        with torch.no_grad(), (prepacked_linears(target.model) if prepacked else nullcontext()):
             for idx in batches:
                 ids, lengths = pad_right([suffixes[i] for i in idx], target.tokenizer.pad_token_id)
                 base(input_ids=ids, past_key_values=target.prefix_cache(len(idx)), use_cache=True)

@@ -5,7 +5,7 @@
 | harmfulness | harmful, harmless | never |
 | reason | REASON_CATEGORIES below (override with --labels) | harmless inputs |
 | method | free short phrase, normalised by features.method.normalise_method | harmless inputs |
-| task | free "Language_1-to-Language_2 translation" | inputs that are not translation prompts |
+| task | free "Language_1-to-Language_2 translation", normalised by features.task.normalise_task | inputs that are not translation prompts |
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ SPECS: dict[str, LLMFeatureSpec] = {
         "task",
         "The examples in this prompt demonstrate a translation task. Which one? Answer in the form "
         "'Language_1-to-Language_2 translation', e.g. 'English-to-French translation'. If it is not a translation prompt, answer null.",
-        None, allow_null=True,
+        None, allow_null=True, normaliser="task",
         paraphrase="From which language into which language do the examples in this prompt translate? Answer as "
         "'Language_1-to-Language_2 translation'. If the prompt is not about translation, answer null.",
     ),

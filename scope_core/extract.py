@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
+from .fast_linear import prepacked_linears
 from .sites import Site
 from .targets import Target
 
@@ -118,7 +119,7 @@ def forward_suffixes(
     at every training step."""
     ids, lengths = pad_right(suffixes, target.tokenizer.pad_token_id)
     cache = target.prefix_cache(len(suffixes))
-    with recording(target, sites, trunk_layer) as rec:
+    with recording(target, sites, trunk_layer) as rec, prepacked_linears(target.model):
         rec.positions = lengths - 1
         rec.trunk_lengths = list(trunk_lengths or [])
         try:

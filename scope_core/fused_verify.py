@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .extract import _StopForward, recording
+from .fast_linear import prepacked_linears
 from .generator import Inverter, shares_blocks
 from .kv_cache import gather_rows
 from .sites import Site
@@ -102,7 +103,7 @@ class FusedVerifier:
         mask[:, :P] = (torch.arange(P)[None, :] < lengths[:, None]).long()
         pos = lengths[:, None] + torch.arange(T)[None, :]
         ids = torch.tensor(self.tail).expand(G, -1)
-        with recording(self.target, [self.site]) as rec:
+        with recording(self.target, [self.site]) as rec, prepacked_linears(self.target.model):
             rec.positions = torch.full((G,), T - 1)
             try:
                 self.target.model(input_ids=ids, attention_mask=mask, position_ids=pos,

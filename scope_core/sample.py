@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
+from .fast_linear import prepacked_linears
 from .extract import extract
 from .fused_verify import FusedVerifier, fused_ineligible
 from .generator import Condition, Inverter
@@ -124,10 +125,11 @@ def generate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(rows), desc="generating", unit="sample")
-    if continuous and preallocate and inv.kv_condition is None:
-        tokens = _decode_continuous(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, bar)
-    else:
-        tokens = _decode_in_batches(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, preallocate, bar)
+    with prepacked_linears(inv.backbone.model, inv):
+        if continuous and preallocate and inv.kv_condition is None:
+            tokens = _decode_continuous(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, bar)
+        else:
+            tokens = _decode_in_batches(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, preallocate, bar)
     if bar:
         bar.close()
     out: list[list[str]] = [[] for _ in range(n_queries)]

@@ -162,3 +162,37 @@ def test_reason_labels_scored_by_the_embedded_judge(tmp_path):
         scores = json.loads(got[k]["raw"])
         assert set(scores) == set(SPECS["reason"].labels) | {"null"}
         assert got[k]["label"] == want == max(scores, key=scores.get), (k, scores)
+
+
+def test_normalise_task_reads_the_direction_and_refuses_the_placeholder():
+    from features.task import normalise_task, task_problem
+
+    same = ["spanish to english", "Spanish-to-English translation", "Translation from Spanish into English.",
+            "Spanish → English", "into English from Spanish"]
+    assert {normalise_task(a) for a in same} == {"Spanish-to-English translation"}
+    assert normalise_task("Klingon-to-English translation") == "Klingon-to-English translation"  # unlisted, explicit form
+    for bad in ["Language_1-to-Language_2 translation", "French", "translate the words", "from German"]:
+        assert normalise_task(bad) is None and task_problem(bad)
+    assert "placeholder" in task_problem("Language_1-to-Language_2 translation")
+
+
+def test_task_labels_are_normalised_and_a_copied_placeholder_is_null_with_a_reason(tmp_path):
+    """A judge that answers two rows in different spellings of one task and copies the
+    answer format's placeholder for a third."""
+    p = tmp_path / "in.jsonl"
+    texts = {"a": "Input: calle, Output: street\nInput: piel, Output:", "b": "Input: gato, Output: cat\nInput: perro, Output:",
+             "c": "Input: chat, Output: cat\nInput: chien, Output:"}
+    p.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items()))
+    answers = {"calle": "spanish to english", "gato": "Spanish-to-English translation", "chat": "Language_1-to-Language_2 translation"}
+
+    def judge_rule(body):
+        prompt = json.dumps(body["messages"])
+        return {"label": next(a for word, a in answers.items() if word in prompt)}
+
+    out = tmp_path / "out.jsonl"
+    with FlakyServer([], default=judge_rule) as srv:
+        judge = JudgeClient(JudgeConfig(base_url=srv.url, cache_path=str(tmp_path / "c.sqlite")))
+        label_file(LabelConfig(feature="task", input=str(p), output=str(out), method="ask"), judge, progress=False)
+    rows = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+    assert rows["a"]["label"] == rows["b"]["label"] == "Spanish-to-English translation"
+    assert rows["c"]["label"] is None and "placeholder" in rows["c"]["error"]
