@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
-from .fast_linear import prepacked_linears
 from .extract import extract
+from .fast_linear import prepacked_linears
 from .fused_verify import FusedVerifier, fused_ineligible
 from .generator import Condition, Inverter
 from .kv_cache import RaggedCache, drop_rows
@@ -41,8 +41,8 @@ def decode_rows(inv: Inverter, max_new_tokens: int, n_rows: int, budget: int = D
 
     Why 512: a decoding step is compute-bound from ~256 rows on (1.2 ms per row-step for
     SmolLM2 at L18), but each step also pays a fixed cost (Python, weight reads) and a job's
-    last steps run on a thinning batch; doubling the batch from 256 took 5% off a 640-sample
-    job (NOTES §28). The memory cap keeps a large model's cache bounded (8B fp32: ~40 rows)."""
+    last steps run on a thinning batch; doubling the batch from 256 took 5–15% off a
+    640-sample job (NOTES §28). The memory cap keeps a large model's cache bounded (8B fp32: ~40 rows)."""
     bb = inv.backbone
     ref = next(bb.model.parameters())
     per_row = 2 * bb.arch.n_layers * bb.n_kv_heads * bb.arch.head_dim * (len(bb.prefix_ids) + max_new_tokens) * ref.element_size()
