@@ -105,16 +105,24 @@ def test_generation_is_the_same_with_either_cache_under_greedy_decoding(tiny_lla
     assert a == b
 
 
+def _conditioned_tiny_inverter(path, **config) -> Inverter:
+    """An untrained inverter on the tiny llama whose condition visibly changes the samples
+    (large control values) and whose output is a handful of tokens, so greedy rows differ
+    in length."""
+    cfg = GeneratorConfig(backbone=str(path), sites=["L1"], d_act=64, n_heads=2, head_dim=8, **config)
+    inv = Inverter(cfg, build_backbone(cfg))
+    for ctl in inv.controls.values():
+        torch.nn.init.normal_(ctl.v.weight, std=2.0)
+    inv.backbone.restrict_output(list(range(5, 12)))
+    return inv
+
+
 def test_continuous_batching_gives_the_fixed_batches_greedy_samples(tiny_llama_path):
     """Rows that join a running batch at later steps (their own positions, masked slots)
     must decode exactly as they would have in a batch of their own."""
     from scope_core.sample import generate
 
-    cfg = GeneratorConfig(backbone=str(tiny_llama_path), sites=["L1"], d_act=64, n_heads=2, head_dim=8)
-    inv = Inverter(cfg, build_backbone(cfg))
-    for ctl in inv.controls.values():
-        torch.nn.init.normal_(ctl.v.weight, std=2.0)
-    inv.backbone.restrict_output(list(range(5, 12)))
+    inv = _conditioned_tiny_inverter(tiny_llama_path)
     z = torch.randn(10, 64)
     fixed = generate(inv, "L1", z, 10, 3, temperature=0.0, max_new_tokens=9, batch_size=4, continuous=False)
     rolling = generate(inv, "L1", z, 10, 3, temperature=0.0, max_new_tokens=9, batch_size=4)  # 30 rows through 4 slots
@@ -130,11 +138,7 @@ def test_rows_primed_from_the_first_control_block_decode_as_unprimed_ones(tiny_l
     continuous decoding computes it once (`sample._prime`); the samples must not change."""
     from scope_core.sample import generate
 
-    cfg = GeneratorConfig(backbone=str(tiny_llama_path), sites=["L1"], d_act=64, n_heads=2, head_dim=8, control_layers=[2, 3])
-    inv = Inverter(cfg, build_backbone(cfg))
-    for ctl in inv.controls.values():
-        torch.nn.init.normal_(ctl.v.weight, std=2.0)
-    inv.backbone.restrict_output(list(range(5, 12)))
+    inv = _conditioned_tiny_inverter(tiny_llama_path, control_layers=[2, 3])
     z = torch.randn(10, 64)
     fixed = generate(inv, "L1", z, 10, 3, temperature=0.0, max_new_tokens=9, batch_size=4, continuous=False)
     assert inv._priming_exact is None  # fixed batches feed the prefix's last token through every block
