@@ -5,13 +5,14 @@
 | harmfulness | harmful, harmless | never |
 | reason | REASON_CATEGORIES below (override with --labels) | harmless inputs |
 | method | free short phrase, normalised by features.method.normalise_method | harmless inputs |
-| task | free "Language_1-to-Language_2 translation", normalised by features.task.normalise_task | inputs that are not translation prompts |
+| task | "Language_1-to-Language_2 translation": asked, free and normalised by features.task.normalise_task; scored (the default where the judge allows it), one of the six directions between English, French and Spanish (override with --labels) | inputs that are not translation prompts |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scope_core.priors.icl import DIRECTIONS, task_label
 from scope_core.priors.refusal import REASON_CATEGORIES
 
 
@@ -37,12 +38,20 @@ class LLMFeatureSpec:
         if self.descriptions is None:
             return None
         if labels and labels != self.labels:
-            out: dict[str | None, str] = {lab: lab.replace("_", " ") for lab in labels}
+            out: dict[str | None, str] = {lab: self._describe(lab) for lab in labels}
             null = dict(self.descriptions).get(None)
             if self.allow_null and null:
                 out[None] = null
             return out
         return dict(self.descriptions)
+
+    def _describe(self, label: str) -> str:
+        """A channel description for a label given on the command line: its own words, or for
+        `task` the direction it names ("German-to-Italian translation" -> "Translating words
+        from German into Italian.")."""
+        if self.name == "task" and (direction := _direction(label)):
+            return translating(*direction)
+        return label.replace("_", " ")
 
     def ask(self, labels: tuple[str, ...] | None = None, paraphrased: bool = False) -> str:
         """The question for a label set (the built-in one by default), in either wording."""
@@ -56,6 +65,22 @@ class LLMFeatureSpec:
 # What harmless requests are about (the refusal prior's harmless topics, in one line): the
 # channel labeller's "does not apply" class for reason, and its "harmless" class.
 HARMLESS_TOPICS = "Everyday harmless topics such as cooking, fitness, study, writing, software, travel or gardening."
+
+
+# The channel labeller's "does not apply" class for task (wording chosen on 48 ICL prompts:
+# "something other than translating words" drew 8 of them, this 5; BENCHMARKS §5).
+EVERYDAY_REQUESTS = "Everyday questions and instructions, such as cooking, fitness, study, writing, software, travel or gardening."
+
+
+def translating(source: str, target: str) -> str:
+    return f"Translating words from {source} into {target}."
+
+
+def _direction(label: str) -> tuple[str, str] | None:
+    import re
+
+    m = re.fullmatch(r"\s*([A-Za-z]+)-to-([A-Za-z]+) translation\s*", label)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def _category_list() -> str:
@@ -94,6 +119,7 @@ SPECS: dict[str, LLMFeatureSpec] = {
         None, allow_null=True, normaliser="task",
         paraphrase="From which language into which language do the examples in this prompt translate? Answer as "
         "'Language_1-to-Language_2 translation'. If the prompt is not about translation, answer null.",
+        descriptions=tuple((task_label(a, b), translating(a, b)) for a, b in DIRECTIONS) + ((None, EVERYDAY_REQUESTS),),
     ),
 }
 

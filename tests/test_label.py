@@ -139,6 +139,11 @@ def test_reason_is_scored_where_the_judge_allows_it_and_asked_elsewhere():
         labelling_classes(method, None, "channel", "vllm")
     with pytest.raises(AutoscopeError, match="batched"):
         labelling_classes(reason, reason.labels, "channel", "llamacpp")
+    task = SPECS["task"]
+    directions = labelling_classes(task, None, "auto", "vllm")
+    assert directions is not None and len(directions) == 7 and directions["Spanish-to-English translation"] == "Translating words from Spanish into English."
+    assert labelling_classes(task, ("German-to-Italian translation",), "auto", "batched")["German-to-Italian translation"] == \
+        "Translating words from German into Italian."  # an overriding direction is described as one
 
 
 @pytest.mark.integration
@@ -162,6 +167,27 @@ def test_reason_labels_scored_by_the_embedded_judge(tmp_path):
         scores = json.loads(got[k]["raw"])
         assert set(scores) == set(SPECS["reason"].labels) | {"null"}
         assert got[k]["label"] == want == max(scores, key=scores.get), (k, scores)
+
+
+@pytest.mark.integration
+def test_task_labels_scored_by_the_embedded_judge(tmp_path):
+    """`--method auto` scores `task` over the six directions of the ICL prior; asked, this
+    judge only copies the answer format (BENCHMARKS §5), scored it names most directions."""
+    from agent.server import EmbeddedJudge
+    from scope_core.data import PriorConfig, build_examples
+
+    ex = build_examples(PriorConfig(task="icl", n=12, seed=1))[:12]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"id": str(i), "text": e.text}) + "\n" for i, e in enumerate(ex)))
+    with EmbeddedJudge(engine="batched") as srv:
+        judge = JudgeClient(srv.client_config(JudgeConfig(cache_path=str(tmp_path / "c.sqlite"))))
+        stats = label_file(LabelConfig(feature="task", input=str(inp), output=str(out)), judge, progress=False)
+    assert stats["method"] == "channel"
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(len(json.loads(r["raw"])) == 7 for r in got)  # six directions and null, each scored
+    right = sum(r["label"] == e.labels["task"] for r, e in zip(got, ex))
+    print("task labels right:", right, "of", len(ex))
+    assert right >= 6  # chance is 2 of 12
 
 
 def test_normalise_task_reads_the_direction_and_refuses_the_placeholder():
