@@ -9,7 +9,10 @@ rounding (|Δ| ≈ 2e-6 on unit-scale inputs) but are not bit-identical, so the 
 must agree with each other — the target's own (`extract`), the decoder's shared lower blocks
 and the fused verifier's tails — all run under `prepacked_linears`.
 
-`AUTOSCOPE_PREPACK=0` turns it off (for comparison, or where oneDNN misbehaves).
+`AUTOSCOPE_PREPACK=0` turns it off (for comparison, or where oneDNN misbehaves). The packed
+copies are extra memory, as much as the weights they copy, so at most
+`AUTOSCOPE_PREPACK_BYTES` (default 2 GiB: all of SmolLM2's blocks, a fraction of an 8B
+model's) are kept; layers beyond that run plain.
 """
 
 from __future__ import annotations
@@ -29,25 +32,38 @@ _depth: dict[int, int] = {}  # id(module) -> how many open contexts patched it
 _packed: weakref.WeakKeyDictionary[nn.Linear, tuple[int, int, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
+def prepack_budget() -> int:
+    """Bytes of packed weights kept at most (`AUTOSCOPE_PREPACK_BYTES`, default 2 GiB)."""
+    return int(os.environ.get("AUTOSCOPE_PREPACK_BYTES", 2 << 30))
+
+
 def prepack_available() -> bool:
     return os.environ.get("AUTOSCOPE_PREPACK", "1") != "0" and torch.backends.mkldnn.is_available()
 
 
-def _packed_weight(m: nn.Linear) -> torch.Tensor:
-    """The module's weight in oneDNN's layout, packed again only when the weight changed."""
+def _packed_weight(m: nn.Linear) -> torch.Tensor | None:
+    """The module's weight in oneDNN's layout, packed again only when the weight changed;
+    None when packing it would exceed `prepack_budget`."""
     w = m.weight
     key = (w.data_ptr(), w._version)
-    hit = _packed.get(m)
-    if hit is None or hit[:2] != key:
-        hit = (*key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), 64))
-        _packed[m] = hit
+    with _lock:
+        hit = _packed.get(m)
+        if hit is None or hit[:2] != key:
+            held = sum(p.numel() * p.element_size() for other, (_, _, p) in _packed.items() if other is not m)
+            if held + w.numel() * w.element_size() > prepack_budget():
+                return None
+            hit = (*key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), 64))
+            _packed[m] = hit
     return hit[2]
 
 
 def _fast_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu":
+    packed = None
+    if not torch.is_grad_enabled() and x.dtype == torch.float32 and x.device.type == "cpu":
+        packed = _packed_weight(self)
+    if packed is None:
         return nn.functional.linear(x, self.weight, self.bias)
-    return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(self), self.bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
 
 def _eligible(m: nn.Module) -> bool:

@@ -48,3 +48,18 @@ def test_switched_off_by_the_environment(monkeypatch):
     m = _model()
     with prepacked_linears(m):
         assert "forward" not in vars(m[0])
+
+
+def test_layers_beyond_the_memory_budget_run_plain(monkeypatch):
+    from scope_core.fast_linear import _packed
+
+    m = _model()
+    held = sum(p.numel() * p.element_size() for _, _, p in _packed.values())  # other tests' layers still alive
+    monkeypatch.setenv("AUTOSCOPE_PREPACK_BYTES", str(held + m[0].weight.numel() * 4))  # room for the first layer only
+    x = torch.randn(2, 24)
+    with torch.no_grad():
+        ref = m(x)
+        with prepacked_linears(m):
+            out = m(x)
+    assert m[0] in _packed and m[2] not in _packed
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
