@@ -91,7 +91,7 @@ def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[st
         err = None
         if normaliser == "method" and lab is not None:
             lab = normalise_method(lab)
-        elif normaliser == "task" and lab is not None:
+        elif normaliser == "task" and lab is not None and not labels:  # a given label set is kept as given
             lab, err = normalise_task(str(value)), task_problem(str(value))
         if lab is None and err is None and value is not None and labels and str(value).strip().lower() not in ("null", "none", ""):
             err = f"answer {value!r} is not one of the labels"

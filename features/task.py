@@ -26,6 +26,7 @@ _BY_LOWER = {lang.lower(): lang for lang in LANGUAGES}
 _PLACEHOLDER = re.compile(r"language[\s_-]*[12xy]\b|\blang[\s_-]*[12]\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+|→|->|=>")
 _TO = {"to", "into", "→", "->", "=>"}
+_GENERIC = {"language", "languages", "languagea", "languageb", "lang", "source", "target", "input", "output", "some", "any", "one", "another"}
 _PAIR = re.compile(r"\b([A-Za-z]{3,})-to-([A-Za-z]{3,})\b")  # "X-to-Y" names a direction even for an unlisted language
 
 
@@ -33,31 +34,26 @@ def task_problem(answer: str) -> str | None:
     """Why `answer` is not a task label (None if `normalise_task` reads one from it)."""
     if normalise_task(answer) is not None:
         return None
-    if _PLACEHOLDER.search(answer):
+    if _PLACEHOLDER.search(answer) or (m := _PAIR.search(answer)) and {m.group(1).lower(), m.group(2).lower()} & _GENERIC:
         return f"the judge repeated the answer format's placeholder ({answer!r}) instead of naming the languages"
     return f"answer {answer!r} names no translation direction (a source and a target language)"
 
 
 def normalise_task(answer: str) -> str | None:
     """'spanish to english' -> 'Spanish-to-English translation'; None when the answer names
-    no direction (fewer than two languages, or the placeholder of the answer format)."""
-    if _PLACEHOLDER.search(answer):
-        return None
+    no direction (fewer than two different languages, or a placeholder of the answer format)."""
     words = _WORD.findall(answer.replace("-to-", " to "))
     found = [(i, _BY_LOWER[w.lower()]) for i, w in enumerate(words) if w.lower() in _BY_LOWER]
-    if len({lang for _, lang in found}) < 2 and (m := _PAIR.search(answer)):
-        return f"{m.group(1).capitalize()}-to-{m.group(2).capitalize()} translation"
-    if not found:
-        return None
     source = next((lang for i, lang in found if i > 0 and words[i - 1].lower() == "from"), None)
     target = next((lang for i, lang in found if i > 0 and words[i - 1].lower() in _TO), None)
-    if source is None or target is None:
-        distinct = list(dict.fromkeys(lang for _, lang in found))
-        if len(distinct) < 2:
-            return None
-        rest = [lang for lang in distinct if lang not in (source, target)]
-        source = source or (rest.pop(0) if rest else None)
-        target = target or (rest.pop(0) if rest else None)
-    if source is None or target is None or source == target:
-        return None
-    return f"{source}-to-{target} translation"
+    rest = [lang for lang in dict.fromkeys(lang for _, lang in found) if lang not in (source, target)]
+    source = source or (rest.pop(0) if rest else None)
+    target = target or (rest.pop(0) if rest else None)
+    if source and target and source != target:
+        return f"{source}-to-{target} translation"
+    m = _PAIR.search(answer)
+    if m and not {m.group(1).lower(), m.group(2).lower()} & _GENERIC and not _PLACEHOLDER.search(m.group(0)):
+        a, b = m.group(1).capitalize(), m.group(2).capitalize()
+        if a != b:
+            return f"{a}-to-{b} translation"
+    return None

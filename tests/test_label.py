@@ -197,9 +197,12 @@ def test_normalise_task_reads_the_direction_and_refuses_the_placeholder():
             "Spanish → English", "into English from Spanish"]
     assert {normalise_task(a) for a in same} == {"Spanish-to-English translation"}
     assert normalise_task("Klingon-to-English translation") == "Klingon-to-English translation"  # unlisted, explicit form
-    for bad in ["Language_1-to-Language_2 translation", "French", "translate the words", "from German"]:
+    assert normalise_task("English-to-French translation (Language_1 = English)") == "English-to-French translation"
+    for bad in ["Language_1-to-Language_2 translation", "Source-to-Target translation", "English-to-English translation",
+                "French", "translate the words", "from German"]:
         assert normalise_task(bad) is None and task_problem(bad)
-    assert "placeholder" in task_problem("Language_1-to-Language_2 translation")
+    for placeholder in ["Language_1-to-Language_2 translation", "Language-to-Language translation", "Source-to-Target translation"]:
+        assert "placeholder" in task_problem(placeholder)
 
 
 def test_task_labels_are_normalised_and_a_copied_placeholder_is_null_with_a_reason(tmp_path):
