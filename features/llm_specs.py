@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from features.task import direction
 from scope_core.priors.icl import DIRECTIONS, task_label
 from scope_core.priors.refusal import REASON_CATEGORIES
 
@@ -49,8 +50,8 @@ class LLMFeatureSpec:
         """A channel description for a label given on the command line: its own words, or for
         `task` the direction it names ("German-to-Italian translation" -> "Translating words
         from German into Italian.")."""
-        if self.name == "task" and (direction := _direction(label)):
-            return translating(*direction)
+        if self.name == "task" and (d := direction(label)):
+            return translating(*d)
         return label.replace("_", " ")
 
     def ask(self, labels: tuple[str, ...] | None = None, paraphrased: bool = False) -> str:
@@ -74,13 +75,6 @@ EVERYDAY_REQUESTS = "Everyday questions and instructions, such as cooking, fitne
 
 def translating(source: str, target: str) -> str:
     return f"Translating words from {source} into {target}."
-
-
-def _direction(label: str) -> tuple[str, str] | None:
-    import re
-
-    m = re.fullmatch(r"\s*([A-Za-z]+)-to-([A-Za-z]+) translation\s*", label)
-    return (m.group(1), m.group(2)) if m else None
 
 
 def _category_list() -> str:

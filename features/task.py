@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from scope_core.priors.icl import task_label
+
 LANGUAGES = (
     "English", "French", "Spanish", "German", "Italian", "Portuguese", "Dutch", "Swedish", "Norwegian", "Danish",
     "Finnish", "Polish", "Czech", "Slovak", "Hungarian", "Romanian", "Bulgarian", "Greek", "Russian", "Ukrainian",
@@ -42,6 +44,12 @@ def task_problem(answer: str) -> str | None:
 def normalise_task(answer: str) -> str | None:
     """'spanish to english' -> 'Spanish-to-English translation'; None when the answer names
     no direction (fewer than two different languages, or a placeholder of the answer format)."""
+    d = direction(answer)
+    return task_label(*d) if d else None
+
+
+def direction(answer: str) -> tuple[str, str] | None:
+    """(source, target) languages the answer names, capitalised; None if it names no direction."""
     words = _WORD.findall(answer.replace("-to-", " to "))
     found = [(i, _BY_LOWER[w.lower()]) for i, w in enumerate(words) if w.lower() in _BY_LOWER]
     source = next((lang for i, lang in found if i > 0 and words[i - 1].lower() == "from"), None)
@@ -50,10 +58,10 @@ def normalise_task(answer: str) -> str | None:
     source = source or (rest.pop(0) if rest else None)
     target = target or (rest.pop(0) if rest else None)
     if source and target and source != target:
-        return f"{source}-to-{target} translation"
+        return source, target
     m = _PAIR.search(answer)
     if m and not {m.group(1).lower(), m.group(2).lower()} & _GENERIC and not _PLACEHOLDER.search(m.group(0)):
         a, b = m.group(1).capitalize(), m.group(2).capitalize()
         if a != b:
-            return f"{a}-to-{b} translation"
+            return a, b
     return None

@@ -273,6 +273,12 @@ class RaggedCache(DynamicCache):
         self.rows = m
         return order
 
+    def gather(self, sel: torch.Tensor, n_layers: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """`gather_rows` for this cache: rows cut to the longest of their own lengths."""
+        lengths = self.lens[sel].clone()
+        L = int(lengths.max())
+        return lengths, [(layer._k[sel, :, :L], layer._v[sel, :, :L]) for layer in self.layers[:n_layers]]  # type: ignore[attr-defined]
+
 
 def gather_rows(cache: DynamicCache, sel: torch.Tensor, n_layers: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Rows `sel`'s keys/values in layers 0..n_layers-1, copied out in one indexing per layer
@@ -280,9 +286,6 @@ def gather_rows(cache: DynamicCache, sel: torch.Tensor, n_layers: int) -> tuple[
     (keys, values) [n, H, L, D], L the longest of the rows; a row's slots past its length
     hold whatever its buffer held there and must be masked by the caller."""
     if isinstance(cache, RaggedCache):
-        lengths = cache.lens[sel].clone()
-        L = int(lengths.max())
-        kv = [(layer._k[sel, :, :L], layer._v[sel, :, :L]) for layer in cache.layers[:n_layers]]  # type: ignore[attr-defined]
-        return lengths, kv
+        return cache.gather(sel, n_layers)
     kv = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel)) for layer in cache.layers[:n_layers]]
     return torch.full((len(sel),), kv[0][0].shape[2], dtype=torch.long), kv
