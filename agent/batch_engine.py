@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scope_core.api import PreallocatedCache, drop_rows
+from scope_core.api import PreallocatedCache, drop_rows, prepacked_linears
 
 
 @dataclass
@@ -243,16 +243,23 @@ class BatchEngine:
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Generate every request; results in request order.
 
+        The linears run on oneDNN-prepacked weights (`scope_core.fast_linear`): 1.2–1.3×
+        faster for a batch and 1.3–1.6× for one request (NOTES §31), answers unchanged.
+
         Tokens a row's grammar forces (`{"label": "` before any choice, `"}` after the last
         letter of an enum value) are never chosen by the model: the ones at the start join
         the prompt's prefill, later ones are fed without reading their logits, and a row
         whose grammar is complete leaves without feeding them at all."""
-        t0 = time.perf_counter()
-        stats = BatchStats(rows=len(requests))
         if not requests:
             return []
         if any(not r.prompt_ids for r in requests):
             raise ValueError("empty prompt")
+        with prepacked_linears(self.model):
+            return self._generate(requests)
+
+    def _generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        t0 = time.perf_counter()
+        stats = BatchStats(rows=len(requests))
         B = len(requests)
         matchers = [self._matcher(r.grammar) if r.grammar else None for r in requests]
         generated: list[list[int]] = [[] for _ in requests]

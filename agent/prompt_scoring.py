@@ -9,7 +9,12 @@ category prefix and share the text, and a batch holds many such requests, so:
 * rows are grouped by the prefix they share with their neighbours in sorted order (the
   category descriptions); each group's prefix runs once and is kept (`ScoredPrefixes`),
   with its own tokens' log-probabilities, so a row costs only its own tokens;
-* the head runs only on the positions whose log-probabilities are asked for.
+* a lone request's K prompts (too few per category to group) are cut where their shared
+  text begins (`context_cuts`), so their category contexts are cached too, and one forward
+  scores the text behind K prefixes of different lengths;
+* the head runs only on the positions whose log-probabilities are asked for;
+* the linears run on oneDNN-prepacked weights (`scope_core.fast_linear`), 1.2–1.3× faster
+  at every batch size (NOTES §31), labels unchanged.
 
 Right padding needs no mask: a causal model's real tokens never attend to later ones.
 """
@@ -21,7 +26,7 @@ from typing import Any
 
 import torch
 
-from scope_core.api import PreallocatedCache
+from scope_core.api import PreallocatedCache, prepacked_linears
 
 from .batch_engine import common_prefix_length
 
@@ -63,6 +68,29 @@ def scoring_groups(rows: list[list[int]], min_rows: int = 8, min_shared: int = 2
     if rows:
         split(order, 0)
     return groups
+
+
+def common_suffix_length(rows: list[list[int]]) -> int:
+    """Length of the longest suffix every row shares."""
+    return common_prefix_length([r[::-1] for r in rows])
+
+
+def context_cuts(rows: list[list[int]], p: int) -> list[int] | None:
+    """Where each row's own context ends, for rows that are one text under several contexts
+    (one channel-scoring request: the same text behind each class's description), or None.
+
+    Such rows share a prefix of `p` tokens and a long common suffix, and differ only in a
+    short middle. Cut before the suffix, each row's context is a prefix that recurs in every
+    request (the class descriptions), so it is computed once and cached, and a request costs
+    its text under each context — as in a batch, where a class's rows form their own group —
+    instead of its text and every description again. Rows whose shared suffix is shorter
+    than their middles (different texts, a short text) are left as they are."""
+    if len(rows) < 2:
+        return None
+    s = min(common_suffix_length(rows), min(len(r) for r in rows) - p - 1)  # every middle keeps a token
+    if s < 1 or max(len(r) - s - p for r in rows) > s:
+        return None
+    return [len(r) - s for r in rows]
 
 
 class ScoredPrefixes:
@@ -121,43 +149,66 @@ class PromptScorer:
         for the first), and with `with_next` the greedy next token and its log-probability."""
         if any(not p for p in prompts):
             raise ValueError("empty prompt")
+        with prepacked_linears(self.engine.model):
+            return self._score(prompts, with_next)
+
+    def _score(self, prompts: list[list[int]], with_next: bool) -> list[tuple[list[float | None], tuple[int, float] | None]]:
         out: list[tuple[list[float | None], tuple[int, float] | None] | None] = [None] * len(prompts)
         for p, members in scoring_groups(prompts, self.min_rows):
-            kv, pre_lp, pre_last = self._prefix(prompts[members[0]][:p]) if p else (None, [], None)
-            members = sorted(members, key=lambda i: len(prompts[i]))  # a forward's rows pad to its longest
-            for a in range(0, len(members), self.rows_per_forward):
-                chunk = members[a: a + self.rows_per_forward]
-                for i, res in zip(chunk, self._score_rows([prompts[i] for i in chunk], p, kv, pre_lp, pre_last, with_next)):
-                    out[i] = res
+            cuts = context_cuts([prompts[i] for i in members], p) or [p] * len(members)
+            entries = [self._prefix(prompts[i][:c]) if c else None for i, c in zip(members, cuts)]
+            order = sorted(range(len(members)), key=lambda j: len(prompts[members[j]]) - cuts[j])  # a forward pads to its longest
+            for a in range(0, len(order), self.rows_per_forward):
+                chunk = order[a: a + self.rows_per_forward]
+                scored = self._score_rows([prompts[members[j]] for j in chunk], [cuts[j] for j in chunk],
+                                          [entries[j] for j in chunk], with_next)
+                for j, res in zip(chunk, scored):
+                    out[members[j]] = res
         return [o for o in out if o is not None]
 
-    def _score_rows(self, rows: list[list[int]], p: int, kv, pre_lp: list[float | None], pre_last: torch.Tensor | None,
-                    with_next: bool) -> list[tuple[list[float | None], tuple[int, float] | None]]:
-        own = [r[p:] for r in rows]
-        R, L = len(rows), max(len(o) for o in own)
+    def _score_rows(self, rows: list[list[int]], cuts: list[int], entries: list, with_next: bool
+                    ) -> list[tuple[list[float | None], tuple[int, float] | None]]:
+        """Score rows whose first `cuts[j]` tokens are a cached prefix (`entries[j]`). Prefixes
+        of different lengths are right-aligned at the longest, P, with the gap masked, so
+        every row's own tokens start at P and right padding needs no mask."""
+        own = [r[c:] for r, c in zip(rows, cuts)]
+        R, L, P = len(rows), max(len(o) for o in own), max(cuts)
         ids = torch.full((R, L), self.engine.pad_id, dtype=torch.long)
         for j, o in enumerate(own):
             ids[j, : len(o)] = torch.tensor(o)
-        forward: dict[str, Any] = {"input_ids": ids, "position_ids": torch.arange(p, p + L).expand(R, -1), "use_cache": True}
-        buffers = self.engine.kv_buffers(R, p + L)
-        if kv is not None:
-            for (k, v), (pk, pv) in zip(buffers, kv):
-                k[:, :, :p], v[:, :, :p] = pk, pv
-        forward["past_key_values"] = PreallocatedCache.over(buffers, filled=p)
+        forward: dict[str, Any] = {"input_ids": ids, "use_cache": True,
+                                   "position_ids": torch.stack([torch.arange(c, c + L) for c in cuts])}
+        buffers = self.engine.kv_buffers(R, P + L)
+        shared = all(e is entries[0] for e in entries)
+        for li, (k, v) in enumerate(buffers):
+            if shared and entries[0] is not None:
+                k[:, :, :P], v[:, :, :P] = entries[0][0][li]
+                continue
+            k[:, :, :P].zero_()  # gaps are masked, but must hold numbers
+            v[:, :, :P].zero_()
+            for j, (c, e) in enumerate(zip(cuts, entries)):
+                if e is not None:
+                    k[j, :, P - c: P], v[j, :, P - c: P] = e[0][li][0][0], e[0][li][1][0]
+        if not shared:
+            mask = torch.zeros((R, P + L), dtype=torch.long)
+            for j, c in enumerate(cuts):
+                mask[j, P - c:] = 1
+            forward["attention_mask"] = mask
+        forward["past_key_values"] = PreallocatedCache.over(buffers, filled=P)
         hidden = self.engine.model.base_model(**forward).last_hidden_state  # [R, L, d]
         # position t of row j predicts own token t + 1; the last real position predicts the next token
         want = [(j, t) for j, o in enumerate(own) for t in range(len(o) - (0 if with_next else 1))]
         lp = self._head_logprobs(hidden[[j for j, _ in want], [t for _, t in want]]) if want else None
         results: list[tuple[list[float | None], tuple[int, float] | None]] = []
-        k = 0
-        for j, o in enumerate(own):
+        n = 0
+        for o, e in zip(own, entries):
             n_pred = len(o) - (0 if with_next else 1)
-            rows_lp = lp[k: k + n_pred] if lp is not None else None
-            k += n_pred
-            token_lp: list[float | None] = list(pre_lp) if p else [None]
-            if p:
-                assert pre_last is not None
-                token_lp.append(float(pre_last[o[0]]))
+            rows_lp = lp[n: n + n_pred] if lp is not None else None
+            n += n_pred
+            token_lp: list[float | None] = [None]
+            if e is not None:
+                _, pre_lp, pre_last = e
+                token_lp = list(pre_lp) + [float(pre_last[o[0]])]
             if len(o) > 1:
                 assert rows_lp is not None
                 token_lp += rows_lp[: len(o) - 1].gather(1, torch.tensor(o[1:])[:, None])[:, 0].tolist()

@@ -20,6 +20,7 @@ from .distances import Kernel
 from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
 from .extract import extract
+from .fast_linear import prepacked_linears  # noqa: F401  (the judge's engine runs its forwards on prepacked weights)
 from .fcr import FCRResult, empirical_fcr, fcr
 from .generator import Inverter
 from .kv_cache import PreallocatedCache, drop_rows  # noqa: F401  (the judge's batch engine decodes with them)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agent.batch_engine import BatchEngine
-from agent.prompt_scoring import PromptScorer, scoring_groups
+from agent.prompt_scoring import PromptScorer, context_cuts, scoring_groups
 from scope_core.targets import load_model_and_tokenizer
 from tiny import make_tiny_bpe_llama
 
@@ -53,6 +53,37 @@ def test_scores_equal_a_full_forward_of_each_prompt(engine):
     again = scorer.score(prompts[:2])  # from the cached prefixes
     assert [a for a, _ in again] == [a for a, _ in got[:2]] or all(
         torch.allclose(torch.tensor(x[1:]), torch.tensor(y[1:]), atol=1e-5) for (x, _), (y, _) in zip(again, got[:2]))
+
+
+def test_context_cuts_split_one_text_under_several_contexts():
+    text = [20, 21, 22, 23, 24]
+    rows = [[1, 2, 3] + text, [1, 2, 4, 5] + text, [1, 2, 6] + text]
+    assert context_cuts(rows, 2) == [3, 4, 3]  # each context ends where the shared text begins
+    assert context_cuts([[1, 2, 3, 9, 8], [1, 2, 4, 7, 8]], 2) is None  # different texts: a one-token suffix
+    assert context_cuts([[1, 2, 3, 4, 5, 6, 9], [1, 2, 7, 9]], 2) is None  # middles longer than the text
+    assert context_cuts([rows[0]], 2) is None
+
+
+def test_one_request_of_several_contexts_scores_like_a_full_forward_and_caches_them(engine):
+    """A lone channel request (the same text under each context, fewer rows than a group
+    needs) is scored behind each context's cached prefix — right-aligned prefixes of
+    different lengths in one forward — and still equals a full forward of each prompt."""
+    tok = engine.tokenizer
+    contexts = [f"the following is a request about {c}. request:" for c in ("hacking computers", "food", "travel by sea or air")]
+    scorer = PromptScorer(engine, min_rows=8)
+    keys = []
+    for text in (" write a long email to my bank about the loan", " plan a trip to the sea with all of my friends"):
+        prompts = [tok(c + text, add_special_tokens=False).input_ids for c in contexts]
+        got = scorer.score(prompts, with_next=True)
+        for ids, (token_lp, nxt) in zip(prompts, got):
+            ref, ref_tok, ref_lp = reference(engine, ids)
+            assert len(token_lp) == len(ids) and token_lp[0] is None
+            assert torch.allclose(torch.tensor(token_lp[1:]), torch.tensor(ref[1:]), atol=1e-4)
+            assert nxt is not None and nxt[0] == ref_tok and abs(nxt[1] - ref_lp) < 1e-4
+        keys.append(set(scorer.prefixes._entries))
+    # one cached prefix per context (cut where the shared ". request:" + text begins); the
+    # second request reuses them
+    assert len(keys[0]) == len(contexts) and keys[1] == keys[0]
 
 
 def test_a_single_prompt_and_an_empty_one(engine):
