@@ -268,6 +268,10 @@ class ChatService:
 def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connections
+        # TCP_NODELAY. On a kept-alive connection the body, sent after the headers, otherwise
+        # waits for the client's delayed ACK of the headers: 47 ms a request on localhost
+        # against 0.7 ms without (NOTES §32), a fifth of a label asked one at a time.
+        disable_nagle_algorithm = True
 
         def _send(self, code: int, payload: dict) -> None:
             data = json.dumps(payload).encode()

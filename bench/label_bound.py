@@ -151,7 +151,7 @@ def main() -> None:
     scorer = PromptScorer(svc.engine)
     refusal = [e.text for e in build_examples(PriorConfig(task="refusal", n=4 * args.labels, seed=1))]
     icl = [e.text for e in build_examples(PriorConfig(task="icl", n=2 * args.labels, seed=1))]
-    cases = [("harmfulness", "asked", refusal), ("reason", "asked", refusal), ("reason", "scored", refusal),
+    cases = [("harmfulness", "asked", refusal), ("harmfulness", "scored", refusal), ("reason", "asked", refusal), ("reason", "scored", refusal),
              ("task", "asked", icl), ("task", "scored", icl)]
     if args.only:
         wanted = set(args.only.split(","))

@@ -109,6 +109,35 @@ def server(engine):
     httpd.shutdown()
 
 
+def test_the_server_sends_without_waiting_for_delayed_acks(engine):
+    """The judge server's connections run with TCP_NODELAY: with Nagle's algorithm on, each
+    response's body waited for the client's delayed ACK of its headers (tens of ms)."""
+    import json
+    import socket
+    import threading
+    import urllib.request
+    from http.server import ThreadingHTTPServer
+
+    from agent.batch_server import ChatService, MicroBatcher, make_handler
+
+    handler = make_handler(ChatService(engine, MicroBatcher(engine, max_batch=4, window_s=0.1), "tiny"))
+    seen: list[int] = []
+
+    class Probe(handler):  # type: ignore[misc, valid-type]
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Probe)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_address[1]}/v1/models", timeout=10) as r:
+            assert json.loads(r.read())["data"][0]["id"] == "tiny"
+    finally:
+        httpd.shutdown()
+    assert seen and seen[0] != 0
+
+
 def test_the_server_answers_echo_requests_in_openai_format(engine, server):
     import openai
 
