@@ -75,20 +75,21 @@ def common_suffix_length(rows: list[list[int]]) -> int:
     return common_prefix_length([r[::-1] for r in rows])
 
 
-def context_cuts(rows: list[list[int]], p: int) -> list[int] | None:
+def context_cuts(rows: list[list[int]], p: int, min_suffix: int = 4) -> list[int] | None:
     """Where each row's own context ends, for rows that are one text under several contexts
     (one channel-scoring request: the same text behind each class's description), or None.
 
-    Such rows share a prefix of `p` tokens and a long common suffix, and differ only in a
-    short middle. Cut before the suffix, each row's context is a prefix that recurs in every
-    request (the class descriptions), so it is computed once and cached, and a request costs
-    its text under each context — as in a batch, where a class's rows form their own group —
-    instead of its text and every description again. Rows whose shared suffix is shorter
-    than their middles (different texts, a short text) are left as they are."""
+    Such rows share a prefix of `p` tokens and a common suffix (the text, and the contexts'
+    shared ending such as ".\nRequest:"), and differ in a middle. Cut before the suffix, each
+    row's context is a prefix that recurs in every request (the class descriptions), so it
+    is computed once and cached, and a request costs its text under each context — as in a
+    batch, where a class's rows form their own group — instead of its text and every
+    description again. Rows that end alike in fewer than `min_suffix` tokens (different
+    texts: at most a shared full stop) are left as they are."""
     if len(rows) < 2:
         return None
     s = min(common_suffix_length(rows), min(len(r) for r in rows) - p - 1)  # every middle keeps a token
-    if s < 1 or max(len(r) - s - p for r in rows) > s:
+    if s < min_suffix:
         return None
     return [len(r) - s for r in rows]
 

@@ -12,8 +12,10 @@ cheaper. So this benchmark measures, for each way of labelling, inside the judge
 * the ceiling: the same model's forward over a large block of tokens (`--ceiling-rows` ×
   `--ceiling-tokens`), the fastest this CPU runs its matmuls in a forward.
 
-The largest speed-up any batching could give is ceiling ÷ (one-at-a-time work rate), and
-that is printed beside the measured speed-up. A scored label (the channel labeller) is a
+The largest speed-up any batching could give is ceiling ÷ (batched FLOPs per label) ÷
+(one-at-a-time labels/s), and that is printed beside the measured speed-up. Prefix caches
+are warmed first, one text alone and one batch of other texts, as a running server has them;
+the one-at-a-time FLOPs are counted over the same texts that are timed. A scored label (the channel labeller) is a
 forward of the text under each of K class contexts: one label at a time is already a K-row
 forward, so its bound is low; an asked label is one row of ~25 tokens and two decoding
 steps, which one at a time use the CPU poorly.
@@ -149,8 +151,9 @@ def main() -> None:
 
     svc = build_service("embedded", "smollm2-135m-instruct", None, args.batch, 0.0)
     scorer = PromptScorer(svc.engine)
-    refusal = [e.text for e in build_examples(PriorConfig(task="refusal", n=4 * args.labels, seed=1))]
-    icl = [e.text for e in build_examples(PriorConfig(task="icl", n=2 * args.labels, seed=1))]
+    need = args.labels + 4 * args.batch  # timed alone, timed batched (2), counted batched, warm-up
+    refusal = [e.text for e in build_examples(PriorConfig(task="refusal", n=need, seed=1))][:need]
+    icl = [e.text for e in build_examples(PriorConfig(task="icl", n=need, seed=1))][:need]
     cases = [("harmfulness", "asked", refusal), ("harmfulness", "scored", refusal), ("reason", "asked", refusal), ("reason", "scored", refusal),
              ("task", "asked", icl), ("task", "scored", icl)]
     if args.only:
@@ -163,20 +166,23 @@ def main() -> None:
     results = []
     for feature, method, pool in cases:
         fn = labeller(svc, scorer, feature, method)
-        texts = pool[: args.labels]
-        fn(pool[-2:])  # warm the prefix caches, as a running server has them
-        per_single = counted_flops(lambda: [fn([t]) for t in texts[:4]]) / 4
-        per_batch = counted_flops(lambda: fn(pool[-args.batch:])) / args.batch
+        L, B = args.labels, args.batch
+        texts, timed_batched, counted_batched, warm = pool[:L], pool[L: L + 2 * B], pool[L + 2 * B: L + 3 * B], pool[L + 3 * B:]
+        assert len(warm) >= 2, "the prior gave too few prompts"
+        fn(warm[:1])  # warm the prefix caches as a running server has them: one request alone, one batch
+        fn(warm[1: 1 + B])
+        per_single = counted_flops(lambda: [fn([t]) for t in texts]) / len(texts)
+        per_batch = counted_flops(lambda: fn(counted_batched)) / len(counted_batched)
         singles, batches, agree = [], [], []
         plain_singles, plain_batches, plain_agree = [], [], []
         for _ in range(args.repeats):
             with torch.no_grad():
                 r1, a1 = rate(fn, texts, 1)
-                rb, _ = rate(fn, pool[args.labels: args.labels + 2 * args.batch], args.batch)
+                rb, _ = rate(fn, timed_batched, args.batch)
                 _, a2 = rate(fn, texts, args.batch)
                 if args.compare_plain:
                     p1, b1 = rate(fn, texts, 1, plain=True)
-                    pb, _ = rate(fn, pool[args.labels: args.labels + 2 * args.batch], args.batch, plain=True)
+                    pb, _ = rate(fn, timed_batched, args.batch, plain=True)
                     plain_singles.append(p1)
                     plain_batches.append(pb)
                     plain_agree.append(sum(label_of(x, method) == label_of(y, method) for x, y in zip(a1, b1)) / len(a1))

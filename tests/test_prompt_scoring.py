@@ -60,7 +60,8 @@ def test_context_cuts_split_one_text_under_several_contexts():
     rows = [[1, 2, 3] + text, [1, 2, 4, 5] + text, [1, 2, 6] + text]
     assert context_cuts(rows, 2) == [3, 4, 3]  # each context ends where the shared text begins
     assert context_cuts([[1, 2, 3, 9, 8], [1, 2, 4, 7, 8]], 2) is None  # different texts: a one-token suffix
-    assert context_cuts([[1, 2, 3, 4, 5, 6, 9], [1, 2, 7, 9]], 2) is None  # middles longer than the text
+    long_contexts = [[1, 2, 30, 31, 32, 33, 34, 35] + text, [1, 2, 40, 41, 42, 43, 44, 45, 46] + text]
+    assert context_cuts(long_contexts, 2) == [8, 9]  # contexts longer than the text still cut
     assert context_cuts([rows[0]], 2) is None
 
 
