@@ -243,8 +243,8 @@ class BatchEngine:
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Generate every request; results in request order.
 
-        The linears run on oneDNN-prepacked weights (`scope_core.fast_linear`): 1.2–1.3×
-        faster for a batch and 1.3–1.6× for one request (NOTES §31), answers unchanged.
+        The linears run on oneDNN-prepacked weights (`scope_core.fast_linear`): 1.1–1.3×
+        faster for a batch and 1.2–1.6× for one request (NOTES §31), answers unchanged.
 
         Tokens a row's grammar forces (`{"label": "` before any choice, `"}` after the last
         letter of an enum value) are never chosen by the model: the ones at the start join

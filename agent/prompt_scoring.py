@@ -13,8 +13,8 @@ category prefix and share the text, and a batch holds many such requests, so:
   text begins (`context_cuts`), so their category contexts are cached too, and one forward
   scores the text behind K prefixes of different lengths;
 * the head runs only on the positions whose log-probabilities are asked for;
-* the linears run on oneDNN-prepacked weights (`scope_core.fast_linear`), 1.2–1.3× faster
-  at every batch size (NOTES §31), labels unchanged.
+* the linears run on oneDNN-prepacked weights (`scope_core.fast_linear`), 1.2–1.5× faster
+  (NOTES §31), labels unchanged.
 
 Right padding needs no mask: a causal model's real tokens never attend to later ones.
 """

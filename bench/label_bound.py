@@ -15,12 +15,13 @@ cheaper. So this benchmark measures, for each way of labelling, inside the judge
 The largest speed-up any batching could give is ceiling ÷ (batched FLOPs per label) ÷
 (one-at-a-time labels/s), and that is printed beside the measured speed-up. Prefix caches
 are warmed first, one text alone and one batch of other texts, as a running server has them;
-the one-at-a-time FLOPs are counted over the same texts that are timed. A scored label (the channel labeller) is a
-forward of the text under each of K class contexts: one label at a time is already a K-row
-forward, so its bound is low; an asked label is one row of ~25 tokens and two decoding
-steps, which one at a time use the CPU poorly.
+the one-at-a-time FLOPs are counted over the same texts that are timed. A scored label (the
+channel labeller) is a forward of the text under each of K class contexts: one label at a
+time is already a K-row forward, so its bound is low; an asked label is one row of ~25
+tokens and two decoding steps, which one at a time use the CPU poorly.
 
-    python -m bench.label_bound --labels 32 --repeats 2
+    python -m bench.label_bound --labels 32 --batch 32 --repeats 2 --compare-plain
+    python -m bench.label_bound --only reason:scored,task:scored
 
 Writes bench/results/label_bound.json.
 """
@@ -147,6 +148,11 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated feature:method pairs to run (default: all), e.g. reason:scored")
     ap.add_argument("--out", default="bench/results/label_bound.json")
     args = ap.parse_args()
+    known = [f"{f}:{m}" for f in ("harmfulness", "reason", "task") for m in ("asked", "scored")]
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()} if args.only else set(known)
+    if not wanted or wanted - set(known):  # before the model loads
+        ap.error(f"--only {args.only!r}: unknown pair(s) {sorted(wanted - set(known)) or '(none given)'}; "
+                 f"choose from {', '.join(known)}")
     torch.manual_seed(0)
 
     svc = build_service("embedded", "smollm2-135m-instruct", None, args.batch, 0.0)
@@ -156,9 +162,7 @@ def main() -> None:
     icl = [e.text for e in build_examples(PriorConfig(task="icl", n=need, seed=1))][:need]
     cases = [("harmfulness", "asked", refusal), ("harmfulness", "scored", refusal), ("reason", "asked", refusal), ("reason", "scored", refusal),
              ("task", "asked", icl), ("task", "scored", icl)]
-    if args.only:
-        wanted = set(args.only.split(","))
-        cases = [c for c in cases if f"{c[0]}:{c[1]}" in wanted]
+    cases = [c for c in cases if f"{c[0]}:{c[1]}" in wanted]
 
     top = max(ceiling(svc, args.ceiling_rows, args.ceiling_tokens, 3), ceiling(svc, 4 * args.ceiling_rows, args.ceiling_tokens // 4, 3))
     print(f"ceiling: the forward over {args.ceiling_rows} × {args.ceiling_tokens} or {4 * args.ceiling_rows} × "

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -33,6 +34,7 @@ from scope_core.data import PriorConfig
 from scope_core.distances import kernel_weight, pairwise_distance
 from scope_core.eps import choose_eps
 from scope_core.extract import forward_suffixes, length_buckets
+from scope_core.fast_linear import prepacked_linears
 from scope_core.sample import QueryResult, Sample, SampleRun, summarise
 from scope_core.sites import parse_site
 from scope_core.targets import load_target
@@ -43,10 +45,6 @@ def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: 
     """Tokens/s of the bare model forward through blocks 0..layer (no hooks, no recording);
     `prepacked`: with the oneDNN-prepacked linears the tool's own target forwards use
     (`scope_core.fast_linear`) — the stricter bound, since it is the faster forward."""
-    from contextlib import nullcontext
-
-    from scope_core.fast_linear import prepacked_linears
-
     base = target.model.model
     full = base.layers
     suffixes = target.suffix_ids(texts)
