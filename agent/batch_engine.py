@@ -22,9 +22,10 @@ one-at-a-time label only where two choices are within rounding of each other
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,13 +43,16 @@ class GenRequest:
     temperature: float = 0.0
     grammar: str | None = None  # an llguidance grammar (e.g. from a JSON schema); None: free text
     seed: int | None = None
+    # Set when the client has gone (closed its connection, timed out): the row leaves the
+    # batch at the next step instead of decoding an answer nobody will read.
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
 class GenResult:
     token_ids: list[int]
     text: str
-    finish_reason: str  # "stop" (grammar complete or end of turn) or "length"
+    finish_reason: str  # "stop" (grammar complete or end of turn), "length", or "cancelled" (the client left)
     error: str | None = None
 
 
@@ -294,6 +298,10 @@ class BatchEngine:
             feed = torch.empty(len(live), dtype=torch.long)
             done = torch.zeros(len(live), dtype=torch.bool)
             for row, i in enumerate(live):
+                if requests[i].cancelled.is_set():
+                    finish(i, "cancelled")
+                    done[row] = True
+                    continue
                 if pending[i]:
                     feed[row] = pending[i].pop(0)
                     continue

@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import select
+import socket
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -77,10 +81,18 @@ class MicroBatcher:
         self._worker = threading.Thread(target=self._run, daemon=True, name="batcher")
         self._worker.start()
 
-    def submit(self, request: GenRequest | ScoreRequest) -> Any:
+    def submit(self, request: GenRequest | ScoreRequest, gone: Callable[[], bool] | None = None) -> Any:
+        """The request's result. `gone()` says whether its client has left; a generation
+        whose client left is cancelled (it leaves the batch at the next step) rather than
+        decoded to its token limit for nobody."""
         fut: Future = Future()
         self._queue.put((request, fut))
-        return fut.result()
+        while True:
+            try:
+                return fut.result(timeout=0.25)
+            except FuturesTimeout:
+                if gone is not None and isinstance(request, GenRequest) and not request.cancelled.is_set() and gone():
+                    request.cancelled.set()
 
     def _take(self) -> list[tuple[GenRequest | ScoreRequest, Future]]:
         batch = [self._queue.get()]
@@ -127,6 +139,9 @@ class MicroBatcher:
         forward); results in request order."""
         out: list[Any] = [None] * len(requests)
         gen = [i for i, r in enumerate(requests) if isinstance(r, GenRequest)]
+        for i in [i for i in gen if requests[i].cancelled.is_set()]:  # type: ignore[union-attr]
+            out[i] = GenResult([], "", "cancelled")  # its client left while it queued
+        gen = [i for i in gen if out[i] is None]
         if gen:
             for i, res in zip(gen, self.engine.generate([requests[i] for i in gen])):  # type: ignore[misc]
                 out[i] = res
@@ -197,7 +212,7 @@ class ChatService:
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return tok(text, add_special_tokens=False).input_ids
 
-    def complete(self, body: dict) -> dict:
+    def complete(self, body: dict, gone: Callable[[], bool] | None = None) -> dict:
         if body.get("n", 1) != 1:
             raise BadRequest("n > 1 is not supported: send n requests")
         if body.get("stream"):
@@ -214,7 +229,7 @@ class ChatService:
         seed = body.get("seed")
         req = GenRequest(ids, max_tokens, temperature, self.grammar_for(body.get("response_format")),
                          int(seed) if seed is not None else None)
-        res = self.batcher.submit(req)
+        res = self.batcher.submit(req, gone)
         if res.error:
             raise BadRequest(res.error)
         return {
@@ -284,6 +299,15 @@ def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
         def _error(self, code: int, message: str, kind: str) -> None:
             self._send(code, {"error": {"message": message, "type": kind, "code": code}})
 
+        def _client_gone(self) -> bool:
+            """The client closed its connection (it timed out or was killed): while it waits
+            for an answer it sends nothing, so a readable socket with no data means closed."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
+
         def do_GET(self) -> None:  # noqa: N802
             if self.path.rstrip("/") in ("/v1/models", "/models"):
                 self._send(200, service.models())
@@ -304,7 +328,7 @@ def make_handler(service: ChatService) -> type[BaseHTTPRequestHandler]:
                     raise BadRequest(f"the request body is not valid JSON ({e}): send a chat completion request object") from None
                 if not isinstance(body, dict):
                     raise BadRequest("the body must be a JSON object")
-                self._send(200, service.complete(body) if route.endswith("chat/completions") else service.score(body))
+                self._send(200, service.complete(body, self._client_gone) if route.endswith("chat/completions") else service.score(body))
             except BadRequest as e:
                 self._error(400, str(e), "invalid_request_error")
             except Exception as e:  # a model failure: the client retries 5xx

@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .judge import JudgeClient, JudgeFailure
+from .judge import JudgeClient, JudgeFailure, JudgeUnavailable
 from .llm_feature import LabelOutcome
 from .prompts import render
 
@@ -45,6 +45,8 @@ def channel_label_many(judge: JudgeClient, name: str, classes: Mapping[str | Non
     def one(text: str) -> LabelOutcome:
         try:
             scores = judge.loglikelihoods(contexts, " " + text.strip(), purpose=f"label:{name}")
+        except JudgeUnavailable:
+            raise  # nothing learnt about this text: the caller stops, labels so far are cached
         except JudgeFailure as e:
             return LabelOutcome(None, None, e.reason)
         best = max(range(len(keys)), key=lambda i: scores[i])

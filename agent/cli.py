@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer
 from rich.console import Console
 
+from agent.judge import JudgeUnavailable
 from scope_core.errors import AutoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read what an LLM activation encodes, and test it with numbers.")
@@ -31,6 +32,10 @@ def friendly(fn):
         except AutoscopeError as e:
             err.print(f"[bold red]error:[/bold red] {e}")
             raise typer.Exit(2) from None
+        except JudgeUnavailable as e:
+            err.print(f"[bold red]error:[/bold red] {e.reason}. Work already done is saved (labels in the judge cache, rows in "
+                      "the output file): rerun the same command to continue")
+            raise typer.Exit(3) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]: finished work is saved under runs/; rerun the same command to resume")
             raise typer.Exit(130) from None
@@ -208,6 +213,7 @@ def fcr(
     judge_url: str | None = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
     judge_model: str | None = None,
     judge_engine: str | None = None,
+    judge_wait: float = typer.Option(300.0, help="with --labeller llm: seconds to wait for an unreachable judge before stopping; labels already given are cached"),
     seed: int = 0,
 ):
     """Feature consistency rate per site, with CI, chance level p0, κ and the empirical reference.
@@ -228,7 +234,7 @@ def fcr(
         if labeller == "llm":
             from agent.judge import JudgeConfig
 
-            factory = llm_features(JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine), stack)
+            factory = llm_features(JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait), stack)
         run_fcr(run_dir, names, sites, _only_filter(only), only, queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console,
                 feature_factory=factory, pool_limit=pool if labeller == "llm" else None)
 
@@ -254,6 +260,7 @@ def explore(
     judge_url: str | None = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
     judge_model: str | None = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
     judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
+    judge_wait: float = typer.Option(300.0, help="seconds to wait for an unreachable judge (down or restarting) before stopping; work done is kept"),
     resume: str | None = typer.Option(None, help="explore id to continue"),
     seed: int = 0,
 ):
@@ -263,7 +270,7 @@ def explore(
     from agent.loop import ExploreConfig
     from agent.loop import explore as run_explore
 
-    judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine)
+    judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait)
     cfg = ExploreConfig(run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
@@ -283,6 +290,9 @@ def explore(
     console.print(t)
     console.print("time per phase: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timing.items()))
     console.print(f"report: {res.explore_dir}/report.md and report.html (id {Path(res.explore_dir).name}; --resume it to continue)")
+    if res.failure:
+        err.print(f"[bold red]error:[/bold red] {res.failure}")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -318,6 +328,7 @@ def label(
     judge_model: str | None = None,
     judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
     embedded_engine: str = typer.Option("batched", help="without a judge URL: the embedded judge's engine, batched or llamacpp"),
+    judge_wait: float = typer.Option(300.0, help="seconds to wait for an unreachable judge (down or restarting) before stopping; work done is kept"),
 ):
     """Label every row of a file with an LLM feature (concurrent, cached, resumable)."""
     import contextlib
@@ -325,7 +336,7 @@ def label(
     from agent.judge import JudgeClient, JudgeConfig
     from agent.label import LabelConfig, label_file
 
-    jc = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, concurrency=concurrency)
+    jc = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, concurrency=concurrency, outage_s=judge_wait)
     if method not in ("auto", "ask", "channel"):
         raise AutoscopeError(f"unknown --method {method!r}: use auto, ask or channel")
     cfg = LabelConfig(feature=feature, input=input, output=output, field=field, batch=batch, method=method,  # type: ignore[arg-type]
@@ -335,9 +346,15 @@ def label(
             from agent.server import EmbeddedJudge
 
             srv = stack.enter_context(EmbeddedJudge(engine=embedded_engine))
-            jc = srv.client_config(jc)
-        stats = label_file(cfg, JudgeClient(jc))
-    console.print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+            client = srv.client(jc)
+        else:
+            client = JudgeClient(jc)
+        stats = label_file(cfg, client)
+    console.print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items() if k != "first_error"))
+    if stats["labelled_now"] and stats["failed"] == stats["labelled_now"]:
+        err.print(f"[bold red]error:[/bold red] no row was labelled: every one of the {stats['labelled_now']} rows failed "
+                  f"(first: {stats['first_error']}); see the error field of {output}")
+        raise typer.Exit(1)
 
 
 judge_app = typer.Typer(help="The judge LLM server.")

@@ -151,13 +151,12 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
         if name not in SPECS:
             return get_feature(name, scope.run_dir, scope.data)  # python features need no judge
         if not client:
-            cfg = judge_cfg
-            if not cfg.base_url:
+            if judge_cfg.base_url:
+                client.append(JudgeClient(judge_cfg))
+            else:
                 from agent.server import EmbeddedJudge
 
-                srv = stack.enter_context(EmbeddedJudge(engine="batched"))
-                cfg = srv.client_config(cfg)
-            client.append(JudgeClient(cfg))
+                client.append(stack.enter_context(EmbeddedJudge(engine="batched")).client(judge_cfg))
         from agent.label import labelling_classes
 
         spec = SPECS[name]

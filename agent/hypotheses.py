@@ -3,21 +3,30 @@ once compiled, and how it scored. The run log stores these as JSON lines."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+# Every string and list the judge writes is bounded in the schema it is sent, so a
+# grammar-constrained engine must close them: unbounded, a 135M judge once wrote
+# `"labels": ["1.1.1.1…` for 1,496 tokens (agent.judge.unbounded_paths checks each schema).
+STATEMENT_CHARS = 400
+RATIONALE_CHARS = 300
+CODE_CHARS = 1000  # llama.cpp's grammar compiler takes string bounds up to about 1,000 (1,600 failed)
+LABEL_CHARS = 48
+Label = Annotated[str, Field(max_length=LABEL_CHARS)]
 
 
 class Hypothesis(BaseModel):
     """One hypothesis about what a site encodes, as the judge proposes it."""
 
     name: str = Field(description="short snake_case name, e.g. harm_category", min_length=1, max_length=48)
-    statement: str = Field(description="one sentence: what the activation encodes")
+    statement: str = Field(description="one sentence: what the activation encodes", max_length=STATEMENT_CHARS)
     kind: Literal["python", "llm"] = Field(description="python: computable from the text by rules; llm: needs judgement")
-    code: str | None = Field(None, description="python kind: a module defining def feature(text) -> str | None")
-    question: str | None = Field(None, description="llm kind: the question asked about each input")
-    labels: list[str] | None = Field(None, description="llm kind: the allowed answers; null for a short free-form extraction", max_length=12)
-    rationale: str = Field("", description="which samples suggested it")
+    code: str | None = Field(None, description="python kind: a module defining def feature(text) -> str | None", max_length=CODE_CHARS)
+    question: str | None = Field(None, description="llm kind: the question asked about each input", max_length=STATEMENT_CHARS)
+    labels: list[Label] | None = Field(None, description="llm kind: the allowed answers; null for a short free-form extraction", max_length=12)
+    rationale: str = Field("", description="which samples suggested it", max_length=RATIONALE_CHARS)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -29,15 +38,27 @@ class Hypothesis(BaseModel):
             v = re.sub(r"[^a-z0-9]+", "_", v.lower()).strip("_")[:48] or "hypothesis"
         return v
 
-    @field_validator("statement", "question", "rationale", mode="before")
+    @field_validator("statement", "question", mode="before")
     @classmethod
     def _cap(cls, v: object) -> object:
-        return v[:600] if isinstance(v, str) else v
+        return v[:STATEMENT_CHARS] if isinstance(v, str) else v
+
+    @field_validator("rationale", mode="before")
+    @classmethod
+    def _cap_rationale(cls, v: object) -> object:
+        return v[:RATIONALE_CHARS] if isinstance(v, str) else v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _cap_labels(cls, v: object) -> object:
+        if isinstance(v, list):
+            return [x[:LABEL_CHARS] if isinstance(x, str) else x for x in v][:12]
+        return v
 
     @field_validator("code", mode="before")
     @classmethod
     def _cap_code(cls, v: object) -> object:
-        return v[:4000] if isinstance(v, str) else v
+        return v[:CODE_CHARS] if isinstance(v, str) else v
 
 
 class Proposal(BaseModel):
@@ -50,7 +71,12 @@ class Proposal(BaseModel):
 class CompiledCode(BaseModel):
     """The judge's answer to a compile prompt: python for a hypothesis."""
 
-    code: str
+    code: str = Field(max_length=CODE_CHARS)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _cap_code(cls, v: object) -> object:
+        return v[:CODE_CHARS] if isinstance(v, str) else v
 
 
 class LabelAnswer(BaseModel):
@@ -62,7 +88,7 @@ class LabelAnswer(BaseModel):
 class BatchLabels(BaseModel):
     """The judge's labels for several inputs at once (one request, many labels)."""
 
-    labels: list[str | None]
+    labels: list[Annotated[str, Field(max_length=64)] | None] = Field(max_length=64)
 
 
 class Score(BaseModel):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 T = TypeVar("T", bound=BaseModel)
 Engine = Literal["vllm", "openai", "llamacpp", "batched"]
@@ -41,7 +41,10 @@ class JudgeConfig(BaseModel):
     temperature: float = 0.0
     max_tokens: int = 512
     timeout_s: float = 120.0
-    max_attempts: int = 4  # transient failures (connection, timeout, 429, 5xx)
+    max_attempts: int = 4  # transient failures (timeout, 429, 5xx)
+    outage_s: float = Field(300.0, ge=0, description="how long to wait for an unreachable judge (connection refused or reset) "
+                            "before giving up; a restarted server is picked up where the run was")
+    identity: str | None = Field(None, description="what the server is (engine, weights), for the answer cache; default: URL and model")
     validation_retries: int = 2  # invalid answers shown back to the model
     concurrency: int = 4
     cache_path: str | None = Field(None, description="sqlite file; default $AUTOSCOPE_CACHE_DIR (~/.cache/autoscope)/judge_cache.sqlite")
@@ -67,6 +70,12 @@ class JudgeFailure(Exception):
         self.reason, self.raw = reason, raw
 
 
+class JudgeUnavailable(JudgeFailure):
+    """The judge could not be reached within `outage_s`, or its process died twice. Unlike
+    an invalid answer this says nothing about the input, so callers stop (keeping what is
+    done) instead of recording a failed label or hypothesis."""
+
+
 class Answer(BaseModel, Generic[T]):
     value: T | None = None
     raw: str | None = None
@@ -75,7 +84,10 @@ class Answer(BaseModel, Generic[T]):
 
 
 class JudgeCache:
-    """Persistent answers keyed on (model, messages, sampling parameters, schema)."""
+    """Persistent answers keyed on (server identity, messages, sampling parameters, schema).
+    The identity is the engine and weights for the embedded judges (stable across ports) and
+    URL plus served model for any other server, so two servers behind one alias never share
+    answers."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +99,8 @@ class JudgeCache:
         self.hits = self.misses = 0
 
     @staticmethod
-    def key(model: str, messages: Sequence[dict], params: dict, schema: dict | None) -> str:
-        blob = json.dumps({"model": model, "messages": list(messages), "params": params, "schema": schema}, sort_keys=True)
+    def key(server: str, messages: Sequence[dict], params: dict, schema: dict | None) -> str:
+        blob = json.dumps({"server": server, "messages": list(messages), "params": params, "schema": schema}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> str | None:
@@ -109,21 +121,108 @@ class JudgeCache:
 _BOUNDS = {"maxLength", "minLength", "maxItems", "minItems"}
 
 
-def _strip_bounds(node: Any) -> Any:
-    """Drop length bounds over 64 (small ones keep names short and lists bounded)."""
-    if isinstance(node, dict):
-        return {k: _strip_bounds(v) for k, v in node.items() if not (k in _BOUNDS and isinstance(v, int) and v > 64)}
+def unbounded_paths(schema: dict) -> list[str]:
+    """Where a JSON schema lets an answer run on: strings without maxLength (and no enum or
+    const) and arrays without maxItems. A grammar-constrained engine closes a bounded string
+    or list when the bound is reached; an unbounded one runs to max_tokens."""
+    defs = schema.get("$defs", {})
+    out: list[str] = []
+
+    def walk(node: Any, path: str, seen: frozenset[str]) -> None:
+        if isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]", seen)
+            return
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                walk(defs.get(name, {}), f"{path}->{name}", seen | {name})
+        bounded_value = "enum" in node or "const" in node
+        if node.get("type") == "string" and not bounded_value and "maxLength" not in node:
+            out.append(path or "/")
+        if node.get("type") == "array" and "maxItems" not in node:
+            out.append(path or "/")
+        for key in ("properties", "$defs"):
+            for k, v in (node.get(key) or {}).items():
+                if key == "properties":
+                    walk(v, f"{path}.{k}", seen)
+        for key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties"):
+            if key in node:
+                walk(node[key], f"{path}.{key}", seen)
+
+    walk(schema, "", frozenset())
+    return out
+
+
+DEFAULT_MAX_CHARS, DEFAULT_MAX_ITEMS = 1000, 32
+
+
+def bounded(node: Any) -> Any:
+    """`node` with a maxLength on every free string and a maxItems on every array that has
+    none (DEFAULT_MAX_CHARS, DEFAULT_MAX_ITEMS), so no schema sent can leave an answer
+    open-ended. autoscope's own answer models carry tighter bounds of their own."""
     if isinstance(node, list):
-        return [_strip_bounds(v) for v in node]
+        return [bounded(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: bounded(v) if k not in ("enum", "const", "default", "examples") else v for k, v in node.items()}
+    if out.get("type") == "string" and "enum" not in out and "const" not in out:
+        out.setdefault("maxLength", DEFAULT_MAX_CHARS)
+    if out.get("type") == "array":
+        out.setdefault("maxItems", DEFAULT_MAX_ITEMS)
+    return out
+
+
+LLAMACPP_MAX_CHARS = 1000
+
+
+def _clamp_bounds(node: Any, limit: int = LLAMACPP_MAX_CHARS) -> Any:
+    """Length bounds for llama.cpp's grammar compiler, which unrolls them into nested rules:
+    measured on the embedded server, a string bound of 1,000 compiles and 1,600 kills the
+    request. Bounds stay (clamped), so its answers are closed too; pydantic checks the rest."""
+    if isinstance(node, dict):
+        return {k: (min(v, limit) if k in _BOUNDS and isinstance(v, int) else _clamp_bounds(v, limit)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_clamp_bounds(v, limit) for v in node]
     return node
 
 
-def _transient(exc: BaseException) -> bool:
+def _transient(exc: BaseException | None) -> bool:
     import openai
 
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Nobody answers (refused, reset, a proxy's 502/503): the server is down or restarting.
+    A timeout is not an outage: the server is there and slow, and it is retried like a 5xx."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return False
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in (502, 503)
+
+
+class Supervisor:
+    """What a client asks when its judge stops answering: `revive()` returns when waiting
+    makes sense (the process lives, or was restarted) and raises `JudgeUnavailable` when it
+    does not (a server autoscope started died again). `EmbeddedJudge` is one."""
+
+    def revive(self) -> None:  # pragma: no cover - interface
+        return None
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 def _validate(schema: type[T], raw: str) -> T:
@@ -151,7 +250,10 @@ def _extract_json(text: str) -> str:
 
 
 class JudgeClient:
-    def __init__(self, config: JudgeConfig, log: Any = None):
+    """`supervisor` (optional) is asked to revive a server autoscope started when it stops
+    answering; `notify` hears, at most every 15 s, that the client is waiting for the judge."""
+
+    def __init__(self, config: JudgeConfig, log: Any = None, supervisor: Supervisor | None = None, notify: Any = None):
         import openai
 
         if not config.base_url:
@@ -165,13 +267,15 @@ class JudgeClient:
         self.log = log  # callable(record: dict) for the run log, optional
         self.calls = 0
         self._calls_lock = threading.Lock()
+        self.supervisor = supervisor
+        self.notify = notify or _stderr
+        self._last_note = 0.0
+        self.identity = config.identity or f"{config.base_url.rstrip('/')}|{config.model}"
 
     def _response_format(self, schema: dict, name: str) -> dict:
+        schema = bounded(schema)
         if self.config.engine == "llamacpp":
-            # llama.cpp unrolls length bounds into nested grammar rules: a 2,000-character
-            # bound makes a grammar it cannot parse (and the server dies). Bounds stay in
-            # the pydantic validation; the grammar keeps only the structure.
-            return {"type": "json_object", "schema": _strip_bounds(schema)}
+            return {"type": "json_object", "schema": _clamp_bounds(schema)}
         return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
 
     def _complete(self, messages: list[dict], schema: dict, name: str, max_tokens: int | None, temperature: float | None = None) -> str:
@@ -187,9 +291,42 @@ class JudgeClient:
         return self._retrying()(call)
 
     def _retrying(self) -> Retrying:
-        """Retries for transient failures (connection, timeout, 429, 5xx), shared by every call."""
-        return Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(self.config.max_attempts),
-                        wait=wait_exponential(multiplier=0.5, min=0.2, max=8), reraise=True)
+        """Retries shared by every call. A timeout, 429 or 5xx is retried `max_attempts`
+        times; an unreachable judge is waited for with backoff (at most 10 s apart) for up
+        to `outage_s`, reviving a server autoscope started, and saying that it waits."""
+        cfg = self.config
+
+        def stop(rs: RetryCallState) -> bool:
+            exc = rs.outcome.exception() if rs.outcome else None
+            if unreachable(exc):
+                return rs.seconds_since_start is not None and rs.seconds_since_start >= cfg.outage_s
+            return rs.attempt_number >= cfg.max_attempts
+
+        def wait(rs: RetryCallState) -> float:
+            exc = rs.outcome.exception() if rs.outcome else None
+            return min(10.0 if unreachable(exc) else 8.0, max(0.2, 0.5 * 2 ** (rs.attempt_number - 1)))
+
+        def before_sleep(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            if not unreachable(exc):
+                return
+            if self.supervisor is not None:
+                self.supervisor.revive()  # raises JudgeUnavailable when the server is gone for good
+            now = time.monotonic()
+            if now - self._last_note >= 15.0:
+                self._last_note = now
+                self.notify(f"waiting for the judge at {cfg.base_url}: unreachable for {rs.seconds_since_start or 0:.0f} s "
+                            f"({exc.__class__.__name__}); giving up after {cfg.outage_s:.0f} s (--judge-wait)")
+
+        return Retrying(retry=retry_if_exception(_transient), stop=stop, wait=wait, before_sleep=before_sleep, reraise=True)
+
+    def _server_error(self, e: Exception, record: dict) -> JudgeFailure:
+        """The failure a caller sees once retries are spent; an outage is `JudgeUnavailable`."""
+        self._log({**record, "error": f"{e.__class__.__name__}: {e}"})
+        if unreachable(e):
+            return JudgeUnavailable(f"the judge at {self.config.base_url} was unreachable for {self.config.outage_s:.0f} s "
+                                    f"({e.__class__.__name__}); start it again and rerun to continue, or raise --judge-wait")
+        return JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}")
 
     def ask(self, messages: list[dict], schema: type[T], max_tokens: int | None = None, purpose: str = "",
             temperature: float | None = None) -> T:
@@ -205,7 +342,7 @@ class JudgeClient:
         temp = self.config.temperature if temperature is None else temperature
         js = schema.model_json_schema()
         params = {"temperature": temp, "max_tokens": max_tokens or self.config.max_tokens, "engine_format": self.config.engine}
-        key = self.cache.key(self.config.model, messages, params, js)
+        key = self.cache.key(self.identity, messages, params, js)
         raw = self.cache.get(key)
         if raw is not None:
             try:
@@ -218,8 +355,7 @@ class JudgeClient:
             try:
                 raw = self._complete(convo, js, schema.__name__, max_tokens, temp)
             except openai.APIError as e:
-                self._log({"purpose": purpose, "messages": convo, "error": f"{e.__class__.__name__}: {e}"})
-                raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None
+                raise self._server_error(e, {"purpose": purpose, "messages": convo}) from None
             try:
                 value = _validate(schema, raw)
             except ValidationError as e:
@@ -243,6 +379,8 @@ class JudgeClient:
             try:
                 value, raw = self._ask(req[0], req[1], max_tokens, purpose)
                 return Answer(value=value, raw=raw)
+            except JudgeUnavailable:
+                raise  # no answer about this input: the caller stops and keeps what is done
             except JudgeFailure as e:
                 return Answer(error=e.reason, raw=e.raw)
 
@@ -267,7 +405,7 @@ class JudgeClient:
             raise JudgeFailure("llama.cpp's server returns no prompt log-probabilities: score with the batched engine "
                                "(`--embedded-engine batched`) or vLLM, or ask instead (`--method ask`)")
         prompts = [c + continuation for c in contexts]
-        key = self.cache.key(self.config.model, [{"role": "score", "content": p} for p in prompts], {"echo": True}, None)
+        key = self.cache.key(self.identity, [{"role": "score", "content": p} for p in prompts], {"echo": True}, None)
         raw = self.cache.get(key)
         if raw is not None:
             return [float(x) for x in json.loads(raw)]
@@ -281,8 +419,7 @@ class JudgeClient:
         try:
             resp = self._retrying()(call)
         except openai.APIError as e:
-            self._log({"purpose": purpose, "prompts": prompts, "error": f"{e.__class__.__name__}: {e}"})
-            raise JudgeFailure(f"judge server error after retries: {e.__class__.__name__}: {str(e)[:200]}") from None
+            raise self._server_error(e, {"purpose": purpose, "prompts": prompts}) from None
         choices = sorted(resp.choices, key=lambda c: c.index)
         if len(choices) != len(prompts):
             raise JudgeFailure(f"the judge scored {len(choices)} of {len(prompts)} prompts")

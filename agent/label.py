@@ -116,7 +116,8 @@ def label_file(cfg: LabelConfig, judge: JudgeClient, progress: bool = True) -> d
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"labelling {cfg.feature}", unit="row")
-    n_null = 0
+    n_null = n_failed = 0
+    first_error: str | None = None
     for start in range(0, len(todo), cfg.chunk):
         chunk = todo[start : start + cfg.chunk]
         texts = [t for _, t in chunk if t.strip()]
@@ -128,12 +129,15 @@ def label_file(cfg: LabelConfig, judge: JudgeClient, progress: bool = True) -> d
                 rec = {"id": i, "text": t, "label": o.label if o else None, "raw": o.raw if o else None,
                        "model": judge.config.model, "error": (o.error if o else "empty text")}
                 n_null += rec["label"] is None
+                if rec["label"] is None and rec["error"] and rec["error"] != "empty text":
+                    n_failed += 1
+                    first_error = first_error or rec["error"]
                 f.write(json.dumps(rec) + "\n")
         if bar:
             bar.update(len(chunk))
     if bar:
         bar.close()
     dt = time.perf_counter() - t0
-    return {"rows": len(rows), "method": "channel" if classes else "ask", "labelled_now": len(todo), "already_done": len(done), "null": n_null, "seconds": dt,
+    return {"rows": len(rows), "method": "channel" if classes else "ask", "labelled_now": len(todo), "already_done": len(done), "null": n_null, "failed": n_failed, "first_error": first_error, "seconds": dt,
             "rows_per_s": len(todo) / dt if dt > 0 and todo else 0.0, "judge_calls": judge.calls,
             "cache_hits": judge.cache.hits}

@@ -35,7 +35,7 @@ from .hypotheses import (
     Score,
     ScoredHypothesis,
 )
-from .judge import JudgeClient, JudgeConfig, JudgeFailure
+from .judge import JudgeClient, JudgeConfig, JudgeFailure, JudgeUnavailable
 from .llm_feature import default_label_batch, llm_feature
 from .prompts import messages
 from .runlog import RunLog
@@ -112,6 +112,16 @@ class ExploreResult(BaseModel):
     timing: dict[str, float]
     stopped: str
 
+    @property
+    def failure(self) -> str | None:
+        """Why this run did not do its job (None when it scored at least one hypothesis and
+        the judge did not leave mid-run); the CLI exits non-zero with it."""
+        if self.stopped.startswith("judge unavailable"):
+            return f"{self.stopped}. Everything scored so far is saved: rerun with --resume {Path(self.explore_dir).name}"
+        if not any(h.status == "scored" for h in self.ranking):
+            return f"no hypothesis was scored ({self.stopped}); the run log is in {self.explore_dir}"
+        return None
+
 
 def only_filter(only: str | None):
     """`harmful` or `key=value` -> a predicate on a prompt's labels (None: no filter)."""
@@ -182,6 +192,9 @@ class Explorer:
                 examples = [q.query for q in self.sample_run(self.cfg.site).queries[:4]]
                 try:
                     code = self.judge.ask(messages("compile", system=SYSTEM, hypothesis=h, error=error, examples=examples), CompiledCode, max_tokens=600, purpose="compile").code
+                except JudgeUnavailable:
+                    self.timing["judge_s"] += time.perf_counter() - t
+                    raise
                 except JudgeFailure as e:
                     self.timing["judge_s"] += time.perf_counter() - t
                     raise ValueError(f"could not compile: {e.reason}") from None
@@ -270,6 +283,8 @@ class Explorer:
                     return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="scored", score=score,
                                             counterexamples=counter, examples=examples, note=note)
             score, counter, examples = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge)
+        except JudgeUnavailable:
+            raise  # says nothing about the hypothesis: the run stops and a resume scores it
         except (ValueError, JudgeFailure) as e:
             return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e))
         status = "scored" if score.fcr is not None else "undefined"
@@ -308,46 +323,77 @@ class Explorer:
         ks = [h.score.kappa for h in self.scored if h.score and h.score.kappa is not None and (upto_round is None or h.round <= upto_round)]
         return max(ks) if ks else float("-inf")
 
+    def _save_state(self, **state: object) -> None:
+        """The loop's own state after each round, so a resume asks the judge exactly what an
+        uninterrupted run would have asked (its repeats, idle rounds and temperature)."""
+        self.log.write_json("state.json", state)
+
+    def _resume_point(self) -> dict:
+        state = self.log.read_json("state.json")
+        if state is not None:
+            return state
+        # a log from before state.json: the last logged round is redone from its logged proposal
+        rounds = self.log.read("rounds")
+        last = max([h.round for h in self.scored] + [r["round"] for r in rounds], default=0)
+        return {"round": last}
+
     def run(self) -> str:
         cfg = self.cfg
+        state = self._resume_point()
+        if state.get("stopped"):
+            return str(state["stopped"])  # a finished run: nothing is asked again
+        round_ = int(state.get("round", 0))  # type: ignore[call-overload]
+        stale, idle, duplicates, failures = (int(state.get(k, 0)) for k in ("stale", "idle", "duplicates", "failures"))  # type: ignore[call-overload]
+        repeats: list[str] = list(state.get("repeats", []))  # type: ignore[call-overload]  # the last round's repeated ideas
+        logged = {r["round"]: r["proposal"] for r in self.log.read("rounds")}
         done_keys = {(h.round, h.id) for h in self.scored}
-        round_ = max((h.round for h in self.scored), default=-1)
-        # a round is finished if its proposal was fully processed; redo the last one otherwise
-        rounds_logged = self.log.read("rounds")
-        if rounds_logged and rounds_logged[-1]["round"] >= round_ and round_ >= 0:
-            round_ = rounds_logged[-1]["round"]
-        round_ = max(round_, 0)
-        stale = idle = duplicates = failures = 0
-        repeats: list[str] = []  # the last round's proposals that repeated tested ideas
         attempts_cap = 2 * cfg.budget + 4
         seen = {idea_key(h.hypothesis) for h in self.scored}
+
+        def save(stopped: str | None = None) -> None:
+            self._save_state(round=round_, stale=stale, idle=idle, duplicates=duplicates, failures=failures, repeats=repeats, stopped=stopped)
+
         stopped = "budget"
         while self.n_scored() < cfg.budget:
             if len(self.scored) + duplicates >= attempts_cap:
                 stopped = "too many failed hypotheses"
                 break
-            try:
-                prop = self.propose(round_, idle, repeats)
-            except JudgeFailure as e:
-                self.log.append("events", {"round": round_, "error": e.reason})
-                self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({e.reason})[/yellow]")
-                stale += 1
-                failures += 1
-                if stale >= cfg.patience or failures >= MAX_JUDGE_FAILURES:
-                    stopped = "judge failed repeatedly"
-                    break
-                round_ += 1
-                continue
+            if round_ in logged:
+                # a killed run's last round: its proposal is in the log, so it is finished, not re-asked
+                prop = Proposal.model_validate(logged[round_])
+                self.log.append("events", {"round": round_, "resumed": f"round {round_} continued from its logged proposal"})
+            else:
+                try:
+                    prop = self.propose(round_, idle, repeats)
+                except JudgeUnavailable as e:
+                    self.log.append("events", {"round": round_, "error": e.reason})
+                    stopped = f"judge unavailable: {e.reason}"
+                    save()
+                    return stopped
+                except JudgeFailure as e:
+                    self.log.append("events", {"round": round_, "error": e.reason})
+                    self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({e.reason})[/yellow]")
+                    stale += 1
+                    failures += 1
+                    if stale >= cfg.patience or failures >= MAX_JUDGE_FAILURES:
+                        stopped = "judge failed repeatedly"
+                        break
+                    round_ += 1
+                    save()
+                    continue
             failures = 0
-            before = self.best_kappa()
+            before = self.best_kappa(upto_round=round_ - 1)
             new = 0
             repeats = []
-            for j, h in enumerate(prop.hypotheses[: cfg.per_round]):
+            for j, h in enumerate(prop.hypotheses):
                 hid = round_ * 100 + j
                 if (round_, hid) in done_keys:
+                    new += 1  # scored before the kill; counts for this round as it did then
                     continue
-                if self.n_scored() >= cfg.budget:
-                    break
+                if j >= cfg.per_round or self.n_scored() >= cfg.budget:
+                    why = f"beyond the {cfg.per_round} asked for per round" if j >= cfg.per_round else "the budget was spent"
+                    self.log.append("events", {"round": round_, "not_tested": h.name, "statement": h.statement, "why": why})
+                    continue
                 if idea_key(h) in seen:
                     # a weak judge repeats itself; a repeat costs no labels and no budget
                     duplicates += 1
@@ -355,8 +401,14 @@ class Explorer:
                     self.log.append("events", {"round": round_, "duplicate": h.name, "statement": h.statement})
                     self.console.print(f"[dim]#{hid} {h.name}: already tested, skipped[/dim]")
                     continue
+                try:
+                    res = self.evaluate(h, hid, round_)
+                except JudgeUnavailable as e:
+                    self.log.append("events", {"round": round_, "error": e.reason, "interrupted": h.name})
+                    stopped = f"judge unavailable: {e.reason}"
+                    save()
+                    return stopped
                 seen.add(idea_key(h))
-                res = self.evaluate(h, hid, round_)
                 self.scored.append(res)
                 done_keys.add((round_, hid))
                 new += 1
@@ -366,6 +418,7 @@ class Explorer:
                 if s and s.fcr is not None:
                     line = f"FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {s.kappa:.3f}" if s.kappa is not None else f"FCR {s.fcr:.3f} (degenerate)"
                 self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
+            round_ += 1
             if prop.done and cfg.stop_when_done:
                 stopped = "the judge said it is done"
                 break
@@ -376,7 +429,8 @@ class Explorer:
                 if self.n_scored() >= cfg.budget:
                     stopped = "budget"
                 break
-            round_ += 1
+            save()
+        save(stopped)
         return stopped
 
     def other_sites(self) -> None:
@@ -424,11 +478,13 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
 
     with contextlib.ExitStack() as stack:
         srv = stack.enter_context(EmbeddedJudge(log_path=log.root / "judge_server.log"))
-        judge = JudgeClient(srv.client_config(jc), log=record)
+        if srv.fallback_reason:
+            log.append("events", {"judge_fallback": srv.fallback_reason})
+        judge = srv.client(jc, log=record)
         labeller = judge
         if srv.engine != "batched":
             lab = stack.enter_context(EmbeddedJudge(engine="batched", log_path=log.root / "labeller_server.log"))
-            labeller = JudgeClient(lab.client_config(jc), log=record)
+            labeller = lab.client(jc, log=record)
         yield judge, labeller
 
 
@@ -446,6 +502,13 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
     else:
         cfg = cfg.model_copy(update={"explore_id": xid})
         log.write_json("config.json", cfg.model_dump())
+    state, finished = log.read_json("state.json"), log.read_json("result.json")
+    if state and state.get("stopped") and finished is not None:
+        console.print(f"explore {xid} finished before ({state['stopped']}); nothing is asked again — the report is rewritten")
+        from .report import write_report
+
+        write_report(log.root)
+        return ExploreResult.model_validate(finished)
     t0 = time.perf_counter()
     with judge_for(cfg, log) as (judge, labeller):
         ex = Explorer(cfg, judge, log, console, labeller=labeller)

@@ -8,26 +8,39 @@
   answers (labels) come several times faster (BENCHMARKS §5). Needs no compiled server.
 * ``vllm``: `vllm serve MODEL` with structured output (needs `autoscope[vllm]` and a GPU).
 
-`EmbeddedJudge` starts an embedded server on a free loopback port, waits until it
-answers, and stops it on exit, so `explore` and `label` work with no configuration:
-labelling uses the batched engine, `explore` (long proposals) llama.cpp when installed.
+`EmbeddedJudge` starts an embedded server on a free loopback port, proves that it can
+answer (one real generation of a realistic prompt, not only a model list), supervises it
+(a server that dies mid-run is reported with its exit signal and restarted once) and stops
+it on exit — and, through a parent-death signal, when autoscope itself is killed. So
+`explore` and `label` work with no configuration: labelling uses the batched engine,
+`explore` (long proposals) llama.cpp when it is installed and answers, else the batched
+engine.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from scope_core.errors import AutoscopeError
 from scope_core.targets import embedded_gguf_path
+
+from .judge import JudgeClient, JudgeUnavailable, Supervisor
+from .prompts import messages
 
 
 # Requests in flight against the batched engine: its batch size (decoding 32 rows costs
@@ -72,11 +85,12 @@ def vllm_command(model: str, host: str, port: int) -> list[str]:
     return ["vllm", "serve", model, "--host", host, "--port", str(port), "--served-model-name", model]
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout_s: float = 180.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout_s: float = 180.0, name: str = "judge") -> None:
+    """Return once `GET /models` answers; raise with the exit signal if the process died."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise AutoscopeError(f"the judge server exited with code {proc.returncode} before it was ready")
+            raise AutoscopeError(f"the {name} judge {describe_exit(proc.returncode)} before it was ready")
         try:
             with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=2) as r:
                 if r.status == 200 and json.loads(r.read()).get("data") is not None:
@@ -84,53 +98,215 @@ def wait_ready(url: str, proc: subprocess.Popen | None, timeout_s: float = 180.0
         except OSError:
             pass
         time.sleep(0.5)
-    raise AutoscopeError(f"the judge server at {url} was not ready after {timeout_s:.0f} s")
+    raise AutoscopeError(f"the {name} judge at {url} was not ready after {timeout_s:.0f} s")
 
 
-class EmbeddedJudge:
+def describe_exit(returncode: int | None) -> str:
+    """'died with signal 4 (illegal instruction)' or 'exited with code 1'."""
+    if returncode is None:
+        return "is running"
+    if returncode < 0:
+        try:
+            what = (signal.strsignal(-returncode) or "").lower()
+        except ValueError:
+            what = ""
+        return f"died with signal {-returncode}" + (f" ({what})" if what else "")
+    return f"exited with code {returncode}"
+
+
+def probe(url: str, model: str, engine: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
+    """One real generation of a realistic prompt (about 150 tokens in, a schema-constrained
+    label out), as every later request will look. Listing models proves little: the
+    llama.cpp judge built for another CPU answered `/models` and died with SIGILL on its
+    first real prompt. Raises `AutoscopeError` saying what happened."""
+    body = {"model": model, "max_tokens": 16, "temperature": 0.0,
+            "messages": messages("probe", system="You answer only with JSON.",
+                                 text="Write a short guide to growing tomatoes on a balcony, with a watering schedule"),
+            "response_format": _probe_format(engine)}
+    req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            answer = json.loads(r.read())
+        text = answer["choices"][0]["message"]["content"] or ""
+    except (OSError, KeyError, IndexError, ValueError) as e:
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.poll() is not None:
+                raise AutoscopeError(f"the {engine} judge {describe_exit(proc.returncode)} on its first request") from None
+        detail = e.read().decode(errors="replace")[:200] if isinstance(e, urllib.error.HTTPError) else str(e)[:200]
+        raise AutoscopeError(f"the {engine} judge could not answer its first request ({e.__class__.__name__}: {detail})") from None
+    if "harm" not in text:
+        raise AutoscopeError(f"the {engine} judge answered its first request with {text[:120]!r}, not a label")
+
+
+def _probe_format(engine: str) -> dict:
+    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["harmful", "harmless"]}}, "required": ["label"]}
+    if engine == "llamacpp":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": "probe", "schema": schema, "strict": False}}
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGKILL when autoscope dies, however it dies
+    (kill -9 included): Linux's parent-death signal, which survives the exec. It also exits
+    at once if the parent is already gone. None where the platform has no such signal."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+# Linux sends the parent-death signal when the *thread* that forked the child ends, not the
+# process: a server restarted from a client's worker thread would die with that thread. So
+# every server is started from this one thread, which lives as long as autoscope.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-spawner")
+
+
+def start_server(cmd: list[str], log_path: Path | None) -> subprocess.Popen:
+    """Start a judge server that dies with this process (`_die_with_parent`)."""
+
+    def spawn() -> subprocess.Popen:
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent())
+        finally:
+            if log_path:
+                out.close()  # type: ignore[union-attr]
+
+    return _SPAWNER.submit(spawn).result()
+
+
+def _notify_stderr(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(f"[yellow]{message}[/yellow]")
+
+
+class EmbeddedJudge(Supervisor):
     """Context manager: the embedded judge on a free port; `.url`, `.model`, `.engine`.
 
     `engine`: "batched" (torch, batches concurrent requests), "llamacpp", or "auto" —
-    llama.cpp where llama-cpp-python is installed, else batched."""
+    llama.cpp where llama-cpp-python is installed and answers its probe, else batched (the
+    reason is said in one line). A server that dies mid-run is restarted once on the same
+    port (`revive`, asked by the `JudgeClient` that `client()` builds); a second death ends
+    the run with `JudgeUnavailable`. `commands` maps an engine to its start command
+    (host, port) -> argv, for other builds of the same servers."""
 
     model = "smollm2-135m-instruct"
+    max_restarts = 1
 
-    def __init__(self, log_path: Path | None = None, threads: int | None = None, engine: str = "auto"):
-        if engine == "auto":
-            engine = "llamacpp" if llamacpp_available() else "batched"
-        if engine not in ("llamacpp", "batched"):
+    def __init__(self, log_path: Path | None = None, threads: int | None = None, engine: str = "auto",
+                 commands: dict[str, Callable[[str, int], list[str]]] | None = None,
+                 notify: Callable[[str], None] | None = None, probe_timeout_s: float = 180.0):
+        if engine not in ("auto", "llamacpp", "batched"):
             raise AutoscopeError(f"unknown embedded judge engine {engine!r}: use batched, llamacpp or auto")
-        self.engine = engine
+        self.requested = engine
+        self.engine = "llamacpp" if engine == "auto" and (llamacpp_available() or (commands or {}).get("llamacpp")) else (
+            "batched" if engine == "auto" else engine)
+        self.threads = threads
+        self.commands: dict[str, Callable[[str, int], list[str]]] = {
+            "llamacpp": lambda host, port: embedded_command(host, port, threads=self.threads),
+            "batched": lambda host, port: batched_command(host, port, threads=self.threads, alias=self.model),
+            **(commands or {}),
+        }
+        self.log_path, self.notify = log_path, notify or _notify_stderr
+        self.probe_timeout_s = probe_timeout_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path, self.threads = log_path, threads
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self.fallback_reason: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def identity(self) -> str:
+        """What answers, for the answer cache: the engine and the weights, not the port."""
+        try:
+            weights = embedded_gguf_path()
+            what = f"{weights.name}:{weights.stat().st_size}"
+        except AutoscopeError:
+            what = "unknown-weights"
+        return f"embedded:{self.engine}:{what}"
+
+    def _start(self) -> None:
+        self.proc = start_server(self.commands[self.engine]("127.0.0.1", self.port), self.log_path)
+        wait_ready(self.url, self.proc, name=self.engine)
+        probe(self.url, self.model, self.engine, self.proc, timeout_s=self.probe_timeout_s)
 
     def __enter__(self) -> EmbeddedJudge:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        cmd = (embedded_command("127.0.0.1", self.port, threads=self.threads) if self.engine == "llamacpp"
-               else batched_command("127.0.0.1", self.port, threads=self.threads, alias=self.model))
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_ready(self.url, self.proc)
+            self._start()
+        except AutoscopeError as e:
+            self._stop()
+            if self.requested != "auto" or self.engine == "batched":
+                raise
+            self.fallback_reason = str(e)
+            self.notify(f"{e}; using the batched engine instead (see NOTES on building llama-cpp-python portably)")
+            self.engine = "batched"
+            try:
+                self._start()
+            except BaseException:
+                self._stop()
+                raise
         except BaseException:
-            self.__exit__()
+            self._stop()
             raise
         return self
+
+    def revive(self) -> None:
+        """Asked by a client that cannot reach this server: return to keep waiting (alive, or
+        restarted once on the same port), raise `JudgeUnavailable` when it died again."""
+        with self._lock:
+            proc = self.proc
+            if proc is None or proc.poll() is None:
+                return
+            how = describe_exit(proc.returncode)
+            if self.restarts >= self.max_restarts:
+                raise JudgeUnavailable(f"the {self.engine} judge {how} again after {self.restarts} restart(s); "
+                                       "see its log" + (f" ({self.log_path})" if self.log_path else ""))
+            self.restarts += 1
+            self.notify(f"the {self.engine} judge {how} mid-run; restarting it once")
+            try:
+                self._start()
+            except AutoscopeError as e:
+                raise JudgeUnavailable(f"the {self.engine} judge {how} and could not be restarted: {e}") from None
 
     def client_config(self, config: Any) -> Any:
         """`config` (a JudgeConfig) pointed at this server. The batched engine answers every
         request in flight in one batch, so unless the caller chose a concurrency it gets
         `BATCHED_CONCURRENCY` requests in flight."""
-        update: dict[str, Any] = {"base_url": self.url, "model": self.model, "engine": self.engine}
+        update: dict[str, Any] = {"base_url": self.url, "model": self.model, "engine": self.engine, "identity": self.identity}
         if self.engine == "batched" and "concurrency" not in config.model_fields_set:
             update["concurrency"] = BATCHED_CONCURRENCY
         return config.model_copy(update=update)
 
-    def __exit__(self, *exc: object) -> None:
+    def client(self, config: Any, log: Any = None) -> JudgeClient:
+        """A client for this server that revives it when it stops answering."""
+        return JudgeClient(self.client_config(config), log=log, supervisor=self, notify=self.notify)
+
+    def _stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()

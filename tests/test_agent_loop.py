@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,3 +95,91 @@ def test_embedded_explore_proposes_on_llamacpp_and_labels_on_the_batched_engine(
     finally:
         os.environ.update(env)
     assert (tmp_path / "x" / "labeller_server.log").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_no_judge_outlives_an_explore_killed_with_sigkill(trained_embedded, tmp_path):
+    _, scope = trained_embedded
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCOPE_JUDGE_")}
+    env["AUTOSCOPE_CACHE_DIR"] = os.environ.get("AUTOSCOPE_CACHE_DIR", str(Path.home() / ".cache" / "autoscope"))
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "explore", "--run", scope.run_dir.name, "--runs-dir", str(scope.run_dir.parent),
+                             "--site", "L18", "--budget", "2", "--queries", "4", "--samples", "4", "--eps", "0.3", "--resume", "orphans"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    servers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        servers = _children(proc.pid)
+        if len(servers) >= 2:  # the llama.cpp judge and the batched labeller
+            break
+        time.sleep(0.5)
+    assert servers, "explore started no judge server"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in servers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in servers), "a judge server outlived its explore"
+
+
+def test_a_judge_killed_and_restarted_mid_run_costs_nothing(trained_embedded, tmp_path):
+    """An external judge dies after the first hypothesis and comes back 8 s later on the same
+    port: explore waits, goes on, and ends with every hypothesis scored once. Resuming the
+    finished run asks the judge nothing."""
+    from agent.server import embedded_command, free_port, start_server, wait_ready
+
+    _, scope = trained_embedded
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    procs = [start_server(embedded_command("127.0.0.1", port), tmp_path / "judge.log")]
+    wait_ready(url, procs[0])
+    cfg = _cfg(scope, type("S", (), {"url": url, "model": "smollm2-135m-instruct"})(), tmp_path, "outage", budget=3)
+    cfg = cfg.model_copy(update={"stop_when_done": False})
+    log = RunLog(scope.run_dir / "explore" / "outage")
+    restarted = threading.Event()
+
+    def outage():
+        deadline = time.time() + 600
+        while time.time() < deadline and not log.read("hypotheses"):
+            time.sleep(0.2)
+        procs[0].kill()
+        procs[0].wait()
+        time.sleep(8)
+        procs.append(start_server(embedded_command("127.0.0.1", port), tmp_path / "judge.log"))
+        restarted.set()
+
+    t = threading.Thread(target=outage, daemon=True)
+    t.start()
+    try:
+        res = explore(cfg)
+        t.join(timeout=60)
+        assert restarted.is_set(), "the judge was never killed: the run ended before its first hypothesis"
+        assert not res.stopped.startswith("judge"), res.stopped
+        ids = [h["hypothesis"]["id"] for h in log.read("hypotheses")]
+        assert len(ids) == len(set(ids)) and len(ids) >= 2
+        rounds_before = len(log.read("rounds"))
+        again = explore(cfg)
+        assert [h.id for h in again.ranking] == [h.id for h in res.ranking]
+        assert len(log.read("rounds")) == rounds_before, "a finished run asked the judge again"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
