@@ -236,3 +236,30 @@ def test_a_server_dies_when_autoscope_is_killed_with_sigkill():
     while time.time() < deadline and not _dead(child):
         time.sleep(0.1)
     assert _dead(child), "the judge server outlived autoscope"
+
+
+# -- a command that did not do its job says so in its exit status -----------------------
+
+def test_label_that_labelled_no_row_exits_non_zero(tmp_path):
+    from flaky_server import FlakyServer
+
+    rows = tmp_path / "in.jsonl"
+    rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["write a poem", "plan a trip", "bake bread"]))
+    with FlakyServer([], default="invalid") as srv:  # a judge whose every answer is broken
+        env = {**os.environ, "AUTOSCOPE_JUDGE_URL": srv.url, "AUTOSCOPE_JUDGE_ENGINE": "openai", "AUTOSCOPE_CACHE_DIR": str(tmp_path)}
+        r = subprocess.run([sys.executable, "-m", "agent.cli", "label", "--feature", "harmfulness", "--method", "ask", "--input", str(rows),
+                            "--output", str(tmp_path / "out.jsonl")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no row was labelled" in r.stderr and "3 rows failed" in r.stderr
+
+
+def test_explore_that_scored_nothing_or_lost_its_judge_is_a_failure(tmp_path):
+    from agent.hypotheses import Hypothesis, ScoredHypothesis
+    from agent.loop import ExploreResult
+
+    h = Hypothesis(name="x", statement="s", kind="python", code="def feature(t):\n    return 1")
+    failed = ScoredHypothesis(id=0, round=0, site="L18", hypothesis=h, status="compile_failed", error="e")
+    none = ExploreResult(explore_dir=str(tmp_path / "x1"), ranking=[failed], timing={}, stopped="judge failed repeatedly")
+    assert "no hypothesis was scored (judge failed repeatedly)" in none.failure
+    gone = ExploreResult(explore_dir=str(tmp_path / "x2"), ranking=[], timing={}, stopped="judge unavailable: down")
+    assert "--resume x2" in gone.failure
