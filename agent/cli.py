@@ -248,9 +248,11 @@ def explore(
     runs_dir: str = typer.Option("runs"),
     sites: str | None = typer.Option(None, help="also score the top hypotheses at these sites, e.g. L6,L12,L24"),
     only: str | None = typer.Option(None, help="restrict queries, e.g. harmful"),
-    queries: int = typer.Option(24, help="held-out queries in D"),
+    queries: int = typer.Option(48, help="held-out queries in D: half explore, half confirm (never shown to a proposer)"),
     samples: int = typer.Option(8, help="samples per query"),
     per_round: int = typer.Option(3, help="hypotheses asked for per round"),
+    judge_mode: str = typer.Option("auto", "--judge", help="auto (evidence first, then the configured or embedded judge) or none "
+                                   "(hypotheses mined from the samples only: offline, no LLM)"),
     p0_prompts: int = typer.Option(48, help="prior prompts the judge labels to estimate the chance level of an LLM feature"),
     screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; only those above chance get all of D (0: off)"),
     label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
@@ -262,6 +264,8 @@ def explore(
     judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
     judge_wait: float = typer.Option(300.0, help="seconds to wait for an unreachable judge (down or restarting) before stopping; work done is kept"),
     resume: str | None = typer.Option(None, help="explore id to continue"),
+    unsafe_weak_sandbox: bool = typer.Option(False, help="run judge-written code even where the host lacks an isolation layer "
+                                             "(network namespace, empty root, seccomp): the code could then reach files or the network"),
     seed: int = 0,
 ):
     """Run the hypothesis loop: the judge proposes, autoscope compiles and scores by FCR."""
@@ -270,24 +274,40 @@ def explore(
     from agent.loop import ExploreConfig
     from agent.loop import explore as run_explore
 
+    if unsafe_weak_sandbox:
+        os.environ["AUTOSCOPE_UNSAFE_WEAK_SANDBOX"] = "1"
+    from agent.sandbox import isolation_summary
+
+    err.print(isolation_summary())
+    if judge_mode not in ("auto", "none", "only"):
+        raise AutoscopeError(f"unknown --judge {judge_mode!r}: use auto, none (no LLM) or only (the judge alone proposes)")
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait)
-    cfg = ExploreConfig(run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
+    cfg = ExploreConfig(proposer={"auto": "auto", "none": "evidence", "only": "judge"}[judge_mode],  # type: ignore[arg-type]
+                        run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
                         stop_when_done=not until_budget)
     res = run_explore(cfg, console=err)
     from rich.table import Table
 
-    t = Table(title=f"hypotheses at {site} ({res.stopped})")
-    for col in ("#", "hypothesis", "kind", "FCR [95% CI]", "p0", "κ", "status"):
+    from agent.hypotheses import is_confirmed
+
+    def kappa_ci(s) -> str:
+        if s is None or s.kappa is None:
+            return "degenerate" if s is not None and s.degenerate else "—"
+        return f"{s.kappa:.3f}" + (f" [{s.kappa_ci_low:.2f}, {s.kappa_ci_high:.2f}]" if s.kappa_ci_low is not None else "")
+
+    null = res.null.max_kappa if res.null else None
+    t = Table(title=f"hypotheses at {site} ({res.stopped}); search null κ {null if null is None else f'{null:.3f}'}")
+    for col in ("#", "hypothesis", "from", "explore κ", "confirm FCR [95% CI]", "confirm κ [95% CI]", "verdict"):
         t.add_column(col)
     for i, h in enumerate(res.ranking, 1):
-        s = h.score
-        t.add_row(str(i), h.hypothesis.name, h.hypothesis.kind,
-                  f"{s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]" if s and s.fcr is not None else "—",
-                  f"{s.p0:.3f}" if s and s.p0 is not None else "—",
-                  f"{s.kappa:.3f}" if s and s.kappa is not None else ("degenerate" if s and s.degenerate else "—"), h.status)
+        s, c = h.score, h.confirmation
+        t.add_row(str(i), h.hypothesis.name, h.source, kappa_ci(s),
+                  f"{c.fcr:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]" if c and c.fcr is not None else "—", kappa_ci(c),
+                  "confirmed" if is_confirmed(h, res.null) else ("not confirmed" if h.status == "scored" else h.status))
     console.print(t)
+    console.print(res.verdict)
     console.print("time per phase: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timing.items()))
     console.print(f"report: {res.explore_dir}/report.md and report.html (id {Path(res.explore_dir).name}; --resume it to continue)")
     if res.failure:

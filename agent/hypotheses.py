@@ -100,6 +100,10 @@ class Score(BaseModel):
     degenerate: bool
     n_queries: int
     empirical_fcr: float | None = None
+    kappa_ci_low: float | None = None
+    kappa_ci_high: float | None = None
+    n_values: int | None = None  # distinct labels among the prior prompts (the search null matches it)
+    n_query_values: int | None = None  # distinct labels among the queries: one value cannot show what a site tells apart
 
 
 class Counterexample(BaseModel):
@@ -137,3 +141,66 @@ class ScoredHypothesis(BaseModel):
     counterexamples: list[Counterexample] = Field(default_factory=list)
     examples: list[ExampleQuery] = Field(default_factory=list)
     other_sites: dict[str, Score] = Field(default_factory=dict)
+    confirmation: Score | None = None  # on the confirmation queries, which nothing in the loop saw
+    source: Literal["judge", "evidence"] = "judge"
+
+
+class SearchNull(BaseModel):
+    """The best κ that as many content-free features (salted hashes of the text, with the
+    tested hypotheses' numbers of values) reach on the confirmation queries: what searching
+    alone buys. A finding must beat it."""
+
+    max_kappa: float | None
+    kappas: list[float] = Field(default_factory=list)
+    n_features: int = 0
+
+
+def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
+    """Confirmed: on confirmation queries, κ's 95% CI lies above 0 and above the search null,
+    and the feature takes at least two values there. (A feature all queries share — "is an
+    instruction" on a prior of instructions — reaches κ = 1 with a CI of [1, 1] from a few
+    rare prior values; it shows nothing the site tells apart.)"""
+    c = h.confirmation
+    if h.status != "scored" or c is None or c.kappa_ci_low is None or (c.n_query_values or 0) < 2:
+        return False
+    floor = max(0.0, null.max_kappa if null and null.max_kappa is not None else 0.0)
+    return c.kappa_ci_low > floor
+
+
+def rank_key(h: ScoredHypothesis, null: SearchNull | None) -> tuple:
+    """One ranking for the loop and the report: confirmed first, then by confirmation κ;
+    exploration κ only breaks ties among hypotheses without a confirmation score."""
+    def k(s: Score | None) -> float:
+        return s.kappa if s and s.kappa is not None else -1e9
+
+    return (not is_confirmed(h, null), h.status != "scored", -k(h.confirmation), -k(h.score),
+            -(h.score.fcr if h.score and h.score.fcr is not None else -1))
+
+
+def verdict(site: str, ranking: list[ScoredHypothesis], null: SearchNull | None) -> str:
+    """The run's finding in one paragraph, from confirmation scores only."""
+    def k(sc: Score) -> str:
+        ci = f" [{sc.kappa_ci_low:.2f}, {sc.kappa_ci_high:.2f}]" if sc.kappa_ci_low is not None else ""
+        return f"κ {sc.kappa:.2f}{ci}" if sc.kappa is not None else "κ —"
+
+    null_line = (f"the search null — the best of {null.n_features} content-free features on the same queries — is κ {null.max_kappa:.2f}"
+                 if null and null.max_kappa is not None else "no search null was computed")
+    confirmed = [h for h in ranking if is_confirmed(h, null)]
+    scored = [h for h in ranking if h.status == "scored" and h.confirmation and h.confirmation.kappa is not None]
+    if confirmed:
+        best = confirmed[0]
+        c = best.confirmation
+        assert c is not None
+        text = (f"{site} encodes {best.hypothesis.statement} ({best.hypothesis.name}: {k(c)} on {c.n_queries} confirmation "
+                f"queries, confirmed; {null_line}).")
+        if len(confirmed) > 1:
+            text += " Also confirmed: " + ", ".join(f"{h.hypothesis.name} ({k(h.confirmation)})" for h in confirmed[1:4]) + "."  # type: ignore[arg-type]
+        rest = [h for h in scored if not is_confirmed(h, null)]
+        if rest:
+            text += f" Not confirmed ({len(rest)}): " + ", ".join(h.hypothesis.name for h in rest[:5]) + "."
+        return text
+    if scored:
+        best = max(scored, key=lambda h: h.confirmation.kappa or -1e9)  # type: ignore[union-attr]
+        return (f"No hypothesis was confirmed at {site}: the best on confirmation queries, {best.hypothesis.name}, reached "
+                f"{k(best.confirmation)}; {null_line}. Nothing here is encoded beyond what searching alone finds.")  # type: ignore[arg-type]
+    return f"No hypothesis was scored at {site}."

@@ -16,6 +16,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from rich.console import Console
 
@@ -25,6 +27,8 @@ from scope_core.fcr import fcr
 from scope_core.sample import SampleRun
 from scope_core.sites import parse_sites
 
+from . import evidence
+from .confirm import search_null, split_queries
 from .hypotheses import (
     CompiledCode,
     Counterexample,
@@ -34,6 +38,9 @@ from .hypotheses import (
     Proposal,
     Score,
     ScoredHypothesis,
+    SearchNull,
+    rank_key,
+    verdict,
 )
 from .judge import JudgeClient, JudgeConfig, JudgeFailure, JudgeUnavailable
 from .llm_feature import default_label_batch, llm_feature
@@ -87,8 +94,11 @@ class ExploreConfig(BaseModel):
     per_round: int = 3
     show_queries: int = 3
     show_samples: int = 6
-    queries: int = 24
+    queries: int = Field(48, description="held-out queries in D, split into exploration and confirmation halves")
     samples: int = 8
+    confirm_share: float = Field(0.5, gt=0, lt=1, description="share of D kept for confirmation, never shown to a proposer")
+    proposer: Literal["auto", "judge", "evidence"] = Field(
+        "auto", description="evidence: hypotheses mined from the samples, no LLM; judge: the judge proposes; auto: evidence first, then the judge")
     only: str | None = None
     eps: float | None = None
     eps_quantile: float | None = None
@@ -111,6 +121,12 @@ class ExploreResult(BaseModel):
     ranking: list[ScoredHypothesis]
     timing: dict[str, float]
     stopped: str
+    site: str = ""
+    null: SearchNull | None = None
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.site, self.ranking, self.null)
 
     @property
     def failure(self) -> str | None:
@@ -134,10 +150,12 @@ def only_filter(only: str | None):
 
 
 class Explorer:
-    def __init__(self, cfg: ExploreConfig, judge: JudgeClient, log: RunLog, console: Console | None = None, scope: Scope | None = None,
+    def __init__(self, cfg: ExploreConfig, judge: JudgeClient | None, log: RunLog, console: Console | None = None, scope: Scope | None = None,
                  labeller: JudgeClient | None = None):
         self.cfg, self.judge, self.log = cfg, judge, log
-        self.labeller = labeller or judge  # answers the LLM-labelled features; the judge proposes and compiles
+        self.labeller = labeller or judge  # answers the LLM-labelled features; the judge proposes and compiles (None: no LLM)
+        self._evidence: list[evidence.Candidate] | None = None
+        self.null: SearchNull | None = None
         self.console = console or Console(stderr=True)
         self.scope = scope or Scope(Path(cfg.runs_dir) / cfg.run)
         self.timing: dict[str, float] = {"sampling_s": 0.0, "judge_s": 0.0, "labelling_s": 0.0, "scoring_s": 0.0}
@@ -164,6 +182,40 @@ class Explorer:
         self._sample_runs[site_name] = run
         return run
 
+    def part(self, which: str) -> SampleRun:
+        """The exploration or confirmation half of D at the explored site (disjoint, seeded)."""
+        explore_run, confirm_run = split_queries(self.sample_run(self.cfg.site), self.cfg.seed, self.cfg.confirm_share)
+        return explore_run if which == "explore" else confirm_run
+
+    def prior_texts(self, n: int) -> list[str]:
+        import random
+
+        data = self.scope.data
+        rng = random.Random(self.cfg.seed)
+        return [data.examples[i].text for i in rng.sample(data.train, min(n, len(data.train)))]
+
+    # -- evidence -----------------------------------------------------------------
+    def evidence(self) -> list[evidence.Candidate]:
+        """Candidates mined from the exploration queries, screened by their κ there (kept in
+        the log, so a resume proposes the same)."""
+        if self._evidence is None:
+            saved = self.log.read_json("evidence.json")
+            if saved is not None:
+                self._evidence = [evidence.Candidate(**c) for c in saved]
+            else:
+                run, prior = self.part("explore"), self.prior_texts(self.cfg.prior_for_p0)
+                self._evidence = evidence.screen(evidence.candidates(run, prior), run, prior, seed=self.cfg.seed)
+                self.log.write_json("evidence.json", [c.__dict__ for c in self._evidence])
+        return self._evidence
+
+    def evidence_proposal(self, seen: set) -> Proposal | None:
+        """The next `per_round` evidence candidates not yet tested, above chance on the
+        exploration queries; None when none is left."""
+        left = [c for c in self.evidence() if (c.kappa or 0.0) > 0.0 and idea_key(c.hypothesis()) not in seen]
+        if not left:
+            return None
+        return Proposal(hypotheses=[c.hypothesis() for c in left[: self.cfg.per_round]], done=len(left) <= self.cfg.per_round)
+
     # -- compile ------------------------------------------------------------------
     @property
     def label_batch(self) -> int:
@@ -173,12 +225,16 @@ class Explorer:
 
     def _statement_feature(self, h: Hypothesis):
         """Test the hypothesis's statement itself: the judge answers yes/no per input."""
+        if self.labeller is None:
+            raise ValueError("no judge is configured to label the statement")
         return llm_feature(self.labeller, h.name, f"Does this statement hold for the text? Statement: {h.statement}", ["yes", "no"],
                            allow_null=False, batch=self.label_batch)
 
     def _labeller(self, h: Hypothesis):
         """A function texts -> labels for the hypothesis, or raise with the reason."""
         if h.kind == "llm":
+            if self.labeller is None:
+                raise ValueError("an llm hypothesis needs a judge to label it, and none is configured")
             if h.question:
                 return llm_feature(self.labeller, h.name, h.question, h.labels, batch=self.label_batch)
             if not h.statement.strip():
@@ -187,9 +243,11 @@ class Explorer:
         code = h.code
         error = None
         for attempt in range(2):
+            if (not code or error) and self.judge is None:
+                raise ValueError(f"the code failed and no judge is configured to rewrite it: {error or 'no code'}")
             if not code or error:
                 t = time.perf_counter()
-                examples = [q.query for q in self.sample_run(self.cfg.site).queries[:4]]
+                examples = [q.query for q in self.part("explore").queries[:4]]
                 try:
                     code = self.judge.ask(messages("compile", system=SYSTEM, hypothesis=h, error=error, examples=examples), CompiledCode, max_tokens=600, purpose="compile").code
                 except JudgeUnavailable:
@@ -200,7 +258,7 @@ class Explorer:
                     raise ValueError(f"could not compile: {e.reason}") from None
                 self.timing["judge_s"] += time.perf_counter() - t
                 h.code = code
-            probe = run_feature(code, [q.query for q in self.sample_run(self.cfg.site).queries[:4]], workdir=self.log.root, limits=SandboxLimits(cpu_seconds=5, wall_seconds=20))
+            probe = run_feature(code, [q.query for q in self.part("explore").queries[:4]], workdir=self.log.root, limits=SandboxLimits(cpu_seconds=5, wall_seconds=20))
             if probe.ok:
                 final = code
 
@@ -216,8 +274,10 @@ class Explorer:
 
     # -- score --------------------------------------------------------------------
     def score(self, h: Hypothesis, labeller, site_name: str, n_queries: int | None = None, n_samples: int | None = None,
-              judge_labelled: bool | None = None, prior_share: float = 1.0) -> tuple[Score, list[Counterexample], list[ExampleQuery]]:
-        run = self.sample_run(site_name)
+              judge_labelled: bool | None = None, prior_share: float = 1.0, part: str = "explore") -> tuple[Score, list[Counterexample], list[ExampleQuery]]:
+        """FCR, κ (with its CI) and counterexamples on one part of D at `site_name`: the
+        exploration or confirmation queries at the explored site, all of D elsewhere."""
+        run = self.part(part) if site_name == self.cfg.site and part in ("explore", "confirm") else self.sample_run(site_name)
         if n_queries is not None or n_samples is not None:
             run = run.model_copy(update={"queries": [q.model_copy(update={"samples": q.samples[:n_samples]}) for q in run.queries[:n_queries]]})
         data = self.scope.data
@@ -254,23 +314,26 @@ class Explorer:
             for q, ql, sl in list(zip(run.queries, q_lab, s_lab))[:3]
         ]
         self.timing["scoring_s"] += time.perf_counter() - t
-        score = Score(fcr=res.fcr, ci_low=res.ci_low, ci_high=res.ci_high, p0=res.p0, kappa=res.kappa, degenerate=res.degenerate, n_queries=res.n_queries)
+        score = Score(fcr=res.fcr, ci_low=res.ci_low, ci_high=res.ci_high, p0=res.p0, kappa=res.kappa, degenerate=res.degenerate, n_queries=res.n_queries,
+                      kappa_ci_low=res.kappa_ci_low, kappa_ci_high=res.kappa_ci_high,
+                      n_values=len({labels[t] for t in prior_texts if labels[t] is not None}),
+                      n_query_values=len({lab for lab in q_lab if lab is not None}))
         return score, counter[:5], examples
 
-    def evaluate(self, h: Hypothesis, hid: int, round_: int) -> ScoredHypothesis:
+    def evaluate(self, h: Hypothesis, hid: int, round_: int, source: str = "judge") -> ScoredHypothesis:
         note = None
         try:
             labeller = self._labeller(h)
         except ValueError as e:
             if h.kind != "python" or not h.statement.strip():
-                return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="compile_failed", error=str(e))
+                return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="compile_failed", error=str(e), source=source)
             # the idea may be sound even if its code is not: test the statement with the judge
             note = f"code failed ({str(e)[:200]}); the statement was labelled by the judge instead"
             labeller = self._statement_feature(h)
         try:
             screen = self.cfg.screen_queries
             by_judge = h.kind == "llm" or note is not None  # the statement fallback is judge-labelled too
-            if by_judge and 0 < screen < len(self.sample_run(self.cfg.site).queries):
+            if by_judge and 0 < screen < len(self.part("explore").queries):
                 # Judge labels are the loop's dearest resource: a hypothesis no better than
                 # chance on a few queries is not worth labelling all of D. Labels are cached,
                 # so a promoted hypothesis pays only for the queries it has not seen.
@@ -281,22 +344,28 @@ class Explorer:
                         f"screened out: on the first {screen} queries × {self.cfg.screen_samples} samples its FCR CI "
                         f"[{score.ci_low:.3f}, {score.ci_high:.3f}] did not clear chance (p0 {score.p0:.3f}), so it was not scored on all of D")
                     return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="scored", score=score,
-                                            counterexamples=counter, examples=examples, note=note)
+                                            counterexamples=counter, examples=examples, note=note, source=source)
             score, counter, examples = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge)
+            confirmation = None
+            if score.fcr is not None:
+                confirmation, _, _ = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge, part="confirm")
         except JudgeUnavailable:
             raise  # says nothing about the hypothesis: the run stops and a resume scores it
         except (ValueError, JudgeFailure) as e:
-            return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e))
+            return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e), source=source)
         status = "scored" if score.fcr is not None else "undefined"
         return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter, examples=examples, note=note,
-                                error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample")
+                                error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample",
+                                confirmation=confirmation, source=source)
 
     # -- the loop -------------------------------------------------------------------
     def propose(self, round_: int, idle: int = 0, repeats: list[str] | None = None) -> Proposal:
         """One proposal. After rounds that brought nothing new (`idle`), the judge is told
         which of its ideas were repeats and sampled warmer: a small judge at temperature 0
         answers a similar prompt with the same ideas, round after round."""
-        run = self.sample_run(self.cfg.site)
+        if self.judge is None:
+            raise JudgeFailure("no judge is configured to propose")
+        run = self.part("explore")  # a proposer never sees confirmation queries
         k = self.cfg.show_queries
         start = (round_ * k) % max(len(run.queries), 1)
         shown = (run.queries[start:] + run.queries[:start])[:k]
@@ -313,7 +382,7 @@ class Explorer:
             prop = self.judge.ask(msgs, Proposal, max_tokens=1500, purpose=f"propose:{round_}", temperature=temperature)
         finally:
             self.timing["judge_s"] += time.perf_counter() - t
-        self.log.append("rounds", {"round": round_, "proposal": prop.model_dump()})
+        self.log.append("rounds", {"round": round_, "proposal": prop.model_dump(), "source": "judge"})
         return prop
 
     def n_scored(self) -> int:
@@ -345,7 +414,7 @@ class Explorer:
         round_ = int(state.get("round", 0))  # type: ignore[call-overload]
         stale, idle, duplicates, failures = (int(state.get(k, 0)) for k in ("stale", "idle", "duplicates", "failures"))  # type: ignore[call-overload]
         repeats: list[str] = list(state.get("repeats", []))  # type: ignore[call-overload]  # the last round's repeated ideas
-        logged = {r["round"]: r["proposal"] for r in self.log.read("rounds")}
+        logged = {r["round"]: r for r in self.log.read("rounds")}
         done_keys = {(h.round, h.id) for h in self.scored}
         attempts_cap = 2 * cfg.budget + 4
         seen = {idea_key(h.hypothesis) for h in self.scored}
@@ -358,11 +427,22 @@ class Explorer:
             if len(self.scored) + duplicates >= attempts_cap:
                 stopped = "too many failed hypotheses"
                 break
+            prop: Proposal | None = None
+            source = "judge"
             if round_ in logged:
                 # a killed run's last round: its proposal is in the log, so it is finished, not re-asked
-                prop = Proposal.model_validate(logged[round_])
+                prop = Proposal.model_validate(logged[round_]["proposal"])
+                source = logged[round_].get("source", "judge")
                 self.log.append("events", {"round": round_, "resumed": f"round {round_} continued from its logged proposal"})
-            else:
+            elif cfg.proposer in ("auto", "evidence"):
+                prop = self.evidence_proposal(seen)
+                if prop is not None:
+                    source = "evidence"
+                    self.log.append("rounds", {"round": round_, "proposal": prop.model_dump(), "source": source})
+                elif cfg.proposer == "evidence" or self.judge is None:
+                    stopped = "every evidence candidate above chance was tested"
+                    break
+            if prop is None:
                 try:
                     prop = self.propose(round_, idle, repeats)
                 except JudgeUnavailable as e:
@@ -402,7 +482,7 @@ class Explorer:
                     self.console.print(f"[dim]#{hid} {h.name}: already tested, skipped[/dim]")
                     continue
                 try:
-                    res = self.evaluate(h, hid, round_)
+                    res = self.evaluate(h, hid, round_, source=source)
                 except JudgeUnavailable as e:
                     self.log.append("events", {"round": round_, "error": e.reason, "interrupted": h.name})
                     stopped = f"judge unavailable: {e.reason}"
@@ -419,9 +499,12 @@ class Explorer:
                     line = f"FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {s.kappa:.3f}" if s.kappa is not None else f"FCR {s.fcr:.3f} (degenerate)"
                 self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
             round_ += 1
-            if prop.done and cfg.stop_when_done:
-                stopped = "the judge said it is done"
+            if prop.done and cfg.stop_when_done and (source == "judge" or cfg.proposer == "evidence"):
+                stopped = "the judge said it is done" if source == "judge" else "every evidence candidate above chance was tested"
                 break
+            if source == "evidence":  # evidence comes strongest first; only the judge's rounds count towards patience
+                save()
+                continue
             stale = stale + 1 if self.best_kappa() <= before else 0
             idle = idle + 1 if new == 0 else 0
             if idle >= MAX_IDLE_ROUNDS or stale >= cfg.patience:
@@ -450,12 +533,15 @@ class Explorer:
                 h.other_sites[site] = score
             self.log.append("other_sites", {"id": h.id, "scores": {k: v.model_dump() for k, v in h.other_sites.items()}})
 
-    def ranking(self) -> list[ScoredHypothesis]:
-        def key(h: ScoredHypothesis):
-            s = h.score
-            return (h.status != "scored", -(s.kappa if s and s.kappa is not None else -1e9), -(s.fcr if s and s.fcr is not None else -1))
+    def confirm(self) -> SearchNull:
+        """The search null for every hypothesis scored so far (saved with the run)."""
+        cards = [h.score.n_values or 2 for h in self.scored if h.status == "scored" and h.score]
+        self.null = search_null(self.part("confirm"), self.prior_texts(self.cfg.prior_for_p0), cards, seed=self.cfg.seed)
+        self.log.write_json("search_null.json", self.null.model_dump())
+        return self.null
 
-        return sorted(self.scored, key=key)
+    def ranking(self) -> list[ScoredHypothesis]:
+        return sorted(self.scored, key=lambda h: rank_key(h, self.null))
 
 
 @contextlib.contextmanager
@@ -466,6 +552,9 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
     (many short answers at once, BENCHMARKS §5)."""
     import os
 
+    if cfg.proposer == "evidence":
+        yield None, None  # `--judge none`: evidence proposes, Python features label; no LLM at all
+        return
     jc = cfg.judge
     if not jc.base_url and os.environ.get("AUTOSCOPE_JUDGE_URL"):
         jc = JudgeConfig.from_env(**{k: v for k, v in jc.model_dump().items() if k not in ("base_url", "model", "engine", "api_key")})
@@ -477,7 +566,14 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
     from .server import EmbeddedJudge
 
     with contextlib.ExitStack() as stack:
-        srv = stack.enter_context(EmbeddedJudge(log_path=log.root / "judge_server.log"))
+        try:
+            srv = stack.enter_context(EmbeddedJudge(log_path=log.root / "judge_server.log"))
+        except AutoscopeError as e:
+            # no embedded judge answers here: explore from the evidence alone, and say so
+            log.append("events", {"judge_fallback": f"{e}; exploring from the evidence alone (--judge none)"})
+            Console(stderr=True).print(f"[yellow]{e}; exploring from the evidence alone, as with --judge none[/yellow]")
+            yield None, None
+            return
         if srv.fallback_reason:
             log.append("events", {"judge_fallback": srv.fallback_reason})
         judge = srv.client(jc, log=record)
@@ -513,13 +609,14 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
     with judge_for(cfg, log) as (judge, labeller):
         ex = Explorer(cfg, judge, log, console, labeller=labeller)
         stopped = ex.run()
+        ex.confirm()
         ex.other_sites()
     ex.timing["total_s"] = time.perf_counter() - t0
-    ex.timing["judge_calls"] = float(judge.calls)
-    if labeller is not judge:
+    ex.timing["judge_calls"] = float(judge.calls) if judge is not None else 0.0
+    if labeller is not judge and labeller is not None:
         ex.timing["labeller_calls"] = float(labeller.calls)
     log.append("timing", ex.timing)
-    result = ExploreResult(explore_dir=str(log.root), ranking=ex.ranking(), timing=ex.timing, stopped=stopped)
+    result = ExploreResult(explore_dir=str(log.root), ranking=ex.ranking(), timing=ex.timing, stopped=stopped, site=cfg.site, null=ex.null)
     log.write_json("result.json", result.model_dump())
     from .report import write_report
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import jinja2
 
+from .sandbox import allowed_prompt_text
+
 
 def prompts_dir() -> Path:
     env = os.environ.get("AUTOSCOPE_PROMPTS_DIR")
@@ -23,7 +25,7 @@ def _env() -> jinja2.Environment:
 
 def render(name: str, **data: Any) -> str:
     """Render `prompts/<name>.j2` with `data` (missing variables are an error, not blanks)."""
-    return _env().get_template(f"{name}.j2").render(**data).strip()
+    return _env().get_template(f"{name}.j2").render(sandbox_allowed=allowed_prompt_text(), **data).strip()
 
 
 def messages(name: str, system: str | None = None, **data: Any) -> list[dict]:

@@ -13,7 +13,7 @@ import jinja2
 
 from scope_core.errors import AutoscopeError
 
-from .hypotheses import Score, ScoredHypothesis
+from .hypotheses import Score, ScoredHypothesis, SearchNull, is_confirmed, rank_key, verdict
 from .prompts import prompts_dir, render
 from .runlog import RunLog
 
@@ -36,12 +36,8 @@ def _load(root: Path):
     return log, cfg, list(latest.values()), timing, result
 
 
-def _rank(hs: list[ScoredHypothesis]) -> list[ScoredHypothesis]:
-    def key(h: ScoredHypothesis):
-        s = h.score
-        return (h.status != "scored", -(s.kappa if s and s.kappa is not None else -1e9), -(s.fcr if s and s.fcr is not None else -1))
-
-    return sorted(hs, key=key)
+def _rank(hs: list[ScoredHypothesis], null: SearchNull | None = None) -> list[ScoredHypothesis]:
+    return sorted(hs, key=lambda h: rank_key(h, null))
 
 
 def _plot(root: Path, ranking: list[ScoredHypothesis], site: str) -> str | None:
@@ -74,10 +70,13 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
     """Render report.md and report.html for one explore run, then refresh the runs index."""
     root = Path(root)
     log, cfg, hs, timing, result = _load(root)
-    ranking = _rank(hs)
+    saved_null = log.read_json("search_null.json")
+    null = SearchNull.model_validate(saved_null) if saved_null else None
+    ranking = _rank(hs, null)
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     eps = samples.get("eps", {})
     common = dict(cfg=_Obj(cfg), xid=root.name, ranking=ranking, timing=timing, stopped=result.get("stopped", "unfinished"),
+                  verdict=verdict(cfg["site"], ranking, null), null=null, confirmed={h.id for h in ranking if is_confirmed(h, null)},
                   eps_line=_eps_line(eps), n_queries=len(samples.get("queries", [])),
                   judge_model=cfg.get("judge", {}).get("model", "?"), plot=_plot(root, ranking, cfg["site"]))
     (root / "report.md").write_text(render("report.md", **common) + "\n")
@@ -134,7 +133,8 @@ def _run_summary(runs_dir: Path, root: Path) -> dict | None:
         log, cfg, hs, _timing, result = _load(root)
     except (AutoscopeError, ValueError, KeyError):
         return None  # a run killed before its config was written: nothing to show
-    ranking = _rank(hs)
+    saved_null = log.read_json("search_null.json")
+    ranking = _rank(hs, SearchNull.model_validate(saved_null) if saved_null else None)
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     best = next((h for h in ranking if h.score and h.score.kappa is not None), None)
     run = root.parents[1].name

@@ -8,6 +8,10 @@ is undefined does not share the query's label.
 With it, always: a bootstrap 95% CI over queries, the chance level
 p0 = mean_q P_{x~P(X)}(f(x) = f(x̂_q)) and κ = (FCR − p0)/(1 − p0). A feature that is
 constant on the prior has p0 = 1: it is reported as degenerate, never as κ = 1.
+
+κ's CI comes from one bootstrap that resamples the queries *and* the prior pool that p0 is
+estimated from: p0 from 48 judge-labelled prompts is itself uncertain, and a CI that treated
+it as exact would call chance-level features "above chance" too often.
 """
 
 from __future__ import annotations
@@ -36,11 +40,14 @@ class FCRResult(BaseModel):
     n_no_weight: int  # skipped: no sample had weight
     mean_weight: float | None = None  # mean Σw per counted query (accepted samples for the hard kernel)
     per_query: list[float] = []
+    kappa_ci_low: float | None = None  # 95% bootstrap CI of κ (queries and p0 pool resampled together)
+    kappa_ci_high: float | None = None
 
     def line(self) -> str:
         if self.fcr is None:
             return f"FCR undefined ({self.n_undefined} undefined, {self.n_no_weight} without accepted samples)"
-        k = "degenerate (p0 = 1)" if self.degenerate else f"κ={self.kappa:.3f}"
+        k = "degenerate (p0 = 1)" if self.degenerate else f"κ={self.kappa:.3f}" + (
+            f" [{self.kappa_ci_low:.3f}, {self.kappa_ci_high:.3f}]" if self.kappa_ci_low is not None else "")
         return f"FCR={self.fcr:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] p0={self.p0:.3f} {k} (n={self.n_queries})"
 
 
@@ -60,6 +67,31 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: f
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labels: Sequence[Label],
+                    n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the counted
+    queries and the prior pool together. Replicates where p0 = 1 (the resampled pool holds
+    only the query's labels) have no κ and are left out."""
+    if len(rates) == 0 or not prior_labels:
+        return None, None
+    ids: dict[Label, int] = {}
+    q_ids = np.array([ids.setdefault(lab, len(ids)) for lab in query_labels])
+    p_ids = np.array([ids.setdefault(lab, len(ids)) if lab is not None else -1 for lab in prior_labels])
+    rng = np.random.default_rng(seed + 1)
+    qi = rng.integers(0, len(rates), (n_boot, len(rates)))
+    pi = rng.integers(0, len(p_ids), (n_boot, len(p_ids)))
+    drawn = p_ids[pi]  # [B, N]
+    freq = np.stack([(drawn == k).mean(1) for k in range(len(ids))], 1) if ids else np.zeros((n_boot, 0))  # [B, K]
+    p0 = np.take_along_axis(freq, q_ids[qi], 1).mean(1)  # [B]
+    fc = rates[qi].mean(1)
+    ok = p0 < 1 - 1e-9
+    if not ok.any():
+        return None, None
+    kappas = (fc[ok] - p0[ok]) / (1 - p0[ok])
+    a = (1 - level) / 2
+    return float(np.quantile(kappas, a)), float(np.quantile(kappas, 1 - a))
+
+
 def fcr(
     query_labels: Sequence[Label],
     sample_labels: Sequence[Sequence[Label]],
@@ -69,7 +101,7 @@ def fcr(
     seed: int = 0,
 ) -> FCRResult:
     """FCR with CI, p0 and κ from labels and kernel weights (one list per query)."""
-    rates, p0s, wsum = [], [], []
+    rates, p0s, wsum, counted = [], [], [], []
     undefined = no_weight = 0
     chance = chance_levels(query_labels, prior_labels)
     for ql, sl, w, p in zip(query_labels, sample_labels, weights, chance):
@@ -83,6 +115,7 @@ def fcr(
             continue
         match = np.array([s is not None and s == ql for s in sl], dtype=float)
         rates.append(float((w_arr * match).sum() / tot))
+        counted.append(ql)
         p0s.append(p)
         wsum.append(tot)
     if not rates:
@@ -94,9 +127,10 @@ def fcr(
     p0 = float(np.mean(p0s))
     degenerate = p0 >= 1 - 1e-9
     kappa = None if degenerate else (value - p0) / (1 - p0)
+    k_lo, k_hi = (None, None) if degenerate else kappa_bootstrap(r, counted, prior_labels, n_boot, seed)
     return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=p0, kappa=kappa, degenerate=degenerate,
                      n_queries=len(rates), n_undefined=undefined, n_no_weight=no_weight,
-                     mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r])
+                     mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], kappa_ci_low=k_lo, kappa_ci_high=k_hi)
 
 
 def neighbour_weights(

@@ -32,7 +32,7 @@ def judge_server():
 
 def _cfg(scope, srv, tmp_path, xid, budget=2):
     return ExploreConfig(run=scope.run_dir.name, runs_dir=str(scope.run_dir.parent), site="L18", budget=budget, per_round=2,
-                         queries=4, samples=4, show_queries=2, show_samples=4, patience=3, explore_id=xid, eps=0.3, prior_for_p0_llm=8,
+                         queries=4, samples=4, show_queries=2, show_samples=4, patience=3, explore_id=xid, eps=0.3, prior_for_p0_llm=8, proposer="judge",
                          judge=JudgeConfig(base_url=srv.url, model=srv.model, engine="llamacpp", cache_path=str(tmp_path / "judge.sqlite"), max_tokens=400))
 
 
@@ -55,7 +55,7 @@ def test_killed_explore_resumes_without_rescoring(trained_embedded, judge_server
     _, scope = trained_embedded
     env = {**os.environ, "AUTOSCOPE_JUDGE_URL": judge_server.url, "AUTOSCOPE_JUDGE_ENGINE": "llamacpp", "AUTOSCOPE_JUDGE_MODEL": judge_server.model}
     common = ["--run", scope.run_dir.name, "--runs-dir", str(scope.run_dir.parent), "--site", "L18", "--budget", "3", "--per-round", "2",
-              "--queries", "4", "--samples", "4", "--eps", "0.3", "--p0-prompts", "8"]
+              "--queries", "4", "--samples", "4", "--eps", "0.3", "--p0-prompts", "8", "--judge", "only"]
     # uninterrupted reference (same judge cache, so the same proposals)
     ref = subprocess.run([sys.executable, "-m", "agent.cli", "explore", *common, "--resume", "ref"], env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr[-2000:]

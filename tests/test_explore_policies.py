@@ -38,7 +38,7 @@ def test_chance_level_llm_hypothesis_is_screened_not_scored_on_all_queries(scope
     with FlakyServer([], default=_rule_judge) as srv:
         cfg = ExploreConfig(run="s", runs_dir=str(scope.run_dir.parent), site="L2", budget=1, queries=12, samples=4, eps=2.0,
                             screen_queries=screen, screen_samples=2, prior_for_p0_llm=8, label_batch=1,
-                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+                            proposer="judge", judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
         log = RunLog(tmp_path / f"x{screen}")
         ex = Explorer(cfg, JudgeClient(cfg.judge), log, scope=scope)
         ex.run()
@@ -62,7 +62,7 @@ def test_repeated_hypotheses_are_skipped_and_the_loop_stops_when_nothing_new_com
     with FlakyServer([], default=_rule_judge) as srv:
         cfg = ExploreConfig(run="s", runs_dir=str(scope.run_dir.parent), site="L2", budget=5, queries=6, samples=2, eps=2.0,
                             screen_queries=0, prior_for_p0_llm=4, label_batch=1, stop_when_done=False, patience=100,
-                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+                            proposer="judge", judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
         log = RunLog(tmp_path / "dup")
         ex = Explorer(cfg, JudgeClient(cfg.judge), log, scope=scope)
         stopped = ex.run()
@@ -107,7 +107,7 @@ def test_the_loop_stops_when_the_judge_keeps_failing(scope, tmp_path):
     with FlakyServer([], default="wrong") as srv:  # every answer of the wrong shape
         cfg = ExploreConfig(run="s", runs_dir=str(scope.run_dir.parent), site="L2", budget=5, queries=6, samples=2, eps=2.0,
                             stop_when_done=False, patience=100,
-                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+                            proposer="judge", judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
         ex = Explorer(cfg, JudgeClient(cfg.judge), RunLog(tmp_path / "fail"), scope=scope)
         assert ex.run() == "judge failed repeatedly"
     from agent.loop import MAX_JUDGE_FAILURES

@@ -2,7 +2,16 @@
 
 import pytest
 
+from agent import sandbox as S
 from agent.sandbox import CodeRejected, SandboxLimits, check_code, run_feature
+
+
+@pytest.fixture(autouse=True)
+def benign_code_runs_even_where_isolation_is_weak(monkeypatch):
+    """These tests run our own benign code: on a host that lacks an isolation layer (the
+    sandbox then refuses judge code), accept the weaker isolation for them."""
+    if not S.isolation_report()["complete"]:
+        monkeypatch.setenv(S.WEAK_ISOLATION_ENV, "1")
 
 GOOD = '''
 import re
@@ -63,15 +72,31 @@ def test_runtime_failures_are_contained(code, fragment, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
-def test_nothing_can_be_written_even_by_a_module_that_could(tmp_path):
-    # json.dump to a file handle is impossible without open; RLIMIT_FSIZE=0 is the second wall
-    code = "import json\ndef feature(t):\n    return json.dumps({'a': t})"
-    res = run_feature(code, ["x"], workdir=tmp_path)
+def test_nothing_can_be_written_even_by_code_that_reaches_open(tmp_path):
+    """The static check refuses `open` and the namespaces hide `json.codecs.open`; below both,
+    the operating system refuses the write itself (code run raw: real builtins, no check)."""
+    target = tmp_path / "written.txt"
+    res = run_feature(f"import json\ndef feature(t):\n    json.codecs.open({str(target)!r}, 'w').write(t)\n    return 'x'",
+                      ["x"], workdir=tmp_path)
+    assert not res.ok and "json.codecs is not available" in res.error
+    if not S.isolation_report()["complete"]:
+        pytest.skip("isolation layers missing on this host: " + S.isolation_summary())
+    z = S._zygote()
+    for body in (f"open({str(target)!r}, 'w').write(t)", f"open({str(tmp_path)!r} + '/other', 'x')"):
+        res = S._call(z, f"def feature(t):\n    {body}\n    return 'x'", ["x"], SandboxLimits(), allow_weak=False, raw=True)
+        assert not res.ok and "PermissionError" in res.error, res
+    assert list(tmp_path.iterdir()) == []
+    # and code that only computes (json.dumps) runs and leaves nothing behind
+    res = run_feature("import json\ndef feature(t):\n    return json.dumps({'a': t})", ["x"], workdir=tmp_path)
     assert res.ok and res.labels == ['{"a": "x"}']
     assert list(tmp_path.iterdir()) == []
 
 
 def test_imports_inside_the_sandbox_are_limited_even_dynamically():
-    # the static check is the first wall; the runner's import hook is the second
-    code = "import re\ndef feature(t):\n    return str(type)"
-    assert not run_feature(code, ["x"]).ok
+    """The static check is the first wall; the runtime import hook is the second. Bypass the
+    first (an internal call) to reach the second."""
+    code = "import subprocess\ndef feature(t):\n    return str(subprocess.run(['true']))"
+    with pytest.raises(CodeRejected):
+        check_code(code)
+    res = S._call(S._zygote(), code, ["x"], SandboxLimits(), allow_weak=True)
+    assert not res.ok and "import of 'subprocess' is not allowed" in res.error

@@ -1,0 +1,128 @@
+"""`explore --judge none`: hypotheses from the evidence, scored on exploration queries and
+confirmed on queries nothing in the loop saw, against a search null.
+
+The samples are planted: each query's accepted samples are prior prompts that open with the
+query's first word and are otherwise random (what an inverter that encodes "how the request
+opens" would return). The loop must find that, confirm it, and never confirm a content-free
+feature. The run is the tiny random-weight run; its sample run is written where the loop
+keeps its sampled D, so the loop, sandbox, FCR and report code are the real ones."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+
+import pytest
+
+from agent.confirm import hash_feature, search_null, split_queries
+from agent.hypotheses import is_confirmed
+from agent.loop import ExploreConfig, Explorer
+from agent.runlog import RunLog
+from scope_core.eps import EpsChoice
+from scope_core.sample import QueryResult, Sample, SampleRun
+
+
+def first_word(text: str) -> str:
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return words[0] if words else ""
+
+
+def planted_run(scope, n_queries: int = 40, n: int = 8, seed: int = 0, keep: float = 0.9) -> SampleRun:
+    """Accepted samples share the query's first word with probability `keep`, else random."""
+    rng = random.Random(seed)
+    data = scope.data
+    pool = [data.examples[i].text for i in data.train]
+    by_first = defaultdict(list)
+    for t in pool:
+        by_first[first_word(t)].append(t)
+    held = [data.examples[i].text for i in data.heldout]
+    queries = [q for q in held if len(by_first[first_word(q)]) >= 3][:n_queries]
+    out = []
+    for qi, q in enumerate(queries):
+        samples = []
+        for _ in range(n):
+            text = rng.choice(by_first[first_word(q)]) if rng.random() < keep else rng.choice(pool)
+            samples.append(Sample(text=text, distance=0.01, weight=1.0, accepted=True, is_copy=False))
+        out.append(QueryResult(query=q, index=None, samples=samples))
+    eps = EpsChoice(site="L2", metric="cosine", eps=0.1, source="absolute")
+    return SampleRun(site="L2", eps=eps, metric="cosine", kernel="hard", temperature=1.0, queries=out, timing={})
+
+
+@pytest.fixture()
+def planted(tiny_scope, tmp_path):
+    log = RunLog(tmp_path / "x")
+    run = planted_run(tiny_scope)
+    log.write_json("samples_L2.json", run.model_dump())
+    cfg = ExploreConfig(run="s", runs_dir=str(tiny_scope.run_dir.parent), site="L2", budget=8, per_round=3, proposer="evidence",
+                        queries=len(run.queries), samples=8, prior_for_p0=300)
+    return Explorer(cfg, None, log, scope=tiny_scope), run
+
+
+def test_the_split_is_disjoint_and_seeded(planted):
+    ex, run = planted
+    a, b = ex.part("explore"), ex.part("confirm")
+    qa, qb = [q.query for q in a.queries], [q.query for q in b.queries]
+    assert not set(qa) & set(qb) and len(qa) + len(qb) == len(run.queries)
+    again = split_queries(run, ex.cfg.seed)
+    assert [q.query for q in again[1].queries] == qb
+    assert [q.query for q in split_queries(run, ex.cfg.seed + 1)[1].queries] != qb
+
+
+def test_explore_without_a_judge_finds_and_confirms_the_planted_feature(planted):
+    ex, _ = planted
+    stopped = ex.run()
+    null = ex.confirm()
+    assert stopped in ("budget", "every evidence candidate above chance was tested")
+    assert null.n_features == sum(h.status == "scored" for h in ex.scored) and null.max_kappa is not None
+    ranking = ex.ranking()
+    best = ranking[0]
+    assert best.source == "evidence" and is_confirmed(best, null), [(h.hypothesis.name, h.confirmation) for h in ranking]
+    assert best.hypothesis.name in ("first_1_words", "first_2_words", "request_frame")
+    assert best.confirmation.kappa_ci_low > max(0.0, null.max_kappa)
+    # proposals saw exploration queries only: the evidence was mined there and says so
+    explore_queries = {q.query for q in ex.part("explore").queries}
+    assert all(ex_q.query in explore_queries for h in ex.scored for ex_q in h.examples)
+
+
+def test_a_content_free_feature_is_never_confirmed(planted):
+    """Hash features scored like hypotheses on the confirmation queries: none clears the
+    search null of as many other hash features, over many salts."""
+    ex, _ = planted
+    confirm = ex.part("confirm")
+    prior = ex.prior_texts(300)
+    null = search_null(confirm, prior, [4] * 10, seed=99)
+    from scope_core.fcr import fcr
+
+    for salt in range(20):
+        fn = hash_feature(4, salt=10_000 + salt)
+        q_lab = [fn(q.query) for q in confirm.queries]
+        s_lab = [[fn(s.text) for s in q.samples] for q in confirm.queries]
+        res = fcr(q_lab, s_lab, [[1.0] * len(q.samples) for q in confirm.queries], [fn(t) for t in prior], seed=salt)
+        assert not (res.kappa_ci_low is not None and res.kappa_ci_low > max(0.0, null.max_kappa or 0.0)), (salt, res.line())
+
+
+def test_the_cli_explores_without_a_judge_and_writes_the_verdict(tiny_scope, tmp_path):
+    """`autoscope explore --judge none`: no judge process, a verdict in the output and at the
+    top of the report, confirmed findings ranked first."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = tiny_scope.run_dir.parent
+    log = RunLog(runs / "s" / "explore" / "cli-none")
+    run = planted_run(tiny_scope)
+    log.write_json("samples_L2.json", run.model_dump())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCOPE_JUDGE_")}
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "explore", "--judge", "none", "--run", "s", "--runs-dir", str(runs),
+                        "--site", "L2", "--budget", "6", "--queries", str(len(run.queries)), "--resume", "cli-none"],
+                       env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "L2 encodes" in r.stdout and "confirmed" in r.stdout
+    assert not (log.root / "judge_server.log").exists() and not log.read("judge")
+    md = (log.root / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Ranking") and "**confirmed**" in md
+    result = json.loads((log.root / "result.json").read_text())
+    assert result["null"]["n_features"] >= 1 and result["timing"]["judge_calls"] == 0
