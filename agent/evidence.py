@@ -11,9 +11,12 @@ plain-English statement. Each is a small self-contained module (`def feature(tex
 from a fixed template with data literals, so it runs in the sandbox like a judge's code and
 reads the same in the report.
 
-The screen here is cheap and in-process (our own templates, not judge output); the loop
-then scores each proposal like any hypothesis, and only confirmation queries, which this
-module never sees, decide what is reported as confirmed.
+The screen runs each candidate's code once over the exploration texts in the sandbox (a few
+milliseconds a run); the loop then scores each proposal like any hypothesis, and only
+confirmation queries, which this module never sees, decide what is reported as confirmed.
+Refinement revises the best candidates from their counterexamples: values that accepted
+samples mix are merged, two features are read together; a revision is kept only if it beats
+its parents on the exploration queries.
 """
 
 from __future__ import annotations
@@ -46,12 +49,16 @@ class Candidate:
     fcr: float | None = None
     p0: float | None = None
     n_queries: int = 0
+    parents: tuple[str, ...] = ()  # names of the hypotheses a refinement revises
 
     def hypothesis(self) -> Hypothesis:
         why = (f"evidence: on the exploration queries accepted samples share this value {self.fcr:.0%} of the time "
                f"against {self.p0:.0%} for prior prompts (κ {self.kappa:.2f}, {self.n_queries} queries)"
                if self.kappa is not None and self.fcr is not None and self.p0 is not None else "evidence")
-        return Hypothesis(name=self.name, statement=self.statement, kind="python", code=self.code, rationale=why)
+        if self.parents:
+            why = f"refines {' + '.join(self.parents)}; " + why
+        return Hypothesis(name=self.name, statement=self.statement, kind="python", code=self.code, rationale=why[:300],
+                          parents=list(self.parents))
 
 
 def _module(body: str) -> str:
@@ -199,27 +206,126 @@ def candidates(run: SampleRun, prior: Sequence[str]) -> list[Candidate]:
     return out
 
 
-def labeller(code: str) -> Callable[[str], object]:
-    """Our own template code, run in-process for the cheap screen (the loop runs the same code
-    in the sandbox when it scores the hypothesis)."""
-    ns: dict = {}
-    exec(compile(code, "<evidence>", "exec"), ns)  # noqa: S102 - fixed templates with data literals, never judge output
-    return ns["feature"]
+RunCode = Callable[[str, list[str]], list]
 
 
-def screen(cands: list[Candidate], run: SampleRun, prior: Sequence[str], seed: int = 0) -> list[Candidate]:
-    """κ of every candidate on the exploration queries; best first, degenerate ones dropped."""
+def screen(cands: list[Candidate], run: SampleRun, prior: Sequence[str], run_code: RunCode, seed: int = 0) -> list[Candidate]:
+    """κ of every candidate on the exploration queries, its code run by `run_code` (the
+    sandbox, like any feature); best first. Dropped: candidates whose code fails, that are
+    degenerate, or that take one value on every query (nothing the site could tell apart)."""
+    texts = sorted({q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0} | set(prior))
     for c in cands:
-        fn = labeller(c.code)
-        q_lab = [fn(q.query) for q in run.queries]
-        s_lab = [[fn(s.text) if s.weight > 0 else None for s in q.samples] for q in run.queries]
+        try:
+            labels = dict(zip(texts, run_code(c.code, texts)))
+        except ValueError:
+            c.kappa = None
+            continue
+        q_lab = [labels[q.query] for q in run.queries]
+        s_lab = [[labels[s.text] if s.weight > 0 else None for s in q.samples] for q in run.queries]
         w = [[s.weight for s in q.samples] for q in run.queries]
-        res = fcr(q_lab, s_lab, w, [fn(t) for t in prior], n_boot=200, seed=seed)
+        res = fcr(q_lab, s_lab, w, [labels[t] for t in prior], n_boot=200, seed=seed)
         c.kappa, c.fcr, c.p0, c.n_queries = res.kappa, res.fcr, res.p0, res.n_queries
         if len({lab for lab in q_lab if lab is not None}) < 2:
-            c.kappa = None  # one value on every query: nothing the site could be telling apart
+            c.kappa = None
     ok = [c for c in cands if c.kappa is not None]
     return sorted(ok, key=lambda c: -(c.kappa or 0.0))
+
+
+# -- refinement: revise the best hypotheses from their counterexamples ------------------
+
+def _renamed(code: str, name: str) -> str:
+    """A feature module with its `feature` renamed, so two can live in one module."""
+    return re.sub(r"(?m)^def feature\(", f"def {name}(", code)
+
+
+MERGE_TEMPLATE = """
+
+MERGE = {mapping!r}
+
+def feature(text):
+    v = base(text)
+    return MERGE.get(v, v) if v is not None else None
+"""
+
+COMBINE_TEMPLATE = """
+
+def feature(text):
+    x, y = first(text), second(text)
+    if x is None or y is None:
+        return None
+    return str(x) + " | " + str(y)
+"""
+
+
+def merged(parent: Candidate, groups: Sequence[Sequence[str]]) -> Candidate:
+    """Values the samples mix merged into one: each group's values map to its first."""
+    mapping = {v: g[0] for g in groups for v in g}
+    code = _renamed(parent.code, "base") + MERGE_TEMPLATE.format(mapping=mapping)
+    shown = "; ".join(" = ".join(g) for g in groups)
+    return Candidate(f"{parent.name}_merged"[:48], f"{parent.statement}, with values the samples mix merged ({shown})"[:400],
+                     code, "refined", parents=(parent.name,))
+
+
+def combined(a: Candidate, b: Candidate) -> Candidate:
+    """Two features read together: the pair of their values."""
+    code = _renamed(a.code, "first") + "\n" + _renamed(b.code, "second") + COMBINE_TEMPLATE
+    return Candidate(f"{a.name}_and_{b.name}"[:48], f"both {a.statement} and {b.statement}"[:400], code, "refined",
+                     parents=(a.name, b.name))
+
+
+def confusions(labels: dict[str, object], run: SampleRun, top: int = 3) -> list[tuple[str, str]]:
+    """The (query value, sample value) pairs accepted samples break most often: values a
+    feature splits that the site does not."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    for q in run.queries:
+        ql = labels.get(q.query)
+        if ql is None:
+            continue
+        for s in q.samples:
+            sl = labels.get(s.text)
+            if s.weight > 0 and sl is not None and sl != ql:
+                a, b = sorted((str(ql), str(sl)))
+                pairs[(a, b)] += 1
+    return [p for p, _ in pairs.most_common(top)]
+
+
+def _groups(pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """Connected groups of the confused pairs."""
+    groups: list[set[str]] = []
+    for a, b in pairs:
+        hit = [g for g in groups if a in g or b in g]
+        new = {a, b}.union(*hit)
+        groups = [g for g in groups if g not in hit] + [new]
+    return [sorted(g) for g in groups]
+
+
+def refinements(best: Sequence[Candidate], run: SampleRun, run_code: RunCode) -> list[Candidate]:
+    """Revisions of the best candidates: merge the values their accepted samples mix most,
+    and read the two best together. The caller screens them and keeps a revision only if it
+    beats its parents (`kept_refinements`)."""
+    texts = sorted({q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0})
+    out: list[Candidate] = []
+    for c in best[:2]:
+        try:
+            labels = dict(zip(texts, run_code(c.code, texts)))
+        except ValueError:
+            continue
+        pairs = confusions(labels, run)
+        if pairs:
+            out.append(merged(c, _groups(pairs)))
+    if len(best) >= 2:
+        out.append(combined(best[0], best[1]))
+    return out
+
+
+def kept_refinements(refined: Sequence[Candidate], by_name: dict[str, Candidate]) -> list[Candidate]:
+    """Revisions that beat every parent's exploration κ."""
+    keep = []
+    for r in refined:
+        parent_k = [by_name[p].kappa for p in r.parents if p in by_name and by_name[p].kappa is not None]
+        if r.kappa is not None and parent_k and r.kappa > max(k for k in parent_k if k is not None):
+            keep.append(r)
+    return keep
 
 
 def evidence_table(cands: Sequence[Candidate], limit: int = 8) -> list[dict]:

@@ -27,6 +27,8 @@ class Hypothesis(BaseModel):
     question: str | None = Field(None, description="llm kind: the question asked about each input", max_length=STATEMENT_CHARS)
     labels: list[Label] | None = Field(None, description="llm kind: the allowed answers; null for a short free-form extraction", max_length=12)
     rationale: str = Field("", description="which samples suggested it", max_length=RATIONALE_CHARS)
+    parents: list[Label] = Field(default_factory=list, description="hypotheses this one revises (set by autoscope; leave empty)",
+                                 max_length=4)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -142,7 +144,7 @@ class ScoredHypothesis(BaseModel):
     examples: list[ExampleQuery] = Field(default_factory=list)
     other_sites: dict[str, Score] = Field(default_factory=dict)
     confirmation: Score | None = None  # on the confirmation queries, which nothing in the loop saw
-    source: Literal["judge", "evidence"] = "judge"
+    source: Literal["judge", "evidence", "refined"] = "judge"
 
 
 class SearchNull(BaseModel):

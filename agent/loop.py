@@ -155,6 +155,7 @@ class Explorer:
         self.cfg, self.judge, self.log = cfg, judge, log
         self.labeller = labeller or judge  # answers the LLM-labelled features; the judge proposes and compiles (None: no LLM)
         self._evidence: list[evidence.Candidate] | None = None
+        self._refining_done = False
         self.null: SearchNull | None = None
         self.console = console or Console(stderr=True)
         self.scope = scope or Scope(Path(cfg.runs_dir) / cfg.run)
@@ -204,9 +205,37 @@ class Explorer:
                 self._evidence = [evidence.Candidate(**c) for c in saved]
             else:
                 run, prior = self.part("explore"), self.prior_texts(self.cfg.prior_for_p0)
-                self._evidence = evidence.screen(evidence.candidates(run, prior), run, prior, seed=self.cfg.seed)
+                self._evidence = evidence.screen(evidence.candidates(run, prior), run, prior, self._run_code, seed=self.cfg.seed)
                 self.log.write_json("evidence.json", [c.__dict__ for c in self._evidence])
         return self._evidence
+
+    def _run_code(self, code: str, texts: list[str]) -> list:
+        """Feature code run in the sandbox (evidence templates and judge code alike)."""
+        res = run_feature(code, texts, limits=SandboxLimits(cpu_seconds=30, wall_seconds=60))
+        if not res.ok:
+            raise ValueError(res.error)
+        return res.labels
+
+    def refined_proposal(self, seen: set) -> Proposal | None:
+        """Revisions of the two best Python hypotheses so far (merge the values their samples
+        mix; read the two together), kept only where they beat their parents on the
+        exploration queries; None when no revision does."""
+        if self._refining_done:
+            return None
+        pool = sorted((h for h in self.scored if h.status == "scored" and h.hypothesis.kind == "python" and h.hypothesis.code
+                       and h.score and h.score.kappa is not None), key=lambda h: -(h.score.kappa or 0.0))  # type: ignore[union-attr]
+        parents = [evidence.Candidate(h.hypothesis.name, h.hypothesis.statement, h.hypothesis.code or "", "tested", kappa=h.score.kappa)  # type: ignore[union-attr]
+                   for h in pool[:2]]
+        run, prior = self.part("explore"), self.prior_texts(self.cfg.prior_for_p0)
+        tried = [r for r in evidence.refinements(parents, run, self._run_code) if idea_key(r.hypothesis()) not in seen]
+        screened = evidence.screen(tried, run, prior, self._run_code, seed=self.cfg.seed) if tried else []
+        kept = evidence.kept_refinements(screened, {c.name: c for c in parents})
+        for r in tried:
+            self.log.append("events", {"refinement": r.name, "parents": list(r.parents), "kappa": r.kappa, "kept": r in kept})
+        if not kept:
+            self._refining_done = True
+            return None
+        return Proposal(hypotheses=[c.hypothesis() for c in kept[: self.cfg.per_round]], done=False)
 
     def evidence_proposal(self, seen: set) -> Proposal | None:
         """The next `per_round` evidence candidates not yet tested, above chance on the
@@ -214,7 +243,7 @@ class Explorer:
         left = [c for c in self.evidence() if (c.kappa or 0.0) > 0.0 and idea_key(c.hypothesis()) not in seen]
         if not left:
             return None
-        return Proposal(hypotheses=[c.hypothesis() for c in left[: self.cfg.per_round]], done=len(left) <= self.cfg.per_round)
+        return Proposal(hypotheses=[c.hypothesis() for c in left[: self.cfg.per_round]], done=False)
 
     # -- compile ------------------------------------------------------------------
     @property
@@ -435,14 +464,16 @@ class Explorer:
                 source = logged[round_].get("source", "judge")
                 self.log.append("events", {"round": round_, "resumed": f"round {round_} continued from its logged proposal"})
             elif cfg.proposer in ("auto", "evidence"):
-                prop = self.evidence_proposal(seen)
+                prop, source = self.evidence_proposal(seen), "evidence"
+                if prop is None:
+                    prop, source = self.refined_proposal(seen), "refined"
                 if prop is not None:
-                    source = "evidence"
                     self.log.append("rounds", {"round": round_, "proposal": prop.model_dump(), "source": source})
                 elif cfg.proposer == "evidence" or self.judge is None:
-                    stopped = "every evidence candidate above chance was tested"
+                    stopped = "every evidence candidate above chance and every improving refinement was tested"
                     break
             if prop is None:
+                source = "judge"
                 try:
                     prop = self.propose(round_, idle, repeats)
                 except JudgeUnavailable as e:
@@ -462,6 +493,9 @@ class Explorer:
                     save()
                     continue
             failures = 0
+            if source == "judge":
+                for h in prop.hypotheses:
+                    h.parents = []  # lineage is autoscope's to record, not the judge's
             before = self.best_kappa(upto_round=round_ - 1)
             new = 0
             repeats = []
@@ -499,10 +533,10 @@ class Explorer:
                     line = f"FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {s.kappa:.3f}" if s.kappa is not None else f"FCR {s.fcr:.3f} (degenerate)"
                 self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
             round_ += 1
-            if prop.done and cfg.stop_when_done and (source == "judge" or cfg.proposer == "evidence"):
-                stopped = "the judge said it is done" if source == "judge" else "every evidence candidate above chance was tested"
+            if prop.done and cfg.stop_when_done and source == "judge":
+                stopped = "the judge said it is done"
                 break
-            if source == "evidence":  # evidence comes strongest first; only the judge's rounds count towards patience
+            if source in ("evidence", "refined"):  # strongest first, refinements only when they improve: only the judge's rounds count towards patience
                 save()
                 continue
             stale = stale + 1 if self.best_kappa() <= before else 0

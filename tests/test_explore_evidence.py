@@ -73,7 +73,7 @@ def test_explore_without_a_judge_finds_and_confirms_the_planted_feature(planted)
     ex, _ = planted
     stopped = ex.run()
     null = ex.confirm()
-    assert stopped in ("budget", "every evidence candidate above chance was tested")
+    assert stopped in ("budget", "every evidence candidate above chance and every improving refinement was tested")
     assert null.n_features == sum(h.status == "scored" for h in ex.scored) and null.max_kappa is not None
     ranking = ex.ranking()
     best = ranking[0]
@@ -126,3 +126,39 @@ def test_the_cli_explores_without_a_judge_and_writes_the_verdict(tiny_scope, tmp
     assert md.index("## Verdict") < md.index("## Ranking") and "**confirmed**" in md
     result = json.loads((log.root / "result.json").read_text())
     assert result["null"]["n_features"] >= 1 and result["timing"]["judge_calls"] == 0
+
+
+def test_refinement_merges_the_values_the_samples_mix(tiny_scope, tmp_path):
+    """Planted: the site keeps a *group* of opening words (the samples of a query that opens
+    with "write" open with "write" or "create" alike). `first_1_words` is too fine, so its
+    samples break it; the revision that merges the mixed values beats it on the exploration
+    queries, is scored, and records its parent."""
+    rng = random.Random(1)
+    data = tiny_scope.data
+    pool = [data.examples[i].text for i in data.train]
+    by_first = defaultdict(list)
+    for t in pool:
+        by_first[first_word(t)].append(t)
+    common = [w for w, ts in sorted(by_first.items(), key=lambda kv: -len(kv[1])) if len(ts) >= 5][:6]
+    assert len(common) >= 4
+    group = {w: tuple(common[2 * (i // 2): 2 * (i // 2) + 2]) for i, w in enumerate(common)}  # pairs of opening words
+    held = [data.examples[i].text for i in data.heldout]
+    queries = [q for q in held if first_word(q) in group][:40]
+    out = [QueryResult(query=q, samples=[Sample(text=rng.choice(by_first[rng.choice(group[first_word(q)])]), distance=0.01, weight=1.0,
+                                                accepted=True, is_copy=False) for _ in range(8)]) for q in queries]
+    run = SampleRun(site="L2", eps=EpsChoice(site="L2", metric="cosine", eps=0.1, source="absolute"), metric="cosine", kernel="hard",
+                    temperature=1.0, queries=out, timing={})
+    log = RunLog(tmp_path / "refine")
+    log.write_json("samples_L2.json", run.model_dump())
+    cfg = ExploreConfig(run="s", runs_dir=str(tiny_scope.run_dir.parent), site="L2", budget=20, per_round=3, proposer="evidence",
+                        queries=len(queries), samples=8, prior_for_p0=300)
+    ex = Explorer(cfg, None, log, scope=tiny_scope)
+    ex.run()
+    refined = [h for h in ex.scored if h.source == "refined"]
+    assert refined, [e for e in log.read("events") if "refinement" in e]
+    by_name = {h.hypothesis.name: h for h in ex.scored}
+    for h in refined:
+        assert h.hypothesis.parents and all(p in by_name for p in h.hypothesis.parents)
+        assert h.score.kappa > max(by_name[p].score.kappa for p in h.hypothesis.parents)
+    merged = by_name.get("first_1_words_merged")
+    assert merged is not None and merged.score.kappa > by_name["first_1_words"].score.kappa + 0.2
