@@ -18,7 +18,9 @@ from agent.judge import JudgeUnavailable
 from scope_core.errors import AutoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read what an LLM activation encodes, and test it with numbers.")
-console = Console()
+# Piped to a file or a CI log, rich would fit tables to 80 columns and cut every cell to
+# "harm…"; there the console is wide instead (a terminal keeps its own width).
+console = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -214,6 +216,8 @@ def fcr(
     judge_model: str | None = None,
     judge_engine: str | None = None,
     judge_wait: float = typer.Option(300.0, help="with --labeller llm: seconds to wait for an unreachable judge before stopping; labels already given are cached"),
+    json_out: str | None = typer.Option(None, "--json", help="also write the table's rows to this JSON file"),
+    csv_out: str | None = typer.Option(None, "--csv", help="also write the table's rows to this CSV file"),
     seed: int = 0,
 ):
     """Feature consistency rate per site, with CI, chance level p0, κ and the empirical reference.
@@ -235,8 +239,11 @@ def fcr(
             from agent.judge import JudgeConfig
 
             factory = llm_features(JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait), stack)
-        run_fcr(run_dir, names, sites, _only_filter(only), only, queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console,
-                feature_factory=factory, pool_limit=pool if labeller == "llm" else None)
+        reports = run_fcr(run_dir, names, sites, _only_filter(only), only, queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console,
+                          feature_factory=factory, pool_limit=pool if labeller == "llm" else None)
+    from agent.fcr_report import report_rows, write_rows
+
+    write_rows(report_rows(reports), json_out, csv_out)
 
 
 @app.command()

@@ -89,17 +89,12 @@ def run_fcr(
             rep = scope.score(f, f.name, res, site, empirical=empirical, feature_info={k: v for k, v in f.info.items() if k != "failures"},
                               pool_limit=pool_limit, seed=seed)
             reports.append(rep)
+    rows = report_rows(reports)
     t = Table(title=f"FCR on {len(idx)} held-out queries{f' ({only})' if only else ''}, {n} samples each, kernel {kernel}")
-    for col in ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ", "empirical FCR", "accepted/100", "novel/100", "copies"):
+    for col in TABLE_COLUMNS:
         t.add_column(col)
-    for r in reports:
-        g = r.generator
-        fcr_s = f"{g.fcr:.3f} [{g.ci_low:.3f}, {g.ci_high:.3f}]" if g.fcr is not None else f"— ({g.n_no_weight} queries without accepted samples)"
-        kap = "degenerate" if g.degenerate else (f"{g.kappa:.3f}" if g.kappa is not None else "—")
-        e = f"{r.empirical.fcr:.3f}" if r.empirical and r.empirical.fcr is not None else "—"
-        t.add_row(r.feature, r.site, f"{r.eps.eps:.4g} ({r.eps.metric}{f', q={r.eps.quantile:.3g}' if r.eps.quantile else ''})", fcr_s,
-                  f"{g.p0:.3f}" if g.p0 is not None else "—", kap, e, f"{100 * (1 - r.sampler['refusal_rate']):.1f}",
-                  f"{r.sampler['accepted_novel_per_100']:.1f}", f"{100 * r.sampler['exact_copy_rate']:.1f}%")
+    for row in rows:
+        t.add_row(*[_cell(row, col) for col in TABLE_COLUMNS])
     console.print(t)
     for f in feats:
         if f.info.get("heldout_accuracy") is not None:
@@ -111,6 +106,80 @@ def run_fcr(
         png = plot_by_layer(reports, scope.run_dir / "results" / (name + ".png"), f"{scope.run_dir.name}: FCR by site ({only or 'all queries'})")
         console.print(f"plot: {png}")
     return reports
+
+
+TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "empirical FCR", "empirical κ [95% CI]",
+                 "accepted/100", "novel/100", "copies")
+
+
+def report_rows(reports: list[FCRReport]) -> list[dict]:
+    """One flat record per (feature, site): what the table prints, and what `--json` and
+    `--csv` write for scripts. κ of the generator and of the empirical reference share one
+    p0 population (the training split's pool)."""
+    rows = []
+    for r in reports:
+        g, e = r.generator, r.empirical
+        rows.append({
+            "feature": r.feature, "site": r.site, "eps": r.eps.eps, "metric": r.eps.metric, "eps_quantile": r.eps.quantile,
+            "kernel": r.kernel, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
+            "kappa": g.kappa, "kappa_ci_low": g.kappa_ci_low, "kappa_ci_high": g.kappa_ci_high, "degenerate": g.degenerate,
+            "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight,
+            "empirical_fcr": e.fcr if e else None, "empirical_kappa": e.kappa if e else None,
+            "empirical_kappa_ci_low": e.kappa_ci_low if e else None, "empirical_kappa_ci_high": e.kappa_ci_high if e else None,
+            "accepted_per_100": 100 * (1 - r.sampler["refusal_rate"]), "accepted_novel_per_100": r.sampler["accepted_novel_per_100"],
+            "exact_copy_rate": r.sampler["exact_copy_rate"],
+        })
+    return rows
+
+
+def _num(x: float | None, fmt: str = "{:.3f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def _kappa(k: float | None, lo: float | None, hi: float | None, degenerate: bool = False) -> str:
+    if degenerate:
+        return "degenerate"
+    if k is None:
+        return "—"
+    return f"{k:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+
+
+def _cell(row: dict, col: str) -> str:
+    if col == "ε":
+        q = row["eps_quantile"]
+        return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + ")"
+    if col == "FCR [95% CI]":
+        return (f"{row['fcr']:.3f} [{row['fcr_ci_low']:.3f}, {row['fcr_ci_high']:.3f}]" if row["fcr"] is not None
+                else f"— ({row['n_no_accepted']} queries without accepted samples)")
+    if col == "κ [95% CI]":
+        return _kappa(row["kappa"], row["kappa_ci_low"], row["kappa_ci_high"], row["degenerate"])
+    if col == "empirical κ [95% CI]":
+        return _kappa(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"])
+    if col == "empirical FCR":
+        return _num(row["empirical_fcr"])
+    if col == "p0":
+        return _num(row["p0"])
+    if col == "accepted/100":
+        return f"{row['accepted_per_100']:.1f}"
+    if col == "novel/100":
+        return f"{row['accepted_novel_per_100']:.1f}"
+    if col == "copies":
+        return f"{100 * row['exact_copy_rate']:.1f}%"
+    return str(row[col])
+
+
+def write_rows(rows: list[dict], json_path: str | None, csv_path: str | None) -> None:
+    """The table's rows for scripts: a JSON list, and/or CSV with one header line."""
+    import csv
+    import json
+
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+    if csv_path and rows:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
 
 
 def study_run_name(task: str, target: str, sites: str) -> str:

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from scope_core.api import Scope
 from scope_core.errors import AutoscopeError
-from scope_core.fcr import fcr
+from scope_core.fcr import fcr, generator_weights
 from scope_core.sample import SampleRun
 from scope_core.sites import parse_sites
 
@@ -325,7 +325,7 @@ class Explorer:
         t = time.perf_counter()
         q_lab = [labels[q.query] for q in run.queries]
         s_lab = [[labels.get(s.text) if s.weight > 0 else None for s in q.samples] for q in run.queries]
-        w = [[s.weight for s in q.samples] for q in run.queries]
+        w = [generator_weights(q.samples, run.kernel) for q in run.queries]
         res = fcr(q_lab, s_lab, w, [labels[t] for t in prior_texts], seed=self.cfg.seed)
         counter = []
         for q, ql, sl in zip(run.queries, q_lab, s_lab):

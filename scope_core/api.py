@@ -21,7 +21,7 @@ from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
 from .extract import extract
 from .fast_linear import prepacked_linears  # noqa: F401  (the judge's engine runs its forwards on prepacked weights)
-from .fcr import FCRResult, empirical_fcr, fcr
+from .fcr import FCRResult, empirical_fcr, fcr, generator_weights
 from .generator import Inverter
 from .kv_cache import PreallocatedCache, drop_rows  # noqa: F401  (the judge's batch engine decodes with them)
 from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
@@ -216,9 +216,9 @@ class Scope:
         labels = dict(zip(uniq, feature(uniq)))
         q_lab = [labels[t] for t in queries]
         s_lab = [[labels[t] for t in ss] for ss in samples]
-        w = [[s.weight for s in q.samples] for q in run.queries]
+        w = [generator_weights(q.samples, run.kernel) for q in run.queries]
         train = set(self.data.train)
-        prior = [labels[self.data.examples[i].text] for i in pool_idx if i in train]
+        prior = [labels[self.data.examples[i].text] for i in pool_idx if i in train]  # the one p0 population for both rows
         gen = fcr(q_lab, s_lab, w, prior)
         emp = None
         if empirical and all(q.index is not None for q in run.queries):
@@ -227,7 +227,7 @@ class Scope:
             zq = acts[torch.tensor([q.index for q in run.queries])]
             position = {i: k for k, i in enumerate(pool_idx)}
             emp = empirical_fcr(q_lab, zq, pool, [labels[t] for t in pool_texts], run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
-                                self.mean(site), exclude=[position.get(q.index) for q in run.queries])  # type: ignore[arg-type]
+                                self.mean(site), exclude=[position.get(q.index) for q in run.queries], prior_labels=prior)  # type: ignore[arg-type]
         return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp,
                          sampler=summarise(run), feature_info=feature_info or {},
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0)

@@ -1,7 +1,12 @@
 """The Feature Consistency Rate and what must be reported with it.
 
-FCR(f) = mean over queries (x̂, ẑ) ∈ D of  Σ_j w_j 1{f(x_j) = f(x̂)} / Σ_j w_j,
-w_j = k(d(z(x_j), ẑ)). Queries with f(x̂) undefined are skipped; queries whose samples
+FCR(f) = mean over queries (x̂, ẑ) ∈ D of  Σ_j w_j 1{f(x_j) = f(x̂)} / Σ_j w_j.
+
+Which weights: the generator's samples already follow P(x; ẑ) ∝ P(x)·k(d) (it was trained
+on inputs drawn that way), so they are NOT weighted by k again — that would estimate
+P(x)·k² (`generator_weights`: 1 for a verified sample inside the hard kernel's ball, 1 for
+every verified sample under the gaussian kernel). Only the empirical reference, which draws
+its neighbours from P(x) itself, is weighted by k(d). Queries with f(x̂) undefined are skipped; queries whose samples
 all have zero weight are counted and skipped (they say nothing). A sample whose feature
 is undefined does not share the query's label.
 
@@ -49,6 +54,15 @@ class FCRResult(BaseModel):
         k = "degenerate (p0 = 1)" if self.degenerate else f"κ={self.kappa:.3f}" + (
             f" [{self.kappa_ci_low:.3f}, {self.kappa_ci_high:.3f}]" if self.kappa_ci_low is not None else "")
         return f"FCR={self.fcr:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] p0={self.p0:.3f} {k} (n={self.n_queries})"
+
+
+def generator_weights(samples: Sequence, kernel: str) -> list[float]:
+    """Weights of verified generator samples: unweighted, since the generator samples
+    P(x)·k(d) already. The hard kernel is the acceptance test (d < ε); under the gaussian
+    kernel every verified sample (finite distance) counts once."""
+    if kernel == "hard":
+        return [1.0 if s.accepted else 0.0 for s in samples]
+    return [1.0 if np.isfinite(s.distance) and s.distance < 1e8 else 0.0 for s in samples]
 
 
 def chance_levels(query_labels: Sequence[Label], prior_labels: Sequence[Label]) -> list[float]:
@@ -168,8 +182,11 @@ def empirical_fcr(
     exclude: Sequence[int | None] | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    prior_labels: Sequence[Label] | None = None,
 ) -> FCRResult:
-    """Generator-free reference: the same FCR over the prior's own prompts within ε of ẑ."""
+    """Generator-free reference: the same FCR over the prior's own prompts within ε of ẑ,
+    weighted by k(d). `prior_labels` is the population p0 is taken over (default: the pool);
+    pass the generator's, so both κ in a row share one chance level."""
     w = neighbour_weights(zq, pool, eps, metric, kernel, mean, exclude)
     labels_arr = list(pool_labels)
     sample_labels, weights = [], []
@@ -177,4 +194,4 @@ def empirical_fcr(
         nz = torch.nonzero(w[q] > 1e-12).squeeze(1).tolist()
         sample_labels.append([labels_arr[j] for j in nz])
         weights.append(w[q, nz].tolist())
-    return fcr(query_labels, sample_labels, weights, pool_labels, n_boot, seed)
+    return fcr(query_labels, sample_labels, weights, pool_labels if prior_labels is None else prior_labels, n_boot, seed)

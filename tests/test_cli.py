@@ -103,3 +103,21 @@ def test_fcr_task_trains_its_run_once_then_reuses_it(tiny_llama_path, tmp_path):
 def test_fcr_rejects_an_unknown_labeller(run_dir):
     res = _run(["fcr", "--features", "first_word", "--labeller", "oracle"], run_dir)
     assert res.exit_code == 2 and "unknown labeller" in res.output
+
+
+def test_fcr_table_is_readable_in_a_log_and_written_for_scripts(run_dir, tmp_path):
+    """Piped (not a terminal), the table keeps whole cells; --json and --csv write its rows."""
+    import csv
+    import json
+
+    out_json, out_csv = tmp_path / "rows.json", tmp_path / "rows.csv"
+    res = _run(["fcr", "--feature", "first_word,length_bucket", "--sites", "L2", "--queries", "4", "--n", "2",
+                "--json", str(out_json), "--csv", str(out_csv)], run_dir)
+    assert res.exit_code == 0, res.output
+    assert "length_bucket" in res.output and "empirical κ [95% CI]" in res.output
+    assert "…" not in res.output
+    rows = json.loads(out_json.read_text())
+    assert [r["feature"] for r in rows] == ["first_word", "length_bucket"]
+    assert {"kappa", "kappa_ci_low", "kappa_ci_high", "empirical_kappa", "p0"} <= set(rows[0])
+    with out_csv.open() as f:
+        assert [r["feature"] for r in csv.DictReader(f)] == ["first_word", "length_bucket"]

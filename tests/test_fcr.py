@@ -46,3 +46,67 @@ def test_empirical_fcr_counts_real_neighbours_within_eps():
     res = empirical_fcr(["a", "b"], zq, pool, labels, eps=0.01, metric="cosine", kernel="hard", exclude=[0, 3])
     # query 0: neighbours 1, 2, 5 -> 2/3; query 3: neighbour 4 -> 1
     assert res.per_query == pytest.approx([2 / 3, 1.0])
+
+
+def _toy(kernel: str, eps: float = 0.3, n_prior: int = 4000, seed: int = 0):
+    """A prior of 1-D points with labels; the query sits at 0. P(x; ẑ) ∝ P(x)·k(d) is known in
+    closed form over the prior sample: FCR* = Σ k(d_i) 1{y_i = y_q} / Σ k(d_i)."""
+    import random
+
+    from scope_core.distances import kernel_weight
+
+    rng = random.Random(seed)
+    xs = [rng.uniform(0, 1) for _ in range(n_prior)]
+    ys = ["near" if x < 0.2 else "mid" if x < 0.5 else "far" for x in xs]
+    k = kernel_weight(torch.tensor(xs), eps, kernel).tolist()
+    exact = sum(ki for ki, y in zip(k, ys) if y == "near") / sum(k)
+    return xs, ys, k, exact, rng
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "hard"])
+def test_generator_samples_are_not_weighted_by_the_kernel_again(kernel):
+    """Samples drawn from P(x)·k(d), as a trained generator draws them, give the exact FCR
+    unweighted; weighting them by k again estimates P(x)·k² and misses (gaussian kernel)."""
+    from scope_core.fcr import generator_weights
+    from scope_core.sample import Sample
+
+    xs, ys, k, exact, rng = _toy(kernel)
+    draws = rng.choices(range(len(xs)), weights=k, k=20000)
+    samples = [Sample(text=str(i), distance=xs[i], weight=k[i], accepted=xs[i] < 0.3, is_copy=False) for i in draws]
+    labels = [ys[i] for i in draws]
+    unweighted = fcr(["near"], [labels], [generator_weights(samples, kernel)], prior_labels=ys)
+    assert unweighted.fcr == pytest.approx(exact, abs=0.01)
+    double = fcr(["near"], [labels], [[s.weight for s in samples]], prior_labels=ys)
+    if kernel == "gaussian":
+        assert abs(double.fcr - exact) > 0.05  # k² puts too much mass near the query
+    else:
+        assert double.fcr == pytest.approx(unweighted.fcr)  # 0/1 weights: the same test
+
+
+def test_the_empirical_reference_weights_prior_neighbours_by_the_kernel_and_shares_p0():
+    xs, ys, k, exact, _ = _toy("gaussian")
+    pool = torch.tensor([[1.0, x] for x in xs])
+    # euclidean distance from (1, 0) is x: the kernel sees the toy's distances
+    res = empirical_fcr(["near"], torch.tensor([[1.0, 0.0]]), pool, ys, 0.3, "euclidean", "gaussian")
+    assert res.fcr == pytest.approx(exact, abs=1e-6)
+    shared = empirical_fcr(["near"], torch.tensor([[1.0, 0.0]]), pool, ys, 0.3, "euclidean", "gaussian", prior_labels=["near", "far"])
+    assert shared.p0 == pytest.approx(0.5) and shared.fcr == res.fcr
+
+
+def test_kappa_ci_covers_zero_for_content_free_labels_and_resamples_p0():
+    import random
+
+    rng = random.Random(0)
+    covered = 0
+    for trial in range(20):
+        q = [rng.randrange(4) for _ in range(30)]
+        s = [[rng.randrange(4) for _ in range(8)] for _ in q]
+        r = fcr(q, s, [[1] * 8 for _ in q], [rng.randrange(4) for _ in range(48)], seed=trial)
+        covered += r.kappa_ci_low <= 0 <= r.kappa_ci_high
+    assert covered >= 17  # 95% nominal
+    # a small p0 pool widens κ's CI: p0 is an estimate too
+    q = [i % 3 for i in range(30)]
+    s = [[x] * 5 + [(x + 1) % 3] * 3 for x in q]
+    small = fcr(q, s, [[1] * 8] * 30, [i % 3 for i in range(12)])
+    large = fcr(q, s, [[1] * 8] * 30, [i % 3 for i in range(1200)])
+    assert (small.kappa_ci_high - small.kappa_ci_low) > (large.kappa_ci_high - large.kappa_ci_low)
