@@ -404,7 +404,7 @@ class Explorer:
         history = [h if id(h) in with_counter else h.model_copy(update={"counterexamples": []}) for h in history]
         msgs = messages("propose", system=SYSTEM, site=site.name, site_description=SITE_DESCRIPTIONS[site.component], eps=f"{run.eps.eps:.3g}",
                         queries=shown, scored=history, also_tested=also_tested, n_hypotheses=self.cfg.per_round,
-                        repeats=(repeats or [])[:6])
+                        repeats=(repeats or [])[:6], evidence=evidence.evidence_table(self.evidence(), limit=6))
         temperature = None if idle == 0 else min(1.0, max(self.judge.config.temperature, 0.0) + IDLE_TEMPERATURE_STEP * idle)
         t = time.perf_counter()
         try:

@@ -162,3 +162,35 @@ def test_refinement_merges_the_values_the_samples_mix(tiny_scope, tmp_path):
         assert h.score.kappa > max(by_name[p].score.kappa for p in h.hypothesis.parents)
     merged = by_name.get("first_1_words_merged")
     assert merged is not None and merged.score.kappa > by_name["first_1_words"].score.kappa + 0.2
+
+
+def test_with_a_judge_evidence_comes_first_and_the_judge_reads_its_table(tiny_scope, tmp_path):
+    """`--judge auto`: the evidence is proposed first; the judge's prompt then carries the
+    counted evidence (a compact table) and only exploration queries."""
+    from flaky_server import FlakyServer
+
+    from agent.judge import JudgeClient, JudgeConfig
+
+    def rules(body: dict) -> dict:
+        props = ((body.get("response_format") or {}).get("json_schema", {}).get("schema") or {}).get("properties", {})
+        if "hypotheses" in props:
+            return {"hypotheses": [{"name": "ends_with_period", "statement": "whether the prompt ends with a period", "kind": "python",
+                                    "code": "def feature(text):\n    return 'yes' if text.strip().endswith('.') else 'no'"}], "done": True}
+        return {"code": "def feature(text):\n    return 'x'"}
+
+    log = RunLog(tmp_path / "auto")
+    run = planted_run(tiny_scope)
+    log.write_json("samples_L2.json", run.model_dump())
+    with FlakyServer([], default=rules) as srv:
+        cfg = ExploreConfig(run="s", runs_dir=str(tiny_scope.run_dir.parent), site="L2", budget=30, per_round=3, proposer="auto",
+                            queries=len(run.queries), samples=8, prior_for_p0=300,
+                            judge=JudgeConfig(base_url=srv.url, model="rules", engine="openai", cache_path=str(tmp_path / "c.sqlite")))
+        ex = Explorer(cfg, JudgeClient(cfg.judge), log, scope=tiny_scope)
+        stopped = ex.run()
+        prompts = [r["messages"][-1]["content"] for r in srv.requests if "Propose up to" in r["messages"][-1]["content"]]
+    sources = [h.source for h in ex.scored]
+    assert sources[0] == "evidence" and "judge" in sources and sources.index("judge") > sources.index("evidence")
+    assert stopped == "the judge said it is done"
+    assert prompts and "What the accepted samples keep" in prompts[0] and "first_1_words" in prompts[0]
+    confirm_queries = {q.query for q in ex.part("confirm").queries}
+    assert not any(q in prompts[0] for q in confirm_queries), "a confirmation query reached the judge"
