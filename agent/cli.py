@@ -306,12 +306,13 @@ def explore(
 
     null = res.null.max_kappa if res.null else None
     t = Table(title=f"hypotheses at {site} ({res.stopped}); search null κ {null if null is None else f'{null:.3f}'}")
-    for col in ("#", "hypothesis", "from", "explore κ", "confirm FCR [95% CI]", "confirm κ [95% CI]", "verdict"):
+    for col in ("#", "hypothesis", "from", "explore κ", "confirm FCR [95% CI]", "confirm κ [95% CI]", "empirical κ", "verdict"):
         t.add_column(col)
     for i, h in enumerate(res.ranking, 1):
         s, c = h.score, h.confirmation
         t.add_row(str(i), h.hypothesis.name, h.source, kappa_ci(s),
                   f"{c.fcr:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]" if c and c.fcr is not None else "—", kappa_ci(c),
+                  f"{c.empirical_kappa:.3f}" if c and c.empirical_kappa is not None else "—",
                   "confirmed" if is_confirmed(h, res.null) else ("not confirmed" if h.status == "scored" else h.status))
     console.print(t)
     console.print(res.verdict)

@@ -101,7 +101,10 @@ class Score(BaseModel):
     kappa: float | None
     degenerate: bool
     n_queries: int
-    empirical_fcr: float | None = None
+    empirical_fcr: float | None = None  # the generator-free reference on the same queries (confirmation scores)
+    empirical_kappa: float | None = None
+    empirical_kappa_ci_low: float | None = None
+    empirical_kappa_ci_high: float | None = None
     kappa_ci_low: float | None = None
     kappa_ci_high: float | None = None
     n_values: int | None = None  # distinct labels among the prior prompts (the search null matches it)

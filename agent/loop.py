@@ -315,8 +315,9 @@ class Explorer:
         rng = random.Random(self.cfg.seed)
         judge_labelled = h.kind == "llm" if judge_labelled is None else judge_labelled
         n_prior = self.cfg.prior_for_p0_llm if judge_labelled else self.cfg.prior_for_p0
-        prior_texts = [data.examples[i].text for i in rng.sample(data.train, min(n_prior, len(data.train)))]
-        prior_texts = prior_texts[: max(1, round(prior_share * len(prior_texts)))]  # a screen uses the first part of the same draw
+        prior_idx = rng.sample(data.train, min(n_prior, len(data.train)))
+        prior_idx = prior_idx[: max(1, round(prior_share * len(prior_idx)))]  # a screen uses the first part of the same draw
+        prior_texts = [data.examples[i].text for i in prior_idx]
         texts = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0} | set(prior_texts)
         t = time.perf_counter()
         uniq = sorted(texts)
@@ -327,6 +328,18 @@ class Explorer:
         s_lab = [[labels.get(s.text) if s.weight > 0 else None for s in q.samples] for q in run.queries]
         w = [generator_weights(q.samples, run.kernel) for q in run.queries]
         res = fcr(q_lab, s_lab, w, [labels[t] for t in prior_texts], seed=self.cfg.seed)
+        emp = None
+        if part == "confirm" and run.queries and all(q.index is not None for q in run.queries):
+            # the generator-free reference on the same queries: prior prompts within ε of each
+            # query's activation (all of the prior for a Python feature; the p0 draw for a judge's)
+            pool_idx = list(range(len(data.examples))) if not judge_labelled else sorted(prior_idx)
+            pool_texts = [data.examples[i].text for i in pool_idx]
+            missing = sorted(set(pool_texts) - labels.keys())
+            t2 = time.perf_counter()
+            labels.update(zip(missing, labeller(missing)))
+            self.timing["labelling_s"] += time.perf_counter() - t2
+            emp = self.scope.empirical(q_lab, run, self.scope.site(site_name), pool_idx, [labels[t] for t in pool_texts],
+                                       [labels[t] for t in prior_texts], seed=self.cfg.seed)
         counter = []
         for q, ql, sl in zip(run.queries, q_lab, s_lab):
             if ql is None:
@@ -346,7 +359,9 @@ class Explorer:
         score = Score(fcr=res.fcr, ci_low=res.ci_low, ci_high=res.ci_high, p0=res.p0, kappa=res.kappa, degenerate=res.degenerate, n_queries=res.n_queries,
                       kappa_ci_low=res.kappa_ci_low, kappa_ci_high=res.kappa_ci_high,
                       n_values=len({labels[t] for t in prior_texts if labels[t] is not None}),
-                      n_query_values=len({lab for lab in q_lab if lab is not None}))
+                      n_query_values=len({lab for lab in q_lab if lab is not None}),
+                      empirical_fcr=emp.fcr if emp else None, empirical_kappa=emp.kappa if emp else None,
+                      empirical_kappa_ci_low=emp.kappa_ci_low if emp else None, empirical_kappa_ci_high=emp.kappa_ci_high if emp else None)
         return score, counter[:5], examples
 
     def evaluate(self, h: Hypothesis, hid: int, round_: int, source: str = "judge") -> ScoredHypothesis:

@@ -222,15 +222,23 @@ class Scope:
         gen = fcr(q_lab, s_lab, w, prior)
         emp = None
         if empirical and all(q.index is not None for q in run.queries):
-            acts = self.acts(site)
-            pool = acts if len(pool_idx) == n_all else acts[torch.tensor(pool_idx)]
-            zq = acts[torch.tensor([q.index for q in run.queries])]
-            position = {i: k for k, i in enumerate(pool_idx)}
-            emp = empirical_fcr(q_lab, zq, pool, [labels[t] for t in pool_texts], run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
-                                self.mean(site), exclude=[position.get(q.index) for q in run.queries], prior_labels=prior)  # type: ignore[arg-type]
+            emp = self.empirical(q_lab, run, site, pool_idx, [labels[t] for t in pool_texts], prior, seed)
         return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp,
                          sampler=summarise(run), feature_info=feature_info or {},
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0)
+
+    def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
+                  seed: int = 0) -> FCRResult:
+        """The generator-free reference for `run`'s queries (prior prompts, `q.index` set): the
+        FCR over the pool prompts within ε of each query's activation, weighted by k, with p0
+        over `prior_labels` (the generator row's population)."""
+        acts = self.acts(site)
+        pool = acts if len(pool_idx) == len(self.data.examples) else acts[torch.tensor(pool_idx)]
+        zq = acts[torch.tensor([q.index for q in run.queries])]
+        position = {i: k for k, i in enumerate(pool_idx)}
+        return empirical_fcr(query_labels, zq, pool, pool_labels, run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
+                             self.mean(site), exclude=[position.get(q.index) for q in run.queries], prior_labels=prior_labels,  # type: ignore[arg-type]
+                             seed=seed)
 
     def save_json(self, name: str, obj: BaseModel | dict) -> Path:
         out = self.run_dir / "results"

@@ -194,3 +194,19 @@ def test_with_a_judge_evidence_comes_first_and_the_judge_reads_its_table(tiny_sc
     assert prompts and "What the accepted samples keep" in prompts[0] and "first_1_words" in prompts[0]
     confirm_queries = {q.query for q in ex.part("confirm").queries}
     assert not any(q in prompts[0] for q in confirm_queries), "a confirmation query reached the judge"
+
+
+def test_confirmation_scores_carry_the_empirical_reference(tiny_scope, tmp_path):
+    """On a really sampled D (queries are prior prompts), each confirmation score comes with
+    the generator-free reference on the same queries."""
+    cfg = ExploreConfig(run="s", runs_dir=str(tiny_scope.run_dir.parent), site="L2", budget=2, queries=12, samples=4, eps=2.0,
+                        proposer="evidence", prior_for_p0=200)
+    ex = Explorer(cfg, None, RunLog(tmp_path / "emp"), scope=tiny_scope)
+    from agent.evidence import first_words
+
+    h = first_words(1).hypothesis()
+    fn = ex._labeller(h)
+    conf, _, _ = ex.score(h, fn, "L2", judge_labelled=False, part="confirm")
+    explo, _, _ = ex.score(h, fn, "L2", judge_labelled=False, part="explore")
+    assert conf.empirical_fcr is not None and 0.0 <= conf.empirical_fcr <= 1.0 and conf.empirical_kappa is not None
+    assert explo.empirical_fcr is None  # the reference is for the scores that are reported
