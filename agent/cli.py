@@ -89,6 +89,8 @@ def train(
     noise_distance: float | None = typer.Option(None, help="noise shell distance (default: the site's ε)"),
     neighbour_mix: float = typer.Option(0.7, help="share of examples conditioned on a clean ε-ball neighbour's activation "
                                         "instead of their own plus noise (0-1; 0 = the paper's noise only; see NOTES.md §24)"),
+    check: bool = typer.Option(True, help="end with a quick sample of held-out queries at each site's ε and a verdict on whether "
+                               "the inverter conditions enough for FCR to mean much"),
     seed: int = 0,
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
@@ -128,6 +130,11 @@ def train(
     for e in res.eps:
         t.add_row("ε", e.describe())
     console.print(t)
+    if check:
+        from agent.train_check import check_run
+
+        verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=seed)
+        console.print(("[bold red]" if verdict.weak else "[green]") + verdict.verdict() + ("[/bold red]" if verdict.weak else "[/green]"))
 
 
 def _only_filter(only: str | None):

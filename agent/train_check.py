@@ -1,0 +1,75 @@
+"""Does the inverter condition enough for FCR to mean something? A short check after `train`.
+
+Held-out loss alone hides a weak inverter: on the real refusal prompts the default recipe
+gained 0.23 nats over the unconditional backbone and still sampled 0.9 refusals at its
+own ε. So `train` ends with a quick sample of a few held-out queries at each site's ε and
+a verdict from three figures — the loss gained, the refusal rate, the accepted-novel rate —
+saying plainly when the run is weak and what to try.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scope_core.api import Scope
+from scope_core.sample import summarise
+
+# Below these the FCR of a site is mostly chance: a generator that gains under half a nat
+# over the backbone, or whose samples mostly fall outside ε, is not inverting the site.
+MIN_GAIN_NATS = 0.5
+MAX_REFUSAL = 0.7
+MIN_ACCEPTED_NOVEL = 20.0
+
+
+@dataclass
+class SiteCheck:
+    site: str
+    eps: str
+    refusal_rate: float
+    accepted_novel_per_100: float
+    exact_copy_rate: float
+    queries_with_accepted: float
+
+
+@dataclass
+class TrainCheck:
+    gain_nats: float | None
+    sites: list[SiteCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.problems)
+
+    def verdict(self) -> str:
+        figures = "; ".join(f"{s.site} at {s.eps}: refusal {s.refusal_rate:.2f}, accepted-novel {s.accepted_novel_per_100:.0f}/100, "
+                            f"copies {100 * s.exact_copy_rate:.0f}%" for s in self.sites)
+        gain = f"held-out loss {self.gain_nats:.2f} nats under the unconditional backbone" if self.gain_nats is not None else "no held-out loss"
+        if not self.problems:
+            return f"the inverter conditions: {gain}; {figures}."
+        return (f"WEAK INVERTER — FCR from this run will be close to chance: {'; '.join(self.problems)} ({gain}; {figures}). "
+                "Try: a longer budget (--minutes, --total-minutes), the whole frozen backbone with noise-only conditions "
+                "(--upper-blocks 0 --neighbour-mix 0; on real prompts it conditioned far better, BENCHMARKS §1), "
+                "or a wider ε (--eps-quantile 0.1).")
+
+
+def check_run(run_dir: str | Path, heldout_loss: float | None, unconditional: float | None, queries: int = 12, n: int = 8,
+              seed: int = 0, progress: bool = False) -> TrainCheck:
+    """Sample `queries` held-out prompts × `n` at each trained site's default ε and judge."""
+    scope = Scope(Path(run_dir))
+    gain = unconditional - heldout_loss if heldout_loss is not None and unconditional is not None else None
+    check = TrainCheck(gain_nats=gain)
+    if gain is not None and gain < MIN_GAIN_NATS:
+        check.problems.append(f"held-out loss is only {gain:.2f} nats under the unconditional backbone (want ≥ {MIN_GAIN_NATS})")
+    idx = scope.heldout_indices(None, queries)
+    for site in scope.sites:
+        run = scope.sample(site, indices=idx, n=n, eps=scope.eps(site), seed=seed, progress=progress)
+        s = summarise(run)
+        check.sites.append(SiteCheck(site.name, f"ε={run.eps.eps:.3g}", s["refusal_rate"], s["accepted_novel_per_100"],
+                                     s["exact_copy_rate"], s["queries_with_accepted"]))
+        if s["refusal_rate"] > MAX_REFUSAL:
+            check.problems.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε")
+        elif s["accepted_novel_per_100"] < MIN_ACCEPTED_NOVEL:
+            check.problems.append(f"{site.name}: only {s['accepted_novel_per_100']:.0f} accepted novel samples per 100")
+    return check
