@@ -659,7 +659,8 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
         ex = Explorer(cfg, judge, log, console, labeller=labeller)
         stopped = ex.run()
         ex.confirm()
-        ex.other_sites()
+        if not stopped.startswith("judge unavailable"):
+            ex.other_sites()
     ex.timing["total_s"] = time.perf_counter() - t0
     ex.timing["judge_calls"] = float(judge.calls) if judge is not None else 0.0
     if labeller is not judge and labeller is not None:
