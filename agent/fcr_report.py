@@ -87,7 +87,7 @@ def run_fcr(
         scope.save_json(f"sample_{site.name}.json", res)
         for f in feats:
             rep = scope.score(f, f.name, res, site, empirical=empirical, feature_info={k: v for k, v in f.info.items() if k != "failures"},
-                              pool_limit=pool_limit, seed=seed)
+                              pool_limit=pool_limit, seed=seed, where=where)
             reports.append(rep)
     rows = report_rows(reports)
     t = Table(title=f"FCR on {len(idx)} held-out queries{f' ({only})' if only else ''}, {n} samples each, kernel {kernel}")
@@ -96,6 +96,8 @@ def run_fcr(
     for row in rows:
         t.add_row(*[_cell(row, col) for col in TABLE_COLUMNS])
     console.print(t)
+    console.print("[dim]κ is against the marginal chance level (all prior prompts, an undefined label never matching); "
+                  "the conditional one is within the prior prompts that pass --only and on which the feature is defined.[/dim]")
     for f in feats:
         if f.info.get("heldout_accuracy") is not None:
             console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f}[/dim]")
@@ -108,8 +110,8 @@ def run_fcr(
     return reports
 
 
-TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "empirical FCR", "empirical κ [95% CI]",
-                 "accepted/100", "novel/100", "copies")
+TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "conditional p0 / κ [95% CI]", "empirical FCR",
+                 "empirical κ [95% CI]", "accepted/100", "novel/100", "copies")
 
 
 def report_rows(reports: list[FCRReport]) -> list[dict]:
@@ -124,6 +126,9 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
             "kernel": r.kernel, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
             "kappa": g.kappa, "kappa_ci_low": g.kappa_ci_low, "kappa_ci_high": g.kappa_ci_high, "degenerate": g.degenerate,
             "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight,
+            "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa,
+            "conditional_kappa_ci_low": r.conditional_kappa_ci[0], "conditional_kappa_ci_high": r.conditional_kappa_ci[1],
+            "n_conditional_prior": r.n_conditional,
             "empirical_fcr": e.fcr if e else None, "empirical_kappa": e.kappa if e else None,
             "empirical_kappa_ci_low": e.kappa_ci_low if e else None, "empirical_kappa_ci_high": e.kappa_ci_high if e else None,
             "accepted_per_100": 100 * (1 - r.sampler["refusal_rate"]), "accepted_novel_per_100": r.sampler["accepted_novel_per_100"],
@@ -153,6 +158,10 @@ def _cell(row: dict, col: str) -> str:
                 else f"— ({row['n_no_accepted']} queries without accepted samples)")
     if col == "κ [95% CI]":
         return _kappa(row["kappa"], row["kappa_ci_low"], row["kappa_ci_high"], row["degenerate"])
+    if col == "conditional p0 / κ [95% CI]":
+        if row["conditional_p0"] is None:
+            return "—"
+        return f"{row['conditional_p0']:.3f} / " + _kappa(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"])
     if col == "empirical κ [95% CI]":
         return _kappa(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"])
     if col == "empirical FCR":

@@ -42,6 +42,13 @@ class FCRReport(BaseModel):
     sampler: dict[str, float]
     feature_info: dict = {}
     n_samples_per_query: int
+    # p0 and κ within the conditional population: prior prompts that pass the query filter
+    # (--only) and on which the feature is defined. A gated feature (reason, method: None on
+    # harmless prompts) scored on harmful queries is compared with harmful prompts' chance.
+    conditional_p0: float | None = None
+    conditional_kappa: float | None = None
+    conditional_kappa_ci: tuple[float | None, float | None] = (None, None)
+    n_conditional: int = 0
 
 
 class Scope:
@@ -197,7 +204,7 @@ class Scope:
 
     # -- FCR --------------------------------------------------------------------
     def score(self, feature: LabelFn, feature_name: str, run: SampleRun, site: Site, empirical: bool = True, feature_info: dict | None = None,
-              pool_limit: int | None = None, seed: int = 0) -> FCRReport:
+              pool_limit: int | None = None, seed: int = 0, where: Callable[[dict], bool] | None = None) -> FCRReport:
         """FCR of `feature` over a sampled run, with the empirical-neighbour reference.
 
         The chance level and the empirical reference need labels for the prior's prompts.
@@ -220,12 +227,18 @@ class Scope:
         train = set(self.data.train)
         prior = [labels[self.data.examples[i].text] for i in pool_idx if i in train]  # the one p0 population for both rows
         gen = fcr(q_lab, s_lab, w, prior)
+        cond_idx = [i for i in pool_idx if i in train and (where is None or where(self.data.examples[i].labels))]
+        cond = [lab for lab in (labels[self.data.examples[i].text] for i in cond_idx) if lab is not None]
+        conditional = fcr(q_lab, s_lab, w, cond) if cond else None
         emp = None
         if empirical and all(q.index is not None for q in run.queries):
             emp = self.empirical(q_lab, run, site, pool_idx, [labels[t] for t in pool_texts], prior, seed)
         return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp,
                          sampler=summarise(run), feature_info=feature_info or {},
-                         n_samples_per_query=len(run.queries[0].samples) if run.queries else 0)
+                         n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
+                         conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
+                         conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
+                         n_conditional=len(cond))
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
                   seed: int = 0) -> FCRResult:

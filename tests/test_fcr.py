@@ -110,3 +110,24 @@ def test_kappa_ci_covers_zero_for_content_free_labels_and_resamples_p0():
     small = fcr(q, s, [[1] * 8] * 30, [i % 3 for i in range(12)])
     large = fcr(q, s, [[1] * 8] * 30, [i % 3 for i in range(1200)])
     assert (small.kappa_ci_high - small.kappa_ci_low) > (large.kappa_ci_high - large.kappa_ci_low)
+
+
+def test_a_gated_feature_reports_the_conditional_chance_level(tiny_scope):
+    """A feature undefined on harmless prompts, scored on harmful queries (--only harmful):
+    the marginal p0 counts the harmless majority as never matching; the conditional p0 is
+    the chance level among harmful prompts, and is higher."""
+    scope = tiny_scope
+    harmful = {e.text for e in scope.data.examples if e.labels.get("harmfulness") == "harmful"}
+
+    def gated_first_word(texts):
+        return [t.split()[0].lower() if t in harmful and t.split() else None for t in texts]
+
+    where = lambda labels: labels.get("harmfulness") == "harmful"  # noqa: E731
+    site = scope.site("L2")
+    idx = scope.heldout_indices(where, 6)
+    run = scope.sample(site, indices=idx, n=2, eps=scope.eps(site, eps=2.0), seed=0)
+    rep = scope.score(gated_first_word, "gated", run, site, empirical=False, where=where)
+    n_harmful_train = sum(1 for i in scope.data.train if scope.data.examples[i].labels.get("harmfulness") == "harmful")
+    assert rep.n_conditional == n_harmful_train
+    assert rep.conditional_p0 > rep.generator.p0
+    assert rep.conditional_kappa is not None and rep.conditional_kappa <= rep.generator.kappa
