@@ -111,6 +111,8 @@ def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[st
         return out
 
     uniq = sorted(set(texts))
+    if not uniq:
+        return {}
     if batch <= 1:
         return singles(uniq)
     groups = [uniq[i : i + batch] for i in range(0, len(uniq), batch)]

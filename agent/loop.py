@@ -335,9 +335,10 @@ class Explorer:
             pool_idx = list(range(len(data.examples))) if not judge_labelled else sorted(prior_idx)
             pool_texts = [data.examples[i].text for i in pool_idx]
             missing = sorted(set(pool_texts) - labels.keys())
-            t2 = time.perf_counter()
-            labels.update(zip(missing, labeller(missing)))
-            self.timing["labelling_s"] += time.perf_counter() - t2
+            if missing:
+                t2 = time.perf_counter()
+                labels.update(zip(missing, labeller(missing)))
+                self.timing["labelling_s"] += time.perf_counter() - t2
             emp = self.scope.empirical(q_lab, run, self.scope.site(site_name), pool_idx, [labels[t] for t in pool_texts],
                                        [labels[t] for t in prior_texts], seed=self.cfg.seed)
         counter = []

@@ -225,3 +225,14 @@ def test_task_labels_are_normalised_and_a_copied_placeholder_is_null_with_a_reas
     rows = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
     assert rows["a"]["label"] == rows["b"]["label"] == "Spanish-to-English translation"
     assert rows["c"]["label"] is None and "placeholder" in rows["c"]["error"]
+
+
+def test_labelling_no_text_asks_nothing():
+    """An empty list of texts is labelled without a request (and without an error)."""
+    from agent.judge import JudgeClient, JudgeConfig
+    from agent.llm_feature import label_many
+
+    client = JudgeClient(JudgeConfig(base_url="http://127.0.0.1:9/v1", outage_s=0, cache_path=":memory:"))
+    for batch in (1, 8):
+        assert label_many(client, "harmfulness", "harmful?", ["harmful", "harmless"], [], batch=batch) == {}
+    assert client.calls == 0
