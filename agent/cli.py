@@ -304,12 +304,10 @@ def explore(
     res = run_explore(cfg, console=err)
     from rich.table import Table
 
-    from agent.hypotheses import is_confirmed
+    from agent.hypotheses import is_confirmed, kappa_text
 
     def kappa_ci(s) -> str:
-        if s is None or s.kappa is None:
-            return "degenerate" if s is not None and s.degenerate else "—"
-        return f"{s.kappa:.3f}" + (f" [{s.kappa_ci_low:.2f}, {s.kappa_ci_high:.2f}]" if s.kappa_ci_low is not None else "")
+        return "—" if s is None else kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)
 
     null = res.null.max_kappa if res.null else None
     t = Table(title=f"hypotheses at {site} ({res.stopped}); search null κ {null if null is None else f'{null:.3f}'}")

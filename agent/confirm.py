@@ -14,7 +14,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
-from scope_core.fcr import fcr
+from scope_core.fcr import sampled_fcr
 from scope_core.sample import SampleRun
 
 from .hypotheses import SearchNull
@@ -46,10 +46,8 @@ def search_null(run: SampleRun, prior: Sequence[str], cardinalities: Sequence[in
     kappas = []
     for i, c in enumerate(cardinalities):
         fn = hash_feature(max(2, min(int(c), 64)), salt=seed * 1000 + i)
-        q_lab = [fn(q.query) for q in run.queries]
-        s_lab = [[fn(s.text) if s.weight > 0 else None for s in q.samples] for q in run.queries]
-        w = [[s.weight for s in q.samples] for q in run.queries]
-        res = fcr(q_lab, s_lab, w, [fn(t) for t in prior], n_boot=200, seed=seed)
+        labels = {t: fn(t) for t in {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples}}
+        res = sampled_fcr(run, labels, [fn(t) for t in prior], n_boot=200, seed=seed)
         if res.kappa is not None:
             kappas.append(res.kappa)
     return SearchNull(max_kappa=max(kappas) if kappas else None, kappas=kappas, n_features=len(kappas))

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scope_core.fcr import fcr
+from scope_core.fcr import sampled_fcr
 from scope_core.sample import SampleRun
 
 from .hypotheses import Hypothesis
@@ -220,12 +220,9 @@ def screen(cands: list[Candidate], run: SampleRun, prior: Sequence[str], run_cod
         except ValueError:
             c.kappa = None
             continue
-        q_lab = [labels[q.query] for q in run.queries]
-        s_lab = [[labels[s.text] if s.weight > 0 else None for s in q.samples] for q in run.queries]
-        w = [[s.weight for s in q.samples] for q in run.queries]
-        res = fcr(q_lab, s_lab, w, [labels[t] for t in prior], n_boot=200, seed=seed)
+        res = sampled_fcr(run, labels, [labels[t] for t in prior], n_boot=200, seed=seed)
         c.kappa, c.fcr, c.p0, c.n_queries = res.kappa, res.fcr, res.p0, res.n_queries
-        if len({lab for lab in q_lab if lab is not None}) < 2:
+        if len({labels[q.query] for q in run.queries} - {None}) < 2:
             c.kappa = None
     ok = [c for c in cands if c.kappa is not None]
     return sorted(ok, key=lambda c: -(c.kappa or 0.0))
@@ -323,7 +320,7 @@ def kept_refinements(refined: Sequence[Candidate], by_name: dict[str, Candidate]
     keep = []
     for r in refined:
         parent_k = [by_name[p].kappa for p in r.parents if p in by_name and by_name[p].kappa is not None]
-        if r.kappa is not None and parent_k and r.kappa > max(k for k in parent_k if k is not None):
+        if r.kappa is not None and parent_k and r.kappa > max(parent_k):  # type: ignore[type-var]
             keep.append(r)
     return keep
 

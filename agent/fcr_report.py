@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from agent.hypotheses import kappa_text
 from features.base import Feature
 from features.registry import get_feature
 from scope_core.api import FCRReport, Scope
@@ -141,14 +142,6 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
     return "—" if x is None else fmt.format(x)
 
 
-def _kappa(k: float | None, lo: float | None, hi: float | None, degenerate: bool = False) -> str:
-    if degenerate:
-        return "degenerate"
-    if k is None:
-        return "—"
-    return f"{k:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
-
-
 def _cell(row: dict, col: str) -> str:
     if col == "ε":
         q = row["eps_quantile"]
@@ -157,13 +150,13 @@ def _cell(row: dict, col: str) -> str:
         return (f"{row['fcr']:.3f} [{row['fcr_ci_low']:.3f}, {row['fcr_ci_high']:.3f}]" if row["fcr"] is not None
                 else f"— ({row['n_no_accepted']} queries without accepted samples)")
     if col == "κ [95% CI]":
-        return _kappa(row["kappa"], row["kappa_ci_low"], row["kappa_ci_high"], row["degenerate"])
+        return kappa_text(row["kappa"], row["kappa_ci_low"], row["kappa_ci_high"], row["degenerate"])
     if col == "conditional p0 / κ [95% CI]":
         if row["conditional_p0"] is None:
             return "—"
-        return f"{row['conditional_p0']:.3f} / " + _kappa(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"])
+        return f"{row['conditional_p0']:.3f} / " + kappa_text(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"])
     if col == "empirical κ [95% CI]":
-        return _kappa(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"])
+        return kappa_text(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"])
     if col == "empirical FCR":
         return _num(row["empirical_fcr"])
     if col == "p0":

@@ -182,6 +182,15 @@ def rank_key(h: ScoredHypothesis, null: SearchNull | None) -> tuple:
             -(h.score.fcr if h.score and h.score.fcr is not None else -1))
 
 
+def kappa_text(kappa: float | None, low: float | None = None, high: float | None = None, degenerate: bool = False) -> str:
+    """κ with its 95% CI, as every table and report prints it: "0.713 [0.56, 0.85]"."""
+    if degenerate:
+        return "degenerate"
+    if kappa is None:
+        return "—"
+    return f"{kappa:.3f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
+
+
 def verdict(site: str, ranking: list[ScoredHypothesis], null: SearchNull | None) -> str:
     """The run's finding in one paragraph, from confirmation scores only."""
     def k(sc: Score) -> str:

@@ -190,6 +190,16 @@ def _clamp_bounds(node: Any, limit: int = LLAMACPP_MAX_CHARS) -> Any:
     return node
 
 
+def response_format(engine: str, schema: dict, name: str) -> dict:
+    """The structured-output request for `engine`, with every string and list bounded:
+    llama.cpp takes `json_object` + schema (bounds clamped for its grammar compiler), the
+    others `json_schema`."""
+    schema = bounded(schema)
+    if engine == "llamacpp":
+        return {"type": "json_object", "schema": _clamp_bounds(schema)}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
+
+
 def _transient(exc: BaseException | None) -> bool:
     import openai
 
@@ -272,19 +282,13 @@ class JudgeClient:
         self._last_note = 0.0
         self.identity = config.identity or f"{config.base_url.rstrip('/')}|{config.model}"
 
-    def _response_format(self, schema: dict, name: str) -> dict:
-        schema = bounded(schema)
-        if self.config.engine == "llamacpp":
-            return {"type": "json_object", "schema": _clamp_bounds(schema)}
-        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
-
     def _complete(self, messages: list[dict], schema: dict, name: str, max_tokens: int | None, temperature: float | None = None) -> str:
         def call() -> str:
             with self._calls_lock:
                 self.calls += 1
             resp = self._client.chat.completions.create(
                 model=self.config.model, messages=messages, temperature=self.config.temperature if temperature is None else temperature,
-                max_tokens=max_tokens or self.config.max_tokens, response_format=self._response_format(schema, name),  # type: ignore[arg-type]
+                max_tokens=max_tokens or self.config.max_tokens, response_format=response_format(self.config.engine, schema, name),  # type: ignore[arg-type]
             )
             return resp.choices[0].message.content or ""
 

@@ -39,6 +39,7 @@ from .hypotheses import (
     Score,
     ScoredHypothesis,
     SearchNull,
+    kappa_text,
     rank_key,
     verdict,
 )
@@ -188,12 +189,16 @@ class Explorer:
         explore_run, confirm_run = split_queries(self.sample_run(self.cfg.site), self.cfg.seed, self.cfg.confirm_share)
         return explore_run if which == "explore" else confirm_run
 
-    def prior_texts(self, n: int) -> list[str]:
+    def prior_indices(self, n: int) -> list[int]:
+        """The prior prompts p0 is taken over: one seeded draw from the training split, the
+        same for every hypothesis (a smaller n is a prefix of a larger one's draw order)."""
         import random
 
         data = self.scope.data
-        rng = random.Random(self.cfg.seed)
-        return [data.examples[i].text for i in rng.sample(data.train, min(n, len(data.train)))]
+        return random.Random(self.cfg.seed).sample(data.train, min(n, len(data.train)))
+
+    def prior_texts(self, n: int) -> list[str]:
+        return [self.scope.data.examples[i].text for i in self.prior_indices(n)]
 
     # -- evidence -----------------------------------------------------------------
     def evidence(self) -> list[evidence.Candidate]:
@@ -310,12 +315,9 @@ class Explorer:
         if n_queries is not None or n_samples is not None:
             run = run.model_copy(update={"queries": [q.model_copy(update={"samples": q.samples[:n_samples]}) for q in run.queries[:n_queries]]})
         data = self.scope.data
-        import random
-
-        rng = random.Random(self.cfg.seed)
         judge_labelled = h.kind == "llm" if judge_labelled is None else judge_labelled
         n_prior = self.cfg.prior_for_p0_llm if judge_labelled else self.cfg.prior_for_p0
-        prior_idx = rng.sample(data.train, min(n_prior, len(data.train)))
+        prior_idx = self.prior_indices(n_prior)
         prior_idx = prior_idx[: max(1, round(prior_share * len(prior_idx)))]  # a screen uses the first part of the same draw
         prior_texts = [data.examples[i].text for i in prior_idx]
         texts = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0} | set(prior_texts)
@@ -546,7 +548,9 @@ class Explorer:
                 s = res.score
                 line = f"{res.status}" + (f": {res.error}" if res.error else "")
                 if s and s.fcr is not None:
-                    line = f"FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {s.kappa:.3f}" if s.kappa is not None else f"FCR {s.fcr:.3f} (degenerate)"
+                    c = res.confirmation
+                    line = (f"exploration FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)}"
+                            + (f"; confirmation κ {kappa_text(c.kappa, c.kappa_ci_low, c.kappa_ci_high, c.degenerate)}" if c else ""))
                 self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
             round_ += 1
             if prop.done and cfg.stop_when_done and source == "judge":

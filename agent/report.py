@@ -13,7 +13,7 @@ import jinja2
 
 from scope_core.errors import AutoscopeError
 
-from .hypotheses import Score, ScoredHypothesis, SearchNull, is_confirmed, rank_key, verdict
+from .hypotheses import Score, ScoredHypothesis, SearchNull, is_confirmed, kappa_text, rank_key, verdict
 from .prompts import prompts_dir, render
 from .runlog import RunLog
 
@@ -113,11 +113,7 @@ def _fmt_fcr(s: Score | dict | None) -> str:
 
 def _fmt_kappa(s: Score | dict | None) -> str:
     s = Score.model_validate(s) if isinstance(s, dict) else s
-    if s is None:
-        return "—"
-    if s.degenerate:
-        return "degenerate"
-    return _fmt_num(s.kappa)
+    return "—" if s is None else kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)
 
 
 @lru_cache(maxsize=1)

@@ -39,7 +39,7 @@ from typing import Any
 from scope_core.errors import AutoscopeError
 from scope_core.targets import embedded_gguf_path
 
-from .judge import JudgeClient, JudgeUnavailable, Supervisor
+from .judge import JudgeClient, JudgeUnavailable, Supervisor, response_format
 from .prompts import messages
 
 
@@ -114,6 +114,9 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
+PROBE_SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["harmful", "harmless"]}}, "required": ["label"]}
+
+
 def probe(url: str, model: str, engine: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
     """One real generation of a realistic prompt (about 150 tokens in, a schema-constrained
     label out), as every later request will look. Listing models proves little: the
@@ -122,7 +125,7 @@ def probe(url: str, model: str, engine: str, proc: subprocess.Popen | None = Non
     body = {"model": model, "max_tokens": 16, "temperature": 0.0,
             "messages": messages("probe", system="You answer only with JSON.",
                                  text="Write a short guide to growing tomatoes on a balcony, with a watering schedule"),
-            "response_format": _probe_format(engine)}
+            "response_format": response_format(engine, PROBE_SCHEMA, "probe")}
     req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
@@ -141,13 +144,6 @@ def probe(url: str, model: str, engine: str, proc: subprocess.Popen | None = Non
         raise AutoscopeError(f"the {engine} judge could not answer its first request ({e.__class__.__name__}: {detail})") from None
     if "harm" not in text:
         raise AutoscopeError(f"the {engine} judge answered its first request with {text[:120]!r}, not a label")
-
-
-def _probe_format(engine: str) -> dict:
-    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["harmful", "harmless"]}}, "required": ["label"]}
-    if engine == "llamacpp":
-        return {"type": "json_object", "schema": schema}
-    return {"type": "json_schema", "json_schema": {"name": "probe", "schema": schema, "strict": False}}
 
 
 def _die_with_parent() -> Callable[[], None] | None:

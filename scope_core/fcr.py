@@ -22,7 +22,8 @@ it as exact would call chance-level features "above chance" too often.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,15 @@ def generator_weights(samples: Sequence, kernel: str) -> list[float]:
     if kernel == "hard":
         return [1.0 if s.accepted else 0.0 for s in samples]
     return [1.0 if np.isfinite(s.distance) and s.distance < 1e8 else 0.0 for s in samples]
+
+
+def sampled_fcr(run: Any, labels: Mapping[str, Label], prior_labels: Sequence[Label], n_boot: int = 2000, seed: int = 0) -> FCRResult:
+    """FCR of a sampled run (a `SampleRun`) whose queries and samples are labelled in
+    `labels`, with the generator's weights — the one way every caller scores a run."""
+    q_lab = [labels.get(q.query) for q in run.queries]
+    s_lab = [[labels.get(s.text) for s in q.samples] for q in run.queries]
+    w = [generator_weights(q.samples, run.kernel) for q in run.queries]
+    return fcr(q_lab, s_lab, w, prior_labels, n_boot, seed)
 
 
 def chance_levels(query_labels: Sequence[Label], prior_labels: Sequence[Label]) -> list[float]:
