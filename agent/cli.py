@@ -73,10 +73,10 @@ def train(
     backbone: str = typer.Option("embedded", help="'embedded' (frozen SmolLM2), 'scratch', a hub id or a path"),
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
     sft: str = typer.Option("none", help="fine-tune the backbone first: none, full, lora, or lora-upper (LoRA only above the first control block: keeps the trunk shortcut and fused verification)"),
-    control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 22,25,28 (default: three upper blocks)"),
+    control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 19,23,27 (default: six spread from the block above the deepest site to the top)"),
     upper_blocks: int | None = typer.Option(None, min=0, help="shallow generator: above the deepest site, copies of only the target's last N "
-                                            "blocks, fine-tuned with the control layers (faster sampling; NOTES §27). Default: 4 where the "
-                                            "run allows it; 0: the whole frozen backbone"),
+                                            "blocks, fine-tuned with the control layers (faster sampling; NOTES §27). Default and 0: the whole "
+                                            "frozen backbone (NOTES §38)"),
     batch_size: int = typer.Option(32, help="training batch size"),
     restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),
@@ -85,10 +85,12 @@ def train(
     metric: str = typer.Option("cosine", help="cosine, centred_cosine, euclidean or norm_euclidean"),
     eps_quantile: float = typer.Option(0.05, help="default ε per site = this quantile of pairwise distances"),
     eps: float | None = typer.Option(None, help="absolute ε at every site (overrides --eps-quantile)"),
-    noise_mode: str = typer.Option("kernel", help="kernel (shell at the site's ε), range, or none"),
-    noise_distance: float | None = typer.Option(None, help="noise shell distance (default: the site's ε)"),
-    neighbour_mix: float = typer.Option(0.7, help="share of examples conditioned on a clean ε-ball neighbour's activation "
-                                        "instead of their own plus noise (0-1; 0 = the paper's noise only; see NOTES.md §24)"),
+    noise_mode: str = typer.Option("kernel", help="kernel (a shell at --noise-distance), range, or none"),
+    noise_distance: float | None = typer.Option(None, help="noise shell distance (default: the prior's median nearest-neighbour "
+                                                "distance at the site, at most its ε)"),
+    neighbour_mix: float | None = typer.Option(None, help="share of examples conditioned on a clean ε-ball neighbour's activation "
+                                               "instead of their own plus noise (0-1; 0 = the paper's noise only; see NOTES.md §24). "
+                                               "Default: from the data — 0.7 where ε-balls are dense with close variants, else 0 (§38)"),
     check: bool = typer.Option(True, help="end with a quick sample of held-out queries at each site's ε and a verdict on whether "
                                "the inverter conditions enough for FCR to mean much"),
     seed: int = 0,
@@ -119,9 +121,13 @@ def train(
     for k, v in res.phases.items():
         t.add_row(k, f"{v:.1f}")
     t.add_row("prompts train / held-out / dropped (too long)", f"{res.n_train} / {res.n_heldout} / {res.dropped_long}")
+    if res.neighbour_mix is not None:
+        ratio = f" (nearest-neighbour / ε = {res.density_ratio:.2f})" if res.density_ratio is not None else ""
+        t.add_row("neighbour mix / noise shell", f"{res.neighbour_mix:g}{ratio} / "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
     if res.heldout_loss is not None:
-        t.add_row("held-out loss: conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
+        t.add_row("held-out loss (validation split): conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
     if res.out_vocab_size:
         t.add_row("generator output vocabulary / held-out tokens outside it", f"{res.out_vocab_size} / {100 * res.heldout_oov_rate:.2f}%")
     if res.generator:

@@ -101,7 +101,14 @@ def run_fcr(
                   "the conditional one is within the prior prompts that pass --only and on which the feature is defined.[/dim]")
     for f in feats:
         if f.info.get("heldout_accuracy") is not None:
-            console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f}[/dim]")
+            console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f} (on prior prompts)[/dim]")
+    for r in reports:
+        if r.labeller_audit is not None:
+            console.print(f"[dim]{r.site} {r.labeller_audit.line()}[/dim]")
+            if r.labeller_audit.explains(r.gap):
+                console.print(f"[yellow]{r.site} {r.feature}: the generator-minus-empirical gap {r.gap:+.3f} is within what label noise "
+                              f"on generated samples can explain (error up to {r.labeller_audit.max_error:.3f}); do not read it as a "
+                              f"difference between the two[/yellow]")
     name = "fcr_" + "_".join(features) + "_" + sites_spec.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
         + ("_llm" if feature_factory else "")
     scope.save_json(name + ".json", {"reports": [r.model_dump() for r in reports], "only": only, "queries": idx})
@@ -134,6 +141,12 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
             "empirical_kappa_ci_low": e.kappa_ci_low if e else None, "empirical_kappa_ci_high": e.kappa_ci_high if e else None,
             "accepted_per_100": 100 * (1 - r.sampler["refusal_rate"]), "accepted_novel_per_100": r.sampler["accepted_novel_per_100"],
             "exact_copy_rate": r.sampler["exact_copy_rate"],
+            "generator_minus_empirical": r.gap,
+            "labeller_accuracy_on_samples": r.labeller_audit.accuracy if r.labeller_audit else None,
+            "labeller_accuracy_ci_low": r.labeller_audit.ci_low if r.labeller_audit else None,
+            "labeller_accuracy_ci_high": r.labeller_audit.ci_high if r.labeller_audit else None,
+            "labeller_audited_samples": r.labeller_audit.n_parsed if r.labeller_audit else None,
+            "gap_within_label_noise": r.labeller_audit.explains(r.gap) if r.labeller_audit else None,
         })
     return rows
 

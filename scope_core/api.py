@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from .audit import AUDITED, LabellerAudit, audit_labeller, grammar_for
 from .cache import ActivationCache
 from .data import RunData
 from .distances import Kernel
@@ -49,6 +50,14 @@ class FCRReport(BaseModel):
     conditional_kappa: float | None = None
     conditional_kappa_ci: tuple[float | None, float | None] = (None, None)
     n_conditional: int = 0
+    # the labeller's accuracy on this run's accepted samples, where the prior's grammar knows their labels
+    labeller_audit: LabellerAudit | None = None
+
+    @property
+    def gap(self) -> float | None:
+        """Generator FCR minus the empirical reference."""
+        g, e = self.generator.fcr, self.empirical.fcr if self.empirical else None
+        return None if g is None or e is None else g - e
 
 
 class Scope:
@@ -233,7 +242,12 @@ class Scope:
         emp = None
         if empirical and all(q.index is not None for q in run.queries):
             emp = self.empirical(q_lab, run, site, pool_idx, [labels[t] for t in pool_texts], prior, seed)
-        return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp,
+        audit = None
+        parse = grammar_for(self.config.prior) if feature_name in AUDITED else None
+        if parse is not None:
+            accepted = [s.text for q, ws in zip(run.queries, w) for s, wi in zip(q.samples, ws) if wi > 0]
+            audit = audit_labeller(feature_name, accepted, [labels[t] for t in accepted], parse)
+        return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp, labeller_audit=audit,
                          sampler=summarise(run), feature_info=feature_info or {},
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,

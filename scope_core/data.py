@@ -27,6 +27,8 @@ class PriorConfig(BaseModel):
     data: list[str] = Field(default_factory=list, description="prompt files (JSON, JSONL, CSV) added to or replacing the task")
     n: int = Field(10000, description="prompts drawn from a generated task")
     heldout: int = Field(500, description="prompts kept out of training (queries for sampling and FCR)")
+    valid: int = Field(192, ge=0, description="prompts kept out of training for its early stopping and held-out loss, apart "
+                       "from the held-out queries, so that FCR queries never steer training")
     seed: int = 0
 
 
@@ -82,11 +84,31 @@ def split_indices(n: int, heldout: int, seed: int) -> tuple[list[int], list[int]
     return sorted(idx[heldout:]), sorted(idx[:heldout])
 
 
+def split_validation(train: list[int], size: int, seed: int) -> tuple[list[int], list[int]]:
+    """(train, valid): `size` prompts of the training part set aside for early stopping, at
+    most a tenth of it, so the held-out queries stay untouched by training decisions."""
+    size = min(size, len(train) // 10)
+    idx = list(train)
+    random.Random(seed + 2).shuffle(idx)
+    return sorted(idx[size:]), sorted(idx[:size])
+
+
 class RunData:
     """The prompts of one run (`<run>/data/`): examples in cache order, and the split."""
 
-    def __init__(self, examples: list[Example], train: list[int], heldout: list[int]):
+    def __init__(self, examples: list[Example], train: list[int], heldout: list[int], valid: list[int] | None = None):
         self.examples, self.train, self.heldout = examples, train, heldout
+        self._valid = valid
+
+    @property
+    def valid(self) -> list[int]:
+        """Early-stopping prompts. Runs made before the split existed have none and stopped
+        on their held-out queries: they keep doing so (`valid_is_heldout` says it)."""
+        return self._valid if self._valid is not None else self.heldout
+
+    @property
+    def valid_is_heldout(self) -> bool:
+        return self._valid is None
 
     @property
     def texts(self) -> list[str]:
@@ -99,7 +121,8 @@ class RunData:
             for e in self.examples:
                 f.write(json.dumps({"text": e.text, "labels": e.labels, "source": e.source}) + "\n")
         tmp.replace(root / "examples.jsonl")
-        (root / "split.json").write_text(json.dumps({"train": self.train, "heldout": self.heldout}))
+        split = {"train": self.train, "heldout": self.heldout} | ({"valid": self._valid} if self._valid is not None else {})
+        (root / "split.json").write_text(json.dumps(split))
 
     @classmethod
     def load(cls, root: Path) -> RunData:
@@ -110,7 +133,7 @@ class RunData:
             o = json.loads(line)
             examples.append(Example(o["text"], o["labels"], o.get("source", "")))
         split = json.loads((root / "split.json").read_text())
-        return cls(examples, split["train"], split["heldout"])
+        return cls(examples, split["train"], split["heldout"], split.get("valid"))
 
     def train_texts(self) -> set[str]:
         return {self.examples[i].text for i in self.train}

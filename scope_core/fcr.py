@@ -21,6 +21,7 @@ it as exact would call chance-level features "above chance" too often.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -80,6 +81,17 @@ def chance_levels(query_labels: Sequence[Label], prior_labels: Sequence[Label]) 
     counts = Counter(lab for lab in prior_labels if lab is not None)
     n = max(len(prior_labels), 1)
     return [counts.get(lab, 0) / n for lab in query_labels]
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n: sensible at 0 and n, unlike k/n ± z·se."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

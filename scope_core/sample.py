@@ -410,3 +410,15 @@ def summarise(run: SampleRun) -> dict[str, float]:
         "median_distance": float(np.median(finite)) if finite else float("nan"),
         "queries_with_accepted": sum(q.n_accepted > 0 for q in run.queries) / max(len(run.queries), 1),
     }
+
+
+def with_eps(run: SampleRun, eps: EpsChoice) -> SampleRun:
+    """The same samples judged at another ε: ε decides acceptance and weight only, so a run
+    drawn once serves every ε (the generator never sees ε when sampling)."""
+    queries = []
+    for q in run.queries:
+        d = torch.nan_to_num(torch.tensor([s.distance for s in q.samples], dtype=torch.float64), posinf=1e9)
+        w = kernel_weight(d, eps.eps, run.kernel).tolist() if q.samples else []  # type: ignore[arg-type]
+        queries.append(q.model_copy(update={"samples": [s.model_copy(update={"accepted": bool(s.distance < eps.eps), "weight": float(wi)})
+                                                        for s, wi in zip(q.samples, w)]}))
+    return run.model_copy(update={"queries": queries, "eps": eps})

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from .cache import ActivationCache
-from .data import PriorConfig, RunData, build_examples, filter_length, split_indices
+from .data import PriorConfig, RunData, build_examples, filter_length, split_indices, split_validation
 from .distances import Metric
 from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
@@ -57,23 +57,28 @@ class TrainConfig(BaseModel):
     sft_minutes: float = 3.0
     upper_blocks: int | None = Field(
         None, ge=0, description="the shallow generator (NOTES §27): the target's own blocks up to the deepest site, then copies "
-        "of only its last N blocks, fine-tuned with the control layers (which sit in all but the last of them), so a sampled "
-        "token costs fewer blocks. None (default): 4 wherever the run allows it — the target itself as a frozen float32 "
-        "backbone, InverseScope, no SFT, no explicit control layers, blocks left above the deepest site — else the whole "
-        "backbone; 0: always the whole frozen backbone")
+        "of only its last N blocks, fine-tuned with the control layers, so a sampled token costs fewer blocks. None (default): "
+        "the whole frozen backbone (NOTES §38: on real prompts the copies do not generalise); 0: the same")
     scratch: ScratchConfig = ScratchConfig()
-    control_layers: list[int] | None = None
-    n_heads: int = 8
+    control_layers: list[int] | None = Field(
+        None, description="blocks that carry control layers; default: six spread from the block above the deepest site to "
+        "the top (the target as its own frozen backbone), else three upper blocks")
+    n_heads: int = Field(16, description="heads per control layer: the condition reaches each position as a gated sum of this many vectors")
     head_dim: int = 64
     metric: Metric = "cosine"
     eps_quantile: float = Field(0.05, description="default ε per site: this quantile of the prior's pairwise distances (the ε-ball around a typical query holds this share of the prior)")
     eps: float | None = Field(None, description="absolute ε for every site (overrides eps_quantile)")
     noise_mode: NoiseMode = "kernel"
-    noise_distance: float | None = Field(None, description="cosine distance of the noise shell; default: the site's ε")
-    neighbour_mix: float = Field(
-        0.7, ge=0.0, le=1.0, description="share of training examples conditioned on the clean activation of a prompt whose "
+    noise_distance: float | None = Field(
+        None, description="distance of the noise shell; default: the prior's median nearest-neighbour distance at the site "
+        "(at most its ε), the scale at which the prior itself tells prompts apart (NOTES §38)")
+    neighbour_mix: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of training examples conditioned on the clean activation of a prompt whose "
         "ε-ball they were drawn from, instead of on their own activation plus noise: the hard kernel's preimage "
-        "distribution on the activation manifold (scope_core/neighbours.py, NOTES §24); 0 = the paper's noise only")
+        "distribution on the activation manifold (scope_core/neighbours.py, NOTES §24); 0 = the paper's noise only; "
+        "default: from the data (`default_neighbour_mix`: where the ε-ball is dense with near variants of a prompt)")
+    recipe: int = Field(2, description="defaults generation: 1 = before issue 24 (site-ε noise, 3 control layers of 8 heads, "
+                        "shallow copies, mix 0.7); 2 = now. Saved runs keep the one they were trained with")
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     total_minutes: float | None = Field(
@@ -95,6 +100,7 @@ class TrainConfig(BaseModel):
         raw = json.loads(path.read_text())
         raw.setdefault("neighbour_mix", 0.0)
         raw.setdefault("upper_blocks", 0)  # the whole frozen backbone, as every run before the shallow generator
+        raw.setdefault("recipe", 1)  # saved before the recipe marker: site-ε noise, three control layers
         return cls.model_validate(raw)
 
     @property
@@ -108,11 +114,15 @@ class TrainResult(BaseModel):
     eps: list[EpsChoice]
     steps: int
     train_tokens: int
-    heldout_loss: float | None
+    heldout_loss: float | None  # on the validation split (prompts never trained on, apart from the held-out queries)
     heldout_loss_unconditional: float | None
     heldout_oov_rate: float = 0.0  # held-out tokens outside the generator's output vocabulary (not scored)
     out_vocab_size: int | None = None
     generator: str = ""  # what the generator is made of, in words
+    recipe: int = 2
+    neighbour_mix: float | None = None  # the share used (read from the data unless given)
+    density_ratio: float | None = None  # median nearest-neighbour distance / ε, the mix rule's input
+    noise_distance: dict[str, float] = {}  # per site, the noise shell used
     stopped: str
     n_train: int
     n_heldout: int
@@ -136,7 +146,8 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
         examples = build_examples(cfg.prior)
         examples, dropped = filter_length(examples, target.text_token_counts([e.text for e in examples]), target.config.max_prompt_tokens)
         train, held = split_indices(len(examples), cfg.prior.heldout, cfg.prior.seed)
-        data = RunData(examples, train, held)
+        train, valid = split_validation(train, cfg.prior.valid, cfg.prior.seed)
+        data = RunData(examples, train, held, valid)
         data.save(data_dir)
     sites = parse_sites(cfg.sites, target.n_layers, target.n_heads)
     cache = ActivationCache(run / "acts")
@@ -145,6 +156,9 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
 
 
 DEFAULT_UPPER_BLOCKS = 4
+# options whose defaults changed between recipes: a run resumed with all of them at their
+# defaults resumes with the values it was trained with
+RECIPE_FIELDS = ("recipe", "upper_blocks", "control_layers", "n_heads", "noise_distance", "neighbour_mix")
 
 
 def upper_blocks_for(cfg: TrainConfig, target: Target) -> int | None:
@@ -153,11 +167,30 @@ def upper_blocks_for(cfg: TrainConfig, target: Target) -> int | None:
         return None
     if cfg.upper_blocks is not None:
         return cfg.upper_blocks
+    if cfg.recipe >= 2:  # the whole frozen backbone (NOTES §38)
+        return None
     eligible = (cfg.backbone == target.name and cfg.arch == "inversescope" and cfg.sft == "none"
                 and cfg.target.dtype == "float32" and cfg.control_layers is None)
     if not eligible:
         return None
     return min(DEFAULT_UPPER_BLOCKS, target.n_layers - shallow_split(cfg, target)) or None
+
+
+N_SPREAD_CONTROL = 6
+
+
+def spread_control_layers(first: int, n_layers: int, count: int = N_SPREAD_CONTROL) -> list[int]:
+    """`count` blocks evenly spread from `first` to the top block (all of them when fewer).
+
+    Why from the block above the deepest site: the trunk shortcut caches the residual entering
+    the first control block, so training runs only the blocks from there up; and the condition
+    reaches the text's representation as early as the target's own blocks allow (NOTES §38)."""
+    top = n_layers - 1
+    if first > top:
+        return []
+    if top - first + 1 <= count:
+        return list(range(first, top + 1))
+    return sorted({round(first + i * (top - first) / (count - 1)) for i in range(count)})
 
 
 def shares_target(cfg: TrainConfig, target: Target) -> bool:
@@ -184,7 +217,13 @@ def control_blocks(cfg: TrainConfig, target: Target) -> list[int]:
 
     n = upper_blocks_for(cfg, target)
     if n is None:
-        return cfg.control_layers or default_control_layers(target.n_layers)
+        if cfg.control_layers:
+            return cfg.control_layers
+        if cfg.recipe >= 2 and cfg.arch == "inversescope" and cfg.backbone == target.name:
+            spread = spread_control_layers(shallow_split(cfg, target), target.n_layers)
+            if spread:
+                return spread
+        return default_control_layers(target.n_layers)
     k = shallow_split(cfg, target)
     own = list(range(k, k + n))
     layers = cfg.control_layers or (own[:-1] if n > 1 else own)
@@ -205,6 +244,47 @@ def trunk_layer_for(cfg: TrainConfig, target: Target) -> int | None:
     return first_control_block(cfg, target)
 
 
+def nearest_neighbour_median(site_stats: dict, metric: str) -> float | None:
+    """Median distance from a prior prompt to its nearest other prompt at the site (from the
+    cache's statistics, a sample of 2,000 prompts)."""
+    nn = site_stats.get(metric, {}).get("nearest_neighbour", {})
+    return float(nn["0.5"]) if "0.5" in nn else None
+
+
+def default_noise_distance(cfg: TrainConfig, site_stats: dict, eps: EpsChoice) -> float:
+    """The noise shell of a site: recipe 1 used the site's ε; now the prior's median
+    nearest-neighbour distance there, at most ε. Why: at a clean query the generator samples
+    about as tightly as its training conditions were blurred, and the ε of a wide prior (real
+    prompts: 0.156 at L18) blurs three times more than the prior's own spacing (0.059);
+    on real prompts the tighter shell cut refusal at ε 0.1 from 0.53 to 0.45 (NOTES §38)."""
+    if cfg.recipe < 2:
+        return eps.eps
+    nn = nearest_neighbour_median(site_stats, eps.metric)
+    return eps.eps if nn is None else min(eps.eps, nn)
+
+
+DENSE_RATIO = 0.25  # prior's nearest-neighbour median / ε below which ε-balls hold near variants of a prompt
+DENSE_MIX = 0.7
+
+
+def density_ratio(site_stats: list[dict], eps: list[EpsChoice]) -> float | None:
+    """Mean over sites of (median nearest-neighbour distance) / ε: how densely the prior fills a
+    typical ε-ball with close variants (generated refusal prior at L18: 0.16; real prompts: 0.38)."""
+    ratios = [nn / e.eps for st, e in zip(site_stats, eps) if (nn := nearest_neighbour_median(st, e.metric)) is not None and e.eps > 0]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def default_neighbour_mix(cfg: TrainConfig, site_stats: list[dict], eps: list[EpsChoice]) -> float:
+    """Neighbour conditioning where the ε-balls are dense with variants of a prompt, none where
+    they are loose. Why: on the generated prior a ball holds the same request with other slot
+    fillers, and training on ball members is what brings its FCR to the empirical reference
+    (NOTES §24); on real prompts a ball holds unrelated requests, training on them blurs the
+    generator (refusal at ε 0.1: 0.85 with m = 0.7, 0.58 without) and the reference is met
+    without it (NOTES §38)."""
+    r = density_ratio(site_stats, eps)
+    return DENSE_MIX if r is not None and r <= DENSE_RATIO else 0.0
+
+
 def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> list[EpsChoice]:
     stats = cache.stats()
     return [choose_eps(stats[s.name], s.name, cfg.metric, cfg.eps_quantile if cfg.eps is None else None, cfg.eps) for s in sites]
@@ -214,7 +294,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
     site_names = [s.name for s in parse_sites(cfg.sites, target.n_layers, target.n_heads)]
     gcfg = GeneratorConfig(
         backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
-        control_layers=cfg.control_layers, n_heads=cfg.n_heads, head_dim=cfg.head_dim,
+        control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None), n_heads=cfg.n_heads, head_dim=cfg.head_dim,
         system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
         backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
     )
@@ -407,8 +487,9 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     cfg_path = run / "train_config.json"
     if cfg_path.exists() and (run / "data" / "split.json").exists():
         old = TrainConfig.load(cfg_path)
-        if cfg.upper_blocks is None:  # left to its default: the run keeps what it was trained with
-            cfg = cfg.model_copy(update={"upper_blocks": old.upper_blocks})
+        if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
+            # the recipe left to its defaults: the run keeps the recipe it was trained with
+            cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
         keep = {"minutes", "total_minutes", "patience", "eval_every"}
         if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
             raise AutoscopeError(
@@ -435,12 +516,14 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     bb, gcfg = _backbone_for(cfg, target, data)
     max_tokens = gcfg.max_tokens
     train_ids = bb.encode([data.examples[i].text for i in data.train], max_tokens)
-    held_ids = bb.encode([data.examples[i].text for i in data.heldout], max_tokens)
+    # early stopping and the reported held-out loss use the validation split, never the
+    # held-out queries that sampling and FCR are measured on (runs made before it existed: those)
+    held_ids = bb.encode([data.examples[i].text for i in data.valid], max_tokens)
     oov_rate = 0.0
     if cfg.restrict_vocab and cfg.backbone != "scratch":
         gcfg.out_vocab = sorted({t for s in train_ids for t in s})
         bb.restrict_output(gcfg.out_vocab)
-        held_tokens = [t for s in held_ids for t in s]
+        held_tokens = [t for s in bb.encode([data.examples[i].text for i in data.heldout], max_tokens) for t in s]
         vocab_set = set(gcfg.out_vocab)
         oov_rate = sum(t not in vocab_set for t in held_tokens) / max(len(held_tokens), 1)
     sft_done = inv_dir / "backbone_sft.json"
@@ -469,10 +552,12 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         bb.model.load_state_dict(backbone_state(load_file(str(inv_dir / "last.safetensors"))), strict=False)
         bb._prefix_kv = None
 
+    stats = cache.stats()
+    mix = cfg.neighbour_mix if cfg.neighbour_mix is not None else default_neighbour_mix(cfg, [stats[s.name] for s in sites], eps)
     noises = {}
     for s, e in zip(sites, eps):
         mean, _ = cache.mean_scale(s)
-        dist = cfg.noise_distance if cfg.noise_distance is not None else e.eps
+        dist = cfg.noise_distance if cfg.noise_distance is not None else default_noise_distance(cfg, stats[s.name], e)
         noises[s.name] = make_noise(cfg.metric, target.d_model, cfg.noise_mode if cfg.arch == "inversescope" else "none", dist, center=mean)
     # log the noise-distance quantiles actually produced: the shell, not ε_k, is what matters
     from .distances import distance as dist_fn
@@ -494,7 +579,9 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             con.print(f"[dim]noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})[/dim]")
 
     balls = {}
-    if cfg.neighbour_mix > 0 and cfg.arch == "inversescope":
+    _log(log_path, {"phase": "recipe", "recipe": cfg.recipe, "neighbour_mix": mix, "neighbour_mix_from_data": cfg.neighbour_mix is None,
+                    "density_ratio": density_ratio([stats[s.name] for s in sites], eps)})
+    if mix > 0 and cfg.arch == "inversescope":
         t = time.perf_counter()
         train_index = torch.tensor(data.train)
         for s, e in zip(sites, eps):
@@ -502,15 +589,15 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
             sizes = balls[s.name].sizes()
             report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
-            _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": cfg.neighbour_mix})
+            _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mix})
             if progress:
                 con.print(f"[dim]ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
-                          f"{report['q05']}/{report['q50']}/{report['q95']}; {cfg.neighbour_mix:.0%} of examples conditioned on a neighbour[/dim]")
+                          f"{report['q05']}/{report['q50']}/{report['q95']}; {mix:.0%} of examples conditioned on a neighbour[/dim]")
         phases["neighbours_s"] = time.perf_counter() - t
 
     # held-out evaluation set: clean query activations, sites cycled
-    n_eval = min(cfg.eval_size, len(data.heldout))
-    ev_rows = data.heldout[:n_eval]
+    n_eval = min(cfg.eval_size, len(data.valid))
+    ev_rows = data.valid[:n_eval]
     ev_site = torch.tensor([i % len(sites) for i in range(n_eval)])
     ev_z = torch.stack([acts[sites[int(k)].name][r] for r, k in zip(ev_rows, ev_site)])
     ev_ids = held_ids[:n_eval]
@@ -568,7 +655,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         inv.train()
         pick = rng.integers(0, len(train_rows), cfg.batch_size)
         sidx = torch.from_numpy(rng.integers(0, len(sites), cfg.batch_size))
-        swap = rng.random(cfg.batch_size) < cfg.neighbour_mix if balls else np.zeros(cfg.batch_size, dtype=bool)
+        swap = rng.random(cfg.batch_size) < mix if balls else np.zeros(cfg.batch_size, dtype=bool)
         z = torch.stack([acts[site_names[int(k)]][int(r)] for r, k in zip(train_rows[pick], sidx)])  # the conditions
         for k, name in enumerate(site_names):
             m = sidx == k
@@ -625,7 +712,9 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         heldout_loss=None if math.isinf(st["best"]) else st["best"], heldout_loss_unconditional=uncond,
         stopped=st["stopped"] or "time budget", n_train=len(data.train), n_heldout=len(data.heldout), dropped_long=dropped,
         heldout_oov_rate=oov_rate, out_vocab_size=len(bb.out_ids) if bb.out_ids is not None else None,
-        generator=describe_generator(gcfg, target),
+        generator=describe_generator(gcfg, target), recipe=cfg.recipe, neighbour_mix=mix,
+        density_ratio=density_ratio([stats[s.name] for s in sites], eps),
+        noise_distance={s.name: float(d) for s in sites if (d := noises[s.name].describe().get("distance")) is not None},
     )
     _log(run / "phases.jsonl", {"time": time.time(), **phases})
     (inv_dir / "train_summary.json").write_text(result.model_dump_json(indent=1))

@@ -57,7 +57,7 @@ def tiny_scope(tiny_llama_path, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig(run="s", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
                       prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
-                      upper_blocks=0, minutes=0.05, eval_every=10, eval_size=20, batch_size=16)  # the whole frozen backbone
+                      upper_blocks=0, control_layers=[0, 1, 2, 3], minutes=0.05, eval_every=10, eval_size=20, batch_size=16)  # the whole frozen backbone
     train(cfg, progress=False)
     return Scope(runs / "s")
 

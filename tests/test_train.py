@@ -129,7 +129,8 @@ def test_neighbour_conditioning_trains_and_logs_ball_sizes(tiny_llama_path, tmp_
 def test_runs_saved_before_neighbour_conditioning_load_as_noise_only(tmp_path):
     cfg = TrainConfig(run="old")
     raw = json.loads(cfg.model_dump_json())
-    del raw["neighbour_mix"]
+    del raw["neighbour_mix"], raw["recipe"]
     (tmp_path / "train_config.json").write_text(json.dumps(raw))
-    assert TrainConfig.load(tmp_path / "train_config.json").neighbour_mix == 0.0
-    assert TrainConfig().neighbour_mix == 0.7
+    old = TrainConfig.load(tmp_path / "train_config.json")
+    assert old.neighbour_mix == 0.0 and old.recipe == 1
+    assert TrainConfig().neighbour_mix is None and TrainConfig().recipe == 2  # new runs: the mix is read from the data

@@ -1,0 +1,53 @@
+"""Consistency of FCR across *training* seeds (issue 20, item 5).
+
+Trains nothing itself: run `bench/real_data_bench.py` once per training seed, then this
+gathers the rows. For each ε it prints the harmfulness generator-minus-empirical gap on
+all and on harmful queries for every seed, their spread, and whether the content-free
+hash feature's κ CI covers 0 and the constant feature is degenerate in every run.
+
+    for s in 0 1 2; do python -m bench.real_data_bench --prior generated --recipe default \\
+        --set seed=$s --tag _seed$s --eps-quantiles 0.02,0.05,0.10; done
+    python -m bench.seed_consistency --prior generated --recipe default --seeds 0,1,2
+
+Writes bench/results/seed_consistency_<prior>_<recipe>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prior", default="generated")
+    ap.add_argument("--recipe", default="default")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--results", default="bench/results")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = {s: json.loads((Path(args.results) / f"real_data_{args.prior}_{args.recipe}_seed{s}.json").read_text()) for s in seeds}
+    out: dict = {"prior": args.prior, "recipe": args.recipe, "seeds": seeds, "eps": {}}
+    keys = list(next(iter(runs.values()))["eps"])
+    print(f"{'ε':>16} {'queries':>8} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds) + f" {'spread':>8} {'max |gap|':>9}  hash4 κ CI ∋ 0  constant degenerate")
+    for key in keys:
+        row: dict = {"eps": {s: runs[s]["eps"][key]["eps"] for s in seeds}}
+        for subset in ("all", "harmful"):
+            gaps = [runs[s]["eps"][key][f"fcr_harmfulness_{subset}"]["gap"] for s in seeds]
+            ok = [g for g in gaps if g is not None]
+            row[subset] = {"gaps": gaps, "spread": (max(ok) - min(ok)) if ok else None, "max_abs_gap": max(map(abs, ok)) if ok else None}
+            covers = all(runs[s]["eps"][key]["content_free"]["hash4"]["kappa_ci_covers_0"] for s in seeds)
+            degenerate = all(runs[s]["eps"][key]["content_free"]["constant"]["degenerate"] for s in seeds)
+            row["hash4_ci_covers_0_every_seed"], row["constant_degenerate_every_seed"] = covers, degenerate
+            eps_txt = f"{key} ({sum(row['eps'].values()) / len(seeds):.3f})"
+            print(f"{eps_txt:>16} {subset:>8} " + " ".join(f"{g:+8.3f}" if g is not None else f"{'–':>8}" for g in gaps)
+                  + f" {row[subset]['spread'] or 0:8.3f} {row[subset]['max_abs_gap'] or 0:9.3f}  {str(covers):>14}  {degenerate}")
+        out["eps"][key] = row
+    path = Path(args.results) / f"seed_consistency_{args.prior}_{args.recipe}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

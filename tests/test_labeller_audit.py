@@ -1,0 +1,44 @@
+"""The refusal grammar reads its own texts back, and audits a labeller on generated samples."""
+
+from __future__ import annotations
+
+from scope_core.audit import audit_labeller, expected_label, grammar_for
+from scope_core.data import PriorConfig
+from scope_core.priors.refusal import generate_refusal
+from scope_core.priors.refusal_parse import parse_refusal
+
+
+def test_grammar_parses_every_prompt_it_generates_with_its_labels() -> None:
+    for e in generate_refusal(400, seed=11):
+        got = parse_refusal(e.text)
+        assert got is not None, e.text
+        assert all(got.get(k, e.labels[k]) == e.labels[k] for k in ("harmfulness", "reason", "method")), (e.text, got, e.labels)
+
+
+def test_grammar_rejects_text_it_cannot_produce() -> None:
+    assert parse_refusal("Write a poem about the sea and the moon at midnight") is None
+    assert parse_refusal("") is None
+
+
+def test_audit_counts_a_labeller_wrong_on_a_known_share() -> None:
+    ex = generate_refusal(200, seed=3)
+    texts = [e.text for e in ex] + ["Some sentence the grammar never makes, surely not."]
+    truth = [e.labels["harmfulness"] for e in ex] + ["harmful"]
+    wrong = set(range(0, 200, 10))  # every tenth label flipped
+    labels = [("harmless" if t == "harmful" else "harmful") if i in wrong else t for i, t in enumerate(truth)]
+    a = audit_labeller("harmfulness", texts, labels, parse_refusal)
+    assert (a.n_accepted, a.n_parsed, a.n_correct) == (201, 200, 180)
+    assert a.accuracy == 0.9 and a.ci_low < 0.9 < a.ci_high
+    assert a.explains(0.05) and not a.explains(0.3)  # error up to ~0.14
+
+
+def test_gated_features_expect_none_on_harmless_texts() -> None:
+    assert expected_label("reason", {"harmfulness": "harmless", "reason": None, "method": "write an email"}) == (True, None)
+    assert expected_label("method", {"harmfulness": "harmful", "reason": "fraud", "method": "write an email"}) == (True, "write an email")
+    assert expected_label("reason", {"harmfulness": "harmful", "method": "write an email"}) == (False, None)  # ambiguous reason
+
+
+def test_only_the_pure_generated_refusal_prior_is_audited() -> None:
+    assert grammar_for(PriorConfig(task="refusal")) is parse_refusal
+    assert grammar_for(PriorConfig(task="refusal", data=["x.json"])) is None
+    assert grammar_for(PriorConfig(task="ioi")) is None

@@ -1,0 +1,77 @@
+"""The default recipe's rules read from the data (NOTES §38), and old runs keep theirs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scope_core.eps import EpsChoice
+from scope_core.train import (
+    DENSE_MIX,
+    TrainConfig,
+    default_neighbour_mix,
+    default_noise_distance,
+    density_ratio,
+    spread_control_layers,
+)
+
+
+def _stats(nn_median: float) -> dict:
+    return {"cosine": {"nearest_neighbour": {"0.5": nn_median}, "pairwise": {"0.05": 0.1}}}
+
+
+def _eps(e: float) -> EpsChoice:
+    return EpsChoice(site="L18", metric="cosine", eps=e, quantile=0.05, source="quantile")
+
+
+def test_control_layers_spread_from_above_the_site_to_the_top() -> None:
+    assert spread_control_layers(19, 30) == [19, 21, 23, 25, 27, 29]
+    assert spread_control_layers(25, 30) == [25, 26, 27, 28, 29]
+    assert spread_control_layers(3, 4) == [3]
+    assert spread_control_layers(30, 30) == []
+    assert spread_control_layers(7, 30) == [7, 11, 16, 20, 25, 29]
+
+
+def test_noise_shell_is_the_priors_own_spacing_at_most_eps() -> None:
+    new, old = TrainConfig(), TrainConfig(recipe=1)
+    assert default_noise_distance(new, _stats(0.059), _eps(0.156)) == pytest.approx(0.059)
+    assert default_noise_distance(new, _stats(0.3), _eps(0.156)) == pytest.approx(0.156)  # never wider than ε
+    assert default_noise_distance(new, {}, _eps(0.156)) == pytest.approx(0.156)  # no statistics: ε
+    assert default_noise_distance(old, _stats(0.059), _eps(0.156)) == pytest.approx(0.156)  # recipe 1: ε
+
+
+def test_neighbour_mix_follows_how_densely_the_prior_fills_a_ball() -> None:
+    cfg = TrainConfig()
+    dense = [_stats(0.0134)]  # generated refusal prior at L18: ratio 0.16
+    loose = [_stats(0.059)]  # real prompts at L18: ratio 0.38
+    assert density_ratio(dense, [_eps(0.0818)]) == pytest.approx(0.164, abs=1e-3)
+    assert default_neighbour_mix(cfg, dense, [_eps(0.0818)]) == DENSE_MIX
+    assert default_neighbour_mix(cfg, loose, [_eps(0.156)]) == 0.0
+    assert default_neighbour_mix(cfg, [{}], [_eps(0.156)]) == 0.0  # unknown density: the paper's noise only
+
+
+def test_saved_runs_keep_their_recipe(tmp_path) -> None:
+    raw = json.loads(TrainConfig(run="old", neighbour_mix=0.7, n_heads=8).model_dump_json())
+    del raw["recipe"]
+    (tmp_path / "train_config.json").write_text(json.dumps(raw))
+    old = TrainConfig.load(tmp_path / "train_config.json")
+    assert old.recipe == 1 and old.neighbour_mix == 0.7 and old.n_heads == 8
+    raw["recipe"] = 2
+    (tmp_path / "train_config.json").write_text(json.dumps(raw))
+    assert TrainConfig.load(tmp_path / "train_config.json").recipe == 2
+
+
+def test_resuming_an_old_run_with_default_options_keeps_its_recipe(tiny_llama_path, tmp_path) -> None:
+    from scope_core.data import PriorConfig
+    from scope_core.targets import TargetConfig
+    from scope_core.train import train
+
+    base = dict(run="t", runs_dir=str(tmp_path / "runs"), target=TargetConfig(model=str(tiny_llama_path)),
+                prior=PriorConfig(task="ioi", n=200, heldout=20), sites="L1", backbone=str(tiny_llama_path),
+                minutes=0.02, eval_every=5, eval_size=20, batch_size=8)
+    train(TrainConfig(recipe=1, neighbour_mix=0.7, n_heads=8, **base), progress=False)
+    res = train(TrainConfig(**base), progress=False)  # today's defaults: resumes, no "different configuration" error
+    assert res.steps > 0
+    saved = TrainConfig.load(tmp_path / "runs/t/train_config.json")
+    assert saved.recipe == 1 and saved.n_heads == 8 and saved.neighbour_mix == 0.7
