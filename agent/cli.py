@@ -172,7 +172,6 @@ def sample(
     from rich.table import Table
 
     from scope_core.api import Scope
-    from scope_core.sample import summarise
 
     scope = Scope(Path(runs_dir) / run)
     s = scope.site(site)
@@ -198,7 +197,7 @@ def sample(
         for smp in sorted(q.samples, key=lambda x: x.distance):
             t.add_row(f"{smp.distance:.4f}", "✓" if smp.accepted else "·", "copy" if smp.is_copy else "", smp.text)
         console.print(t)
-    summ = summarise(res)
+    summ = scope.sampler_summary(res)
     console.print(" ".join(f"{k}={v:.3f}" for k, v in summ.items()))
     scope.save_json(f"sample_{s.name}.json", res)
 

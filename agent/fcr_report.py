@@ -97,6 +97,8 @@ def run_fcr(
     for row in rows:
         t.add_row(*[_cell(row, col) for col in TABLE_COLUMNS])
     console.print(t)
+    console.print("[dim]copies: exact copies of prompts the generator learned from / within one word edit of one / "
+                  "within one word edit of the query.[/dim]")
     console.print("[dim]κ is against the marginal chance level (all prior prompts, an undefined label never matching); "
                   "the conditional one is within the prior prompts that pass --only and on which the feature is defined.[/dim]")
     for f in feats:
@@ -120,6 +122,7 @@ def run_fcr(
 
 TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "conditional p0 / κ [95% CI]", "empirical FCR",
                  "empirical κ [95% CI]", "accepted/100", "novel/100", "copies")
+# "copies": exact training prompts / within one word edit of one / within one word edit of the query
 
 
 def report_rows(reports: list[FCRReport]) -> list[dict]:
@@ -141,6 +144,7 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
             "empirical_kappa_ci_low": e.kappa_ci_low if e else None, "empirical_kappa_ci_high": e.kappa_ci_high if e else None,
             "accepted_per_100": 100 * (1 - r.sampler["refusal_rate"]), "accepted_novel_per_100": r.sampler["accepted_novel_per_100"],
             "exact_copy_rate": r.sampler["exact_copy_rate"],
+            "near_copy_rate": r.sampler.get("near_copy_rate"), "query_copy_rate": r.sampler.get("query_copy_rate"),
             "generator_minus_empirical": r.gap,
             "labeller_accuracy_on_samples": r.labeller_audit.accuracy if r.labeller_audit else None,
             "labeller_accuracy_ci_low": r.labeller_audit.ci_low if r.labeller_audit else None,
@@ -179,7 +183,8 @@ def _cell(row: dict, col: str) -> str:
     if col == "novel/100":
         return f"{row['accepted_novel_per_100']:.1f}"
     if col == "copies":
-        return f"{100 * row['exact_copy_rate']:.1f}%"
+        near = "" if row.get("near_copy_rate") is None else f" / {100 * row['near_copy_rate']:.1f}% / {100 * row['query_copy_rate']:.1f}%"
+        return f"{100 * row['exact_copy_rate']:.1f}%{near}"
     return str(row[col])
 
 

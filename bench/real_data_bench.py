@@ -107,7 +107,9 @@ def fcr_row(scope: Scope, harm, run: SampleRun, site) -> dict:
     rep = scope.score(harm, "harmfulness", run, site)
     g, e = rep.generator, rep.empirical
     return {"generator": g.fcr, "generator_ci": [g.ci_low, g.ci_high], "n_queries_scored": g.n_queries,
-            "empirical": e.fcr if e else None, "gap": (g.fcr - e.fcr) if e and g.fcr is not None and e.fcr is not None else None}
+            "empirical": e.fcr if e else None, "gap": rep.gap,
+            "labeller_audit": rep.labeller_audit.model_dump() if rep.labeller_audit else None,
+            "gap_within_label_noise": rep.labeller_audit.explains(rep.gap) if rep.labeller_audit else None}
 
 
 def content_free_rows(scope: Scope, run: SampleRun, site) -> dict:
@@ -136,12 +138,13 @@ def main() -> None:
     ap.add_argument("--references", action="store_true", help="also the unconditional backbone, random prior prompts and the lookup")
     ap.add_argument("--seed", type=int, default=0, help="sampling and query seed (the training seed is --set seed=N)")
     ap.add_argument("--eps-quantiles", default=None, help="ε grid as pairwise quantiles instead, e.g. 0.02,0.05,0.10")
+    ap.add_argument("--run", default=None, help="run name (default <prior>_<recipe>; one per training seed)")
     ap.add_argument("--tag", default="", help="suffix of the result file (e.g. the training seed)")
     ap.add_argument("--out-dir", default="bench/results")
     args = ap.parse_args()
     t_all = time.perf_counter()
     runs_dir = Path(args.runs_dir)
-    run = f"{args.prior}_{args.recipe}"
+    run = args.run or f"{args.prior}_{args.recipe}"
     share_data(runs_dir, f"{args.prior}_data", run)
     target = load_target()
     cfg = TrainConfig(run=run, runs_dir=str(runs_dir), prior=prior_for(args.prior), sites=args.site, **parse_sets(args.set))

@@ -5,9 +5,9 @@ gathers the rows. For each ε it prints the harmfulness generator-minus-empirica
 all and on harmful queries for every seed, their spread, and whether the content-free
 hash feature's κ CI covers 0 and the constant feature is degenerate in every run.
 
-    for s in 0 1 2; do python -m bench.real_data_bench --prior generated --recipe default \\
+    for s in 0 1 2; do python -m bench.real_data_bench --prior generated --recipe r2 --run generated_r2_s$s \\
         --set seed=$s --tag _seed$s --eps-quantiles 0.02,0.05,0.10; done
-    python -m bench.seed_consistency --prior generated --recipe default --seeds 0,1,2
+    python -m bench.seed_consistency --prior generated --recipe r2 --seeds 0,1,2
 
 Writes bench/results/seed_consistency_<prior>_<recipe>.json.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", default="generated")
-    ap.add_argument("--recipe", default="default")
+    ap.add_argument("--recipe", default="r2")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--results", default="bench/results")
     args = ap.parse_args()
@@ -36,13 +36,17 @@ def main() -> None:
         for subset in ("all", "harmful"):
             gaps = [runs[s]["eps"][key][f"fcr_harmfulness_{subset}"]["gap"] for s in seeds]
             ok = [g for g in gaps if g is not None]
-            row[subset] = {"gaps": gaps, "spread": (max(ok) - min(ok)) if ok else None, "max_abs_gap": max(map(abs, ok)) if ok else None}
+            cis = [runs[s]["eps"][key][f"fcr_harmfulness_{subset}"]["generator_ci"] for s in seeds]
+            half = [(hi - lo) / 2 for lo, hi in cis if lo is not None and hi is not None]
+            row[subset] = {"gaps": gaps, "spread": (max(ok) - min(ok)) if ok else None, "max_abs_gap": max(map(abs, ok)) if ok else None,
+                           "mean_generator_ci_halfwidth": sum(half) / len(half) if half else None}
             covers = all(runs[s]["eps"][key]["content_free"]["hash4"]["kappa_ci_covers_0"] for s in seeds)
             degenerate = all(runs[s]["eps"][key]["content_free"]["constant"]["degenerate"] for s in seeds)
             row["hash4_ci_covers_0_every_seed"], row["constant_degenerate_every_seed"] = covers, degenerate
             eps_txt = f"{key} ({sum(row['eps'].values()) / len(seeds):.3f})"
             print(f"{eps_txt:>16} {subset:>8} " + " ".join(f"{g:+8.3f}" if g is not None else f"{'–':>8}" for g in gaps)
-                  + f" {row[subset]['spread'] or 0:8.3f} {row[subset]['max_abs_gap'] or 0:9.3f}  {str(covers):>14}  {degenerate}")
+                  + f" {row[subset]['spread'] or 0:8.3f} {row[subset]['max_abs_gap'] or 0:9.3f}  {str(covers):>14}  {degenerate}"
+                  + f"  (generator FCR CI ±{row[subset]['mean_generator_ci_halfwidth'] or 0:.3f})")
         out["eps"][key] = row
     path = Path(args.results) / f"seed_consistency_{args.prior}_{args.recipe}.json"
     path.write_text(json.dumps(out, indent=1))

@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel
 
 from .audit import AUDITED, LabellerAudit, audit_labeller, grammar_for
+from .copies import NearCopyIndex
 from .cache import ActivationCache
 from .data import RunData
 from .distances import Kernel
@@ -136,6 +137,13 @@ class Scope:
             self._train_texts = self.data.train_texts()
         return self._train_texts
 
+    def sampler_summary(self, run: SampleRun) -> dict[str, float]:
+        """The sampler's figures (`summarise`) with near copies beside exact ones: samples within
+        one word edit of a training prompt or of their own query (`scope_core.copies`)."""
+        if getattr(self, "_near_copies", None) is None:
+            self._near_copies = NearCopyIndex(self.train_texts)
+        return summarise(run) | self._near_copies.summarise(run)
+
     SAMPLE_TOKEN_MARGIN = 4
 
     @property
@@ -248,7 +256,7 @@ class Scope:
             accepted = [s.text for q, ws in zip(run.queries, w) for s, wi in zip(q.samples, ws) if wi > 0]
             audit = audit_labeller(feature_name, accepted, [labels[t] for t in accepted], parse)
         return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp, labeller_audit=audit,
-                         sampler=summarise(run), feature_info=feature_info or {},
+                         sampler=self.sampler_summary(run), feature_info=feature_info or {},
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),

@@ -42,3 +42,36 @@ def test_only_the_pure_generated_refusal_prior_is_audited() -> None:
     assert grammar_for(PriorConfig(task="refusal")) is parse_refusal
     assert grammar_for(PriorConfig(task="refusal", data=["x.json"])) is None
     assert grammar_for(PriorConfig(task="ioi")) is None
+
+
+def test_fcr_report_audits_the_labeller_on_accepted_samples_only(tiny_scope) -> None:
+    """Scored on a run whose samples are prior prompts (the grammar's own texts), with a
+    labeller wrong on a known third of them: the report's audit counts exactly the accepted
+    ones, and the sampler figures count them as near copies of the prior."""
+    from scope_core.sample import QueryResult, Sample
+
+    scope = tiny_scope
+    site = scope.site("L2")
+    idx = scope.heldout_indices(None, 4)
+    run = scope.sample(site, indices=idx, n=2, eps=scope.eps(site, eps=2.0), seed=0)
+    pool = [scope.data.examples[i] for i in scope.data.train[:24]]
+    queries = []
+    for k, q in enumerate(run.queries):
+        ss = [Sample(text=e.text, distance=0.01 if j < 4 else 5.0, weight=float(j < 4), accepted=j < 4, is_copy=True)
+              for j, e in enumerate(pool[6 * k: 6 * k + 6])]
+        queries.append(QueryResult(query=q.query, index=q.index, samples=ss))
+    run = run.model_copy(update={"queries": queries})
+    truth = {e.text: e.labels["harmfulness"] for e in scope.data.examples}
+    flip = {e.text for e in pool[::3]}
+
+    def labeller(texts):
+        return [("harmless" if truth[t] == "harmful" else "harmful") if t in flip else truth.get(t) for t in texts]
+
+    rep = scope.score(labeller, "harmfulness", run, site, empirical=False)
+    accepted = [s.text for q in run.queries for s in q.samples if s.accepted]
+    assert rep.labeller_audit is not None and rep.labeller_audit.n_accepted == len(accepted) == 16
+    assert rep.labeller_audit.n_parsed == 16
+    assert rep.labeller_audit.n_correct == sum(t not in flip for t in accepted)
+    assert rep.sampler["near_copy_rate"] == 1.0 and rep.sampler["exact_copy_rate"] == 1.0
+    other = scope.score(labeller, "first_word", run, site, empirical=False)
+    assert other.labeller_audit is None  # not a feature the grammar knows
