@@ -1,8 +1,7 @@
 """Does the inverter condition enough for FCR to mean something? A short check after `train`.
 
-Held-out loss alone hides a weak inverter: on the real refusal prompts the default recipe
-gained 0.23 nats over the unconditional backbone and still sampled 0.9 refusals at its
-own ε. So `train` ends with a quick sample of a few held-out queries at each site's ε and
+Held-out loss alone hides a weak inverter: on the real refusal prompts recipe 1 gained
+0.23 nats over the unconditional backbone and still sampled 0.9 refusals at its own ε. So `train` ends with a quick sample of a few held-out queries at each site's ε and
 a verdict from three figures — the loss gained, the refusal rate, the accepted-novel rate —
 saying plainly when the run is weak and what to try.
 """
@@ -49,9 +48,10 @@ class TrainCheck:
         if not self.problems:
             return f"the inverter conditions: {gain}; {figures}."
         return (f"WEAK INVERTER — FCR from this run will be close to chance: {'; '.join(self.problems)} ({gain}; {figures}). "
-                "Try: a longer budget (--minutes, --total-minutes), the whole frozen backbone with noise-only conditions "
-                "(--upper-blocks 0 --neighbour-mix 0; on real prompts it conditioned far better, BENCHMARKS §1), "
-                "or a wider ε (--eps-quantile 0.1).")
+                "Try: more distinct prompts (on 6.6k real prompts held-out loss bottomed out after 5 minutes, so a longer "
+                "budget helps only when training stopped on time, not early), no neighbour mix where the prompts are unrelated "
+                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling at a lower temperature (sample --temperature 0.8: "
+                "fewer refusals, FCR a little above the reference), or a wider ε (--eps-quantile 0.1).")
 
 
 def check_run(run_dir: str | Path, heldout_loss: float | None, unconditional: float | None, queries: int = 12, n: int = 8,
