@@ -35,9 +35,8 @@ from agent.confirm import hash_feature
 from bench.sampler_bench import reference_run
 from features.registry import get_feature
 from scope_core.api import Scope
-from scope_core.copies import NearCopyIndex
 from scope_core.data import PriorConfig
-from scope_core.sample import SampleRun, summarise, with_eps
+from scope_core.sample import SampleRun, with_eps
 from scope_core.sites import parse_site
 from scope_core.targets import load_target
 from scope_core.train import TrainConfig, train
@@ -95,12 +94,6 @@ def pick_queries(scope: Scope, n_random: int, n_harmful: int, seed: int) -> tupl
 def subset(run: SampleRun, keep: list[int]) -> SampleRun:
     want = set(keep)
     return run.model_copy(update={"queries": [q for q in run.queries if q.index in want]})
-
-
-def figures(run: SampleRun, near: NearCopyIndex) -> dict:
-    out = summarise(run)
-    out.update(near.summarise(run))
-    return out
 
 
 def fcr_row(scope: Scope, harm, run: SampleRun, site) -> dict:
@@ -162,7 +155,6 @@ def main() -> None:
     t = time.perf_counter()
     ours = scope.sample(site, indices=idx, n=args.n, eps=default_eps, seed=args.seed, progress=True, temperature=args.temperature)
     sample_s = time.perf_counter() - t
-    near = NearCopyIndex(scope.train_texts)
     harmfulness = get_feature("harmfulness", scope.run_dir, scope.data)
     out: dict = {"prior": args.prior, "recipe": args.recipe, "overrides": parse_sets(args.set), "site": args.site,
                  "n_train": res.n_train, "n_heldout": res.n_heldout, "generator": res.generator, "steps": res.steps,
@@ -179,12 +171,12 @@ def main() -> None:
     for e in grid:
         key = "default" if e is default_eps else (f"q{e.quantile:g}" if e.source.startswith("quantile") else f"{e.eps:.2f}")
         r = with_eps(ours, e)
-        row = {"eps": e.eps, "quantile": e.quantile, "ours": figures(subset(r, rand), near),
+        row = {"eps": e.eps, "quantile": e.quantile, "ours": scope.sampler_summary(subset(r, rand)),
                "fcr_harmfulness_all": fcr_row(scope, harmfulness, subset(r, rand), site),
                "fcr_harmfulness_harmful": fcr_row(scope, harmfulness, subset(r, harm), site),
                "content_free": content_free_rows(scope, subset(r, rand), site)}
         for name, ref in refs.items():
-            row[name] = figures(with_eps(ref, e), near)
+            row[name] = scope.sampler_summary(with_eps(ref, e))
         out["eps"][key] = row
     out["wall_s"] = time.perf_counter() - t_all
     out_dir = Path(args.out_dir)

@@ -339,13 +339,19 @@ def assemble(
 ) -> list[QueryResult]:
     out = []
     for q, idx, ss, ds in zip(queries, indices, samples, dists):
-        d_t = torch.tensor(ds)
-        w = kernel_weight(torch.nan_to_num(d_t, posinf=1e9), eps, kernel).tolist()
+        w = _weights(ds, eps, kernel)
         out.append(QueryResult(query=q, index=idx, samples=[
-            Sample(text=t, distance=float(d), weight=float(wi), accepted=bool(d < eps), is_copy=t in train_texts)
+            Sample(text=t, distance=float(d), weight=wi, accepted=bool(d < eps), is_copy=t in train_texts)
             for t, d, wi in zip(ss, ds, w)
         ]))
     return out
+
+
+def _weights(dists: Sequence[float], eps: float, kernel: Kernel) -> list[float]:
+    """k(d) per sample; a sample that could not be verified (d = inf) weighs nothing."""
+    if not len(dists):
+        return []
+    return [float(w) for w in kernel_weight(torch.nan_to_num(torch.tensor(dists), posinf=1e9), eps, kernel).tolist()]
 
 
 def sample_and_verify(
@@ -417,8 +423,7 @@ def with_eps(run: SampleRun, eps: EpsChoice) -> SampleRun:
     drawn once serves every ε (the generator never sees ε when sampling)."""
     queries = []
     for q in run.queries:
-        d = torch.nan_to_num(torch.tensor([s.distance for s in q.samples], dtype=torch.float64), posinf=1e9)
-        w = kernel_weight(d, eps.eps, run.kernel).tolist() if q.samples else []  # type: ignore[arg-type]
-        queries.append(q.model_copy(update={"samples": [s.model_copy(update={"accepted": bool(s.distance < eps.eps), "weight": float(wi)})
+        w = _weights([s.distance for s in q.samples], eps.eps, run.kernel)  # type: ignore[arg-type]
+        queries.append(q.model_copy(update={"samples": [s.model_copy(update={"accepted": bool(s.distance < eps.eps), "weight": wi})
                                                         for s, wi in zip(q.samples, w)]}))
     return run.model_copy(update={"queries": queries, "eps": eps})
