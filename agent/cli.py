@@ -276,6 +276,8 @@ def explore(
     screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; only those above chance get all of D (0: off)"),
     label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
     until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
+    minutes: float = typer.Option(6.0, help="wall-clock budget of the proposing loop; no round starts past it, confirmation "
+                                  "still runs (0: no limit)"),
     eps: float | None = None,
     eps_quantile: float | None = None,
     judge_url: str | None = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
@@ -305,7 +307,7 @@ def explore(
                         run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
-                        stop_when_done=not until_budget)
+                        stop_when_done=not until_budget, minutes=minutes or None)
     res = run_explore(cfg, console=err)
     from rich.table import Table
 

@@ -111,6 +111,9 @@ class ExploreConfig(BaseModel):
     screen_queries: int = Field(8, description="judge-labelled hypotheses are screened on this many queries first; only those significantly above chance are scored on all of D (0: no screening)")
     screen_samples: int = Field(4, description="samples per query in the screen")
     stop_when_done: bool = Field(True, description="stop when the judge says no hypothesis is left (off: spend the whole budget)")
+    minutes: float | None = Field(6.0, ge=0, description="wall-clock budget of the proposing loop in this process: past it no new "
+                                  "round starts once something is scored (a started round finishes, then confirmation runs); None or 0: no limit. A weak "
+                                  "judge that never says it is done must not hold a 2-core machine for a quarter of an hour")
     label_batch: int | None = Field(None, description="inputs per judge labelling request (default: 8 for the CPU llama.cpp judge, 1 for servers that batch requests themselves)")
     seed: int = 0
     explore_id: str | None = None
@@ -470,7 +473,11 @@ class Explorer:
             self._save_state(round=round_, stale=stale, idle=idle, duplicates=duplicates, failures=failures, repeats=repeats, stopped=stopped)
 
         stopped = "budget"
+        t_start = time.perf_counter()
         while self.n_scored() < cfg.budget:
+            if cfg.minutes and self.n_scored() and time.perf_counter() - t_start >= cfg.minutes * 60:
+                stopped = f"time budget ({cfg.minutes:g} min) spent"
+                break
             if len(self.scored) + duplicates >= attempts_cap:
                 stopped = "too many failed hypotheses"
                 break

@@ -123,7 +123,9 @@ def main() -> None:
     ap.add_argument("--recipe", default="default", help="a name for the recipe (the run is <prior>_<recipe>)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override (JSON value), repeatable")
     ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--site", default="L18")
+    ap.add_argument("--site", default="L18", help="the site measured")
+    ap.add_argument("--train-sites", default=None, help="the sites the run is trained on (default: --site), e.g. L12,L18,L24 "
+                    "to measure an earlier and a later site of one run (rerun with --run and another --site)")
     ap.add_argument("--queries", type=int, default=60, help="random held-out queries")
     ap.add_argument("--harmful", type=int, default=40, help="harmful held-out queries for the harmfulness FCR")
     ap.add_argument("--n", type=int, default=16, help="samples per query")
@@ -140,7 +142,7 @@ def main() -> None:
     run = args.run or f"{args.prior}_{args.recipe}"
     share_data(runs_dir, f"{args.prior}_data", run)
     target = load_target()
-    cfg = TrainConfig(run=run, runs_dir=str(runs_dir), prior=prior_for(args.prior), sites=args.site, **parse_sets(args.set))
+    cfg = TrainConfig(run=run, runs_dir=str(runs_dir), prior=prior_for(args.prior), sites=args.train_sites or args.site, **parse_sets(args.set))
     print(f"== training {run}: {json.dumps(parse_sets(args.set))}", flush=True)
     res = train(cfg, target=target)
     scope = Scope(runs_dir / run, target=target)
@@ -181,7 +183,8 @@ def main() -> None:
     out["wall_s"] = time.perf_counter() - t_all
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"real_data_{args.prior}_{args.recipe}{args.tag}.json"
+    site_tag = "" if args.site == "L18" else f"_{args.site}"
+    path = out_dir / f"real_data_{args.prior}_{args.recipe}{site_tag}{args.tag}.json"
     path.write_text(json.dumps(out, indent=1, default=float))
     print_table(out)
     print(f"wrote {path}")

@@ -85,6 +85,19 @@ def test_explore_without_a_judge_finds_and_confirms_the_planted_feature(planted)
     assert all(ex_q.query in explore_queries for h in ex.scored for ex_q in h.examples)
 
 
+def test_the_time_budget_ends_the_loop_and_keeps_what_was_scored(planted):
+    """`--minutes`: past the budget no new round starts; the round under way finishes and is
+    kept, so confirmation still has hypotheses to rank."""
+    ex, _ = planted
+    ex.cfg = ex.cfg.model_copy(update={"minutes": 1e-6, "budget": 20})
+    stopped = ex.run()
+    assert stopped.startswith("time budget"), stopped
+    rounds = {h.round for h in ex.scored}
+    assert rounds == {0} and 1 <= len(ex.scored) <= ex.cfg.per_round
+    ex.confirm()
+    assert ex.ranking()[0].confirmation is not None
+
+
 def test_a_content_free_feature_is_never_confirmed(planted):
     """Hash features scored like hypotheses on the confirmation queries: none clears the
     search null of as many other hash features, over many salts."""
