@@ -9,6 +9,7 @@ the prompt stops right before the indirect object, whose correct completion is t
 Both name orders are used ("A and B ... B" and "B and A ... B").  Labels: ``subject`` (the name
 appearing twice) and ``object`` (the name appearing once).  ``subject_of`` and ``object_of``
 recompute those labels from the text alone, by counting the known first names.
+The names, places, objects and templates live in ``data/ioi.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from collections import Counter
 
 from .base import Example
+from .tables import IoiTables, load_table
 
 __all__ = [
     "NAMES",
@@ -30,44 +32,13 @@ __all__ = [
     "subject_of",
 ]
 
-# Common English first names, capitalised, none of which is a capitalised word of a template.
-NAMES: tuple[str, ...] = (
-    "Mary", "John", "Tom", "James", "Anna", "Michael", "David", "Sarah", "Paul", "Emma",
-    "Kate", "Lisa", "Mark", "Peter", "Laura", "Daniel", "Rachel", "Jack", "Alice", "Ben",
-    "Emily", "Chris", "Adam", "Amy", "Eric", "Kevin", "Ryan", "Jason", "Brian", "Helen",
-    "Susan", "George", "Robert", "Steven", "Nancy", "Jessica", "Andrew", "Linda", "Henry", "Lucy",
-)
+_T = load_table("ioi", IoiTables)  # data/ioi.json
 
-PLACES: tuple[str, ...] = (
-    "store", "garden", "restaurant", "school", "hospital", "office", "house", "station",
-    "park", "library", "beach", "museum", "market", "airport", "gym", "theater",
-)
-
-# Consonant-initial, so that "a {object}" is always grammatical.
-OBJECTS: tuple[str, ...] = (
-    "ring", "gift", "bone", "basketball", "computer", "necklace", "drink", "snack",
-    "book", "pen", "cake", "letter", "ball", "flower", "sandwich",
-)
-
+NAMES: tuple[str, ...] = _T.names  # capitalised; none is a capitalised word of a template
+PLACES: tuple[str, ...] = _T.places
+OBJECTS: tuple[str, ...] = _T.objects  # consonant-initial: "a {OBJECT}"
 # {N1} and {N2} are the two names introduced together, {S} is the repeated subject.
-TEMPLATES: tuple[str, ...] = (
-    "When {N1} and {N2} went to the {PLACE}, {S} gave a {OBJECT} to",
-    "Then, {N1} and {N2} went to the {PLACE}. {S} gave a {OBJECT} to",
-    "Then, {N1} and {N2} had a lot of fun at the {PLACE}. {S} gave a {OBJECT} to",
-    "Then, {N1} and {N2} were working at the {PLACE}. {S} decided to give a {OBJECT} to",
-    "Then, {N1} and {N2} were thinking about going to the {PLACE}. {S} wanted to give a {OBJECT} to",
-    "Then, {N1} and {N2} had a long argument, and afterwards {S} said to",
-    "After {N1} and {N2} went to the {PLACE}, {S} gave a {OBJECT} to",
-    "When {N1} and {N2} got a {OBJECT} at the {PLACE}, {S} decided to give it to",
-    "When {N1} and {N2} got a {OBJECT} at the {PLACE}, {S} decided to give the {OBJECT} to",
-    "While {N1} and {N2} were working at the {PLACE}, {S} gave a {OBJECT} to",
-    "While {N1} and {N2} were commuting to the {PLACE}, {S} gave a {OBJECT} to",
-    "After the lunch, {N1} and {N2} went to the {PLACE}. {S} gave a {OBJECT} to",
-    "Afterwards, {N1} and {N2} went to the {PLACE}. {S} gave a {OBJECT} to",
-    "Then, {N1} and {N2} had a long argument. Afterwards {S} said to",
-    "The {PLACE} {N1} and {N2} went to had a {OBJECT}. {S} gave it to",
-    "Friends {N1} and {N2} found a {OBJECT} at the {PLACE}. {S} gave it to",
-)
+TEMPLATES: tuple[str, ...] = _T.templates
 
 _NAME_SET = frozenset(NAMES)
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
