@@ -383,7 +383,7 @@ def label(
                       labels=[x.strip() for x in labels.split(",")] if labels else None, judge=jc)
     with contextlib.ExitStack() as stack:
         if not jc.base_url:
-            from agent.server import EmbeddedJudge
+            from agent.embedded_judge import EmbeddedJudge
 
             srv = stack.enter_context(EmbeddedJudge(engine=embedded_engine))
             client = srv.client(jc)
@@ -412,7 +412,7 @@ def judge_serve(
     """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
     import subprocess
 
-    from agent.server import batched_command, embedded_command, vllm_command
+    from serving.launch import batched_command, embedded_command, vllm_command
 
     if engine in ("embedded", "llamacpp"):
         cmd, eng = embedded_command(host, port), "llamacpp"

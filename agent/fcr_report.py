@@ -243,7 +243,7 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
             if judge_cfg.base_url:
                 client.append(JudgeClient(judge_cfg))
             else:
-                from agent.server import EmbeddedJudge
+                from agent.embedded_judge import EmbeddedJudge
 
                 client.append(stack.enter_context(EmbeddedJudge(engine="batched")).client(judge_cfg))
         from agent.label import labelling_classes

@@ -5,7 +5,7 @@ concurrency — behind one small interface (`JudgeClient.ask`, `JudgeClient.ask_
 Structured output is requested per engine: vLLM and OpenAI take
 `response_format={"type": "json_schema", ...}`; llama-cpp-python's server (the embedded
 engine) takes `{"type": "json_object", "schema": ...}` and rejects json_schema; the batched
-embedded engine (`agent.batch_server`) takes json_schema. The
+embedded engine (`serving.batch_server`) takes json_schema. The
 answer is always validated by pydantic; an invalid answer is retried with the validation
 error shown to the model, and after the last try the failure is a typed `JudgeFailure`,
 never a fake answer.

@@ -624,7 +624,7 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
         client = JudgeClient(jc, log=record)
         yield client, client
         return
-    from .server import EmbeddedJudge
+    from .embedded_judge import EmbeddedJudge
 
     with contextlib.ExitStack() as stack:
         try:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from agent.embedded_judge import EmbeddedJudge
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import llm_feature
 from agent.loop import ExploreConfig, explore
-from agent.server import EmbeddedJudge
 from scope_core.data import RunData
 
 QUESTION = "Is this instruction asking for something harmful?"

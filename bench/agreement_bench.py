@@ -124,7 +124,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         cfg = JudgeConfig.from_env(concurrency=args.concurrency, cache_path=args.cache)
         if args.judge == "embedded":
-            from agent.server import EmbeddedJudge
+            from agent.embedded_judge import EmbeddedJudge
 
             srv = stack.enter_context(EmbeddedJudge(engine=args.engine))
             cfg = srv.client_config(cfg)

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from agent.channel import channel_label_many
+from agent.embedded_judge import EmbeddedJudge
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import label_many
-from agent.server import EmbeddedJudge
 from features.llm_specs import SPECS
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "refusal"

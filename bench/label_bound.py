@@ -40,15 +40,15 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agent.batch_engine import GenRequest
-from agent.batch_server import build_service
 from agent.channel import channel_context
 from agent.llm_feature import answer_models
-from agent.prompt_scoring import PromptScorer
 from agent.prompts import messages
 from features.llm_specs import SPECS
 from scope_core.api import prepacked_linears
 from scope_core.data import PriorConfig, build_examples
+from serving.batch_engine import GenRequest
+from serving.batch_server import build_service
+from serving.prompt_scoring import PromptScorer
 
 
 @contextmanager

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.embedded_judge import EmbeddedJudge
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import label_many
 from agent.prompts import render
-from agent.server import EmbeddedJudge
 from bench.agreement_bench import DATA, load_set
 from features.llm_specs import REASON_TO_HUMAN, SPECS
 from scope_core.priors.refusal import generate_refusal

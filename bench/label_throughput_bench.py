@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 
 from agent.channel import channel_context, channel_label_many
+from agent.embedded_judge import EmbeddedJudge
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import label_many
-from agent.server import EmbeddedJudge, llamacpp_available
 from features.llm_specs import SPECS
 from scope_core.data import PriorConfig, RunData, build_examples
+from serving.launch import llamacpp_available
 
 
 METHOD = "ask"  # set from --method

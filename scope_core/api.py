@@ -28,7 +28,7 @@ from .generator import Inverter
 from .kv_cache import PreallocatedCache, drop_rows  # noqa: F401  (the judge's batch engine decodes with them)
 from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
 from .sites import Site, parse_site
-from .targets import Target, load_model_and_tokenizer, load_target  # noqa: F401
+from .targets import Target, embedded_gguf_path, load_model_and_tokenizer, load_target  # noqa: F401
 from .train import TrainConfig
 
 LabelFn = Callable[[Sequence[str]], list[str | None]]

@@ -24,7 +24,7 @@ pytestmark = [
 
 @pytest.fixture(scope="session")
 def judge_server():
-    from agent.server import EmbeddedJudge
+    from agent.embedded_judge import EmbeddedJudge
 
     with EmbeddedJudge() as srv:
         yield srv
@@ -144,7 +144,7 @@ def test_a_judge_killed_and_restarted_mid_run_costs_nothing(trained_embedded, tm
     """An external judge dies after the first hypothesis and comes back 8 s later on the same
     port: explore waits, goes on, and ends with every hypothesis scored once. Resuming the
     finished run asks the judge nothing."""
-    from agent.server import embedded_command, free_port, start_server, wait_ready
+    from serving.launch import embedded_command, free_port, start_server, wait_ready
 
     _, scope = trained_embedded
     port = free_port()

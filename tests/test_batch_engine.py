@@ -12,10 +12,10 @@ from http.server import ThreadingHTTPServer
 import pytest
 from pydantic import BaseModel
 
-from agent.batch_engine import BatchEngine, GenRequest, PrefixStore, common_prefix_length
-from agent.batch_server import ChatService, MicroBatcher, closed_objects, make_handler
 from agent.judge import JudgeClient, JudgeConfig, JudgeFailure
 from scope_core.targets import load_model_and_tokenizer
+from serving.batch_engine import BatchEngine, GenRequest, PrefixStore, common_prefix_length
+from serving.batch_server import ChatService, MicroBatcher, closed_objects, make_handler
 from tiny import make_tiny_bpe_llama
 
 pytest.importorskip("llguidance")

@@ -80,18 +80,19 @@ def test_missing_url_is_explained(monkeypatch, tmp_path):
 def test_embedded_judge_engine_choice_and_client_config(monkeypatch):
     """`auto` falls back to the batched engine without llama-cpp-python; the batched engine
     gets 32 requests in flight unless the caller chose a concurrency."""
-    import agent.server as server
+    import serving.launch as server
+    from agent.embedded_judge import EmbeddedJudge
     from agent.judge import JudgeConfig
 
     monkeypatch.setattr(server, "llamacpp_available", lambda: False)
-    assert server.EmbeddedJudge(engine="auto").engine == "batched"
+    assert EmbeddedJudge(engine="auto").engine == "batched"
     monkeypatch.setattr(server, "llamacpp_available", lambda: True)
-    assert server.EmbeddedJudge(engine="auto").engine == "llamacpp"
+    assert EmbeddedJudge(engine="auto").engine == "llamacpp"
     with pytest.raises(AutoscopeError, match="unknown embedded judge engine"):
-        server.EmbeddedJudge(engine="gpu")
-    batched = server.EmbeddedJudge(engine="batched")
+        EmbeddedJudge(engine="gpu")
+    batched = EmbeddedJudge(engine="batched")
     assert batched.client_config(JudgeConfig()).concurrency == server.BATCHED_CONCURRENCY
     assert batched.client_config(JudgeConfig(concurrency=3)).concurrency == 3
     cfg = batched.client_config(JudgeConfig())
     assert cfg.engine == "batched" and cfg.base_url == batched.url
-    assert server.batched_command("127.0.0.1", 1)[1:3] == ["-m", "agent.batch_server"]
+    assert server.batched_command("127.0.0.1", 1)[1:3] == ["-m", "serving.batch_server"]

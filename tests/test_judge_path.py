@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from agent.batch_engine import BatchEngine, GenRequest
+from agent.embedded_judge import EmbeddedJudge
 from agent.hypotheses import BatchLabels, CompiledCode, LabelAnswer, Proposal
 from agent.judge import JudgeClient, JudgeConfig, JudgeUnavailable, bounded, unbounded_paths
 from agent.llm_feature import answer_models
-from agent.server import EmbeddedJudge, batched_command, describe_exit, free_port, start_server, wait_ready
 from scope_core.targets import load_model_and_tokenizer
+from serving.batch_engine import BatchEngine, GenRequest
+from serving.launch import batched_command, describe_exit, free_port, start_server, wait_ready
 from tiny import make_tiny_bpe_llama
 
 pytest.importorskip("llguidance")
@@ -86,7 +87,7 @@ def test_a_bounded_schema_makes_the_engine_close_its_answer(tiny_judge_model):
     grammar close the string and the list, so the answer ends well before max_tokens."""
     import llguidance
 
-    from agent.batch_server import JSON_OPTIONS, closed_objects
+    from serving.batch_server import JSON_OPTIONS, closed_objects
 
     model, tok = load_model_and_tokenizer(str(tiny_judge_model))
     engine = BatchEngine(model, tok)
@@ -224,7 +225,7 @@ def _dead(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 def test_a_server_dies_when_autoscope_is_killed_with_sigkill():
-    script = ("import sys, time; from agent.server import start_server; "
+    script = ("import sys, time; from serving.launch import start_server; "
               "p = start_server(['sleep', '300'], None); print(p.pid, flush=True); time.sleep(300)")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -1,4 +1,4 @@
-"""Prompt log-probabilities (`agent.prompt_scoring`) on a tiny random-weight Llama: grouped,
+"""Prompt log-probabilities (`serving.prompt_scoring`) on a tiny random-weight Llama: grouped,
 prefix-cached, right-padded scoring must equal a plain full forward of each prompt alone."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.batch_engine import BatchEngine
-from agent.prompt_scoring import PromptScorer, context_cuts, scoring_groups
 from scope_core.targets import load_model_and_tokenizer
+from serving.batch_engine import BatchEngine
+from serving.prompt_scoring import PromptScorer, context_cuts, scoring_groups
 from tiny import make_tiny_bpe_llama
 
 pytest.importorskip("llguidance")
@@ -101,7 +101,7 @@ def server(engine):
     import threading
     from http.server import ThreadingHTTPServer
 
-    from agent.batch_server import ChatService, MicroBatcher, make_handler
+    from serving.batch_server import ChatService, MicroBatcher, make_handler
 
     service = ChatService(engine, MicroBatcher(engine, max_batch=16, window_s=0.1), "tiny")
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(service))
@@ -119,7 +119,7 @@ def test_the_server_sends_without_waiting_for_delayed_acks(engine):
     import urllib.request
     from http.server import ThreadingHTTPServer
 
-    from agent.batch_server import ChatService, MicroBatcher, make_handler
+    from serving.batch_server import ChatService, MicroBatcher, make_handler
 
     handler = make_handler(ChatService(engine, MicroBatcher(engine, max_batch=4, window_s=0.1), "tiny"))
     seen: list[int] = []

