@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from agent.judge import JudgeUnavailable
-from scope_core.errors import AutoscopeError
+from scope_core.api import AutoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read what an LLM activation encodes, and test it with numbers.")
 # Piped to a file or a CI log, rich would fit tables to 80 columns and cut every cell to
@@ -97,10 +97,7 @@ def train(
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
     _quiet_libraries()
-    from scope_core.data import PriorConfig
-    from scope_core.targets import TargetConfig
-    from scope_core.train import TrainConfig
-    from scope_core.train import train as run_train
+    from scope_core.api import PriorConfig, TargetConfig, TrainConfig, train as run_train
 
     try:
         cfg = TrainConfig(

@@ -14,8 +14,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
-from scope_core.fcr import sampled_fcr
-from scope_core.sample import SampleRun
+from scope_core.api import SampleRun, sampled_fcr
 
 from .hypotheses import SearchNull
 

@@ -26,8 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scope_core.fcr import sampled_fcr
-from scope_core.sample import SampleRun
+from scope_core.api import SampleRun, sampled_fcr
 
 from .hypotheses import Hypothesis
 

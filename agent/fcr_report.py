@@ -13,9 +13,7 @@ from rich.table import Table
 from agent.hypotheses import kappa_text
 from features.base import Feature
 from features.registry import get_feature
-from scope_core.api import FCRReport, Scope
-from scope_core.errors import AutoscopeError
-from scope_core.sites import parse_sites
+from scope_core.api import AutoscopeError, FCRReport, Scope, parse_sites
 
 
 def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
@@ -212,9 +210,7 @@ def ensure_run(runs_dir: Path, run: str | None, task: str, target: str, sites: s
                backbone: str = "embedded", prior_n: int = 10000) -> Path:
     """The run for (task, target, sites): trained now if it has no inverter yet (training
     resumes where an interrupted one stopped), reused as it is otherwise."""
-    from scope_core.data import PriorConfig
-    from scope_core.targets import TargetConfig
-    from scope_core.train import TrainConfig, train
+    from scope_core.api import PriorConfig, TargetConfig, TrainConfig, train
 
     name = run or study_run_name(task, target, sites)
     run_dir = runs_dir / name

@@ -270,7 +270,7 @@ class JudgeClient:
             raise JudgeFailure("no judge URL configured: set AUTOSCOPE_JUDGE_URL or start `autoscope judge serve`")
         self.config = config
         self._client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0)
-        from scope_core.targets import autoscope_cache_dir
+        from scope_core.api import autoscope_cache_dir
 
         path = Path(config.cache_path) if config.cache_path else autoscope_cache_dir() / "judge_cache.sqlite"
         self.cache = JudgeCache(path)

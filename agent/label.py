@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from features.llm_specs import SPECS, LLMFeatureSpec
-from scope_core.errors import AutoscopeError
+from scope_core.api import AutoscopeError
 
 from .judge import JudgeClient, JudgeConfig
 from .channel import channel_label_many

@@ -21,11 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from rich.console import Console
 
-from scope_core.api import Scope
-from scope_core.errors import AutoscopeError
-from scope_core.fcr import fcr, generator_weights
-from scope_core.sample import SampleRun
-from scope_core.sites import parse_sites
+from scope_core.api import AutoscopeError, SampleRun, Scope, fcr, generator_weights, parse_sites
 
 from . import evidence
 from .confirm import search_null, split_queries

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from scope_core.errors import AutoscopeError
+from scope_core.api import AutoscopeError
 
 from .hypotheses import Score, ScoredHypothesis, SearchNull, is_confirmed, kappa_text, rank_key, verdict
 from .prompts import prompts_dir, render

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scope_core.api import Scope
-from scope_core.sample import summarise
+from scope_core.api import Scope, summarise
 
 # Below these the FCR of a site is mostly chance: a generator that gains under half a nat
 # over the backbone, or whose samples mostly fall outside ε, is not inverting the site.

@@ -26,7 +26,7 @@ from agent.embedded_judge import EmbeddedJudge
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import llm_feature
 from agent.loop import ExploreConfig, explore
-from scope_core.data import RunData
+from scope_core.api import RunData
 
 QUESTION = "Is this instruction asking for something harmful?"
 

@@ -110,7 +110,7 @@ def main() -> None:
     res: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "mapping": REASON_TO_HUMAN}
     if args.learned_run is not None:
         from features.learned import learned_feature
-        from scope_core.data import RunData
+        from scope_core.api import RunData
 
         clf = learned_feature("reason", "harm category", RunData.load(args.learned_run / "data"), args.learned_run / "features")
         res["learned"] = {"run": str(args.learned_run), "info": clf.info}

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from scope_core.api import Scope
-from scope_core.sample import generate
+from scope_core.api import Scope, generate
 
 
 def op_shares(fn) -> dict[str, float]:

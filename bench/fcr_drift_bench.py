@@ -32,9 +32,7 @@ import numpy as np
 import torch
 
 from features.registry import get_feature
-from scope_core.api import Scope
-from scope_core.distances import distance
-from scope_core.sample import summarise
+from scope_core.api import Scope, distance, summarise
 
 
 def distance_matched_empirical(scope: Scope, site, idx: list[int], labels: list[str | None], run, eps: float) -> float | None:

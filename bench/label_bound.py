@@ -44,8 +44,7 @@ from agent.channel import channel_context
 from agent.llm_feature import answer_models
 from agent.prompts import messages
 from features.llm_specs import SPECS
-from scope_core.api import prepacked_linears
-from scope_core.data import PriorConfig, build_examples
+from scope_core.api import PriorConfig, build_examples, prepacked_linears
 from serving.batch_engine import GenRequest
 from serving.batch_server import build_service
 from serving.prompt_scoring import PromptScorer

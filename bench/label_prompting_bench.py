@@ -30,8 +30,7 @@ from agent.llm_feature import label_many
 from agent.prompts import render
 from bench.agreement_bench import DATA, load_set
 from features.llm_specs import REASON_TO_HUMAN, SPECS
-from scope_core.priors.refusal import generate_refusal
-from scope_core.targets import embedded_gguf_path
+from scope_core.api import embedded_gguf_path, generate_refusal
 
 
 def demos(feature: str, per_label: int, harmless: int, seed: int = 7) -> list[tuple[str, str | None]]:

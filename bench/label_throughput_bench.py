@@ -39,7 +39,7 @@ from agent.embedded_judge import EmbeddedJudge
 from agent.judge import JudgeClient, JudgeConfig
 from agent.llm_feature import label_many
 from features.llm_specs import SPECS
-from scope_core.data import PriorConfig, RunData, build_examples
+from scope_core.api import PriorConfig, RunData, build_examples
 from serving.launch import llamacpp_available
 
 

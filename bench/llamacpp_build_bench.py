@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from scope_core.targets import embedded_gguf_path
+from scope_core.api import embedded_gguf_path
 
 PROMPT = ("<|im_start|>system\nYou are a careful interpretability researcher.<|im_end|>\n<|im_start|>user\n"
           "A language model was run on a prompt and an inverter generated other prompts whose activations are close. "

@@ -34,12 +34,7 @@ import torch
 from agent.confirm import hash_feature
 from bench.sampler_bench import reference_run
 from features.registry import get_feature
-from scope_core.api import Scope
-from scope_core.data import PriorConfig
-from scope_core.sample import SampleRun, with_eps
-from scope_core.sites import parse_site
-from scope_core.targets import load_target
-from scope_core.train import TrainConfig, train
+from scope_core.api import PriorConfig, SampleRun, Scope, TrainConfig, load_target, parse_site, train, with_eps
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "refusal"
 REAL_FILES = ("harmful_train.json:harmful", "harmful_val.json:harmful", "harmful_test.json:harmful", "harmless_val.json:harmless")

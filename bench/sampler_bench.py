@@ -29,16 +29,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from features.registry import get_feature
-from scope_core.api import Scope
-from scope_core.data import PriorConfig
-from scope_core.distances import kernel_weight, pairwise_distance
-from scope_core.eps import choose_eps
-from scope_core.extract import forward_suffixes, length_buckets
-from scope_core.fast_linear import prepacked_linears
-from scope_core.sample import QueryResult, Sample, SampleRun, summarise
-from scope_core.sites import parse_site
-from scope_core.targets import load_target
-from scope_core.train import TrainConfig, train
+from scope_core.api import (
+    PriorConfig, QueryResult, Sample, SampleRun, Scope, TrainConfig, choose_eps, forward_suffixes, kernel_weight,
+    length_buckets, load_target, pairwise_distance, parse_site, prepacked_linears, summarise, train,
+)
 
 
 def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: int = 32, prepacked: bool = False) -> float:
@@ -49,7 +43,7 @@ def raw_truncated_forward_tps(target, texts: list[str], layer: int, batch_size: 
     full = base.layers
     suffixes = target.suffix_ids(texts)
     batches = length_buckets([len(s) for s in suffixes], batch_size)
-    from scope_core.extract import pad_right
+    from scope_core.api import pad_right
 
     target.prefix_cache(1)  # computed with the whole stack, before it is cut
     base.layers = torch.nn.ModuleList(list(full)[: layer + 1])

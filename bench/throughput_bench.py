@@ -18,8 +18,7 @@ import numpy as np
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.sampler_bench import extract_tps, raw_truncated_forward_tps
-from scope_core.api import Scope
-from scope_core.sample import summarise
+from scope_core.api import Scope, summarise
 
 
 def main() -> None:

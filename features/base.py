@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from scope_core.errors import AutoscopeError
+from scope_core.api import AutoscopeError
 
 Label = str | None
 

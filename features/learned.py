@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scope_core.data import RunData
-from scope_core.errors import AutoscopeError
+from scope_core.api import AutoscopeError, RunData
 
 from .base import Feature, Label
 

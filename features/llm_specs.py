@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from features.task import direction
-from scope_core.priors.icl import DIRECTIONS, task_label
-from scope_core.priors.refusal import REASON_CATEGORIES
+from scope_core.api import DIRECTIONS, REASON_CATEGORIES, task_label
 
 
 @dataclass(frozen=True)

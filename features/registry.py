@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scope_core.data import RunData
-from scope_core.errors import AutoscopeError
+from scope_core.api import AutoscopeError, RunData
 
 from .base import Feature, per_text
 from .learned import learned_feature
@@ -98,13 +97,13 @@ def get_feature(name: str, run_dir: Path | None = None, data: RunData | None = N
     if name == "method_any":
         return Feature(name=name, description=desc, fn=per_text(method_of))
     if name in ("subject", "object"):
-        from scope_core.priors import ioi
+        from scope_core.api import object_of, subject_of
 
-        return Feature(name=name, description=desc, fn=per_text(ioi.subject_of if name == "subject" else ioi.object_of))
+        return Feature(name=name, description=desc, fn=per_text(subject_of if name == "subject" else object_of))
     if name in ("task", "input"):
-        from scope_core.priors import icl
+        from scope_core.api import input_of, task_of
 
-        return Feature(name=name, description=desc, fn=per_text(icl.task_of if name == "task" else icl.input_of))
+        return Feature(name=name, description=desc, fn=per_text(task_of if name == "task" else input_of))
     if name == "length_bucket":
         return Feature(name=name, description=desc, fn=per_text(_length_bucket))
     return Feature(name=name, description=desc, fn=per_text(_first_word))

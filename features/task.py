@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from scope_core.priors.icl import task_label
+from scope_core.api import task_label
 
 LANGUAGES = (
     "English", "French", "Spanish", "German", "Italian", "Portuguese", "Dutch", "Swedish", "Norwegian", "Danish",

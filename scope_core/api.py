@@ -1,285 +1,76 @@
-"""The small public API the CLI and the agent use: open a trained run, sample verified
-preimages of a query, score a feature by FCR at a site.
+"""The one door into `scope_core` for everything above it — `agent/`, `features/`,
+`serving/` and `bench/` import `scope_core.api` and no other module of this package
+(`tests/test_import_graph.py` keeps it so).
 
-`agent/` calls only this module (and `features`), never the internals.
+What it opens: a trained run (`Scope`: sample verified preimages of a query, score a
+feature by FCR at a site), and the few pieces the layers above build on, grouped below by
+what they are for.
+
+The names in the first groups need no torch and are imported at once; the rest load on
+first use (`__getattr__`), so a command or a feature module that only needs an error type
+or a prior's labels starts without importing torch.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch
-from pydantic import BaseModel
-
-from .audit import AUDITED, LabellerAudit, audit_labeller, grammar_for
-from .copies import NearCopyIndex
-from .cache import ActivationCache
-from .data import RunData
-from .distances import Kernel
-from .eps import EpsChoice, choose_eps
+# -- errors a user can act on ----------------------------------------------------------
 from .errors import AutoscopeError
-from .extract import extract
-from .fast_linear import prepacked_linears  # noqa: F401  (the judge's engine runs its forwards on prepacked weights)
-from .fcr import FCRResult, empirical_fcr, fcr, generator_weights
-from .generator import Inverter
-from .kv_cache import PreallocatedCache, drop_rows  # noqa: F401  (the judge's batch engine decodes with them)
-from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
-from .sites import Site, parse_site
-from .targets import Target, embedded_gguf_path, load_model_and_tokenizer, load_target  # noqa: F401
-from .train import TrainConfig
 
-LabelFn = Callable[[Sequence[str]], list[str | None]]
+# -- sites, priors and run data (no torch) ---------------------------------------------
+from .data import PriorConfig, RunData, build_examples
+from .eps import EpsChoice, choose_eps
+from .priors.icl import DIRECTIONS, input_of, task_label, task_of
+from .priors.ioi import object_of, subject_of
+from .priors.refusal import REASON_CATEGORIES, generate_refusal
+from .sites import Site, parse_site, parse_sites
+
+if TYPE_CHECKING:  # the names below, loaded on first use
+    from .distances import Kernel, distance, kernel_weight, pairwise_distance
+    from .extract import forward_suffixes, length_buckets, pad_right
+    from .fast_linear import prepacked_linears
+    from .fcr import FCRResult, fcr, generator_weights, sampled_fcr
+    from .kv_cache import PreallocatedCache, drop_rows
+    from .sample import QueryResult, Sample, SampleRun, VerifyMode, generate, summarise, with_eps
+    from .scope import FCRReport, LabelFn, Scope
+    from .targets import Target, TargetConfig, autoscope_cache_dir, embedded_gguf_path, load_model_and_tokenizer, load_target
+    from .train import TrainConfig, train
+
+_LAZY: dict[str, str] = {
+    # -- a trained run: open it, sample preimages, score a feature ------------------------
+    **dict.fromkeys(["Scope", "FCRReport", "LabelFn"], "scope"),
+    # -- targets and training -------------------------------------------------------------
+    **dict.fromkeys(["Target", "TargetConfig", "load_target", "load_model_and_tokenizer", "embedded_gguf_path",
+                     "autoscope_cache_dir"], "targets"),
+    **dict.fromkeys(["TrainConfig", "train"], "train"),
+    # -- samples, distances and FCR over them ---------------------------------------------
+    **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
+    **dict.fromkeys(["FCRResult", "fcr", "generator_weights", "sampled_fcr"], "fcr"),
+    **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
+    # -- CPU speed-ups the embedded judge's engine and the benches reuse ------------------
+    **dict.fromkeys(["prepacked_linears"], "fast_linear"),
+    **dict.fromkeys(["PreallocatedCache", "drop_rows"], "kv_cache"),
+    **dict.fromkeys(["forward_suffixes", "length_buckets", "pad_right"], "extract"),
+}
+
+__all__ = [
+    "AutoscopeError",
+    "PriorConfig", "RunData", "build_examples", "EpsChoice", "choose_eps", "Site", "parse_site", "parse_sites",
+    "DIRECTIONS", "input_of", "task_label", "task_of", "object_of", "subject_of", "REASON_CATEGORIES", "generate_refusal",
+    *_LAZY,
+]
 
 
-class FCRReport(BaseModel):
-    feature: str
-    site: str
-    eps: EpsChoice
-    kernel: str
-    generator: FCRResult
-    empirical: FCRResult | None
-    sampler: dict[str, float]
-    feature_info: dict = {}
-    n_samples_per_query: int
-    # p0 and κ within the conditional population: prior prompts that pass the query filter
-    # (--only) and on which the feature is defined. A gated feature (reason, method: None on
-    # harmless prompts) scored on harmful queries is compared with harmful prompts' chance.
-    conditional_p0: float | None = None
-    conditional_kappa: float | None = None
-    conditional_kappa_ci: tuple[float | None, float | None] = (None, None)
-    n_conditional: int = 0
-    # the labeller's accuracy on this run's accepted samples, where the prior's grammar knows their labels
-    labeller_audit: LabellerAudit | None = None
-
-    @property
-    def gap(self) -> float | None:
-        """Generator FCR minus the empirical reference."""
-        g, e = self.generator.fcr, self.empirical.fcr if self.empirical else None
-        return None if g is None or e is None else g - e
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __package__), name)
+    globals()[name] = value
+    return value
 
 
-class Scope:
-    """A trained run: target, prompts, activation cache and inverter."""
-
-    def __init__(self, run_dir: str | Path, target: Target | None = None):
-        self.run_dir = Path(run_dir)
-        cfg_path = self.run_dir / "train_config.json"
-        if not cfg_path.exists():
-            raise AutoscopeError(f"{self.run_dir} is not a trained run (no train_config.json): run `autoscope train` first")
-        self.config = TrainConfig.load(cfg_path)
-        self.data = RunData.load(self.run_dir / "data")
-        self.cache = ActivationCache(self.run_dir / "acts")
-        self._target = target
-        self._inverter: Inverter | None = None
-        self._acts: dict[str, torch.Tensor] = {}
-        self._train_texts: set[str] | None = None
-        self._sample_cap: int | None = None
-        self._unconditional: Inverter | None = None
-
-    # -- lazily loaded parts ---------------------------------------------------
-    @property
-    def target(self) -> Target:
-        if self._target is None:
-            self._target = load_target(self.config.target)
-        return self._target
-
-    @property
-    def inverter(self) -> Inverter:
-        if self._inverter is None:
-            inv_dir = self.run_dir / "inverter"
-            from .generator import GeneratorConfig
-
-            gpath = inv_dir / "generator.json"
-            if not gpath.exists():
-                raise AutoscopeError(f"run {self.run_dir} has no trained inverter yet: rerun `autoscope train` to finish it")
-            gcfg = GeneratorConfig.model_validate_json(gpath.read_text())
-            # the backbone is the frozen target, or fine-tuned upper blocks grafted onto it: share its modules
-            on_target = (gcfg.backbone == self.config.target.model and self.config.target.dtype == "float32"
-                         and (not gcfg.backbone_weights_saved or gcfg.own_blocks_from is not None))
-            inv = Inverter.load(inv_dir, tokenizer=self.target.tokenizer, target_model=self.target.model if on_target else None)
-            inv.eval()
-            self._inverter = inv
-        return self._inverter
-
-    @property
-    def unconditional_generator(self) -> Inverter:
-        """What `sample(conditional=False)` decodes with: the run's backbone without the condition.
-        A shallow generator's own blocks were only ever trained with the condition, so its
-        unconditional reference is the whole target as a language model (same output vocabulary)."""
-        inv = self.inverter
-        if inv.config.upper_blocks is None:
-            return inv
-        if self._unconditional is None:
-            from .generator import build_backbone, whole_target_config
-
-            cfg = whole_target_config(inv.config)
-            gen = Inverter(cfg, build_backbone(cfg, tokenizer=self.target.tokenizer, model=self.target.model))
-            gen.eval()
-            self._unconditional = gen
-        return self._unconditional
-
-    @property
-    def sites(self) -> list[Site]:
-        return self.cache.sites
-
-    def site(self, name: str) -> Site:
-        s = parse_site(name, self.target.n_layers, self.target.n_heads)
-        if s not in self.sites:
-            raise AutoscopeError(f"site {s.name} was not trained in run {self.run_dir.name} (trained: {', '.join(x.name for x in self.sites)}); train with --sites including it")
-        return s
-
-    @property
-    def train_texts(self) -> set[str]:
-        if self._train_texts is None:
-            self._train_texts = self.data.train_texts()
-        return self._train_texts
-
-    def sampler_summary(self, run: SampleRun) -> dict[str, float]:
-        """The sampler's figures (`summarise`) with near copies beside exact ones: samples within
-        one word edit of a training prompt or of their own query (`scope_core.copies`)."""
-        if getattr(self, "_near_copies", None) is None:
-            self._near_copies = NearCopyIndex(self.train_texts)
-        return summarise(run) | self._near_copies.summarise(run)
-
-    SAMPLE_TOKEN_MARGIN = 4
-
-    @property
-    def sample_token_cap(self) -> int:
-        """Most tokens a sample may take (end token included): the longest training prompt
-        plus a small margin. The prior has no mass beyond its longest prompt, and the few
-        rows that run on past it decode alone at the end of a batch, at several times the
-        cost per token of a full batch (BENCHMARKS.md §3)."""
-        if self._sample_cap is None:
-            texts = sorted(self.train_texts)
-            longest = max(self.target.text_token_counts(texts)) if texts else 48
-            self._sample_cap = longest + 1 + self.SAMPLE_TOKEN_MARGIN
-        return self._sample_cap
-
-    def acts(self, site: Site) -> torch.Tensor:
-        if site.name not in self._acts:
-            self._acts[site.name] = self.cache.load(site)
-        return self._acts[site.name]
-
-    def mean(self, site: Site) -> torch.Tensor:
-        return self.cache.mean_scale(site)[0]
-
-    def eps(self, site: Site, metric: str | None = None, quantile: float | None = None, eps: float | None = None) -> EpsChoice:
-        """ε at `site`: an absolute value, a quantile, or the run's training default."""
-        metric = metric or self.config.metric
-        if eps is None and quantile is None:
-            eps, quantile = self.config.eps, (self.config.eps_quantile if self.config.eps is None else None)
-        return choose_eps(self.cache.stats()[site.name], site.name, metric, quantile, eps)
-
-    # -- queries ----------------------------------------------------------------
-    def heldout_indices(self, where: Callable[[dict], bool] | None = None, limit: int | None = None) -> list[int]:
-        idx = [i for i in self.data.heldout if where is None or where(self.data.examples[i].labels)]
-        return idx[:limit] if limit else idx
-
-    def query_activations(self, site: Site, texts: Sequence[str] | None = None, indices: Sequence[int] | None = None) -> torch.Tensor:
-        if indices is not None:
-            return self.acts(site)[torch.tensor(list(indices), dtype=torch.long)]
-        assert texts is not None
-        self.target.check_lengths(list(texts))
-        return extract(self.target, list(texts), [site])[site]
-
-    def sample(
-        self,
-        site: Site,
-        texts: Sequence[str] | None = None,
-        indices: Sequence[int] | None = None,
-        n: int = 16,
-        temperature: float = 1.0,
-        kernel: Kernel = "hard",
-        eps: EpsChoice | None = None,
-        conditional: bool = True,
-        seed: int = 0,
-        progress: bool = False,
-        sampling_noise: float = 0.0,
-        verify_mode: VerifyMode = "auto",
-        continuous: bool = True,
-    ) -> SampleRun:
-        """Verified samples for each query (prior prompts by index, or free texts);
-        `continuous` False decodes in fixed batches (for comparison)."""
-        if (texts is None) == (indices is None):
-            raise ValueError("give texts or indices")
-        if indices is not None:
-            texts = [self.data.examples[i].text for i in indices]
-        assert texts is not None
-        zq = self.query_activations(site, texts, indices)
-        eps = eps or self.eps(site)
-        mean = self.mean(site)
-        inv = self.inverter if conditional else self.unconditional_generator
-        return sample_and_verify(
-            inv, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
-            eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
-            seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
-            max_new_tokens=self.sample_token_cap, continuous=continuous,
-        )
-
-    # -- FCR --------------------------------------------------------------------
-    def score(self, feature: LabelFn, feature_name: str, run: SampleRun, site: Site, empirical: bool = True, feature_info: dict | None = None,
-              pool_limit: int | None = None, seed: int = 0, where: Callable[[dict], bool] | None = None) -> FCRReport:
-        """FCR of `feature` over a sampled run, with the empirical-neighbour reference.
-
-        The chance level and the empirical reference need labels for the prior's prompts.
-        `pool_limit` draws that many of them at random instead of all (a judge-labelled
-        feature cannot afford 10,000 calls); both estimates stay unbiased, only wider.
-        """
-        queries = [q.query for q in run.queries]
-        samples = [[s.text for s in q.samples] for q in run.queries]
-        n_all = len(self.data.examples)
-        if pool_limit is not None and pool_limit < n_all:
-            pool_idx = sorted(random.Random(seed).sample(range(n_all), pool_limit))
-        else:
-            pool_idx = list(range(n_all))
-        pool_texts = [self.data.examples[i].text for i in pool_idx]
-        uniq = sorted({t for ss in samples for t in ss} | set(queries) | set(pool_texts))
-        labels = dict(zip(uniq, feature(uniq)))
-        q_lab = [labels[t] for t in queries]
-        s_lab = [[labels[t] for t in ss] for ss in samples]
-        w = [generator_weights(q.samples, run.kernel) for q in run.queries]
-        train = set(self.data.train)
-        prior = [labels[self.data.examples[i].text] for i in pool_idx if i in train]  # the one p0 population for both rows
-        gen = fcr(q_lab, s_lab, w, prior)
-        cond_idx = [i for i in pool_idx if i in train and (where is None or where(self.data.examples[i].labels))]
-        cond = [lab for lab in (labels[self.data.examples[i].text] for i in cond_idx) if lab is not None]
-        conditional = fcr(q_lab, s_lab, w, cond) if cond else None
-        emp = None
-        if empirical and all(q.index is not None for q in run.queries):
-            emp = self.empirical(q_lab, run, site, pool_idx, [labels[t] for t in pool_texts], prior, seed)
-        audit = None
-        parse = grammar_for(self.config.prior) if feature_name in AUDITED else None
-        if parse is not None:
-            accepted = [s.text for q, ws in zip(run.queries, w) for s, wi in zip(q.samples, ws) if wi > 0]
-            audit = audit_labeller(feature_name, accepted, [labels[t] for t in accepted], parse)
-        return FCRReport(feature=feature_name, site=site.name, eps=run.eps, kernel=run.kernel, generator=gen, empirical=emp, labeller_audit=audit,
-                         sampler=self.sampler_summary(run), feature_info=feature_info or {},
-                         n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
-                         conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
-                         conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
-                         n_conditional=len(cond))
-
-    def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
-                  seed: int = 0) -> FCRResult:
-        """The generator-free reference for `run`'s queries (prior prompts, `q.index` set): the
-        FCR over the pool prompts within ε of each query's activation, weighted by k, with p0
-        over `prior_labels` (the generator row's population)."""
-        acts = self.acts(site)
-        pool = acts if len(pool_idx) == len(self.data.examples) else acts[torch.tensor(pool_idx)]
-        zq = acts[torch.tensor([q.index for q in run.queries])]
-        position = {i: k for k, i in enumerate(pool_idx)}
-        return empirical_fcr(query_labels, zq, pool, pool_labels, run.eps.eps, run.metric, run.kernel,  # type: ignore[arg-type]
-                             self.mean(site), exclude=[position.get(q.index) for q in run.queries], prior_labels=prior_labels,  # type: ignore[arg-type]
-                             seed=seed)
-
-    def save_json(self, name: str, obj: BaseModel | dict) -> Path:
-        out = self.run_dir / "results"
-        out.mkdir(exist_ok=True)
-        p = out / name
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(obj.model_dump_json(indent=1) if isinstance(obj, BaseModel) else json.dumps(obj, indent=1))
-        tmp.replace(p)
-        return p
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
