@@ -20,8 +20,8 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from .hypotheses import LabelOutcome
 from .judge import JudgeClient, JudgeFailure, JudgeUnavailable
-from .llm_feature import LabelOutcome
 from .prompts import render
 
 

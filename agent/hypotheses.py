@@ -1,8 +1,9 @@
-"""Typed records of the agent loop: what the judge proposes, what a hypothesis becomes
-once compiled, and how it scored. The run log stores these as JSON lines."""
+"""Typed records of the agent loop: what the judge proposes and labels, what a hypothesis
+becomes once compiled, and how it scored. The run log stores these as JSON lines."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -91,6 +92,15 @@ class BatchLabels(BaseModel):
     """The judge's labels for several inputs at once (one request, many labels)."""
 
     labels: list[Annotated[str, Field(max_length=64)] | None] = Field(max_length=64)
+
+
+@dataclass
+class LabelOutcome:
+    """One input's label under an LLM feature (asked or scored by the channel labeller)."""
+
+    label: str | None  # normalised label, None if undefined or failed
+    raw: str | None  # what the judge answered
+    error: str | None = None  # why there is no label, when the judge failed
 
 
 class Score(BaseModel):

@@ -6,7 +6,6 @@ None with the reason kept, never a guess."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -16,16 +15,10 @@ from features.base import Feature
 from features.method import normalise_method
 from features.task import normalise_task, task_problem
 
-from .hypotheses import BatchLabels, LabelAnswer
+from .channel import channel_label_many
+from .hypotheses import BatchLabels, LabelAnswer, LabelOutcome
 from .judge import JudgeClient
 from .prompts import messages
-
-
-@dataclass
-class LabelOutcome:
-    label: str | None  # normalised label, None if undefined or failed
-    raw: str | None  # what the judge answered
-    error: str | None = None  # why there is no label, when the judge failed
 
 
 def normalise_label(raw: str | None, labels: Sequence[str] | None) -> str | None:
@@ -138,8 +131,6 @@ def llm_feature(judge: JudgeClient, name: str, question: str, labels: Sequence[s
 
     def fn(texts: list[str]) -> list[str | None]:
         if classes:
-            from .channel import channel_label_many  # channel builds on this module's outcomes
-
             res = channel_label_many(judge, name, classes, [t for t in texts if t.strip()], progress)
             res.update({t: LabelOutcome(None, None, "empty text") for t in texts if not t.strip()})
         else:

@@ -1,6 +1,7 @@
 """The import graph a newcomer can rely on, read from the source with `ast` (nothing is
 imported): everything above `scope_core` reaches it only through `scope_core.api`;
-`scope_core` imports none of the layers above it; `serving` never imports `agent`."""
+`scope_core` imports none of the layers above it; `serving` never imports `agent`; and no
+modules import each other, directly or round a longer loop."""
 
 from __future__ import annotations
 
@@ -54,6 +55,35 @@ def test_scope_core_imports_none_of_the_layers_above_it():
 def test_serving_never_imports_the_agent():
     bad = offending(("serving",), lambda m: _top(m) == "agent")
     assert not bad, "serving must not depend on agent (the agent builds on serving):\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    """A cycle (two modules that import each other, one of them inside a function to get
+    away with it) means a piece sits in the wrong module."""
+    packages = ("scope_core", *ABOVE)
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for pkg in packages for p in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for pkg in packages:
+        for f, _, mod in imports(pkg):
+            here = ".".join(Path(f).with_suffix("").parts).removesuffix(".__init__")
+            if mod in modules and mod != here:
+                graph[here].add(mod)
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = {" -> ".join(c) for m in sorted(modules) if (c := cycle_from(m))}
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
 
 
 def test_every_name_the_api_promises_is_there():
