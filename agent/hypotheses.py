@@ -1,5 +1,6 @@
 """Typed records of the agent loop: what the judge proposes and labels, what a hypothesis
-becomes once compiled, and how it scored. The run log stores these as JSON lines."""
+becomes once compiled, how it scored, and how hypotheses rank. The run log stores these as
+JSON lines."""
 
 from __future__ import annotations
 
@@ -183,13 +184,18 @@ def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
 
 
 def rank_key(h: ScoredHypothesis, null: SearchNull | None) -> tuple:
-    """One ranking for the loop and the report: confirmed first, then by confirmation κ;
-    exploration κ only breaks ties among hypotheses without a confirmation score."""
+    """Confirmed first, then by confirmation κ; exploration κ only breaks ties among
+    hypotheses without a confirmation score."""
     def k(s: Score | None) -> float:
         return s.kappa if s and s.kappa is not None else -1e9
 
     return (not is_confirmed(h, null), h.status != "scored", -k(h.confirmation), -k(h.score),
             -(h.score.fcr if h.score and h.score.fcr is not None else -1))
+
+
+def ranked(hs: list[ScoredHypothesis], null: SearchNull | None = None) -> list[ScoredHypothesis]:
+    """The one ranking, for the loop and the report alike (`rank_key`)."""
+    return sorted(hs, key=lambda h: rank_key(h, null))
 
 
 def kappa_text(kappa: float | None, low: float | None = None, high: float | None = None, degenerate: bool = False) -> str:

@@ -36,7 +36,7 @@ from .hypotheses import (
     ScoredHypothesis,
     SearchNull,
     kappa_text,
-    rank_key,
+    ranked,
     verdict,
 )
 from .judge import JudgeClient, JudgeConfig, JudgeFailure, JudgeUnavailable
@@ -598,7 +598,7 @@ class Explorer:
         return self.null
 
     def ranking(self) -> list[ScoredHypothesis]:
-        return sorted(self.scored, key=lambda h: rank_key(h, self.null))
+        return ranked(self.scored, self.null)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import jinja2
 
 from scope_core.api import AutoscopeError
 
-from .hypotheses import Score, ScoredHypothesis, SearchNull, is_confirmed, kappa_text, rank_key, verdict
+from .hypotheses import Score, ScoredHypothesis, SearchNull, is_confirmed, kappa_text, ranked, verdict
 from .prompts import prompts_dir, render
 from .runlog import RunLog
 
@@ -34,10 +34,6 @@ def _load(root: Path):
     timing = {k: v for k, v in timing.items() if k != "t"}
     result = log.read_json("result.json") or {}
     return log, cfg, list(latest.values()), timing, result
-
-
-def _rank(hs: list[ScoredHypothesis], null: SearchNull | None = None) -> list[ScoredHypothesis]:
-    return sorted(hs, key=lambda h: rank_key(h, null))
 
 
 def _plot(root: Path, ranking: list[ScoredHypothesis], site: str) -> str | None:
@@ -72,7 +68,7 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
     log, cfg, hs, timing, result = _load(root)
     saved_null = log.read_json("search_null.json")
     null = SearchNull.model_validate(saved_null) if saved_null else None
-    ranking = _rank(hs, null)
+    ranking = ranked(hs, null)
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     eps = samples.get("eps", {})
     common = dict(cfg=_Obj(cfg), xid=root.name, ranking=ranking, timing=timing, stopped=result.get("stopped", "unfinished"),
@@ -130,7 +126,7 @@ def _run_summary(runs_dir: Path, root: Path) -> dict | None:
     except (AutoscopeError, ValueError, KeyError):
         return None  # a run killed before its config was written: nothing to show
     saved_null = log.read_json("search_null.json")
-    ranking = _rank(hs, SearchNull.model_validate(saved_null) if saved_null else None)
+    ranking = ranked(hs, SearchNull.model_validate(saved_null) if saved_null else None)
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     best = next((h for h in ranking if h.score and h.score.kappa is not None), None)
     run = root.parents[1].name
