@@ -105,6 +105,11 @@ class LabelOutcome:
 
 
 class Score(BaseModel):
+    """A hypothesis's FCR at a site as the run log keeps it: the figures of a
+    `scope_core.api.FCRResult` it shares (per-query rates and skip counts left out), with
+    the empirical reference on the same queries and the numbers of label values. Not a
+    subclass: FCRResult's required fields would break resuming from logs written before."""
+
     fcr: float | None
     ci_low: float | None
     ci_high: float | None

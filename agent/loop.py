@@ -358,8 +358,7 @@ class Explorer:
             for q, ql, sl in list(zip(run.queries, q_lab, s_lab))[:3]
         ]
         self.timing["scoring_s"] += time.perf_counter() - t
-        score = Score(fcr=res.fcr, ci_low=res.ci_low, ci_high=res.ci_high, p0=res.p0, kappa=res.kappa, degenerate=res.degenerate, n_queries=res.n_queries,
-                      kappa_ci_low=res.kappa_ci_low, kappa_ci_high=res.kappa_ci_high,
+        score = Score(**res.model_dump(include=set(Score.model_fields)),  # the FCR figures a Score keeps
                       n_values=len({labels[t] for t in prior_texts if labels[t] is not None}),
                       n_query_values=len({lab for lab in q_lab if lab is not None}),
                       empirical_fcr=emp.fcr if emp else None, empirical_kappa=emp.kappa if emp else None,
