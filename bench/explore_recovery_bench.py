@@ -89,9 +89,47 @@ def run_site(args: argparse.Namespace, scope: Scope, site: str) -> dict:
     return rec
 
 
+def summarise(records: list[dict], run: str | None = None) -> None:
+    """Per run, site and judge mode over the seeds recorded: the oracle's κ, explore's best
+    confirmed κ, the ratio, AMI and wall time (mean and range), and whether the judge mode
+    found anything the other did not on the same split (same seed)."""
+    import statistics as st
+    from collections import defaultdict
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if run is None or r["run"] == run:
+            groups[(r["run"], r["site"], r["judge"])].append(r)
+
+    def span(xs: list) -> str:
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            return "—"
+        return f"{st.mean(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+    print("| run | site | judge | seeds | oracle κ | best confirmed κ | × oracle | AMI | judge calls | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (rn, site, judge), rs in groups.items():
+        print(f"| {rn} | {site} | {judge} | {len(rs)} | {span([r['oracle']['kappa'] for r in rs])} | "
+              f"{span([(r['best'] or {}).get('kappa') for r in rs])} | {span([r['ratio_to_oracle'] for r in rs])} | "
+              f"{span([r['ami_with_oracle'] for r in rs])} | {span([r['judge_calls'] for r in rs])} | {span([r['wall_s'] for r in rs])} |")
+    by_split: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        if run is None or r["run"] == run:
+            by_split[(r["run"], r["site"], r["seed"])][r["judge"]] = r
+    for (rn, site, seed), modes in by_split.items():
+        if "none" in modes and "auto" in modes:
+            a, n = (modes[m]["best"] or {} for m in ("auto", "none"))
+            ka, kn = a.get("kappa"), n.get("kappa")
+            diff = None if ka is None or kn is None else ka - kn
+            print(f"{rn} {site} seed {seed}: judge − none best κ {diff if diff is None else round(diff, 3)} "
+                  f"({a.get('name', '—')} vs {n.get('name', '—')}); judge cost "
+                  f"{modes['auto']['wall_s'] - modes['none']['wall_s']:.0f} s, {modes['auto']['judge_calls']:.0f} calls")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default="default")
+    ap.add_argument("--run", default=None, help="the trained run (default: default; with --summarise: all runs)")
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--task", default="refusal", choices=sorted(ORACLES))
     ap.add_argument("--sites", default="L18")
@@ -101,7 +139,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/explore_recovery.json")
+    ap.add_argument("--summarise", action="store_true", help="print the table of what --out holds (for --run, else all runs) and exit")
     args = ap.parse_args()
+    if args.summarise:
+        summarise(json.loads(Path(args.out).read_text()), args.run)
+        return
+    args.run = args.run or "default"
     scope = Scope(Path(args.runs_dir) / args.run)
     records = []
     for site in [s.strip() for s in args.sites.split(",") if s.strip()]:

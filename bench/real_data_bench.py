@@ -135,7 +135,8 @@ def main() -> None:
     t_all = time.perf_counter()
     runs_dir = Path(args.runs_dir)
     run = args.run or f"{args.prior}_{args.recipe}"
-    share_data(runs_dir, f"{args.prior}_data", run)
+    # one activation cache per set of sites (a cache holds the sites it was built for)
+    share_data(runs_dir, f"{args.prior}_data" + (f"_{args.train_sites.replace(',', '_')}" if args.train_sites else ""), run)
     target = load_target()
     cfg = TrainConfig(run=run, runs_dir=str(runs_dir), prior=prior_for(args.prior), sites=args.train_sites or args.site, **parse_sets(args.set))
     print(f"== training {run}: {json.dumps(parse_sets(args.set))}", flush=True)

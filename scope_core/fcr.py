@@ -14,6 +14,12 @@ With it, always: a bootstrap 95% CI over queries, the chance level
 p0 = mean_q P_{x~P(X)}(f(x) = f(x̂_q)) and κ = (FCR − p0)/(1 − p0). A feature that is
 constant on the prior has p0 = 1: it is reported as degenerate, never as κ = 1.
 
+Where the bootstrap reaches 0 or 1 it cannot show the uncertainty on that side: with every
+query at FCR 1, every resample is 1 and the CI collapses to [1, 1] (a feature that keeps the
+majority label on 16 queries then reads "κ 1.00 [1.00, 1.00]"). There the interval is widened
+to the Wilson interval over the counted queries (each query's rate lies in [0, 1], so a
+proportion over as many queries is the conservative case), and κ's with it.
+
 κ's CI comes from one bootstrap that resamples the queries *and* the prior pool that p0 is
 estimated from: p0 from 48 judge-labelled prompts is itself uncertain, and a CI that treated
 it as exact would call chance-level features "above chance" too often.
@@ -83,7 +89,7 @@ def chance_levels(query_labels: Sequence[Label], prior_labels: Sequence[Label]) 
     return [counts.get(lab, 0) / n for lab in query_labels]
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion k/n: sensible at 0 and n, unlike k/n ± z·se."""
     if n <= 0:
         return 0.0, 1.0
@@ -92,6 +98,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def boundary_widened(lo: float, hi: float, value: float, n: int) -> tuple[float, float]:
+    """The bootstrap CI, widened to the Wilson interval of `value` over `n` units where it
+    touches 0 or 1 (see the module docstring); unchanged elsewhere."""
+    if n <= 0 or not (lo <= 1e-12 or hi >= 1 - 1e-12):
+        return lo, hi
+    w_lo, w_hi = wilson(value * n, n)  # a mean of rates: k need not be whole
+    return min(lo, w_lo), max(hi, w_hi)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -159,11 +174,14 @@ def fcr(
                          n_queries=0, n_undefined=undefined, n_no_weight=no_weight)
     r = np.array(rates)
     value = float(r.mean())
-    lo, hi = bootstrap_ci(r, n_boot, seed)
+    boot_lo, boot_hi = bootstrap_ci(r, n_boot, seed)
+    lo, hi = boundary_widened(boot_lo, boot_hi, value, len(r))
     p0 = float(np.mean(p0s))
     degenerate = p0 >= 1 - 1e-9
     kappa = None if degenerate else (value - p0) / (1 - p0)
     k_lo, k_hi = (None, None) if degenerate else kappa_bootstrap(r, counted, prior_labels, n_boot, seed)
+    if not degenerate and (lo, hi) != (boot_lo, boot_hi) and k_lo is not None and k_hi is not None:
+        k_lo, k_hi = min(k_lo, (lo - p0) / (1 - p0)), max(k_hi, (hi - p0) / (1 - p0))
     return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=p0, kappa=kappa, degenerate=degenerate,
                      n_queries=len(rates), n_undefined=undefined, n_no_weight=no_weight,
                      mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], kappa_ci_low=k_lo, kappa_ci_high=k_hi)

@@ -131,3 +131,34 @@ def test_a_gated_feature_reports_the_conditional_chance_level(tiny_scope):
     assert rep.n_conditional == n_harmful_train
     assert rep.conditional_p0 > rep.generator.p0
     assert rep.conditional_kappa is not None and rep.conditional_kappa <= rep.generator.kappa
+
+
+def test_a_ci_that_collapses_at_fcr_one_is_widened_to_the_queries_wilson_interval():
+    """16 queries that all keep a label the prior gives 92.5% of prompts: FCR 1 on every
+    query, so every bootstrap resample is 1. The CI must still say that 16 queries cannot
+    tell this from chance (κ's lower bound below 0), not read κ 1.00 [1.00, 1.00]."""
+    from agent.hypotheses import Hypothesis, Score, ScoredHypothesis, SearchNull, is_confirmed
+
+    prior = ["none"] * 37 + [f"name{i}" for i in range(3)]  # P(none) = 0.925
+    q = ["none"] * 15 + ["name0"]
+    res = fcr(q, [[lab] * 8 for lab in q], [[1.0] * 8 for _ in q], prior_labels=prior)
+    assert res.fcr == 1.0 and res.kappa == pytest.approx(1.0)
+    assert res.ci_low < 0.85 and res.ci_high == 1.0  # Wilson 16/16: about 0.81
+    assert res.kappa_ci_low < 0 < res.kappa_ci_high
+    score = Score(**res.model_dump(include=set(Score.model_fields)))
+    h = ScoredHypothesis(id=0, round=0, site="L2", hypothesis=Hypothesis(name="n", statement="s", kind="python"),
+                         status="scored", score=score, confirmation=score)
+    assert not is_confirmed(h, SearchNull(max_kappa=0.0))
+
+
+def test_a_mid_range_ci_is_the_bootstrap_alone():
+    import numpy as np
+
+    from scope_core.fcr import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    q = [str(rng.integers(0, 3)) for _ in range(24)]
+    samples = [[lab if rng.random() < 0.6 else "other" for _ in range(8)] for lab in q]
+    res = fcr(q, samples, [[1.0] * 8 for _ in q], prior_labels=[str(i % 4) for i in range(40)])
+    assert 0.05 < res.ci_low and res.ci_high < 0.95
+    assert (res.ci_low, res.ci_high) == bootstrap_ci(np.array(res.per_query))
