@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .fast_linear import prepacked_linears
     from .fcr import FCRResult, fcr, generator_weights, sampled_fcr
     from .kv_cache import PreallocatedCache, drop_rows
+    from .plan import Plan, PlanConfig, parse_memory, plan
     from .sample import QueryResult, Sample, SampleRun, VerifyMode, generate, summarise, with_eps
     from .scope import FCRReport, LabelFn, Scope
     from .targets import Target, TargetConfig, autoscope_cache_dir, embedded_gguf_path, load_model_and_tokenizer, load_target
@@ -45,6 +46,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["Target", "TargetConfig", "load_target", "load_model_and_tokenizer", "embedded_gguf_path",
                      "autoscope_cache_dir"], "targets"),
     **dict.fromkeys(["TrainConfig", "train"], "train"),
+    # -- what a run will need, from the target's config alone (`autoscope plan`) ------------
+    **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------
     **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
     **dict.fromkeys(["FCRResult", "fcr", "generator_weights", "sampled_fcr"], "fcr"),
