@@ -394,6 +394,87 @@ def label(
         raise typer.Exit(1)
 
 
+@app.command()
+@friendly
+def plan(
+    target: str = typer.Option("embedded", help="'embedded', a hub id, a model directory, a config.json or a .gguf file "
+                               "(only its config is read)"),
+    sites: str = typer.Option("L18", help="sites the generator is trained on, e.g. L12,L18,L24"),
+    prompts: int = typer.Option(10000, help="prompts in the prior (all are cached)"),
+    prompt_tokens: float = typer.Option(14.0, help="mean tokens of a prompt's text (the generated refusal prior: 13.9)"),
+    gpus: int = typer.Option(0, min=0, help="GPUs (0: this machine's CPU)"),
+    gpu_memory: str | None = typer.Option(None, help="memory per GPU, e.g. 80GB (default: the kind's)"),
+    gpu_kind: str | None = typer.Option(None, help="h100, h200, a100, l4, cpu, or a peak dense TFLOP/s figure (default: h100 "
+                                        "with --gpus, else cpu)"),
+    dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default: float32 on the CPU, bfloat16 on GPUs)"),
+    processes: int | None = typer.Option(None, min=1, help="data-parallel processes (default: one per GPU, or one)"),
+    minutes: float = typer.Option(8.0, help="control-layer training budget"),
+    queries: int = typer.Option(40, help="queries sampled per site"),
+    samples: int = typer.Option(16, help="samples per query"),
+    ram: str | None = typer.Option(None, help="host RAM, e.g. 512GB (default: this machine's on the CPU; unchecked with GPUs)"),
+    runs_dir: str = typer.Option("runs", help="where the activation cache would go (its free disk is checked on the CPU)"),
+    json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+):
+    """Memory per process, activation cache on disk, and time for caching, training and sampling —
+    from the target's config alone (no weights). Figures are estimates; the assumptions are printed."""
+    _quiet_libraries()
+    import shutil
+
+    from scope_core.api import PlanConfig, parse_memory
+    from scope_core.api import plan as make_plan
+
+    kind = (gpu_kind or ("h100" if gpus else "cpu")).lower()
+    if kind != "cpu" and not gpus:
+        gpus = 1
+    disk = None
+    if not gpus:
+        where = Path(runs_dir).resolve()
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        disk = shutil.disk_usage(where).free / (1 << 30)
+    try:
+        cfg = PlanConfig(target=target, sites=sites, prompts=prompts, text_tokens=prompt_tokens, gpus=gpus,
+                         gpu_kind="h100" if kind == "cpu" else kind, gpu_memory_gib=parse_memory(gpu_memory) if gpu_memory else None,
+                         dtype=dtype, processes=processes, minutes=minutes, queries=queries, samples=samples,
+                         ram_gib=parse_memory(ram) if ram else None, disk_free_gib=disk)
+    except ValueError as e:  # pydantic validation
+        raise AutoscopeError(f"bad option: {' '.join(str(e).split())[:300]} — see `autoscope plan --help`") from None
+    p = make_plan(cfg)
+    if json_out:
+        print(p.model_dump_json(indent=1))
+        return
+    from rich.table import Table
+
+    def t_fmt(s: float) -> str:
+        return f"{s:.2g} s" if s < 10 else f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+    t = Table(title=f"plan: {p.target} ({p.model_type}, {p.params / 1e9:.3g}B parameters) at {', '.join(p.sites)}, {p.dtype}, "
+                    f"on {p.hardware}")
+    for col, just in (("", "left"), ("memory per process", "right"), ("host RAM per process", "right"), ("time (estimate)", "right"), ("work", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for ph in p.phases:
+        t.add_row(ph.phase, f"{ph.memory_gib:.2f} GiB", f"{ph.host_gib:.2f} GiB", t_fmt(ph.seconds), ph.work)
+    console.print(t)
+    console.print(f"weights {p.weights_gib:.2f} GiB · inverter {p.trainable_params / 1e6:,.1f}M trainable parameters · activation "
+                  f"cache on disk [bold]{p.cache_gib:.2f} GiB[/bold] ({p.cache_sites_gib:.2f} site activations + "
+                  f"{p.cache_trunk_gib:.2f} trunk residual) · {p.processes} process{'es' if p.processes > 1 else ''} on "
+                  f"{p.devices} device{'s' if p.devices > 1 else ''} · total ≈ {t_fmt(sum(ph.seconds for ph in p.phases))}")
+    console.print("[bold]memory formulas[/bold]")
+    for ph in p.phases:
+        console.print(f"  {ph.phase}: {ph.memory_formula}", highlight=False)
+    if p.problems:
+        console.print("[bold red]will not fit:[/bold red]")
+        for line in p.problems:
+            console.print(f"  [red]✗[/red] {line}", highlight=False)
+    else:
+        console.print("[green]fits[/green] on " + p.hardware)
+    for line in p.notes:
+        console.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+    console.print("[bold]assumptions[/bold] (the figures are estimates)")
+    for line in p.assumptions:
+        console.print(f"  - {line}", highlight=False)
+
+
 judge_app = typer.Typer(help="The judge LLM server.")
 app.add_typer(judge_app, name="judge")
 
