@@ -434,7 +434,7 @@ def plan(
         disk = shutil.disk_usage(where).free / (1 << 30)
     try:
         cfg = PlanConfig(target=target, sites=sites, prompts=prompts, text_tokens=prompt_tokens, gpus=gpus,
-                         gpu_kind="h100" if kind == "cpu" else kind, gpu_memory_gib=parse_memory(gpu_memory) if gpu_memory else None,
+                         gpu_kind=kind, gpu_memory_gib=parse_memory(gpu_memory) if gpu_memory else None,
                          dtype=dtype, processes=processes, minutes=minutes, queries=queries, samples=samples,
                          ram_gib=parse_memory(ram) if ram else None, disk_free_gib=disk)
     except ValueError as e:  # pydantic validation
