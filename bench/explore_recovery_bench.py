@@ -91,8 +91,9 @@ def run_site(args: argparse.Namespace, scope: Scope, site: str) -> dict:
 
 def summarise(records: list[dict], run: str | None = None) -> None:
     """Per run, site and judge mode over the seeds recorded: the oracle's κ, explore's best
-    confirmed κ, the ratio, AMI and wall time (mean and range), and whether the judge mode
-    found anything the other did not on the same split (same seed)."""
+    confirmed κ, the ratio (only where the oracle itself is confirmed: a ratio to chance
+    means nothing), AMI and wall time (mean and range), and whether the judge mode found
+    anything the other did not on the same split (same seed)."""
     import statistics as st
     from collections import defaultdict
 
@@ -111,7 +112,7 @@ def summarise(records: list[dict], run: str | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (rn, site, judge), rs in groups.items():
         print(f"| {rn} | {site} | {judge} | {len(rs)} | {span([r['oracle']['kappa'] for r in rs])} | "
-              f"{span([(r['best'] or {}).get('kappa') for r in rs])} | {span([r['ratio_to_oracle'] for r in rs])} | "
+              f"{span([(r['best'] or {}).get('kappa') for r in rs])} | {span([r['ratio_to_oracle'] if r['oracle']['confirmed'] else None for r in rs])} | "
               f"{span([r['ami_with_oracle'] for r in rs])} | {span([r['judge_calls'] for r in rs])} | {span([r['wall_s'] for r in rs])} |")
     by_split: dict[tuple, dict] = defaultdict(dict)
     for r in records:
