@@ -108,7 +108,7 @@ class ExploreConfig(BaseModel):
     screen_samples: int = Field(4, description="samples per query in the screen")
     stop_when_done: bool = Field(True, description="stop when the judge says no hypothesis is left (off: spend the whole budget)")
     minutes: float | None = Field(6.0, ge=0, description="wall-clock budget of the proposing loop in this process: past it no new "
-                                  "round starts once something is scored (a started round finishes, then confirmation runs); None or 0: no limit. A weak "
+                                  "round starts and no further hypothesis is scored once something is scored (confirmation still runs); None or 0: no limit. A weak "
                                   "judge that never says it is done must not hold a 2-core machine for a quarter of an hour")
     label_batch: int | None = Field(None, description="inputs per judge labelling request (default: 8 for the CPU llama.cpp judge, 1 for servers that batch requests themselves)")
     seed: int = 0
@@ -524,8 +524,10 @@ class Explorer:
                 if (round_, hid) in done_keys:
                     new += 1  # scored before the kill; counts for this round as it did then
                     continue
-                if j >= cfg.per_round or self.n_scored() >= cfg.budget:
-                    why = f"beyond the {cfg.per_round} asked for per round" if j >= cfg.per_round else "the budget was spent"
+                out_of_time = bool(cfg.minutes and self.n_scored() and time.perf_counter() - t_start >= cfg.minutes * 60)
+                if j >= cfg.per_round or self.n_scored() >= cfg.budget or out_of_time:
+                    why = (f"beyond the {cfg.per_round} asked for per round" if j >= cfg.per_round
+                           else f"the time budget ({cfg.minutes:g} min) was spent" if out_of_time else "the budget was spent")
                     self.log.append("events", {"round": round_, "not_tested": h.name, "statement": h.statement, "why": why})
                     continue
                 if idea_key(h) in seen:
