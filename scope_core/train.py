@@ -80,9 +80,6 @@ class TrainConfig(BaseModel):
     recipe: int = Field(2, description="defaults generation: 1 = before issue 24 (site-ε noise, 3 control layers of 8 heads, "
                         "shallow copies, mix 0.7); 2 = now. Saved runs keep the one they were trained with")
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
-    cond_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: a "
-                                "regulariser against memorising each training prompt's exact activation (NOTES §39)")
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and site encoders")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     total_minutes: float | None = Field(
         None, gt=0, description="wall-clock budget of the whole job (prior, caching, training): training gets what is left, "
@@ -624,7 +621,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             p.requires_grad_(True)
         groups.append({"params": own, "lr": cfg.lr * UPPER_LR_FACTOR, "weight_decay": 0.0})
         params = params + own
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
     rng = np.random.default_rng(cfg.seed)
     st = {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""}
@@ -670,8 +667,6 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
                 pick[near] = balls[name].draw(pick[near], rng)
         rows = train_rows[pick]
         c = inv.encode(z, sidx)
-        if cfg.cond_dropout:
-            c = torch.nn.functional.dropout(c, cfg.cond_dropout, training=True)
         batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
         loss, ntok = _batch_loss(inv, [train_ids[int(i)] for i in pick], c, batch_trunk)
         opt.zero_grad()

@@ -72,6 +72,10 @@ def test_samples_are_verified_by_the_target(trained):
     d = (1 - torch.nn.functional.cosine_similarity(z, zq[None], dim=-1)).tolist()
     assert [s.distance for s in q.samples if s.text] == pytest.approx(d, abs=1e-4)
     # conditioning helps: conditional samples are closer to the query than unconditional ones
-    unc = scope.sample(site, indices=idx, n=4, eps=scope.eps(site, eps=0.3), conditional=False, seed=1)
+    # (32 samples a side: the fixture trains for a wall-clock budget, so on a busy machine the
+    # inverter is weaker and 12 samples' medians can cross by chance)
+    idx = scope.heldout_indices(limit=4)
+    cond = scope.sample(site, indices=idx, n=8, eps=scope.eps(site, eps=0.3), seed=2)
+    unc = scope.sample(site, indices=idx, n=8, eps=scope.eps(site, eps=0.3), conditional=False, seed=2)
     med = lambda r: float(torch.tensor([s.distance for q in r.queries for s in q.samples]).median())
-    assert med(run) < med(unc)
+    assert med(cond) < med(unc)
