@@ -75,10 +75,13 @@ def run_site(args: argparse.Namespace, scope: Scope, site: str) -> dict:
         "run": args.run, "site": site, "task": args.task, "judge": args.judge, "seed": args.seed, "budget": args.budget,
         "queries": args.queries, "samples": args.samples, "stopped": res.stopped,
         "search_null": ex.null.max_kappa,
-        "oracle": {"feature": o_name, "confirmed": o_conf, "kappa": o_score.kappa, "kappa_ci": [o_score.kappa_ci_low, o_score.kappa_ci_high]},
-        "oracle_all": {name: {"confirmed": c, "kappa": s.kappa, "kappa_ci": [s.kappa_ci_low, s.kappa_ci_high]} for c, _, name, s, _ in oracle},
+        "oracle": {"feature": o_name, "confirmed": o_conf, "kappa": o_score.kappa, "kappa_ci": [o_score.kappa_ci_low, o_score.kappa_ci_high],
+                   "empirical_kappa": o_score.empirical_kappa, "empirical_kappa_ci": [o_score.empirical_kappa_ci_low, o_score.empirical_kappa_ci_high]},
+        "oracle_all": {name: {"confirmed": c, "kappa": s.kappa, "kappa_ci": [s.kappa_ci_low, s.kappa_ci_high], "empirical_kappa": s.empirical_kappa}
+                       for c, _, name, s, _ in oracle},
         "best": None if best is None else {"name": best.hypothesis.name, "statement": best.hypothesis.statement, "source": best.source,
-                                           "kappa": b.kappa if b else None, "kappa_ci": [b.kappa_ci_low, b.kappa_ci_high] if b else None},
+                                           "kappa": b.kappa if b else None, "kappa_ci": [b.kappa_ci_low, b.kappa_ci_high] if b else None,
+                                           "empirical_kappa": b.empirical_kappa if b else None},
         "ratio_to_oracle": (b.kappa / o_score.kappa) if b and b.kappa is not None and o_score.kappa else None,
         "ami_with_oracle": agreement,
         "n_scored": sum(h.status == "scored" for h in res.ranking),
@@ -108,11 +111,12 @@ def summarise(records: list[dict], run: str | None = None) -> None:
             return "—"
         return f"{st.mean(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})" if len(xs) > 1 else f"{xs[0]:.2f}"
 
-    print("| run | site | judge | seeds | oracle κ | best confirmed κ | × oracle | AMI | judge calls | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | site | judge | seeds | oracle κ | oracle empirical κ | best confirmed κ | its empirical κ | × oracle | AMI | judge calls | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (rn, site, judge), rs in groups.items():
         print(f"| {rn} | {site} | {judge} | {len(rs)} | {span([r['oracle']['kappa'] for r in rs])} | "
-              f"{span([(r['best'] or {}).get('kappa') for r in rs])} | {span([r['ratio_to_oracle'] if r['oracle']['confirmed'] else None for r in rs])} | "
+              f"{span([r['oracle'].get('empirical_kappa') for r in rs])} | {span([(r['best'] or {}).get('kappa') for r in rs])} | "
+              f"{span([(r['best'] or {}).get('empirical_kappa') for r in rs])} | {span([r['ratio_to_oracle'] if r['oracle']['confirmed'] else None for r in rs])} | "
               f"{span([r['ami_with_oracle'] for r in rs])} | {span([r['judge_calls'] for r in rs])} | {span([r['wall_s'] for r in rs])} |")
     by_split: dict[tuple, dict] = defaultdict(dict)
     for r in records:
