@@ -273,7 +273,7 @@ def explore(
     screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; only those above chance get all of D (0: off)"),
     label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
     until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
-    minutes: float = typer.Option(6.0, help="wall-clock budget of the proposing loop; no hypothesis is scored past it, "
+    minutes: float = typer.Option(6.0, min=0, help="wall-clock budget of the proposing loop; no hypothesis is scored past it, "
                                   "confirmation still runs (0: no limit)"),
     eps: float | None = None,
     eps_quantile: float | None = None,

@@ -469,8 +469,13 @@ class Explorer:
 
         stopped = "budget"
         t_start = time.perf_counter()
+
+        def out_of_time() -> bool:
+            """Past `--minutes`, once something is scored (a budget never leaves nothing to rank)."""
+            return bool(cfg.minutes and self.n_scored() and time.perf_counter() - t_start >= cfg.minutes * 60)
+
         while self.n_scored() < cfg.budget:
-            if cfg.minutes and self.n_scored() and time.perf_counter() - t_start >= cfg.minutes * 60:
+            if out_of_time():
                 stopped = f"time budget ({cfg.minutes:g} min) spent"
                 break
             if len(self.scored) + duplicates >= attempts_cap:
@@ -524,10 +529,10 @@ class Explorer:
                 if (round_, hid) in done_keys:
                     new += 1  # scored before the kill; counts for this round as it did then
                     continue
-                out_of_time = bool(cfg.minutes and self.n_scored() and time.perf_counter() - t_start >= cfg.minutes * 60)
-                if j >= cfg.per_round or self.n_scored() >= cfg.budget or out_of_time:
+                late = out_of_time()
+                if j >= cfg.per_round or self.n_scored() >= cfg.budget or late:
                     why = (f"beyond the {cfg.per_round} asked for per round" if j >= cfg.per_round
-                           else f"the time budget ({cfg.minutes:g} min) was spent" if out_of_time else "the budget was spent")
+                           else f"the time budget ({cfg.minutes:g} min) was spent" if late else "the budget was spent")
                     self.log.append("events", {"round": round_, "not_tested": h.name, "statement": h.statement, "why": why})
                     continue
                 if idea_key(h) in seen:

@@ -225,3 +225,12 @@ def test_confirmation_scores_carry_the_empirical_reference(tiny_scope, tmp_path)
     explo, _, _ = ex.score(h, fn, "L2", judge_labelled=False, part="explore")
     assert conf.empirical_fcr is not None and 0.0 <= conf.empirical_fcr <= 1.0 and conf.empirical_kappa is not None
     assert explo.empirical_fcr is None  # the reference is for the scores that are reported
+
+
+def test_a_negative_time_budget_is_refused_with_the_option_named():
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    r = CliRunner().invoke(app, ["explore", "--minutes", "-1", "--judge", "none"])
+    assert r.exit_code == 2 and "--minutes" in r.output
