@@ -84,6 +84,13 @@ class TrainConfig(BaseModel):
     total_minutes: float | None = Field(
         None, gt=0, description="wall-clock budget of the whole job (prior, caching, training): training gets what is left, "
         "at most `minutes` and at least 2 minutes; None: no limit")
+    max_steps: int | None = Field(
+        None, gt=0, description="also stop after this many optimiser steps: a budget that does not depend on the machine's "
+        "load (benchmarks compare recipes at equal steps); the wall-clock budget still applies")
+    condition_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
+        "a whole prompt on a few coordinates of one activation (NOTES §40)")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -621,7 +628,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             p.requires_grad_(True)
         groups.append({"params": own, "lr": cfg.lr * UPPER_LR_FACTOR, "weight_decay": 0.0})
         params = params + own
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
     rng = np.random.default_rng(cfg.seed)
     st = {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""}
@@ -639,7 +646,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     if train_s < cfg.minutes * 60:
         phases["training_cut_to_s"] = train_s
         _log(log_path, {"phase": "budget", "total_minutes": cfg.total_minutes, "training_seconds": train_s, "job_elapsed_s": time.perf_counter() - t_job})
-    budget_left = 0.0 if st["stopped"] else train_s - st["elapsed"]
+    budget_left = 0.0 if st["stopped"] or (cfg.max_steps is not None and st["step"] >= cfg.max_steps) else train_s - st["elapsed"]
 
     bar = None
     if progress and budget_left > 0:
@@ -667,6 +674,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
                 pick[near] = balls[name].draw(pick[near], rng)
         rows = train_rows[pick]
         c = inv.encode(z, sidx)
+        if cfg.condition_dropout > 0:
+            c = torch.nn.functional.dropout(c, cfg.condition_dropout, training=True)
         batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
         loss, ntok = _batch_loss(inv, [train_ids[int(i)] for i in pick], c, batch_trunk)
         opt.zero_grad()
@@ -681,7 +690,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
             bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{uncond:.3f}")
-        out_of_time = st["elapsed"] >= train_s
+        out_of_steps = cfg.max_steps is not None and st["step"] >= cfg.max_steps
+        out_of_time = st["elapsed"] >= train_s or out_of_steps
         if st["step"] % cfg.eval_every == 0 or out_of_time:
             inv.eval()
             hl = _eval_losses(inv, ev_ids, ev_z, ev_site, trunk=ev_trunk)
@@ -694,7 +704,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
                 if st["bad"] >= cfg.patience:
                     st["stopped"] = "early stop (held-out loss stopped improving)"
             if out_of_time and not st["stopped"]:
-                st["stopped"] = "time budget" if train_s >= cfg.minutes * 60 else f"time budget (cut to {train_s / 60:.1f} min by --total-minutes)"
+                st["stopped"] = "step budget" if out_of_steps else "time budget" if train_s >= cfg.minutes * 60 else f"time budget (cut to {train_s / 60:.1f} min by --total-minutes)"
             inv.save(inv_dir, "last.safetensors")
             torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "st": st}, inv_dir / "state.pt.tmp")
             (inv_dir / "state.pt.tmp").replace(state_path)

@@ -134,3 +134,11 @@ def test_runs_saved_before_neighbour_conditioning_load_as_noise_only(tmp_path):
     old = TrainConfig.load(tmp_path / "train_config.json")
     assert old.neighbour_mix == 0.0 and old.recipe == 1
     assert TrainConfig().neighbour_mix is None and TrainConfig().recipe == 2  # new runs: the mix is read from the data
+
+
+def test_a_step_budget_stops_training_at_that_step_whatever_the_clock(tiny_llama_path, tmp_path):
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=7, patience=100, condition_dropout=0.2, weight_decay=0.1),
+                progress=False)
+    assert res.steps == 7 and res.stopped == "step budget"
+    steps = [json.loads(x)["step"] for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines() if '"control"' in x]
+    assert steps[-1] == 7  # the last step is evaluated and checkpointed
