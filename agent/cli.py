@@ -120,6 +120,9 @@ def train(
     t.add_row("prompts train / held-out / dropped (too long)", f"{res.n_train} / {res.n_heldout} / {res.dropped_long}")
     if res.neighbour_mix is not None:
         ratio = f" (nearest-neighbour / ε = {res.density_ratio:.2f})" if res.density_ratio is not None else ""
+        if len(set(res.neighbour_mix_per_site.values())) > 1:  # the density rule chose differently per site
+            ratio = " (" + ", ".join(f"{k} {v:g} at ratio {res.density_ratio_per_site.get(k, float('nan')):.2f}"
+                                     for k, v in res.neighbour_mix_per_site.items()) + ")"
         t.add_row("neighbour mix / noise shell", f"{res.neighbour_mix:g}{ratio} / "
                   + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")

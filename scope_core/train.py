@@ -128,7 +128,9 @@ class TrainResult(BaseModel):
     generator: str = ""  # what the generator is made of, in words
     recipe: int = 2
     neighbour_mix: float | None = None  # the share used (read from the data unless given)
-    density_ratio: float | None = None  # median nearest-neighbour distance / ε, the mix rule's input
+    density_ratio: float | None = None  # median nearest-neighbour distance / ε, the mix rule's input (mean over sites)
+    neighbour_mix_per_site: dict[str, float] = {}
+    density_ratio_per_site: dict[str, float] = {}
     noise_distance: dict[str, float] = {}  # per site, the noise shell used
     stopped: str
     n_train: int
@@ -274,10 +276,16 @@ DENSE_RATIO = 0.25  # prior's nearest-neighbour median / ε below which ε-balls
 DENSE_MIX = 0.7
 
 
+def site_density_ratios(site_stats: list[dict], eps: list[EpsChoice]) -> list[float | None]:
+    """Per site, (median nearest-neighbour distance) / ε: how densely the prior fills a typical
+    ε-ball with close variants (generated refusal prior at L18: 0.16; real prompts: 0.38)."""
+    return [nn / e.eps if (nn := nearest_neighbour_median(st, e.metric)) is not None and e.eps > 0 else None
+            for st, e in zip(site_stats, eps)]
+
+
 def density_ratio(site_stats: list[dict], eps: list[EpsChoice]) -> float | None:
-    """Mean over sites of (median nearest-neighbour distance) / ε: how densely the prior fills a
-    typical ε-ball with close variants (generated refusal prior at L18: 0.16; real prompts: 0.38)."""
-    ratios = [nn / e.eps for st, e in zip(site_stats, eps) if (nn := nearest_neighbour_median(st, e.metric)) is not None and e.eps > 0]
+    """Mean over sites of the density ratio (what the log and the train table report in one number)."""
+    ratios = [r for r in site_density_ratios(site_stats, eps) if r is not None]
     return sum(ratios) / len(ratios) if ratios else None
 
 
@@ -290,6 +298,17 @@ def default_neighbour_mix(cfg: TrainConfig, site_stats: list[dict], eps: list[Ep
     without it (NOTES §38)."""
     r = density_ratio(site_stats, eps)
     return DENSE_MIX if r is not None and r <= DENSE_RATIO else 0.0
+
+
+def site_neighbour_mixes(cfg: TrainConfig, site_stats: list[dict], eps: list[EpsChoice]) -> list[float]:
+    """The mix per site: `--neighbour-mix` everywhere when given, else the density rule read at
+    each site on its own. Why per site: one prior is dense at some sites and loose at others
+    (refusal at L6/L12/L18/L24: ratios 0.26/0.24/0.16/0.59); a rule on the mean (0.31) trained
+    every site without neighbours, and the generator's κ ran far above the empirical
+    reference at the dense sites (BENCHMARKS §11, NOTES §40)."""
+    if cfg.neighbour_mix is not None:
+        return [cfg.neighbour_mix] * len(eps)
+    return [default_neighbour_mix(cfg, [st], [e]) for st, e in zip(site_stats, eps)]
 
 
 def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> list[EpsChoice]:
@@ -560,7 +579,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         bb._prefix_kv = None
 
     stats = cache.stats()
-    mix = cfg.neighbour_mix if cfg.neighbour_mix is not None else default_neighbour_mix(cfg, [stats[s.name] for s in sites], eps)
+    mixes = dict(zip([s.name for s in sites], site_neighbour_mixes(cfg, [stats[s.name] for s in sites], eps)))
+    mix = sum(mixes.values()) / len(mixes)  # the share over all training examples (sites are drawn uniformly)
     noises = {}
     for s, e in zip(sites, eps):
         mean, _ = cache.mean_scale(s)
@@ -586,20 +606,24 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
             con.print(f"[dim]noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})[/dim]")
 
     balls = {}
+    ratios = site_density_ratios([stats[s.name] for s in sites], eps)
     _log(log_path, {"phase": "recipe", "recipe": cfg.recipe, "neighbour_mix": mix, "neighbour_mix_from_data": cfg.neighbour_mix is None,
-                    "density_ratio": density_ratio([stats[s.name] for s in sites], eps)})
+                    "density_ratio": density_ratio([stats[s.name] for s in sites], eps), "neighbour_mix_per_site": mixes,
+                    "density_ratio_per_site": dict(zip(mixes, ratios))})
     if mix > 0 and cfg.arch == "inversescope":
         t = time.perf_counter()
         train_index = torch.tensor(data.train)
         for s, e in zip(sites, eps):
+            if mixes[s.name] == 0:
+                continue
             mean, _ = cache.mean_scale(s)
             balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
             sizes = balls[s.name].sizes()
             report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
-            _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mix})
+            _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mixes[s.name]})
             if progress:
                 con.print(f"[dim]ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
-                          f"{report['q05']}/{report['q50']}/{report['q95']}; {mix:.0%} of examples conditioned on a neighbour[/dim]")
+                          f"{report['q05']}/{report['q50']}/{report['q95']}; {mixes[s.name]:.0%} of its examples conditioned on a neighbour[/dim]")
         phases["neighbours_s"] = time.perf_counter() - t
 
     # held-out evaluation set: clean query activations, sites cycled
@@ -655,6 +679,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         bar = tqdm(total=int(train_s), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({sum(p.numel() for p in params) / 1e6:.1f}M params)", unit="s")
     train_rows = np.array(data.train)
     site_names = [s.name for s in sites]
+    site_mix = np.array([mixes[n] if n in balls else 0.0 for n in site_names])
     t_start = time.perf_counter() - st["elapsed"]
     t0 = time.perf_counter()
     last_loss = float("nan")
@@ -662,7 +687,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         inv.train()
         pick = rng.integers(0, len(train_rows), cfg.batch_size)
         sidx = torch.from_numpy(rng.integers(0, len(sites), cfg.batch_size))
-        swap = rng.random(cfg.batch_size) < mix if balls else np.zeros(cfg.batch_size, dtype=bool)
+        swap = rng.random(cfg.batch_size) < site_mix[sidx.numpy()] if balls else np.zeros(cfg.batch_size, dtype=bool)
         z = torch.stack([acts[site_names[int(k)]][int(r)] for r, k in zip(train_rows[pick], sidx)])  # the conditions
         for k, name in enumerate(site_names):
             m = sidx == k
@@ -723,7 +748,8 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         stopped=st["stopped"] or "time budget", n_train=len(data.train), n_heldout=len(data.heldout), dropped_long=dropped,
         heldout_oov_rate=oov_rate, out_vocab_size=len(bb.out_ids) if bb.out_ids is not None else None,
         generator=describe_generator(gcfg, target), recipe=cfg.recipe, neighbour_mix=mix,
-        density_ratio=density_ratio([stats[s.name] for s in sites], eps),
+        density_ratio=density_ratio([stats[s.name] for s in sites], eps), neighbour_mix_per_site=mixes,
+        density_ratio_per_site={n: r for n, r in zip(mixes, ratios) if r is not None},
         noise_distance={s.name: float(d) for s in sites if (d := noises[s.name].describe().get("distance")) is not None},
     )
     _log(run / "phases.jsonl", {"time": time.time(), **phases})

@@ -13,6 +13,7 @@ from scope_core.train import (
     default_neighbour_mix,
     default_noise_distance,
     density_ratio,
+    site_neighbour_mixes,
     spread_control_layers,
 )
 
@@ -49,6 +50,15 @@ def test_neighbour_mix_follows_how_densely_the_prior_fills_a_ball() -> None:
     assert default_neighbour_mix(cfg, dense, [_eps(0.0818)]) == DENSE_MIX
     assert default_neighbour_mix(cfg, loose, [_eps(0.156)]) == 0.0
     assert default_neighbour_mix(cfg, [{}], [_eps(0.156)]) == 0.0  # unknown density: the paper's noise only
+
+
+def test_neighbour_mix_is_read_at_each_site_on_its_own() -> None:
+    # the 4-site refusal run: ratios 0.26 / 0.24 / 0.16 / 0.59 (mean 0.31 used to switch the mix off everywhere)
+    stats = [_stats(0.0076), _stats(0.022), _stats(0.0129), _stats(0.0026)]
+    eps = [_eps(0.0295), _eps(0.0932), _eps(0.0806), _eps(0.0045)]
+    assert density_ratio(stats, eps) > 0.25
+    assert site_neighbour_mixes(TrainConfig(), stats, eps) == [0.0, DENSE_MIX, DENSE_MIX, 0.0]
+    assert site_neighbour_mixes(TrainConfig(neighbour_mix=0.3), stats, eps) == [0.3] * 4  # the option wins everywhere
 
 
 def test_saved_runs_keep_their_recipe(tmp_path) -> None:

@@ -142,3 +142,14 @@ def test_a_step_budget_stops_training_at_that_step_whatever_the_clock(tiny_llama
     assert res.steps == 7 and res.stopped == "step budget"
     steps = [json.loads(x)["step"] for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines() if '"control"' in x]
     assert steps[-1] == 7  # the last step is evaluated and checkpointed
+
+
+def test_per_site_mix_builds_balls_only_where_neighbours_are_drawn(tiny_llama_path, tmp_path, monkeypatch):
+    import scope_core.train as train_mod
+
+    monkeypatch.setattr(train_mod, "site_neighbour_mixes", lambda cfg, stats, eps: [0.0, 1.0])
+    res = train(_cfg(tiny_llama_path, tmp_path, max_steps=4, minutes=5.0), progress=False)
+    assert res.neighbour_mix_per_site == {"L1": 0.0, "R2": 1.0} and res.neighbour_mix == 0.5
+    log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
+    assert [r["site"] for r in log if r["phase"] == "neighbours"] == ["R2"]
+    assert next(r for r in log if r["phase"] == "recipe")["neighbour_mix_per_site"] == {"L1": 0.0, "R2": 1.0}
