@@ -516,7 +516,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
             # the recipe left to its defaults: the run keeps the recipe it was trained with
             cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
-        keep = {"minutes", "total_minutes", "patience", "eval_every"}
+        keep = {"minutes", "total_minutes", "max_steps", "patience", "eval_every"}  # budgets: a run resumes with a longer one
         if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
             raise AutoscopeError(
                 f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it"
