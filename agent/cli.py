@@ -233,26 +233,15 @@ def fcr(
 
     The refusal study in one command: `autoscope fcr --task refusal --features harmfulness,reason,method --sites L0-L29 --only harmful`.
     """
-    import contextlib
-
     _quiet_libraries()
-    from agent.fcr_report import ensure_run, llm_features, run_fcr
+    from agent.fcr_report import FCRJobConfig, run_fcr
+    from agent.judge import JudgeConfig
 
-    if labeller not in ("learned", "llm"):
-        raise AutoscopeError(f"unknown labeller {labeller!r}: use learned or llm")
-    names = [f.strip() for f in feature.split(",") if f.strip()]
-    run_dir = ensure_run(Path(runs_dir), run, task, target, sites, minutes, seed, err, backbone=backbone, prior_n=prior_n) if task else Path(runs_dir) / (run or "default")
-    with contextlib.ExitStack() as stack:
-        factory = None
-        if labeller == "llm":
-            from agent.judge import JudgeConfig
-
-            factory = llm_features(JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait), stack)
-        reports = run_fcr(run_dir, names, sites, _only_filter(only), only, queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console,
-                          feature_factory=factory, pool_limit=pool if labeller == "llm" else None)
-    from agent.fcr_report import report_rows, write_rows
-
-    write_rows(report_rows(reports), json_out, csv_out)
+    judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait) if labeller == "llm" else None
+    cfg = FCRJobConfig(features=feature, sites=sites, run=run, runs_dir=runs_dir, task=task, target=target, minutes=minutes, backbone=backbone,
+                       prior_n=prior_n, labeller=labeller, pool=pool, only=only, queries=queries, n=n, kernel=kernel, metric=metric, eps=eps,
+                       eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed)
+    run_fcr(cfg, console, err)
 
 
 @app.command()
