@@ -2,7 +2,7 @@
 FCR/κ-by-layer plot (the paper's Fig. 7) under the run's results/.
 
 The job is one `FCRJobConfig` and `run_fcr`, which runs its phases in order, each callable
-alone: `check_job`, `train_if_missing`, `labellers`, `query_indices`, then per site
+alone: `check_job`, `train_if_missing`, `labellers`, `heldout_queries` (agent.loop), then per site
 `sample_site` and `score_site`, and last `present`, `save_results` and `write_rows`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from agent.hypotheses import kappa_text
 from agent.judge import JudgeConfig
-from agent.loop import only_filter
+from agent.loop import heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
 from scope_core.api import AutoscopeError, FCRReport, SampleRun, Scope, Site, parse_sites
@@ -256,14 +256,6 @@ def labellers(cfg: FCRJobConfig, scope: Scope, stack: contextlib.ExitStack) -> l
     return [get_feature(f, scope.run_dir, scope.data) for f in cfg.features]
 
 
-def query_indices(cfg: FCRJobConfig, scope: Scope, where: Callable[[dict], bool] | None) -> list[int]:
-    """The held-out queries D: the first `queries` that pass `--only`."""
-    idx = scope.heldout_indices(where, cfg.queries)
-    if not idx:
-        raise AutoscopeError(f"no held-out prompt matches --only {cfg.only}")
-    return idx
-
-
 def sample_site(cfg: FCRJobConfig, scope: Scope, site: Site, idx: list[int]) -> SampleRun:
     """Verified samples for every query at one site, at the site's ε, saved with the run. Every
     feature is scored on these same samples."""
@@ -328,7 +320,7 @@ def run_fcr(cfg: FCRJobConfig, console: Console, err: Console | None = None) -> 
         scope = Scope(run_dir)
         sites = [scope.site(s.name) for s in parse_sites(cfg.sites, scope.target.n_layers, scope.target.n_heads)]
         feats = labellers(cfg, scope, stack)
-        idx = query_indices(cfg, scope, where)
+        idx = heldout_queries(scope, cfg.only, cfg.queries)
         reports: list[FCRReport] = []
         for site in sites:
             reports += score_site(cfg, scope, site, sample_site(cfg, scope, site, idx), feats, where)

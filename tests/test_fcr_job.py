@@ -17,14 +17,13 @@ from agent.fcr_report import (
     check_job,
     labellers,
     present,
-    query_indices,
     sample_site,
     save_results,
     score_site,
     train_if_missing,
 )
 from agent.judge import JudgeConfig
-from agent.loop import only_filter
+from agent.loop import heldout_queries
 from scope_core.api import AutoscopeError, Scope
 
 
@@ -62,7 +61,7 @@ def test_each_phase_alone_on_a_tiny_run(tiny_scope, tmp_path) -> None:
     llm = cfg.model_copy(update={"labeller": "llm", "judge": JudgeConfig(base_url="http://127.0.0.1:9/v1")})
     with contextlib.ExitStack() as stack:  # python features need no judge: none is asked or started
         assert [f.name for f in labellers(llm, scope, stack)] == ["first_word", "length_bucket"]
-    idx = query_indices(cfg, scope, None)
+    idx = heldout_queries(scope, cfg.only, cfg.queries)
     assert len(idx) == 3
     res = sample_site(cfg, scope, site, idx)
     assert len(res.queries) == 3 and (run_dir / "results" / "sample_L2.json").exists()
@@ -74,6 +73,5 @@ def test_each_phase_alone_on_a_tiny_run(tiny_scope, tmp_path) -> None:
     save_results(cfg, scope, reports, idx, 1, console)
     saved = json.loads((run_dir / "results" / "fcr_first_word_length_bucket_L2.json").read_text())
     assert saved["queries"] == idx and len(saved["reports"]) == 2
-    nope = cfg.model_copy(update={"only": "reason=nope"})
     with pytest.raises(AutoscopeError, match="no held-out prompt matches --only reason=nope"):
-        query_indices(nope, scope, only_filter(nope.only))
+        heldout_queries(scope, "reason=nope", 3)
