@@ -4,10 +4,11 @@ saved progress is."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from pathlib import Path
+from collections.abc import Iterator
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -43,6 +44,15 @@ def friendly(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _bad_options(command: str) -> Iterator[None]:
+    """A config the options do not validate (pydantic, bad integers) as one line naming the command's --help."""
+    try:
+        yield
+    except ValueError as e:
+        raise AutoscopeError(f"bad option: {' '.join(str(e).split())[:300]} — see `autoscope {command} --help`") from None
 
 
 def _quiet_libraries() -> None:
@@ -97,56 +107,19 @@ def train(
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
     _quiet_libraries()
-    from scope_core.api import PriorConfig, TargetConfig, TrainConfig, train as run_train
+    from agent.train_check import train_and_check
+    from scope_core.api import PriorConfig, TargetConfig, TrainConfig
 
-    try:
+    with _bad_options("train"):
         cfg = TrainConfig(
             run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
-            sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, batch_size=batch_size, restrict_vocab=restrict_vocab,
-            total_minutes=total_minutes or None, control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric, eps_quantile=eps_quantile,
-            eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
+            sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, batch_size=batch_size,
+            restrict_vocab=restrict_vocab, total_minutes=total_minutes or None,
+            control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric,
+            eps_quantile=eps_quantile, eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
         )
-    except ValueError as e:  # pydantic validation, bad integers
-        raise AutoscopeError(f"bad option: {' '.join(str(e).split())[:300]} — see `autoscope train --help`") from None
-    res = run_train(cfg)
-    from rich.table import Table
-
-    t = Table(title=f"trained {res.run_dir}")
-    t.add_column("what")
-    t.add_column("value", justify="right")
-    for k, v in res.phases.items():
-        t.add_row(k, f"{v:.1f}")
-    t.add_row("prompts train / held-out / dropped (too long)", f"{res.n_train} / {res.n_heldout} / {res.dropped_long}")
-    if res.neighbour_mix is not None:
-        ratio = f" (nearest-neighbour / ε = {res.density_ratio:.2f})" if res.density_ratio is not None else ""
-        if len(set(res.neighbour_mix_per_site.values())) > 1:  # the density rule chose differently per site
-            ratio = " (" + ", ".join(f"{k} {v:g} at ratio {res.density_ratio_per_site.get(k, float('nan')):.2f}"
-                                     for k, v in res.neighbour_mix_per_site.items()) + ")"
-        t.add_row("neighbour mix / noise shell", f"{res.neighbour_mix:g}{ratio} / "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
-    t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
-    if res.heldout_loss is not None:
-        t.add_row("held-out loss (validation split): conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
-    if res.out_vocab_size:
-        t.add_row("generator output vocabulary / held-out tokens outside it", f"{res.out_vocab_size} / {100 * res.heldout_oov_rate:.2f}%")
-    if res.generator:
-        t.add_row("generator", res.generator)
-    t.add_row("stopped by", res.stopped)
-    for e in res.eps:
-        t.add_row("ε", e.describe())
-    console.print(t)
-    if check:
-        from agent.train_check import check_run
-
-        verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=seed)
-        console.print(("[bold red]" if verdict.weak else "[green]") + verdict.verdict() + ("[/bold red]" if verdict.weak else "[/green]"))
-
-
-def _only_filter(only: str | None):
-    from agent.loop import only_filter
-
-    return only_filter(only)
+    train_and_check(cfg, console, check=check)
 
 
 @app.command()
@@ -169,37 +142,11 @@ def sample(
 ):
     """Sample verified preimages of query activations and show them with distances."""
     _quiet_libraries()
-    from rich.table import Table
+    from agent.sample_report import SampleJobConfig, run_sample
 
-    from scope_core.api import Scope
-
-    scope = Scope(Path(runs_dir) / run)
-    s = scope.site(site)
-    if kernel not in ("hard", "gaussian"):
-        raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
-    if verify not in ("auto", "full"):
-        raise AutoscopeError(f"unknown --verify {verify!r}: use auto or full")
-    ec = scope.eps(s, metric, eps_quantile, eps)
-    if prompt:
-        res = scope.sample(s, texts=prompt, n=n, temperature=temperature, kernel=kernel, eps=ec, seed=seed, progress=True, verify_mode=verify)  # type: ignore[arg-type]
-    else:
-        idx = scope.heldout_indices(_only_filter(only), queries)
-        if not idx:
-            raise AutoscopeError(f"no held-out prompt matches --only {only}")
-        res = scope.sample(s, indices=idx, n=n, temperature=temperature, kernel=kernel, eps=ec, seed=seed, progress=True, verify_mode=verify)  # type: ignore[arg-type]
-    console.print(f"[bold]{ec.describe()}[/bold], kernel {kernel}")
-    for q in res.queries:
-        t = Table(title=f"query: {q.query}", show_lines=False)
-        t.add_column("d", justify="right")
-        t.add_column("ok")
-        t.add_column("copy")
-        t.add_column("sample")
-        for smp in sorted(q.samples, key=lambda x: x.distance):
-            t.add_row(f"{smp.distance:.4f}", "✓" if smp.accepted else "·", "copy" if smp.is_copy else "", smp.text)
-        console.print(t)
-    summ = scope.sampler_summary(res)
-    console.print(" ".join(f"{k}={v:.3f}" for k, v in summ.items()))
-    scope.save_json(f"sample_{s.name}.json", res)
+    cfg = SampleJobConfig(site=site, prompts=prompt or [], run=run, runs_dir=runs_dir, queries=queries, only=only, n=n, temperature=temperature,
+                          metric=metric, kernel=kernel, eps=eps, eps_quantile=eps_quantile, seed=seed, verify=verify)
+    run_sample(cfg, console)
 
 
 @app.command()
@@ -236,26 +183,15 @@ def fcr(
 
     The refusal study in one command: `autoscope fcr --task refusal --features harmfulness,reason,method --sites L0-L29 --only harmful`.
     """
-    import contextlib
-
     _quiet_libraries()
-    from agent.fcr_report import ensure_run, llm_features, run_fcr
+    from agent.fcr_report import FCRJobConfig, run_fcr
+    from agent.judge import JudgeConfig
 
-    if labeller not in ("learned", "llm"):
-        raise AutoscopeError(f"unknown labeller {labeller!r}: use learned or llm")
-    names = [f.strip() for f in feature.split(",") if f.strip()]
-    run_dir = ensure_run(Path(runs_dir), run, task, target, sites, minutes, seed, err, backbone=backbone, prior_n=prior_n) if task else Path(runs_dir) / (run or "default")
-    with contextlib.ExitStack() as stack:
-        factory = None
-        if labeller == "llm":
-            from agent.judge import JudgeConfig
-
-            factory = llm_features(JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait), stack)
-        reports = run_fcr(run_dir, names, sites, _only_filter(only), only, queries, n, kernel, metric, eps, eps_quantile, empirical, seed, console,
-                          feature_factory=factory, pool_limit=pool if labeller == "llm" else None)
-    from agent.fcr_report import report_rows, write_rows
-
-    write_rows(report_rows(reports), json_out, csv_out)
+    judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait) if labeller == "llm" else None
+    cfg = FCRJobConfig(features=feature, sites=sites, run=run, runs_dir=runs_dir, task=task, target=target, minutes=minutes, backbone=backbone,
+                       prior_n=prior_n, labeller=labeller, pool=pool, only=only, queries=queries, n=n, kernel=kernel, metric=metric, eps=eps,
+                       eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed)
+    run_fcr(cfg, console, err)
 
 
 @app.command()
@@ -292,7 +228,7 @@ def explore(
     """Run the hypothesis loop: the judge proposes, autoscope compiles and scores by FCR."""
     _quiet_libraries()
     from agent.judge import JudgeConfig
-    from agent.loop import ExploreConfig
+    from agent.loop import ExploreConfig, present_result, proposer_for
     from agent.loop import explore as run_explore
 
     if unsafe_weak_sandbox:
@@ -300,36 +236,15 @@ def explore(
     from agent.sandbox import isolation_summary
 
     err.print(isolation_summary())
-    if judge_mode not in ("auto", "none", "only"):
-        raise AutoscopeError(f"unknown --judge {judge_mode!r}: use auto, none (no LLM) or only (the judge alone proposes)")
+    proposer = proposer_for(judge_mode)
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait)
-    cfg = ExploreConfig(proposer={"auto": "auto", "none": "evidence", "only": "judge"}[judge_mode],  # type: ignore[arg-type]
+    cfg = ExploreConfig(proposer=proposer,  # type: ignore[arg-type]
                         run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
                         stop_when_done=not until_budget, minutes=minutes or None)
     res = run_explore(cfg, console=err)
-    from rich.table import Table
-
-    from agent.hypotheses import is_confirmed, kappa_text
-
-    def kappa_ci(s) -> str:
-        return "—" if s is None else kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)
-
-    null = res.null.max_kappa if res.null else None
-    t = Table(title=f"hypotheses at {site} ({res.stopped}); search null κ {null if null is None else f'{null:.3f}'}")
-    for col in ("#", "hypothesis", "from", "explore κ", "confirm FCR [95% CI]", "confirm κ [95% CI]", "empirical κ", "verdict"):
-        t.add_column(col)
-    for i, h in enumerate(res.ranking, 1):
-        s, c = h.score, h.confirmation
-        t.add_row(str(i), h.hypothesis.name, h.source, kappa_ci(s),
-                  f"{c.fcr:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]" if c and c.fcr is not None else "—", kappa_ci(c),
-                  f"{c.empirical_kappa:.3f}" if c and c.empirical_kappa is not None else "—",
-                  "confirmed" if is_confirmed(h, res.null) else ("not confirmed" if h.status == "scored" else h.status))
-    console.print(t)
-    console.print(res.verdict)
-    console.print("time per phase: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timing.items()))
-    console.print(f"report: {res.explore_dir}/report.md and report.html (id {Path(res.explore_dir).name}; --resume it to continue)")
+    present_result(res, site, console)
     if res.failure:
         err.print(f"[bold red]error:[/bold red] {res.failure}")
         raise typer.Exit(1)
@@ -343,12 +258,9 @@ def report(
     runs_dir: str = typer.Option("runs"),
 ):
     """Regenerate report.md and report.html of an explore run from its log."""
-    from agent.report import write_report
+    from agent.report import explore_root, write_report
 
-    root = Path(explore_id) if Path(explore_id).exists() else Path(runs_dir) / run / "explore" / explore_id
-    if not root.exists():
-        raise AutoscopeError(f"no explore run {explore_id!r} (looked in {root})")
-    md, html = write_report(root)
+    md, html = write_report(explore_root(explore_id, run, runs_dir))
     console.print(f"wrote {md} and {html}")
 
 
@@ -371,29 +283,17 @@ def label(
     judge_wait: float = typer.Option(300.0, help="seconds to wait for an unreachable judge (down or restarting) before stopping; work done is kept"),
 ):
     """Label every row of a file with an LLM feature (concurrent, cached, resumable)."""
-    import contextlib
-
-    from agent.judge import JudgeClient, JudgeConfig
-    from agent.label import LabelConfig, label_file
+    from agent.judge import JudgeConfig
+    from agent.label import LabelConfig, check_method, label_with_judge, nothing_labelled, stats_line
 
     jc = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, concurrency=concurrency, outage_s=judge_wait)
-    if method not in ("auto", "ask", "channel"):
-        raise AutoscopeError(f"unknown --method {method!r}: use auto, ask or channel")
-    cfg = LabelConfig(feature=feature, input=input, output=output, field=field, batch=batch, method=method,  # type: ignore[arg-type]
+    cfg = LabelConfig(feature=feature, input=input, output=output, field=field, batch=batch, method=check_method(method),  # type: ignore[arg-type]
                       labels=[x.strip() for x in labels.split(",")] if labels else None, judge=jc)
-    with contextlib.ExitStack() as stack:
-        if not jc.base_url:
-            from agent.embedded_judge import EmbeddedJudge
-
-            srv = stack.enter_context(EmbeddedJudge(engine=embedded_engine))
-            client = srv.client(jc)
-        else:
-            client = JudgeClient(jc)
-        stats = label_file(cfg, client)
-    console.print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items() if k != "first_error"))
-    if stats["labelled_now"] and stats["failed"] == stats["labelled_now"]:
-        err.print(f"[bold red]error:[/bold red] no row was labelled: every one of the {stats['labelled_now']} rows failed "
-                  f"(first: {stats['first_error']}); see the error field of {output}")
+    stats = label_with_judge(cfg, embedded_engine)
+    console.print(stats_line(stats))
+    failure = nothing_labelled(stats, output)
+    if failure:
+        err.print(f"[bold red]error:[/bold red] {failure}")
         raise typer.Exit(1)
 
 
@@ -421,61 +321,16 @@ def plan(
     """Memory per process, activation cache on disk, and time for caching, training and sampling —
     from the target's config alone (no weights). Figures are estimates; the assumptions are printed."""
     _quiet_libraries()
-    import shutil
-
+    from agent.plan_report import plan_hardware, show_plan
     from scope_core.api import PlanConfig, parse_memory
-    from scope_core.api import plan as make_plan
 
-    kind = (gpu_kind or ("h100" if gpus else "cpu")).lower()
-    if kind != "cpu" and not gpus:
-        gpus = 1
-    disk = None
-    if not gpus:
-        where = Path(runs_dir).resolve()
-        while not where.exists() and where != where.parent:
-            where = where.parent
-        disk = shutil.disk_usage(where).free / (1 << 30)
-    try:
+    gpus, kind, disk = plan_hardware(gpus, gpu_kind, runs_dir)
+    with _bad_options("plan"):
         cfg = PlanConfig(target=target, sites=sites, prompts=prompts, text_tokens=prompt_tokens, gpus=gpus,
                          gpu_kind=kind, gpu_memory_gib=parse_memory(gpu_memory) if gpu_memory else None,
                          dtype=dtype, processes=processes, minutes=minutes, queries=queries, samples=samples,
                          ram_gib=parse_memory(ram) if ram else None, disk_free_gib=disk)
-    except ValueError as e:  # pydantic validation
-        raise AutoscopeError(f"bad option: {' '.join(str(e).split())[:300]} — see `autoscope plan --help`") from None
-    p = make_plan(cfg)
-    if json_out:
-        print(p.model_dump_json(indent=1))
-        return
-    from rich.table import Table
-
-    def t_fmt(s: float) -> str:
-        return f"{s:.2g} s" if s < 10 else f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
-
-    t = Table(title=f"plan: {p.target} ({p.model_type}, {p.params / 1e9:.3g}B parameters) at {', '.join(p.sites)}, {p.dtype}, "
-                    f"on {p.hardware}")
-    for col, just in (("", "left"), ("memory per process", "right"), ("host RAM per process", "right"), ("time (estimate)", "right"), ("work", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for ph in p.phases:
-        t.add_row(ph.phase, f"{ph.memory_gib:.2f} GiB", f"{ph.host_gib:.2f} GiB", t_fmt(ph.seconds), ph.work)
-    console.print(t)
-    console.print(f"weights {p.weights_gib:.2f} GiB · inverter {p.trainable_params / 1e6:,.1f}M trainable parameters · activation "
-                  f"cache on disk [bold]{p.cache_gib:.2f} GiB[/bold] ({p.cache_sites_gib:.2f} site activations + "
-                  f"{p.cache_trunk_gib:.2f} trunk residual) · {p.processes} process{'es' if p.processes > 1 else ''} on "
-                  f"{p.devices} device{'s' if p.devices > 1 else ''} · total ≈ {t_fmt(sum(ph.seconds for ph in p.phases))}")
-    console.print("[bold]memory formulas[/bold]")
-    for ph in p.phases:
-        console.print(f"  {ph.phase}: {ph.memory_formula}", highlight=False)
-    if p.problems:
-        console.print("[bold red]will not fit:[/bold red]")
-        for line in p.problems:
-            console.print(f"  [red]✗[/red] {line}", highlight=False)
-    else:
-        console.print("[green]fits[/green] on " + p.hardware)
-    for line in p.notes:
-        console.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
-    console.print("[bold]assumptions[/bold] (the figures are estimates)")
-    for line in p.assumptions:
-        console.print(f"  - {line}", highlight=False)
+    show_plan(cfg, console, as_json=json_out)
 
 
 judge_app = typer.Typer(help="The judge LLM server.")
@@ -493,16 +348,9 @@ def judge_serve(
     """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
     import subprocess
 
-    from serving.launch import batched_command, embedded_command, vllm_command
+    from serving.launch import serve_command
 
-    if engine in ("embedded", "llamacpp"):
-        cmd, eng = embedded_command(host, port), "llamacpp"
-    elif engine == "batched":
-        cmd, eng = batched_command(host, port), "batched"
-    elif engine == "vllm":
-        cmd, eng = vllm_command(model, host, port), "vllm"
-    else:
-        raise AutoscopeError(f"unknown engine {engine!r}: use embedded (= llamacpp), batched or vllm")
+    cmd, eng = serve_command(engine, model, host, port)
     console.print(f"serving on http://{host}:{port}/v1 — export AUTOSCOPE_JUDGE_URL=http://{host}:{port}/v1 AUTOSCOPE_JUDGE_ENGINE={eng}")
     raise typer.Exit(subprocess.call(cmd))
 

@@ -1,19 +1,27 @@
 """`autoscope fcr`: score features across sites; print a table, save JSON and the
-FCR/κ-by-layer plot (the paper's Fig. 7) under the run's results/."""
+FCR/κ-by-layer plot (the paper's Fig. 7) under the run's results/.
+
+The job is one `FCRJobConfig` and `run_fcr`, which runs its phases in order, each callable
+alone: `check_job`, `train_if_missing`, `labellers`, `heldout_queries` (agent.loop), then per site
+`sample_site` and `score_site`, and last `present`, `save_results` and `write_rows`."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel, field_validator
 from rich.console import Console
 from rich.table import Table
 
 from agent.hypotheses import kappa_text
+from agent.judge import JudgeConfig
+from agent.loop import heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
-from scope_core.api import AutoscopeError, FCRReport, Scope, parse_sites
+from scope_core.api import AutoscopeError, FCRReport, SampleRun, Scope, Site, parse_sites
 
 
 def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
@@ -50,72 +58,6 @@ def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def run_fcr(
-    run_dir: Path,
-    features: list[str],
-    sites_spec: str,
-    where: Callable[[dict], bool] | None,
-    only: str | None,
-    n_queries: int,
-    n: int,
-    kernel: str,
-    metric: str | None,
-    eps: float | None,
-    eps_quantile: float | None,
-    empirical: bool,
-    seed: int,
-    console: Console,
-    feature_factory: Callable[[str, Scope], Feature] | None = None,
-    pool_limit: int | None = None,
-) -> list[FCRReport]:
-    """Sample every site once, score every feature on the same samples, print and save."""
-    if kernel not in ("hard", "gaussian"):
-        raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
-    scope = Scope(run_dir)
-    sites = [scope.site(s.name) for s in parse_sites(sites_spec, scope.target.n_layers, scope.target.n_heads)]
-    feats = [feature_factory(f, scope) if feature_factory else get_feature(f, scope.run_dir, scope.data) for f in features]
-    idx = scope.heldout_indices(where, n_queries)
-    if not idx:
-        raise AutoscopeError(f"no held-out prompt matches --only {only}")
-    reports: list[FCRReport] = []
-    for site in sites:
-        ec = scope.eps(site, metric, eps_quantile, eps)
-        res = scope.sample(site, indices=idx, n=n, kernel=kernel, eps=ec, seed=seed, progress=True)  # type: ignore[arg-type]
-        scope.save_json(f"sample_{site.name}.json", res)
-        for f in feats:
-            rep = scope.score(f, f.name, res, site, empirical=empirical, feature_info={k: v for k, v in f.info.items() if k != "failures"},
-                              pool_limit=pool_limit, seed=seed, where=where)
-            reports.append(rep)
-    rows = report_rows(reports)
-    t = Table(title=f"FCR on {len(idx)} held-out queries{f' ({only})' if only else ''}, {n} samples each, kernel {kernel}")
-    for col in TABLE_COLUMNS:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*[_cell(row, col) for col in TABLE_COLUMNS])
-    console.print(t)
-    console.print("[dim]copies: exact copies of prompts the generator learned from / within one word edit of one / "
-                  "within one word edit of the query.[/dim]")
-    console.print("[dim]κ is against the marginal chance level (all prior prompts, an undefined label never matching); "
-                  "the conditional one is within the prior prompts that pass --only and on which the feature is defined.[/dim]")
-    for f in feats:
-        if f.info.get("heldout_accuracy") is not None:
-            console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f} (on prior prompts)[/dim]")
-    for r in reports:
-        if r.labeller_audit is not None:
-            console.print(f"[dim]{r.site} {r.labeller_audit.line()}[/dim]")
-            if r.labeller_audit.explains(r.gap):
-                console.print(f"[yellow]{r.site} {r.feature}: the generator-minus-empirical gap {r.gap:+.3f} is within what label noise "
-                              f"on generated samples can explain (error up to {r.labeller_audit.max_error:.3f}); do not read it as a "
-                              f"difference between the two[/yellow]")
-    name = "fcr_" + "_".join(features) + "_" + sites_spec.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
-        + ("_llm" if feature_factory else "")
-    scope.save_json(name + ".json", {"reports": [r.model_dump() for r in reports], "only": only, "queries": idx})
-    if len(sites) > 1:
-        png = plot_by_layer(reports, scope.run_dir / "results" / (name + ".png"), f"{scope.run_dir.name}: FCR by site ({only or 'all queries'})")
-        console.print(f"plot: {png}")
-    return reports
 
 
 TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "conditional p0 / κ [95% CI]", "empirical FCR",
@@ -206,24 +148,7 @@ def study_run_name(task: str, target: str, sites: str) -> str:
     return f"{task}-{slug}-{sites.replace(',', '+')}"
 
 
-def ensure_run(runs_dir: Path, run: str | None, task: str, target: str, sites: str, minutes: float, seed: int, console: Console,
-               backbone: str = "embedded", prior_n: int = 10000) -> Path:
-    """The run for (task, target, sites): trained now if it has no inverter yet (training
-    resumes where an interrupted one stopped), reused as it is otherwise."""
-    from scope_core.api import PriorConfig, TargetConfig, TrainConfig, train
-
-    name = run or study_run_name(task, target, sites)
-    run_dir = runs_dir / name
-    if (run_dir / "inverter" / "inverter.safetensors").exists():
-        return run_dir
-    console.print(f"[bold]training {run_dir}[/bold] for the {task} prior on {target} at {sites} ({minutes:g} min budget)")
-    cfg = TrainConfig(run=name, runs_dir=str(runs_dir), target=TargetConfig(model=target), prior=PriorConfig(task=task, n=prior_n, heldout=min(500, prior_n // 10), seed=seed),
-                      sites=sites, backbone=backbone, minutes=minutes, seed=seed)
-    train(cfg)
-    return run_dir
-
-
-def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
+def llm_features(judge_cfg: JudgeConfig, stack: contextlib.ExitStack) -> Callable[[str, Scope], Feature]:
     """Features labelled by the judge (built-in LLM specs); starts the embedded judge
     server inside `stack` when no judge URL is configured."""
     from agent.judge import JudgeClient
@@ -250,3 +175,156 @@ def llm_features(judge_cfg, stack) -> Callable[[str, Scope], Feature]:
                            classes=labelling_classes(spec, spec.labels, "auto", client[0].config.engine))
 
     return factory
+
+
+class FCRJobConfig(BaseModel):
+    """One `autoscope fcr` job, as the command's options give it: the run (or the task whose run
+    is trained first when missing), the features and sites, and how queries are drawn, sampled,
+    labelled and scored. Defaults are the command's."""
+
+    features: list[str]
+    sites: str = "L18"
+    run: str | None = None
+    runs_dir: str = "runs"
+    task: str | None = None  # refusal, ioi or icl: the run is RUNS_DIR/TASK-TARGET-SITES, trained if missing
+    target: str = "embedded"
+    minutes: float = 8.0
+    backbone: str = "embedded"
+    prior_n: int = 10000
+    labeller: str = "learned"  # learned or llm
+    pool: int = 240  # with the llm labeller: prior prompts labelled for p0 and the empirical reference
+    only: str | None = None
+    queries: int = 40
+    n: int = 16
+    kernel: str = "hard"
+    metric: str | None = None
+    eps: float | None = None
+    eps_quantile: float | None = None
+    empirical: bool = True
+    judge: JudgeConfig | None = None  # with the llm labeller (default: from the environment)
+    json_out: str | None = None
+    csv_out: str | None = None
+    seed: int = 0
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _split_names(cls, v: object) -> object:
+        """`harmfulness,reason` as the command line writes it."""
+        return [f.strip() for f in v.split(",") if f.strip()] if isinstance(v, str) else v
+
+    @property
+    def run_dir(self) -> Path:
+        if self.task:
+            return Path(self.runs_dir) / (self.run or study_run_name(self.task, self.target, self.sites))
+        return Path(self.runs_dir) / (self.run or "default")
+
+    @property
+    def pool_limit(self) -> int | None:
+        """Judge labels are dear: only the llm labeller samples the prior's pool (NOTES §10)."""
+        return self.pool if self.labeller == "llm" else None
+
+
+def check_job(cfg: FCRJobConfig) -> None:
+    """Refuse unknown choices before anything is trained, sampled or labelled."""
+    if cfg.labeller not in ("learned", "llm"):
+        raise AutoscopeError(f"unknown labeller {cfg.labeller!r}: use learned or llm")
+    if cfg.kernel not in ("hard", "gaussian"):
+        raise AutoscopeError(f"unknown kernel {cfg.kernel!r}: use hard or gaussian")
+
+
+def train_if_missing(cfg: FCRJobConfig, console: Console) -> Path:
+    """The job's run. With `task`, the run for (task, target, sites) is trained now if it has no
+    inverter yet (training resumes where an interrupted one stopped), and reused otherwise."""
+    run_dir = cfg.run_dir
+    if not cfg.task or (run_dir / "inverter" / "inverter.safetensors").exists():
+        return run_dir
+    from scope_core.api import PriorConfig, TargetConfig, TrainConfig, train
+
+    console.print(f"[bold]training {run_dir}[/bold] for the {cfg.task} prior on {cfg.target} at {cfg.sites} ({cfg.minutes:g} min budget)")
+    prior = PriorConfig(task=cfg.task, n=cfg.prior_n, heldout=min(500, cfg.prior_n // 10), seed=cfg.seed)
+    train(TrainConfig(run=run_dir.name, runs_dir=cfg.runs_dir, target=TargetConfig(model=cfg.target), prior=prior, sites=cfg.sites,
+                      backbone=cfg.backbone, minutes=cfg.minutes, seed=cfg.seed))
+    return run_dir
+
+
+def labellers(cfg: FCRJobConfig, scope: Scope, stack: contextlib.ExitStack) -> list[Feature]:
+    """One labeller per feature: learned from the prior's labels, or (llm) the judge, started
+    inside `stack` on first need when no judge URL is configured."""
+    if cfg.labeller == "llm":
+        factory = llm_features(cfg.judge or JudgeConfig.from_env(), stack)
+        return [factory(f, scope) for f in cfg.features]
+    return [get_feature(f, scope.run_dir, scope.data) for f in cfg.features]
+
+
+def sample_site(cfg: FCRJobConfig, scope: Scope, site: Site, idx: list[int]) -> SampleRun:
+    """Verified samples for every query at one site, at the site's ε, saved with the run. Every
+    feature is scored on these same samples."""
+    ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
+    res = scope.sample(site, indices=idx, n=cfg.n, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True)  # type: ignore[arg-type]
+    scope.save_json(f"sample_{site.name}.json", res)
+    return res
+
+
+def score_site(cfg: FCRJobConfig, scope: Scope, site: Site, res: SampleRun, feats: list[Feature],
+               where: Callable[[dict], bool] | None) -> list[FCRReport]:
+    """FCR, p0, κ and the empirical reference of every feature on one site's samples."""
+    return [scope.score(f, f.name, res, site, empirical=cfg.empirical, feature_info={k: v for k, v in f.info.items() if k != "failures"},
+                        pool_limit=cfg.pool_limit, seed=cfg.seed, where=where) for f in feats]
+
+
+def present(cfg: FCRJobConfig, reports: list[FCRReport], feats: list[Feature], n_queries: int, console: Console) -> None:
+    """The table, then what a reader needs to read it: the copy columns, the two κ, each learned
+    labeller's accuracy, and where label noise can explain a generator-minus-empirical gap."""
+    t = Table(title=f"FCR on {n_queries} held-out queries{f' ({cfg.only})' if cfg.only else ''}, {cfg.n} samples each, kernel {cfg.kernel}")
+    for col in TABLE_COLUMNS:
+        t.add_column(col)
+    for row in report_rows(reports):
+        t.add_row(*[_cell(row, col) for col in TABLE_COLUMNS])
+    console.print(t)
+    console.print("[dim]copies: exact copies of prompts the generator learned from / within one word edit of one / "
+                  "within one word edit of the query.[/dim]")
+    console.print("[dim]κ is against the marginal chance level (all prior prompts, an undefined label never matching); "
+                  "the conditional one is within the prior prompts that pass --only and on which the feature is defined.[/dim]")
+    for f in feats:
+        if f.info.get("heldout_accuracy") is not None:
+            console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f} (on prior prompts)[/dim]")
+    for r in reports:
+        if r.labeller_audit is not None:
+            console.print(f"[dim]{r.site} {r.labeller_audit.line()}[/dim]")
+            if r.labeller_audit.explains(r.gap):
+                console.print(f"[yellow]{r.site} {r.feature}: the generator-minus-empirical gap {r.gap:+.3f} is within what label noise "
+                              f"on generated samples can explain (error up to {r.labeller_audit.max_error:.3f}); do not read it as a "
+                              f"difference between the two[/yellow]")
+
+
+def save_results(cfg: FCRJobConfig, scope: Scope, reports: list[FCRReport], idx: list[int], n_sites: int, console: Console) -> None:
+    """The reports as JSON under the run's results/, and the FCR/κ-by-site plot when there are
+    several sites."""
+    only = cfg.only
+    name = "fcr_" + "_".join(cfg.features) + "_" + cfg.sites.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
+        + ("_llm" if cfg.labeller == "llm" else "")
+    scope.save_json(name + ".json", {"reports": [r.model_dump() for r in reports], "only": only, "queries": idx})
+    if n_sites > 1:
+        png = plot_by_layer(reports, scope.run_dir / "results" / (name + ".png"), f"{scope.run_dir.name}: FCR by site ({only or 'all queries'})")
+        console.print(f"plot: {png}")
+
+
+def run_fcr(cfg: FCRJobConfig, console: Console, err: Console | None = None) -> list[FCRReport]:
+    """The `fcr` job: train the run if missing, sample every site once, label and score every
+    feature on the same samples, present, save, and write the rows for scripts (--json/--csv).
+    Progress of a training goes to `err` (default: `console`)."""
+    check_job(cfg)
+    run_dir = train_if_missing(cfg, err or console)
+    where = only_filter(cfg.only)
+    with contextlib.ExitStack() as stack:
+        scope = Scope(run_dir)
+        sites = [scope.site(s.name) for s in parse_sites(cfg.sites, scope.target.n_layers, scope.target.n_heads)]
+        feats = labellers(cfg, scope, stack)
+        idx = heldout_queries(scope, cfg.only, cfg.queries)
+        reports: list[FCRReport] = []
+        for site in sites:
+            reports += score_site(cfg, scope, site, sample_site(cfg, scope, site, idx), feats, where)
+        present(cfg, reports, feats, len(idx), console)
+        save_results(cfg, scope, reports, idx, len(sites), console)
+    write_rows(report_rows(reports), cfg.json_out, cfg.csv_out)
+    return reports

@@ -8,6 +8,7 @@ is an explicit null with its reason, never a guess.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -141,3 +142,36 @@ def label_file(cfg: LabelConfig, judge: JudgeClient, progress: bool = True) -> d
     return {"rows": len(rows), "method": "channel" if classes else "ask", "labelled_now": len(todo), "already_done": len(done), "null": n_null, "failed": n_failed, "first_error": first_error, "seconds": dt,
             "rows_per_s": len(todo) / dt if dt > 0 and todo else 0.0, "judge_calls": judge.calls,
             "cache_hits": judge.cache.hits}
+
+
+def check_method(method: str) -> str:
+    """`--method` as the config takes it, or an error that names the choices."""
+    if method not in ("auto", "ask", "channel"):
+        raise AutoscopeError(f"unknown --method {method!r}: use auto, ask or channel")
+    return method
+
+
+def label_with_judge(cfg: LabelConfig, embedded_engine: str = "batched") -> dict:
+    """`label_file` with the configured judge, or without a judge URL with the embedded judge
+    started for this job alone (`embedded_engine`: batched or llamacpp) and stopped after."""
+    with contextlib.ExitStack() as stack:
+        if cfg.judge.base_url:
+            client = JudgeClient(cfg.judge)
+        else:
+            from .embedded_judge import EmbeddedJudge
+
+            client = stack.enter_context(EmbeddedJudge(engine=embedded_engine)).client(cfg.judge)
+        return label_file(cfg, client)
+
+
+def stats_line(stats: dict) -> str:
+    """The job's counts on one line (the first error is left to `nothing_labelled`)."""
+    return " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items() if k != "first_error")
+
+
+def nothing_labelled(stats: dict, output: str) -> str | None:
+    """Why the job failed when every row it tried failed (None when any row was labelled)."""
+    if stats["labelled_now"] and stats["failed"] == stats["labelled_now"]:
+        return (f"no row was labelled: every one of the {stats['labelled_now']} rows failed "
+                f"(first: {stats['first_error']}); see the error field of {output}")
+    return None

@@ -149,6 +149,36 @@ def only_filter(only: str | None):
     return lambda labels: labels.get(key) == value
 
 
+PROPOSERS = {"auto": "auto", "none": "evidence", "only": "judge"}  # `explore --judge` -> ExploreConfig.proposer
+
+
+def proposer_for(judge_mode: str) -> str:
+    """`--judge auto|none|only` as the loop's proposer (auto: evidence first, then the judge;
+    none: mined from the samples, no LLM; only: the judge alone)."""
+    if judge_mode not in PROPOSERS:
+        raise AutoscopeError(f"unknown --judge {judge_mode!r}: use auto, none (no LLM) or only (the judge alone proposes)")
+    return PROPOSERS[judge_mode]
+
+
+def present_result(res: ExploreResult, site: str, console: Console) -> None:
+    """The ranking as a table, the verdict, the time per phase and where the report is."""
+    from .report import ranking_table
+
+    console.print(ranking_table(res.ranking, res.null, site, res.stopped))
+    console.print(res.verdict)
+    console.print("time per phase: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timing.items()))
+    console.print(f"report: {res.explore_dir}/report.md and report.html (id {Path(res.explore_dir).name}; --resume it to continue)")
+
+
+def heldout_queries(scope: Scope, only: str | None, limit: int) -> list[int]:
+    """The query set D: the first `limit` held-out prompts that pass `--only` (an error, with the
+    filter named, when none does)."""
+    idx = scope.heldout_indices(only_filter(only), limit)
+    if not idx:
+        raise AutoscopeError(f"no held-out prompt matches --only {only}")
+    return idx
+
+
 class Explorer:
     def __init__(self, cfg: ExploreConfig, judge: JudgeClient | None, log: RunLog, console: Console | None = None, scope: Scope | None = None,
                  labeller: JudgeClient | None = None):
@@ -173,9 +203,7 @@ class Explorer:
         else:
             t = time.perf_counter()
             site = self.scope.site(site_name)
-            idx = self.scope.heldout_indices(only_filter(self.cfg.only), self.cfg.queries)
-            if not idx:
-                raise AutoscopeError(f"no held-out prompt matches --only {self.cfg.only}")
+            idx = heldout_queries(self.scope, self.cfg.only, self.cfg.queries)
             eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
             run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel, eps=eps, seed=self.cfg.seed, progress=True)  # type: ignore[arg-type]
             self.log.write_json(f"samples_{site_name}.json", run.model_dump())

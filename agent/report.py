@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+from rich.table import Table
 
 from scope_core.api import AutoscopeError
 
@@ -60,6 +61,33 @@ def _plot(root: Path, ranking: list[ScoredHypothesis], site: str) -> str | None:
     fig.savefig(root / "fcr_by_site.png", dpi=110)
     plt.close(fig)
     return "fcr_by_site.png"
+
+
+def explore_root(explore_id: str, run: str, runs_dir: str) -> Path:
+    """An explore run's folder: `explore_id` as a path, or RUNS_DIR/RUN/explore/ID."""
+    root = Path(explore_id) if Path(explore_id).exists() else Path(runs_dir) / run / "explore" / explore_id
+    if not root.exists():
+        raise AutoscopeError(f"no explore run {explore_id!r} (looked in {root})")
+    return root
+
+
+def ranking_table(ranking: list[ScoredHypothesis], null: SearchNull | None, site: str, stopped: str) -> Table:
+    """The hypotheses as ranked, with their explore κ, confirmation and verdict, under the
+    search null's κ (what the best of the search scores by chance)."""
+    def kappa_ci(s: Score | None) -> str:
+        return "—" if s is None else kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)
+
+    top = null.max_kappa if null else None
+    t = Table(title=f"hypotheses at {site} ({stopped}); search null κ {top if top is None else f'{top:.3f}'}")
+    for col in ("#", "hypothesis", "from", "explore κ", "confirm FCR [95% CI]", "confirm κ [95% CI]", "empirical κ", "verdict"):
+        t.add_column(col)
+    for i, h in enumerate(ranking, 1):
+        s, c = h.score, h.confirmation
+        t.add_row(str(i), h.hypothesis.name, h.source, kappa_ci(s),
+                  f"{c.fcr:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]" if c and c.fcr is not None else "—", kappa_ci(c),
+                  f"{c.empirical_kappa:.3f}" if c and c.empirical_kappa is not None else "—",
+                  "confirmed" if is_confirmed(h, null) else ("not confirmed" if h.status == "scored" else h.status))
+    return t
 
 
 def write_report(root: str | Path) -> tuple[Path, Path]:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scope_core.api import Scope, summarise
+from rich.console import Console
+from rich.table import Table
+
+from scope_core.api import Scope, TrainConfig, TrainResult, summarise, train
 
 # Below these the FCR of a site is mostly chance: a generator that gains under half a nat
 # over the backbone, or whose samples mostly fall outside ε, is not inverting the site.
@@ -72,3 +75,44 @@ def check_run(run_dir: str | Path, heldout_loss: float | None, unconditional: fl
         elif s["accepted_novel_per_100"] < MIN_ACCEPTED_NOVEL:
             check.problems.append(f"{site.name}: only {s['accepted_novel_per_100']:.0f} accepted novel samples per 100")
     return check
+
+
+def training_table(res: TrainResult) -> Table:
+    """What `autoscope train` did, one row a figure: phases' timings, the split, what the
+    conditions were read as, steps, held-out loss against the unconditional backbone, the
+    output vocabulary, the generator, why training stopped and each site's ε."""
+    t = Table(title=f"trained {res.run_dir}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for k, v in res.phases.items():
+        t.add_row(k, f"{v:.1f}")
+    t.add_row("prompts train / held-out / dropped (too long)", f"{res.n_train} / {res.n_heldout} / {res.dropped_long}")
+    if res.neighbour_mix is not None:
+        ratio = f" (nearest-neighbour / ε = {res.density_ratio:.2f})" if res.density_ratio is not None else ""
+        if len(set(res.neighbour_mix_per_site.values())) > 1:  # the density rule chose differently per site
+            ratio = " (" + ", ".join(f"{k} {v:g} at ratio {res.density_ratio_per_site.get(k, float('nan')):.2f}"
+                                     for k, v in res.neighbour_mix_per_site.items()) + ")"
+        t.add_row("neighbour mix / noise shell", f"{res.neighbour_mix:g}{ratio} / "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
+    t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
+    if res.heldout_loss is not None:
+        t.add_row("held-out loss (validation split): conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
+    if res.out_vocab_size:
+        t.add_row("generator output vocabulary / held-out tokens outside it", f"{res.out_vocab_size} / {100 * res.heldout_oov_rate:.2f}%")
+    if res.generator:
+        t.add_row("generator", res.generator)
+    t.add_row("stopped by", res.stopped)
+    for e in res.eps:
+        t.add_row("ε", e.describe())
+    return t
+
+
+def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> TrainResult:
+    """`autoscope train`: train (or resume) the run, show what was done, and end with the
+    verdict on whether the inverter conditions enough for FCR to mean much."""
+    res = train(cfg)
+    console.print(training_table(res))
+    if check:
+        verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=cfg.seed)
+        console.print(("[bold red]" if verdict.weak else "[green]") + verdict.verdict() + ("[/bold red]" if verdict.weak else "[/green]"))
+    return res

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .sample import QueryResult, Sample, SampleRun, VerifyMode, generate, summarise, with_eps
     from .scope import FCRReport, LabelFn, Scope
     from .targets import Target, TargetConfig, autoscope_cache_dir, embedded_gguf_path, load_model_and_tokenizer, load_target
-    from .train import TrainConfig, train
+    from .train import TrainConfig, TrainResult, train
 
 _LAZY: dict[str, str] = {
     # -- a trained run: open it, sample preimages, score a feature ------------------------
@@ -45,7 +45,7 @@ _LAZY: dict[str, str] = {
     # -- targets and training -------------------------------------------------------------
     **dict.fromkeys(["Target", "TargetConfig", "load_target", "load_model_and_tokenizer", "embedded_gguf_path",
                      "autoscope_cache_dir"], "targets"),
-    **dict.fromkeys(["TrainConfig", "train"], "train"),
+    **dict.fromkeys(["TrainConfig", "TrainResult", "train"], "train"),
     # -- what a run will need, from the target's config alone (`autoscope plan`) ------------
     **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------

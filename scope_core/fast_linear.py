@@ -9,7 +9,8 @@ rounding (|Δ| ≈ 2e-6 on unit-scale inputs) but are not bit-identical, so the 
 must agree with each other — the target's own (`extract`), the decoder's shared lower blocks
 and the fused verifier's tails — all run under `prepacked_linears`.
 
-`AUTOSCOPE_PREPACK=0` turns it off (for comparison, or where oneDNN misbehaves). The packed
+`AUTOSCOPE_PREPACK=0` turns it off (for comparison, or where oneDNN misbehaves), as does the
+switch of every speed-up, `AUTOSCOPE_SPEEDUPS=0` (`speedups.py`). The packed
 copies are extra memory, as much as the weights they copy, so at most
 `AUTOSCOPE_PREPACK_BYTES` (default 2 GiB: all of SmolLM2's blocks, a fraction of an 8B
 model's) are kept; layers beyond that run plain.
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .speedups import speedups_on
+
 _lock = threading.Lock()
 _depth: dict[int, int] = {}  # id(module) -> how many open contexts patched it
 _packed: weakref.WeakKeyDictionary[nn.Linear, tuple[int, int, torch.Tensor]] = weakref.WeakKeyDictionary()
@@ -38,7 +41,7 @@ def prepack_budget() -> int:
 
 
 def prepack_available() -> bool:
-    return os.environ.get("AUTOSCOPE_PREPACK", "1") != "0" and torch.backends.mkldnn.is_available()
+    return os.environ.get("AUTOSCOPE_PREPACK", "1") != "0" and speedups_on() and torch.backends.mkldnn.is_available()
 
 
 def _packed_weight(m: nn.Linear) -> torch.Tensor | None:

@@ -281,7 +281,7 @@ class Backbone:
         residual entering block k [d], and per block below k its key and value [H, D] there.
 
         Why: below the first control layer nothing depends on the condition, so training
-        (`Inverter.loss_from_trunk`) and decoding (`sample._decode_continuous`) start each row
+        (`Inverter.loss_from_trunk`) and decoding (`continuous.decode_continuous`) start each row
         at block k instead of repeating that computation per row.
 
         Read by a pre-hook on block k, not with `output_hidden_states`: transformers installs
@@ -460,7 +460,7 @@ class Inverter(nn.Module):
             hd = backbone.arch.head_dim
             self.kv_condition = KVCondition(backbone.arch.n_layers, config.d_act, backbone.n_kv_heads, hd)
         self._cond: Condition | None = None
-        self._priming_exact: bool | None = None  # set by sample._primer on first use
+        self._priming_exact: bool | None = None  # set by continuous.primer on first use
         self._hooks = [backbone.arch.attn(int(i)).register_forward_hook(self._control_hook, with_kwargs=True) for i in self.controls]
         for p in backbone.model.parameters():
             p.requires_grad_(False)

@@ -251,7 +251,7 @@ class RaggedCache(DynamicCache):
     def write_last(self, n: int, kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Write one position for the last n rows (per layer keys/values [n, H, D], or [H, D]
         shared by them) and advance just those rows: rows joining the batch whose first
-        token was computed on the side (`sample._prime`)."""
+        token was computed on the side (`continuous.prime`)."""
         a = self.rows - n
         pos = self.lens[a:]
         rows = self.row_index[a:self.rows]

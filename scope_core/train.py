@@ -4,6 +4,13 @@ Every phase writes under `runs/<run>/` and resumes: the cache by chunks, trainin
 `inverter/state.pt` (optimiser, step, RNG, elapsed time). Early stopping is on held-out
 conditional loss, evaluated on *clean* query activations — the condition the sampler
 will actually see — next to the unconditional backbone's loss on the same prompts.
+
+`train()` reads as its phases, in order: `resumable_config` (keep or refuse an existing run's
+configuration), `prepare_data` (prior, split, cache, ε), `build_generator` (backbone, token
+ids, output vocabulary, SFT), `build_inverter`, `choose_conditions` (noise shell, neighbour
+mix), `trunk_residuals` and `evaluation_set`, `make_optimiser` and `restore_checkpoint`,
+`training_budget`, `fit_control_layers` (the loop: `draw_batch`, `optimiser_step`, `evaluate`,
+`checkpoint`) and `summarise`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -37,8 +45,8 @@ from .generator import (
     whole_target_config,
     teacher_forced_loss,
 )
-from .neighbours import ball_lists
-from .noise import NoiseMode, make_noise
+from .neighbours import BallLists, ball_lists
+from .noise import CosineNoise, EuclideanNoise, NoiseMode, make_noise
 from .sites import Site, parse_sites
 from .targets import Target, TargetConfig, load_target
 
@@ -508,250 +516,485 @@ def training_seconds(cfg: TrainConfig, trained_s: float, job_elapsed_s: float) -
     return min(full, max(min(full, MIN_TRAINING_S), trained_s + left))
 
 
-def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
-    run = cfg.run_dir
-    cfg_path = run / "train_config.json"
-    if cfg_path.exists() and (run / "data" / "split.json").exists():
-        old = TrainConfig.load(cfg_path)
-        if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
-            # the recipe left to its defaults: the run keeps the recipe it was trained with
-            cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
-        keep = {"minutes", "total_minutes", "max_steps", "patience", "eval_every"}  # budgets: a run resumes with a longer one
-        if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
-            raise AutoscopeError(
-                f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it"
-            )
-    phases: dict[str, float] = {}
-    t_job = t = time.perf_counter()
-    target = target or load_target(cfg.target)
-    phases["load_target_s"] = time.perf_counter() - t
+# ---------------------------------------------------------------------------
+# `train()` and its phases. Each phase has one job and keeps the order of every step that
+# draws random numbers (torch's global generator, the numpy generators), so that a seeded run
+# gives the same numbers, the same log records and the same checkpoints as it always did.
 
-    t = time.perf_counter()
-    data, cache, cache_timing, dropped = prepare_run(cfg, target, progress)
-    cfg_path.write_text(cfg.model_dump_json(indent=1))  # only once the prompts exist: a failed start leaves no stale config
-    phases["caching_s"] = time.perf_counter() - t
-    phases["caching_tokens_per_s"] = cache_timing["tokens"] / cache_timing["seconds"] if cache_timing["seconds"] > 0 and cache_timing["tokens"] else 0.0
-    sites = cache.sites
-    eps = site_eps(cfg, cache, sites)
-    (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
 
-    inv_dir = run / "inverter"
-    inv_dir.mkdir(exist_ok=True)
-    log_path = inv_dir / "log.jsonl"
-    t = time.perf_counter()
-    bb, gcfg = _backbone_for(cfg, target, data)
-    max_tokens = gcfg.max_tokens
-    train_ids = bb.encode([data.examples[i].text for i in data.train], max_tokens)
-    # early stopping and the reported held-out loss use the validation split, never the
-    # held-out queries that sampling and FCR are measured on (runs made before it existed: those)
-    held_ids = bb.encode([data.examples[i].text for i in data.valid], max_tokens)
-    oov_rate = 0.0
-    if cfg.restrict_vocab and cfg.backbone != "scratch":
-        gcfg.out_vocab = sorted({t for s in train_ids for t in s})
-        bb.restrict_output(gcfg.out_vocab)
-        held_tokens = [t for s in bb.encode([data.examples[i].text for i in data.heldout], max_tokens) for t in s]
-        vocab_set = set(gcfg.out_vocab)
-        oov_rate = sum(t not in vocab_set for t in held_tokens) / max(len(held_tokens), 1)
-    sft_done = inv_dir / "backbone_sft.json"
-    sft_mode = "full" if cfg.backbone == "scratch" else cfg.sft
-    if sft_mode != "none":
-        state_path = inv_dir / "state.pt"
-        if state_path.exists():  # resumed after SFT: the backbone weights are in the checkpoint
-            pass
-        else:
-            info = finetune_backbone(bb, train_ids, held_ids[: cfg.eval_size], sft_mode, cfg.sft_minutes,
-                                     lr=1e-3 if cfg.backbone == "scratch" else 1e-4, batch_size=cfg.batch_size,
-                                     seed=cfg.seed, log_path=log_path, progress=progress, from_block=gcfg.own_blocks_from or 0)
-            sft_done.write_text(json.dumps(info))
-    phases["backbone_s"] = time.perf_counter() - t
+@dataclass
+class PreparedRun:
+    """What the data phase leaves behind: the prompts and their split, the activation cache,
+    the sites and each site's ε."""
 
-    torch.manual_seed(cfg.seed)
-    inv = Inverter(gcfg, bb)
-    acts = {s.name: cache.load(s) for s in sites}
-    for s in sites:
-        m, sc = cache.mean_scale(s)
-        inv.encoder.set_stats(s.name, m, sc)
-    state_path = inv_dir / "state.pt"
-    if state_path.exists() and (sft_mode != "none" or gcfg.upper_blocks is not None):
-        from safetensors.torch import load_file
+    data: RunData
+    cache: ActivationCache
+    sites: list[Site]
+    eps: list[EpsChoice]
+    dropped: int  # prompts dropped as too long
 
-        bb.model.load_state_dict(backbone_state(load_file(str(inv_dir / "last.safetensors"))), strict=False)
-        bb._prefix_kv = None
 
-    stats = cache.stats()
-    mixes = dict(zip([s.name for s in sites], site_neighbour_mixes(cfg, [stats[s.name] for s in sites], eps)))
-    mix = sum(mixes.values()) / len(mixes)  # the share over all training examples (sites are drawn uniformly)
-    noises = {}
-    for s, e in zip(sites, eps):
-        mean, _ = cache.mean_scale(s)
-        dist = cfg.noise_distance if cfg.noise_distance is not None else default_noise_distance(cfg, stats[s.name], e)
-        noises[s.name] = make_noise(cfg.metric, target.d_model, cfg.noise_mode if cfg.arch == "inversescope" else "none", dist, center=mean)
-    # log the noise-distance quantiles actually produced: the shell, not ε_k, is what matters
-    from .distances import distance as dist_fn
+@dataclass
+class GeneratorParts:
+    """The generator's backbone and configuration, and the prompts it learns from (training
+    split) and is early-stopped on (validation split), as its token ids."""
 
-    rng_probe = np.random.default_rng(cfg.seed + 7)
-    noise_report = {}
-    for s in sites:
-        z = acts[s.name][torch.tensor(data.train[:512])]
-        mean, _ = cache.mean_scale(s)
-        d = dist_fn(noises[s.name](z, rng_probe), z, cfg.metric, mean).numpy()
-        noise_report[s.name] = {"q05": float(np.quantile(d, 0.05)), "q50": float(np.quantile(d, 0.5)), "q95": float(np.quantile(d, 0.95)), **noises[s.name].describe()}
-    _log(log_path, {"phase": "noise", "noise_distance_quantiles": noise_report})
+    bb: Backbone
+    gcfg: GeneratorConfig
+    train_ids: list[list[int]]
+    valid_ids: list[list[int]]
+    oov_rate: float  # held-out tokens outside the restricted output vocabulary
+    sft_mode: str
+
+
+@dataclass
+class Conditions:
+    """What the control layers are conditioned on in training: per site the cached
+    activations, the noise around them, and (with a neighbour mix) the ε-balls to draw from."""
+
+    acts: dict[str, torch.Tensor]
+    stats: dict
+    mix: float  # the share over all training examples (sites are drawn uniformly)
+    mixes: dict[str, float]  # per site
+    noises: dict[str, CosineNoise | EuclideanNoise]
+    balls: dict[str, BallLists]
+
+
+@dataclass
+class EvalSet:
+    """The validation batch early stopping reads: clean activations (what the sampler will see),
+    sites cycled, and the unconditional backbone's loss on the same prompts as the reference."""
+
+    ids: list[list[int]]
+    z: torch.Tensor
+    site: torch.Tensor
+    trunk: list[torch.Tensor] | None
+    unconditional: float
+
+
+@dataclass
+class Fit:
+    """The optimisation state a checkpoint saves and a resume restores; `st` (step, tokens,
+    elapsed, best, bad, stopped) is saved as the plain dict it always was."""
+
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    st: dict = field(default_factory=lambda: {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""})
+
+
+def _say(progress: bool, text: str) -> None:
+    """A dim line on stderr, for what training chose from the data (only with progress)."""
     if progress:
         from rich.console import Console
 
-        con = Console(stderr=True)
-        for s in sites:
-            r = noise_report[s.name]
-            con.print(f"[dim]noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})[/dim]")
+        Console(stderr=True).print(f"[dim]{text}[/dim]")
 
+
+def resumable_config(cfg: TrainConfig) -> TrainConfig:
+    """The configuration this call trains with. Why: a run is resumed by rerunning the same
+    command, so a run that exists keeps the recipe it was trained with when the recipe options
+    are left at their defaults, and any other difference is refused rather than mixed in."""
+    run = cfg.run_dir
+    cfg_path = run / "train_config.json"
+    if not (cfg_path.exists() and (run / "data" / "split.json").exists()):
+        return cfg
+    old = TrainConfig.load(cfg_path)
+    if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
+        cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
+    keep = {"minutes", "total_minutes", "max_steps", "patience", "eval_every"}  # budgets: a run resumes with a longer one
+    if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
+        raise AutoscopeError(f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it")
+    return cfg
+
+
+def prepare_data(cfg: TrainConfig, target: Target, progress: bool, phases: dict[str, float]) -> PreparedRun:
+    """Prior, split and activation cache (built or resumed), then ε per site. The configuration
+    is saved only once the prompts exist, so that a failed start leaves no stale config."""
+    run = cfg.run_dir
+    t = time.perf_counter()
+    data, cache, timing, dropped = prepare_run(cfg, target, progress)
+    (run / "train_config.json").write_text(cfg.model_dump_json(indent=1))
+    phases["caching_s"] = time.perf_counter() - t
+    phases["caching_tokens_per_s"] = timing["tokens"] / timing["seconds"] if timing["seconds"] > 0 and timing["tokens"] else 0.0
+    sites = cache.sites
+    eps = site_eps(cfg, cache, sites)
+    (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
+    return PreparedRun(data, cache, sites, eps, dropped)
+
+
+def _restrict_vocab(cfg: TrainConfig, bb: Backbone, gcfg: GeneratorConfig, data: RunData, train_ids: list[list[int]]) -> float:
+    """Restrict the generator's outputs to the training prompts' tokens (NOTES §8) and return
+    the share of held-out tokens it can no longer produce, which the result reports."""
+    if not cfg.restrict_vocab or cfg.backbone == "scratch":
+        return 0.0
+    gcfg.out_vocab = sorted({t for s in train_ids for t in s})
+    bb.restrict_output(gcfg.out_vocab)
+    held_tokens = [t for s in bb.encode([data.examples[i].text for i in data.heldout], gcfg.max_tokens) for t in s]
+    vocab_set = set(gcfg.out_vocab)
+    return sum(t not in vocab_set for t in held_tokens) / max(len(held_tokens), 1)
+
+
+def _finetune_if_asked(cfg: TrainConfig, parts: GeneratorParts, inv_dir: Path, progress: bool) -> None:
+    """The paper's step 1 (fit the backbone to the prior) where the run asks for it; skipped on
+    a resume, whose checkpoint already holds the fine-tuned backbone."""
+    if parts.sft_mode == "none" or (inv_dir / "state.pt").exists():
+        return
+    info = finetune_backbone(parts.bb, parts.train_ids, parts.valid_ids[: cfg.eval_size], parts.sft_mode, cfg.sft_minutes,
+                             lr=1e-3 if cfg.backbone == "scratch" else 1e-4, batch_size=cfg.batch_size, seed=cfg.seed,
+                             log_path=inv_dir / "log.jsonl", progress=progress, from_block=parts.gcfg.own_blocks_from or 0)
+    (inv_dir / "backbone_sft.json").write_text(json.dumps(info))
+
+
+def build_generator(cfg: TrainConfig, target: Target, data: RunData, inv_dir: Path, progress: bool) -> GeneratorParts:
+    """The generator's backbone, the prompts as its token ids, its output vocabulary, and its
+    fine-tuning where asked. Early stopping and the reported held-out loss use the validation
+    split, never the held-out queries that sampling and FCR are measured on."""
+    bb, gcfg = _backbone_for(cfg, target, data)
+    train_ids = bb.encode([data.examples[i].text for i in data.train], gcfg.max_tokens)
+    valid_ids = bb.encode([data.examples[i].text for i in data.valid], gcfg.max_tokens)
+    oov_rate = _restrict_vocab(cfg, bb, gcfg, data, train_ids)
+    parts = GeneratorParts(bb, gcfg, train_ids, valid_ids, oov_rate, "full" if cfg.backbone == "scratch" else cfg.sft)
+    _finetune_if_asked(cfg, parts, inv_dir, progress)
+    return parts
+
+
+def build_inverter(cfg: TrainConfig, parts: GeneratorParts, prepared: PreparedRun, inv_dir: Path) -> Inverter:
+    """The inverter, seeded, with its site encoders normalised by the cache's statistics; on a
+    resume whose backbone was trained too (SFT, shallow copies) the backbone's weights come
+    back from the last checkpoint."""
+    torch.manual_seed(cfg.seed)
+    inv = Inverter(parts.gcfg, parts.bb)
+    for s in prepared.sites:
+        m, sc = prepared.cache.mean_scale(s)
+        inv.encoder.set_stats(s.name, m, sc)
+    if (inv_dir / "state.pt").exists() and (parts.sft_mode != "none" or parts.gcfg.upper_blocks is not None):
+        from safetensors.torch import load_file
+
+        parts.bb.model.load_state_dict(backbone_state(load_file(str(inv_dir / "last.safetensors"))), strict=False)
+        parts.bb._prefix_kv = None
+    return inv
+
+
+def _make_noises(cfg: TrainConfig, target: Target, prepared: PreparedRun, stats: dict) -> dict[str, CosineNoise | EuclideanNoise]:
+    """The paper's training noise per site, its shell at the chosen noise distance (none for
+    the InversionView baseline)."""
+    noises = {}
+    mode = cfg.noise_mode if cfg.arch == "inversescope" else "none"
+    for s, e in zip(prepared.sites, prepared.eps):
+        mean, _ = prepared.cache.mean_scale(s)
+        dist = cfg.noise_distance if cfg.noise_distance is not None else default_noise_distance(cfg, stats[s.name], e)
+        noises[s.name] = make_noise(cfg.metric, target.d_model, mode, dist, center=mean)
+    return noises
+
+
+def _log_noise(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, torch.Tensor], noises: dict, log_path: Path,
+               progress: bool) -> None:
+    """Log the noise distances actually produced on training prompts. Why: the shell, not ε,
+    is what the generator learns to be tolerant of, and its quantiles show it."""
+    from .distances import distance as dist_fn
+
+    rng_probe = np.random.default_rng(cfg.seed + 7)
+    report = {}
+    for s in prepared.sites:
+        z = acts[s.name][torch.tensor(prepared.data.train[:512])]
+        mean, _ = prepared.cache.mean_scale(s)
+        d = dist_fn(noises[s.name](z, rng_probe), z, cfg.metric, mean).numpy()
+        report[s.name] = {"q05": float(np.quantile(d, 0.05)), "q50": float(np.quantile(d, 0.5)), "q95": float(np.quantile(d, 0.95)),
+                          **noises[s.name].describe()}
+    _log(log_path, {"phase": "noise", "noise_distance_quantiles": report})
+    for s in prepared.sites:
+        r = report[s.name]
+        _say(progress, f"noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})")
+
+
+def _neighbour_balls(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, torch.Tensor], mixes: dict[str, float], log_path: Path,
+                     progress: bool) -> dict[str, BallLists]:
+    """Per site with a mix, each training prompt's ε-ball among the training prompts: where the
+    mix draws a condition's text from (NOTES §24); the ball sizes are logged."""
     balls = {}
-    ratios = site_density_ratios([stats[s.name] for s in sites], eps)
+    train_index = torch.tensor(prepared.data.train)
+    for s, e in zip(prepared.sites, prepared.eps):
+        mix = mixes[s.name]
+        if mix == 0:
+            continue
+        mean, _ = prepared.cache.mean_scale(s)
+        balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
+        sizes = balls[s.name].sizes()
+        report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
+        _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mix})
+        _say(progress, f"ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
+                       f"{report['q05']}/{report['q50']}/{report['q95']}; {mix:.0%} of its examples conditioned on a neighbour")
+    return balls
+
+
+def choose_conditions(cfg: TrainConfig, target: Target, prepared: PreparedRun, log_path: Path, progress: bool,
+                      phases: dict[str, float]) -> Conditions:
+    """The training conditions, read from the data unless given: the noise shell per site and
+    the neighbour mix (README "Training conditions"); what was chosen is logged and printed."""
+    acts = {s.name: prepared.cache.load(s) for s in prepared.sites}
+    stats = prepared.cache.stats()
+    site_stats = [stats[s.name] for s in prepared.sites]
+    mixes = dict(zip([s.name for s in prepared.sites], site_neighbour_mixes(cfg, site_stats, prepared.eps)))
+    mix = sum(mixes.values()) / len(mixes)
+    noises = _make_noises(cfg, target, prepared, stats)
+    _log_noise(cfg, prepared, acts, noises, log_path, progress)
     _log(log_path, {"phase": "recipe", "recipe": cfg.recipe, "neighbour_mix": mix, "neighbour_mix_from_data": cfg.neighbour_mix is None,
-                    "density_ratio": density_ratio([stats[s.name] for s in sites], eps), "neighbour_mix_per_site": mixes,
-                    "density_ratio_per_site": dict(zip(mixes, ratios))})
+                    "density_ratio": density_ratio(site_stats, prepared.eps), "neighbour_mix_per_site": mixes,
+                    "density_ratio_per_site": dict(zip(mixes, site_density_ratios(site_stats, prepared.eps)))})
+    balls: dict[str, BallLists] = {}
     if mix > 0 and cfg.arch == "inversescope":
         t = time.perf_counter()
-        train_index = torch.tensor(data.train)
-        for s, e in zip(sites, eps):
-            if mixes[s.name] == 0:
-                continue
-            mean, _ = cache.mean_scale(s)
-            balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
-            sizes = balls[s.name].sizes()
-            report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
-            _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mixes[s.name]})
-            if progress:
-                con.print(f"[dim]ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
-                          f"{report['q05']}/{report['q50']}/{report['q95']}; {mixes[s.name]:.0%} of its examples conditioned on a neighbour[/dim]")
+        balls = _neighbour_balls(cfg, prepared, acts, mixes, log_path, progress)
         phases["neighbours_s"] = time.perf_counter() - t
+    return Conditions(acts, stats, mix, mixes, noises, balls)
 
-    # held-out evaluation set: clean query activations, sites cycled
-    n_eval = min(cfg.eval_size, len(data.valid))
-    ev_rows = data.valid[:n_eval]
-    ev_site = torch.tensor([i % len(sites) for i in range(n_eval)])
-    ev_z = torch.stack([acts[sites[int(k)].name][r] for r, k in zip(ev_rows, ev_site)])
-    ev_ids = held_ids[:n_eval]
-    trunk_all = cache.load_trunk() if inv.trunk_layer is not None and cache.manifest().get("trunk_layer") == inv.trunk_layer else None
-    if trunk_all is not None:
-        probe = [i for i in data.train[:8] if len(trunk_all[i]) > 0]
-        if not probe or not _check_trunk(inv, [train_ids[data.train.index(i)] for i in probe], [trunk_all[i] for i in probe]):
-            trunk_all = None
-    phases["trunk_shortcut"] = float(trunk_all is not None)
-    ev_trunk = [trunk_all[r] for r in ev_rows] if trunk_all is not None else None
-    if gcfg.upper_blocks is None:
-        uncond = _eval_losses(inv, ev_ids, ev_z, ev_site, conditional=False, trunk=ev_trunk)
-    else:  # the shallow stack is not a language model until trained: the reference is the full target
-        uncond = unconditional_loss(target, gcfg, ev_ids)
 
+def trunk_residuals(inv: Inverter, prepared: PreparedRun, train_ids: list[list[int]]) -> list[torch.Tensor] | None:
+    """The cached residual entering the first control block, per prompt, when the trunk
+    shortcut applies and reproduces the backbone's own loss on a few prompts (else None: train
+    the slow way)."""
+    cache, data = prepared.cache, prepared.data
+    if inv.trunk_layer is None or cache.manifest().get("trunk_layer") != inv.trunk_layer:
+        return None
+    trunk_all = cache.load_trunk()
+    if trunk_all is None:
+        return None
+    probe = [i for i in data.train[:8] if len(trunk_all[i]) > 0]
+    if not probe or not _check_trunk(inv, [train_ids[data.train.index(i)] for i in probe], [trunk_all[i] for i in probe]):
+        return None
+    return trunk_all
+
+
+def evaluation_set(cfg: TrainConfig, target: Target, inv: Inverter, parts: GeneratorParts, prepared: PreparedRun,
+                   cond: Conditions, trunk_all: list[torch.Tensor] | None) -> EvalSet:
+    """The validation batch and its unconditional reference loss (for a shallow generator, the
+    full target's: its stack is no language model until trained)."""
+    sites = prepared.sites
+    n_eval = min(cfg.eval_size, len(prepared.data.valid))
+    rows = prepared.data.valid[:n_eval]
+    site = torch.tensor([i % len(sites) for i in range(n_eval)])
+    z = torch.stack([cond.acts[sites[int(k)].name][r] for r, k in zip(rows, site)])
+    ids = parts.valid_ids[:n_eval]
+    trunk = [trunk_all[r] for r in rows] if trunk_all is not None else None
+    if parts.gcfg.upper_blocks is None:
+        uncond = _eval_losses(inv, ids, z, site, conditional=False, trunk=trunk)
+    else:
+        uncond = unconditional_loss(target, parts.gcfg, ids)
+    return EvalSet(ids, z, site, trunk, uncond)
+
+
+def make_optimiser(cfg: TrainConfig, inv: Inverter, parts: GeneratorParts) -> Fit:
+    """AdamW with linear warm-up over the control layers and site encoder; a shallow
+    generator's own blocks learn with them at a tenth of the rate, without weight decay."""
     params = [p for p in inv.parameters() if p.requires_grad]
     groups: list[dict] = [{"params": params}]
-    if gcfg.upper_blocks is not None:  # the shallow generator's own blocks learn with the control layers, more gently
-        own = own_block_parameters(bb.model, gcfg.own_blocks_from or 0)
+    if parts.gcfg.upper_blocks is not None:
+        own = own_block_parameters(parts.bb.model, parts.gcfg.own_blocks_from or 0)
         for p in own:
             p.requires_grad_(True)
         groups.append({"params": own, "lr": cfg.lr * UPPER_LR_FACTOR, "weight_decay": 0.0})
         params = params + own
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
-    rng = np.random.default_rng(cfg.seed)
-    st = {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""}
-    if state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
-        from safetensors.torch import load_file
+    return Fit(params, opt, sched, np.random.default_rng(cfg.seed))
 
-        inv.load_state_dict({k: v for k, v in load_file(str(inv_dir / "last.safetensors")).items() if not k.startswith("backbone.")}, strict=False)
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        rng.bit_generator.state = saved["rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        st = saved["st"]
-    train_s = training_seconds(cfg, st["elapsed"], time.perf_counter() - t_job)
+
+def restore_checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
+    """Resume where the last checkpoint left off: weights, optimiser, schedule, both random
+    generators and the step counters (a killed run trains no step twice)."""
+    state_path = inv_dir / "state.pt"
+    if not state_path.exists():
+        return
+    from safetensors.torch import load_file
+
+    saved = torch.load(state_path, weights_only=False)
+    inv.load_state_dict({k: v for k, v in load_file(str(inv_dir / "last.safetensors")).items() if not k.startswith("backbone.")}, strict=False)
+    fit.opt.load_state_dict(saved["opt"])
+    fit.sched.load_state_dict(saved["sched"])
+    fit.rng.bit_generator.state = saved["rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    fit.st = saved["st"]
+
+
+def training_budget(cfg: TrainConfig, st: dict, job_elapsed_s: float, phases: dict[str, float], log_path: Path) -> tuple[float, float]:
+    """(seconds training may run in total, seconds left now). A cut by the job budget is
+    logged and shown; a run that stopped, or reached `max_steps`, has nothing left."""
+    train_s = training_seconds(cfg, st["elapsed"], job_elapsed_s)
     if train_s < cfg.minutes * 60:
         phases["training_cut_to_s"] = train_s
-        _log(log_path, {"phase": "budget", "total_minutes": cfg.total_minutes, "training_seconds": train_s, "job_elapsed_s": time.perf_counter() - t_job})
-    budget_left = 0.0 if st["stopped"] or (cfg.max_steps is not None and st["step"] >= cfg.max_steps) else train_s - st["elapsed"]
+        _log(log_path, {"phase": "budget", "total_minutes": cfg.total_minutes, "training_seconds": train_s, "job_elapsed_s": job_elapsed_s})
+    done = st["stopped"] or (cfg.max_steps is not None and st["step"] >= cfg.max_steps)
+    return train_s, 0.0 if done else train_s - st["elapsed"]
 
-    bar = None
-    if progress and budget_left > 0:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(train_s), initial=int(st["elapsed"]), desc=f"training {cfg.arch} ({sum(p.numel() for p in params) / 1e6:.1f}M params)", unit="s")
-    train_rows = np.array(data.train)
-    site_names = [s.name for s in sites]
-    site_mix = np.array([mixes[n] if n in balls else 0.0 for n in site_names])
+def draw_batch(cfg: TrainConfig, cond: Conditions, rng: np.random.Generator, train_rows: np.ndarray,
+               site_names: list[str]) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """One training batch: (positions in the training split of its texts, conditions, site
+    indices). Each example is conditioned either on its own activation plus noise, or (a
+    `mix` share) on a clean activation whose ε-ball its text was drawn from."""
+    pick = rng.integers(0, len(train_rows), cfg.batch_size)
+    sidx = torch.from_numpy(rng.integers(0, len(site_names), cfg.batch_size))
+    site_mix = np.array([cond.mixes[n] if n in cond.balls else 0.0 for n in site_names])
+    swap = rng.random(cfg.batch_size) < site_mix[sidx.numpy()] if cond.balls else np.zeros(cfg.batch_size, dtype=bool)
+    z = torch.stack([cond.acts[site_names[int(k)]][int(r)] for r, k in zip(train_rows[pick], sidx)])
+    for k, name in enumerate(site_names):
+        m = sidx == k
+        noisy = m & torch.from_numpy(~swap)
+        if noisy.any():
+            z[noisy] = cond.noises[name](z[noisy], rng)
+        near = np.flatnonzero(m.numpy() & swap)
+        if len(near):  # the text becomes a member of the condition's ε-ball; the condition stays clean
+            pick[near] = cond.balls[name].draw(pick[near], rng)
+    return pick, z, sidx
+
+
+def optimiser_step(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorParts, batch: tuple[np.ndarray, torch.Tensor, torch.Tensor],
+                   train_rows: np.ndarray, trunk_all: list[torch.Tensor] | None) -> tuple[float, int]:
+    """One step of teacher-forced loss on the batch (from the cached trunk where it applies);
+    returns (loss, tokens)."""
+    pick, z, sidx = batch
+    rows = train_rows[pick]
+    c = inv.encode(z, sidx)
+    if cfg.condition_dropout > 0:
+        c = torch.nn.functional.dropout(c, cfg.condition_dropout, training=True)
+    batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
+    loss, ntok = _batch_loss(inv, [parts.train_ids[int(i)] for i in pick], c, batch_trunk)
+    fit.opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
+    fit.opt.step()
+    fit.sched.step()
+    return float(loss.detach()), ntok
+
+
+def _budget_reason(cfg: TrainConfig, train_s: float, out_of_steps: bool) -> str:
+    """Why training stopped when no early stop did: the step budget, the time budget, or the
+    time budget as cut by --total-minutes."""
+    if out_of_steps:
+        return "step budget"
+    return "time budget" if train_s >= cfg.minutes * 60 else f"time budget (cut to {train_s / 60:.1f} min by --total-minutes)"
+
+
+def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss: float, inv_dir: Path) -> None:
+    """Held-out loss on the validation batch, logged; the best inverter so far is saved, and
+    `patience` evaluations without improvement stop training early."""
+    st = fit.st
+    inv.eval()
+    hl = _eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk)
+    _log(inv_dir / "log.jsonl", {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"],
+                                 "train_loss": train_loss, "heldout_loss": hl, "heldout_unconditional": ev.unconditional})
+    if hl < st["best"] - 1e-4:
+        st["best"], st["bad"] = hl, 0
+        inv.save(inv_dir)
+    else:
+        st["bad"] += 1
+        if st["bad"] >= cfg.patience:
+            st["stopped"] = "early stop (held-out loss stopped improving)"
+
+
+def checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
+    """The last weights and everything a resume needs, the state written atomically."""
+    inv.save(inv_dir, "last.safetensors")
+    torch.save({"opt": fit.opt.state_dict(), "sched": fit.sched.state_dict(), "rng": fit.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "st": fit.st}, inv_dir / "state.pt.tmp")
+    (inv_dir / "state.pt.tmp").replace(inv_dir / "state.pt")
+
+
+def _progress_bar(cfg: TrainConfig, fit: Fit, train_s: float):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=int(train_s), initial=int(fit.st["elapsed"]),
+                desc=f"training {cfg.arch} ({sum(p.numel() for p in fit.params) / 1e6:.1f}M params)", unit="s")
+
+
+def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorParts, prepared: PreparedRun, cond: Conditions,
+                       ev: EvalSet, trunk_all: list[torch.Tensor] | None, budget: tuple[float, float], inv_dir: Path,
+                       progress: bool) -> None:
+    """The training loop: steps until the time or step budget or early stopping; every
+    `eval_every` steps and at the end, evaluate and checkpoint."""
+    train_s, budget_left = budget
+    st = fit.st
+    bar = _progress_bar(cfg, fit, train_s) if progress and budget_left > 0 else None
+    train_rows = np.array(prepared.data.train)
+    site_names = [s.name for s in prepared.sites]
     t_start = time.perf_counter() - st["elapsed"]
-    t0 = time.perf_counter()
-    last_loss = float("nan")
     while budget_left > 0 and not st["stopped"]:
         inv.train()
-        pick = rng.integers(0, len(train_rows), cfg.batch_size)
-        sidx = torch.from_numpy(rng.integers(0, len(sites), cfg.batch_size))
-        swap = rng.random(cfg.batch_size) < site_mix[sidx.numpy()] if balls else np.zeros(cfg.batch_size, dtype=bool)
-        z = torch.stack([acts[site_names[int(k)]][int(r)] for r, k in zip(train_rows[pick], sidx)])  # the conditions
-        for k, name in enumerate(site_names):
-            m = sidx == k
-            noisy = m & torch.from_numpy(~swap)
-            if noisy.any():
-                z[noisy] = noises[name](z[noisy], rng)
-            near = np.flatnonzero(m.numpy() & swap)
-            if len(near):  # the text becomes a member of the condition's ε-ball; the condition stays clean
-                pick[near] = balls[name].draw(pick[near], rng)
-        rows = train_rows[pick]
-        c = inv.encode(z, sidx)
-        if cfg.condition_dropout > 0:
-            c = torch.nn.functional.dropout(c, cfg.condition_dropout, training=True)
-        batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
-        loss, ntok = _batch_loss(inv, [train_ids[int(i)] for i in pick], c, batch_trunk)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        batch = draw_batch(cfg, cond, fit.rng, train_rows, site_names)
+        last_loss, ntok = optimiser_step(cfg, inv, fit, parts, batch, train_rows, trunk_all)
         st["step"] += 1
         st["tokens"] += ntok
-        last_loss = float(loss.detach())
         st["elapsed"] = time.perf_counter() - t_start
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
-            bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{uncond:.3f}")
+            bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{ev.unconditional:.3f}")
         out_of_steps = cfg.max_steps is not None and st["step"] >= cfg.max_steps
         out_of_time = st["elapsed"] >= train_s or out_of_steps
         if st["step"] % cfg.eval_every == 0 or out_of_time:
-            inv.eval()
-            hl = _eval_losses(inv, ev_ids, ev_z, ev_site, trunk=ev_trunk)
-            _log(log_path, {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"], "train_loss": last_loss, "heldout_loss": hl, "heldout_unconditional": uncond})
-            if hl < st["best"] - 1e-4:
-                st["best"], st["bad"] = hl, 0
-                inv.save(inv_dir)
-            else:
-                st["bad"] += 1
-                if st["bad"] >= cfg.patience:
-                    st["stopped"] = "early stop (held-out loss stopped improving)"
+            evaluate(cfg, inv, fit, ev, last_loss, inv_dir)
             if out_of_time and not st["stopped"]:
-                st["stopped"] = "step budget" if out_of_steps else "time budget" if train_s >= cfg.minutes * 60 else f"time budget (cut to {train_s / 60:.1f} min by --total-minutes)"
-            inv.save(inv_dir, "last.safetensors")
-            torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "st": st}, inv_dir / "state.pt.tmp")
-            (inv_dir / "state.pt.tmp").replace(state_path)
+                st["stopped"] = _budget_reason(cfg, train_s, out_of_steps)
+            checkpoint(inv, fit, inv_dir)
             if st["stopped"]:
                 break
     if bar:
         bar.close()
-    for p in own_block_parameters(bb.model, gcfg.own_blocks_from) if gcfg.upper_blocks is not None else []:
+
+
+def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: GeneratorParts, cond: Conditions, ev: EvalSet,
+              fit: Fit, phases: dict[str, float]) -> TrainResult:
+    """The result table's content, saved as `inverter/train_summary.json` (phases' timings to
+    `phases.jsonl`)."""
+    st, sites = fit.st, prepared.sites
+    result = TrainResult(
+        run_dir=str(cfg.run_dir), phases=phases, eps=prepared.eps, steps=st["step"], train_tokens=st["tokens"],
+        heldout_loss=None if math.isinf(st["best"]) else st["best"], heldout_loss_unconditional=ev.unconditional,
+        stopped=st["stopped"] or "time budget", n_train=len(prepared.data.train), n_heldout=len(prepared.data.heldout),
+        dropped_long=prepared.dropped, heldout_oov_rate=parts.oov_rate,
+        out_vocab_size=len(parts.bb.out_ids) if parts.bb.out_ids is not None else None,
+        generator=describe_generator(parts.gcfg, target), recipe=cfg.recipe, neighbour_mix=cond.mix,
+        density_ratio=density_ratio([cond.stats[s.name] for s in sites], prepared.eps), neighbour_mix_per_site=cond.mixes,
+        density_ratio_per_site={n: r for n, r in zip(cond.mixes, site_density_ratios([cond.stats[s.name] for s in sites], prepared.eps))
+                                if r is not None},
+        noise_distance={s.name: float(d) for s in sites if (d := cond.noises[s.name].describe().get("distance")) is not None},
+    )
+    _log(cfg.run_dir / "phases.jsonl", {"time": time.time(), **phases})
+    (cfg.run_dir / "inverter" / "train_summary.json").write_text(result.model_dump_json(indent=1))
+    return result
+
+
+def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
+    """Prior → activation cache → generator → control-layer training → summary, each phase
+    resumable (module docstring). The phases run in this order, and the order is part of the
+    contract: it fixes which random numbers each one draws."""
+    cfg = resumable_config(cfg)
+    phases: dict[str, float] = {}
+    t_job = t = time.perf_counter()
+    target = target or load_target(cfg.target)
+    phases["load_target_s"] = time.perf_counter() - t
+    prepared = prepare_data(cfg, target, progress, phases)
+
+    inv_dir = cfg.run_dir / "inverter"
+    inv_dir.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    parts = build_generator(cfg, target, prepared.data, inv_dir, progress)
+    phases["backbone_s"] = time.perf_counter() - t
+    inv = build_inverter(cfg, parts, prepared, inv_dir)
+    cond = choose_conditions(cfg, target, prepared, inv_dir / "log.jsonl", progress, phases)
+    trunk_all = trunk_residuals(inv, prepared, parts.train_ids)
+    phases["trunk_shortcut"] = float(trunk_all is not None)
+    ev = evaluation_set(cfg, target, inv, parts, prepared, cond, trunk_all)
+
+    fit = make_optimiser(cfg, inv, parts)
+    restore_checkpoint(inv, fit, inv_dir)
+    budget = training_budget(cfg, fit.st, time.perf_counter() - t_job, phases, inv_dir / "log.jsonl")
+    t = time.perf_counter()
+    fit_control_layers(cfg, inv, fit, parts, prepared, cond, ev, trunk_all, budget, inv_dir, progress)
+    for p in own_block_parameters(parts.bb.model, parts.gcfg.own_blocks_from) if parts.gcfg.upper_blocks is not None else []:
         p.requires_grad_(False)
-    phases["control_training_s"] = time.perf_counter() - t0
+    phases["control_training_s"] = time.perf_counter() - t
     if not (inv_dir / "inverter.safetensors").exists():
         inv.save(inv_dir)
-    result = TrainResult(
-        run_dir=str(run), phases=phases, eps=eps, steps=st["step"], train_tokens=st["tokens"],
-        heldout_loss=None if math.isinf(st["best"]) else st["best"], heldout_loss_unconditional=uncond,
-        stopped=st["stopped"] or "time budget", n_train=len(data.train), n_heldout=len(data.heldout), dropped_long=dropped,
-        heldout_oov_rate=oov_rate, out_vocab_size=len(bb.out_ids) if bb.out_ids is not None else None,
-        generator=describe_generator(gcfg, target), recipe=cfg.recipe, neighbour_mix=mix,
-        density_ratio=density_ratio([stats[s.name] for s in sites], eps), neighbour_mix_per_site=mixes,
-        density_ratio_per_site={n: r for n, r in zip(mixes, ratios) if r is not None},
-        noise_distance={s.name: float(d) for s in sites if (d := noises[s.name].describe().get("distance")) is not None},
-    )
-    _log(run / "phases.jsonl", {"time": time.time(), **phases})
-    (inv_dir / "train_summary.json").write_text(result.model_dump_json(indent=1))
-    return result
+    return summarise(cfg, target, prepared, parts, cond, ev, fit, phases)

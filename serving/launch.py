@@ -80,6 +80,18 @@ def vllm_command(model: str, host: str, port: int) -> list[str]:
     return ["vllm", "serve", model, "--host", host, "--port", str(port), "--served-model-name", model]
 
 
+def serve_command(engine: str, model: str, host: str, port: int) -> tuple[list[str], str]:
+    """The command that serves a judge with `engine` (embedded = llamacpp, batched or vllm),
+    and the engine name a client sets in AUTOSCOPE_JUDGE_ENGINE to talk to it."""
+    if engine in ("embedded", "llamacpp"):
+        return embedded_command(host, port), "llamacpp"
+    if engine == "batched":
+        return batched_command(host, port), "batched"
+    if engine == "vllm":
+        return vllm_command(model, host, port), "vllm"
+    raise AutoscopeError(f"unknown engine {engine!r}: use embedded (= llamacpp), batched or vllm")
+
+
 def wait_ready(url: str, proc: subprocess.Popen | None, timeout_s: float = 180.0, name: str = "judge") -> None:
     """Return once `GET /models` answers; raise with the exit signal if the process died."""
     deadline = time.time() + timeout_s

@@ -79,3 +79,21 @@ def test_fused_verification_under_continuous_batching(high_control_scope):
     ref = extract(scope.target, list(texts.values()), [site])[site]
     for (r, act), want in zip(usable.items(), ref):
         assert act == pytest.approx(want, abs=1e-4)
+
+
+def test_with_the_speed_ups_off_every_sample_is_rerun_through_the_target(high_control_scope, monkeypatch):
+    """`AUTOSCOPE_SPEEDUPS=0`: no fused verification; greedy samples (which no speed-up may
+    change) and their distances are those of the sampler with its speed-ups."""
+    scope = high_control_scope
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=4)
+    e = scope.eps(site, eps=0.5)
+    assert scope.sample(site, indices=idx, n=6, eps=e, seed=3).timing["fused_verified"] > 0
+    fast = scope.sample(site, indices=idx, n=2, eps=e, temperature=0.0)
+    monkeypatch.setenv("AUTOSCOPE_SPEEDUPS", "0")
+    assert scope.sample(site, indices=idx, n=6, eps=e, seed=3).timing["fused_verified"] == 0
+    plain = scope.sample(site, indices=idx, n=2, eps=e, temperature=0.0)
+    for qa, qb in zip(fast.queries, plain.queries):
+        assert [s.text for s in qa.samples] == [s.text for s in qb.samples]
+        for a, b in zip(qa.samples, qb.samples):
+            assert a.distance == pytest.approx(b.distance, abs=1e-4)

@@ -135,7 +135,7 @@ def test_continuous_batching_gives_the_fixed_batches_greedy_samples(tiny_llama_p
 
 def test_rows_primed_from_the_first_control_block_decode_as_unprimed_ones(tiny_llama_path):
     """Below the first control block the prefix's last token is the same for every row, so
-    continuous decoding computes it once (`sample._prime`); the samples must not change."""
+    continuous decoding computes it once (`continuous.prime`); the samples must not change."""
     from scope_core.sample import generate
 
     inv = _conditioned_tiny_inverter(tiny_llama_path, control_layers=[2, 3])
@@ -179,3 +179,21 @@ def test_ragged_cache_masks_what_a_row_must_not_see():
     assert visible[:, 0, 0].tolist() == [[True] * 4, [True] * 4, [True, True, True, False]]
     order = cache.remove(torch.tensor([True, False, False]))
     assert order.tolist() == [2, 1] and cache.lens.tolist() == [2, 3]
+
+
+def test_with_the_speed_ups_off_decoding_is_the_papers_and_gives_the_same_samples(tiny_llama_path, monkeypatch):
+    """`AUTOSCOPE_SPEEDUPS=0` (scope_core/speedups.py): fixed batches on transformers' own cache,
+    plain linears, no row primed — and the same greedy samples as with every speed-up."""
+    from scope_core.fast_linear import prepack_available
+    from scope_core.sample import generate
+
+    inv = _conditioned_tiny_inverter(tiny_llama_path, control_layers=[2, 3])
+    z = torch.randn(10, 64)
+    fast = generate(inv, "L1", z, 10, 3, temperature=0.0, max_new_tokens=9, batch_size=4)
+    assert inv._priming_exact is True
+    monkeypatch.setenv("AUTOSCOPE_SPEEDUPS", "0")
+    assert not prepack_available()
+    inv._priming_exact = None
+    plain = generate(inv, "L1", z, 10, 3, temperature=0.0, max_new_tokens=9, batch_size=4)
+    assert inv._priming_exact is None  # continuous decoding (which primes) was not used
+    assert plain == fast

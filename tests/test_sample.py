@@ -104,7 +104,7 @@ def test_samples_are_capped_just_past_the_longest_training_prompt(scope):
 
 
 def test_draw_follows_the_row_probabilities_and_never_picks_an_impossible_token():
-    from scope_core.sample import draw
+    from scope_core.decoding import draw
 
     probs = torch.tensor([[0.0, 0.2, 0.8, 0.0], [0.5, 0.0, 0.0, 0.5]]).repeat(20000, 1)
     g = torch.Generator().manual_seed(0)

@@ -1,0 +1,74 @@
+"""`autoscope sample`: verified preimages of query activations, shown with their distances.
+
+The job is one `SampleJobConfig` and `run_sample`: open the run, check the choices, sample the
+queries (free texts, or held-out prompts that pass `--only`), show one table per query and the
+sampler's figures, and save the samples under the run's results/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from agent.loop import heldout_queries
+from scope_core.api import AutoscopeError, QueryResult, SampleRun, Scope
+
+
+class SampleJobConfig(BaseModel):
+    """One `autoscope sample` job, as the command's options give it (defaults are the command's)."""
+
+    site: str
+    prompts: list[str] = []  # free query texts; none: held-out prompts of the run
+    run: str = "default"
+    runs_dir: str = "runs"
+    queries: int = 3  # held-out queries when no prompt is given
+    only: str | None = None
+    n: int = 16
+    temperature: float = 1.0
+    metric: str | None = None
+    kernel: str = "hard"
+    eps: float | None = None
+    eps_quantile: float | None = None
+    seed: int = 0
+    verify: str = "auto"
+
+
+def check_choices(cfg: SampleJobConfig) -> None:
+    """Refuse an unknown kernel or verification mode with the choices named."""
+    if cfg.kernel not in ("hard", "gaussian"):
+        raise AutoscopeError(f"unknown kernel {cfg.kernel!r}: use hard or gaussian")
+    if cfg.verify not in ("auto", "full"):
+        raise AutoscopeError(f"unknown --verify {cfg.verify!r}: use auto or full")
+
+
+def query_table(q: QueryResult) -> Table:
+    """One query's samples, nearest first: distance, accepted (within ε), copy of a training prompt."""
+    t = Table(title=f"query: {q.query}", show_lines=False)
+    t.add_column("d", justify="right")
+    t.add_column("ok")
+    t.add_column("copy")
+    t.add_column("sample")
+    for smp in sorted(q.samples, key=lambda x: x.distance):
+        t.add_row(f"{smp.distance:.4f}", "✓" if smp.accepted else "·", "copy" if smp.is_copy else "", smp.text)
+    return t
+
+
+def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
+    """Sample, show and save (results/sample_SITE.json)."""
+    scope = Scope(Path(cfg.runs_dir) / cfg.run)
+    site = scope.site(cfg.site)
+    check_choices(cfg)
+    ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
+    common = dict(n=cfg.n, temperature=cfg.temperature, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True, verify_mode=cfg.verify)
+    if cfg.prompts:
+        res = scope.sample(site, texts=cfg.prompts, **common)  # type: ignore[arg-type]
+    else:
+        res = scope.sample(site, indices=heldout_queries(scope, cfg.only, cfg.queries), **common)  # type: ignore[arg-type]
+    console.print(f"[bold]{ec.describe()}[/bold], kernel {cfg.kernel}")
+    for q in res.queries:
+        console.print(query_table(q))
+    console.print(" ".join(f"{k}={v:.3f}" for k, v in scope.sampler_summary(res).items()))
+    scope.save_json(f"sample_{site.name}.json", res)
+    return res
