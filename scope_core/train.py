@@ -37,7 +37,7 @@ from .generator import (
     whole_target_config,
     teacher_forced_loss,
 )
-from .neighbours import ball_lists
+from .neighbours import neighbour_balls
 from .noise import NoiseMode, make_noise
 from .sites import Site, parse_sites
 from .targets import Target, TargetConfig, load_target
@@ -548,7 +548,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
 
     torch.manual_seed(cfg.seed)
     inv = Inverter(gcfg, bb)
-    acts = {s.name: cache.load(s) for s in sites}
+    acts = {s.name: cache.site(s) for s in sites}  # memory-mapped: rows are read when indexed
     for s in sites:
         m, sc = cache.mean_scale(s)
         inv.encoder.set_stats(s.name, m, sc)
@@ -593,9 +593,11 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         train_index = torch.tensor(data.train)
         for s, e in zip(sites, eps):
             mean, _ = cache.mean_scale(s)
-            balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
+            balls[s.name] = neighbour_balls(acts[s.name][train_index], e.eps, cfg.metric, mean, seed=cfg.seed)
             sizes = balls[s.name].sizes()
             report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
+            if not balls[s.name].whole:  # past WHOLE_LISTS_MAX_N prompts: a uniform subset of each ball is kept
+                report["members_kept_max"] = int(balls[s.name].stored().max())
             _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mix})
             if progress:
                 con.print(f"[dim]ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
