@@ -199,3 +199,30 @@ def test_sparse_neighbour_lists_equal_the_dense_weights(metric, kernel):
     old_lab = [[labels[j] for j in torch.nonzero(dense[q] > 1e-12).squeeze(1).tolist()] for q in range(300)]
     old_w = [dense[q, torch.nonzero(dense[q] > 1e-12).squeeze(1)].tolist() for q in range(300)]
     assert new == fcr([labels[i] for i in range(300)], old_lab, old_w, labels)
+
+
+def test_kappa_bootstrap_draws_label_counts_for_a_large_pool_same_distribution(monkeypatch):
+    import numpy as np
+
+    from scope_core import fcr as fcr_module
+    from scope_core.fcr import kappa_bootstrap
+
+    rng = np.random.default_rng(0)
+    prior = [None if x == 3 else int(x) for x in rng.integers(0, 4, 3000)]
+    queries = [int(x) for x in rng.integers(0, 3, 40)]
+    rates = rng.uniform(0.2, 0.9, 40)
+    literal = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1)
+    # the literal resampling, as it was before the multinomial path existed
+    ids: dict = {}
+    q_ids = np.array([ids.setdefault(lab, len(ids)) for lab in queries])
+    p_ids = np.array([ids.setdefault(lab, len(ids)) if lab is not None else -1 for lab in prior])
+    r = np.random.default_rng(2)
+    qi = r.integers(0, 40, (2000, 40))
+    drawn = p_ids[r.integers(0, len(p_ids), (2000, len(p_ids)))]
+    freq = np.stack([(drawn == k).mean(1) for k in range(len(ids))], 1)
+    p0 = np.take_along_axis(freq, q_ids[qi], 1).mean(1)
+    kappas = (rates[qi].mean(1) - p0) / (1 - p0)
+    assert literal == (float(np.quantile(kappas, 0.025)), float(np.quantile(kappas, 0.975)))
+    monkeypatch.setattr(fcr_module, "BOOT_DRAWS_AT_ONCE", 1000)
+    counted = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1)
+    assert counted != literal and all(abs(a - b) < 0.02 for a, b in zip(counted, literal))
