@@ -125,10 +125,8 @@ def _search_rest(x: torch.Tensor, eps: float, metric: Metric, queries: np.ndarra
     """Step 2: for each query row, its ball members among the `rest` rows (itself included when
     it is one of them), found through an inverted file with about 2·√len(rest) lists (x: the
     `prepare`d rows)."""
-    xr = x[torch.from_numpy(rest)]
-    ivf = build_ivf(xr, n_lists=int(2 * math.sqrt(len(rest))), seed=seed)
-    hit_q, hit_r = range_pairs(x[torch.from_numpy(queries)], xr, ivf, eps, metric, nprobe, budget)
-    members = rest[hit_r]
+    ivf = build_ivf(x, rest, n_lists=int(2 * math.sqrt(len(rest))), seed=seed)
+    hit_q, members = range_pairs(x[torch.from_numpy(queries)], x, ivf, eps, metric, nprobe, budget)
     keep = members != queries[hit_q]  # itself is added below, whatever the search found
     hit_q, members = hit_q[keep], members[keep]
     by_q = np.argsort(hit_q, kind="stable")
