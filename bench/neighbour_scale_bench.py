@@ -17,12 +17,12 @@ so that its peak RSS is its own:
 The activations: a shared direction (norm 28, as the target's residual stream has: the
 normalised rows' mean has norm 0.87), 48 clusters with 24 sub-clusters each in a 64-dim
 subspace (Dirichlet(0.3) cluster weights, Zipf sub-cluster sizes), a per-prompt spread drawn
-log-normally, and isotropic noise. At 10k its ball sizes are 0.01 / 0.57 / 2.3 / 5.1 / 20%
-of N at q05/q25/q50/q75/q95, against 0.06 / 0.65 / 2.4 / 7.3 / 18% for the real refusal
-prompts at L18 — the real prior's spread of dense and isolated prompts, slightly more
-isolated ones (the expensive kind).
+log-normally, and isotropic noise. At 10k its ball sizes are 0.01 / 0.86 / 2.6 / 5.8 / 20% of
+N at q05/q25/q50/q75/q95, against 0.06 / 0.65 / 2.4 / 7.3 / 18% for the real refusal prompts at
+L18 — the real prior's spread of dense and isolated prompts, with slightly more isolated ones
+(the expensive kind).
 
-    nice -n 10 python -m bench.neighbour_scale_bench                      # 10k..200k, ~15 min
+    nice -n 10 python -m bench.neighbour_scale_bench                      # 10k..200k, ~4 min
     python -m bench.neighbour_scale_bench --sizes 10000,50000 --keep      # develop on small N
 
 Writes bench/results/neighbour_scale.json; BENCHMARKS.md §13 has the table.
@@ -149,7 +149,7 @@ def phase_balls(root: Path, check: int, seed: int) -> dict:
         "whole_lists": balls.whole, "members_stored": int(len(balls.members)), "members_bytes_mb": balls.members.nbytes / 2**20,
         "ball_size_pct": {q: float(np.quantile(sizes, float(q)) / len(z) * 100) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
         "rows_by_size_kind": {name: float((kind == k).mean()) for name, k in (("exact", SIZE_EXACT), ("estimated", SIZE_ESTIMATED), ("found", SIZE_FOUND))},
-        "check_rows": len(rows), "stored_within_eps": inside / max(stored, 1), "exact_sizes_equal": exact_ok / max(n_exact, 1),
+        "check_rows": len(rows), "stored_within_eps": inside / max(stored, 1), "exact_sizes_equal": exact_ok / n_exact if n_exact else None,
         "estimated_size_rel_err_median": float(np.median(rel_err)) if rel_err else None,
         "found_recall": found / true_found if true_found else None,
     }

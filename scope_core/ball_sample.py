@@ -3,9 +3,9 @@ row as soon as it has K members, and an inverted file for the rows whose balls a
 
 Why: at the default ε (the 5% quantile of pairwise distances) a ball holds 5% of the prior.
 At 200k prompts whole lists are 2·10⁹ entries a site, and finding them is 4·10¹⁰ distances —
-over 20 minutes on two cores. Training needs only a uniform draw from a prompt's ball, and a
-uniformly chosen K-subset of the ball serves that as well: a prompt's ball is drawn from about
-once a run at that size (0.7 × 32 draws a step), so K = 64 repeats nothing that matters.
+about half an hour on two cores. Training needs only a uniform draw from a prompt's ball, and a
+uniformly chosen K-subset of the ball serves that as well while a ball is drawn from fewer than
+K times: a 700-step run makes about 15,000 draws (0.7 × 32 a step), under one per ball at 200k.
 
 How, with members that are always true members:
 1. Scan the rows in one random order, in tiles (1024 rows, then doubling). A row stops after
@@ -15,8 +15,8 @@ How, with members that are always true members:
    Large balls stop after a few thousand rows, so their cost does not grow with N.
 2. Rows still short of K after `exact_prefix` rows have small balls (fewer than about
    K·N/exact_prefix members). Small balls are local, which is what an inverted file finds
-   well: the rest of the rows are searched through `ivf.range_pairs` (recall measured in
-   BENCHMARKS §13, 1.00 on the synthetic prior there). Their stored members are a uniform
+   well: the rest of the rows are searched through `ivf.range_pairs` (recall 0.9998–1.000 on
+   the synthetic prior of BENCHMARKS §13, 50k–200k prompts). Their stored members are a uniform
    K-subset of what was found and their size is the count found, a lower bound.
 Rows that reached the end of the scan in step 1 have their exact ball, whole.
 """

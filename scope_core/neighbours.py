@@ -17,9 +17,10 @@ Two representations, chosen by `neighbour_balls` from the number of prompts:
   size recorded beside it (`ball_sample.sampled_balls`): memory N × 64 × 4 bytes (51 MB a site
   at 200k, against 8 GB for whole lists), time roughly linear in N. The trade-off: a draw is
   uniform over the stored subset, so over the run a ball offers 64 distinct partners, not all
-  of them — at 200k prompts a ball is drawn from about once a run, so this loses nothing
-  measurable; small balls (under ~64·N/16,384 members) come from an inverted file whose
-  recall BENCHMARKS §13 measures.
+  of them — a 700-step run makes about 15,000 draws (0.7 × 32 a step), under one a ball at
+  200k, so the subset is almost never exhausted and a draw from it is a draw from the ball;
+  ball sizes past the scanned prefix are estimated; small balls (under ~64·N/16,384 members)
+  come from an inverted file whose recall BENCHMARKS §13 measures.
 """
 
 from __future__ import annotations
