@@ -83,10 +83,12 @@ def ball_lists(z: torch.Tensor, eps: float, metric: Metric, mean: torch.Tensor |
 
 
 def neighbour_balls(z: torch.Tensor, eps: float, metric: Metric, mean: torch.Tensor | None = None, seed: int = 0,
-                    whole_up_to: int = WHOLE_LISTS_MAX_N, max_members: int = MAX_MEMBERS) -> BallLists:
+                    whole_up_to: int | None = None, max_members: int | None = None) -> BallLists:
     """The ε-balls of every row of z among the rows of z: whole (`ball_lists`) up to
-    `whole_up_to` rows, else at most `max_members` a ball with sizes recorded (seeded)."""
-    if len(z) <= whole_up_to:
+    `whole_up_to` rows (WHOLE_LISTS_MAX_N), else at most `max_members` (MAX_MEMBERS) a ball
+    with sizes recorded (seeded)."""
+    if len(z) <= (WHOLE_LISTS_MAX_N if whole_up_to is None else whole_up_to):
         return ball_lists(z, eps, metric, mean)
-    start, members, size, kind = sampled_balls(z, eps, metric, mean, max_members=max_members, seed=seed)
+    k = MAX_MEMBERS if max_members is None else max_members
+    start, members, size, kind = sampled_balls(z, eps, metric, mean, max_members=k, seed=seed)
     return BallLists(start, members, size, kind)
