@@ -209,7 +209,8 @@ def main() -> None:
         b = balls
         print(f"N={n:>7}  ε {b['eps']:.4f}  balls {'whole' if b['whole_lists'] else '≤64  '} {b['seconds']:7.1f} s  peak {b['peak_rss_mb']:6.0f} MB  "
               f"members {b['members_bytes_mb']:6.1f} MB  within ε {b['stored_within_eps']:.4f}  found-recall {b['found_recall'] or float('nan'):.3f}  |  "
-              f"reference {ref['queries']} q {ref['seconds']:5.1f} s (FCR {ref['empirical_fcr_seconds']:5.1f} s)  peak {ref['peak_rss_mb']:6.0f} MB", flush=True)
+              f"reference {ref['queries']} q {ref['seconds']:5.1f} s (FCR {ref['empirical_fcr_seconds']:5.1f} s)  peak {ref['peak_rss_mb']:6.0f} MB",
+              flush=True)
         if not args.keep:
             shutil.rmtree(root)
     meta = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "seed": args.seed,
