@@ -6,6 +6,11 @@ kill never leaves a half-written file behind. Per site the cache also stores the
 statistics the rest of autoscope needs: the prior mean and per-dimension scale (to
 normalise the generator's input), and quantiles of pairwise and nearest-neighbour
 distances (to set ε per site).
+
+Reading never loads a chunk file whole: a site's rows and a prompt's trunk states are read
+through memory maps of the chunks (`shards.py`), so one site of a 200k-prompt cache costs its
+own 0.46 GB and training indexes rows without holding any site in memory. The format on disk
+is unchanged (the safetensors files `save_file` writes), so older caches read as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from .distances import pairwise_distance
 from .errors import AutoscopeError
 from .extract import extract, extract_with_trunk
+from .shards import RaggedRows, ShardedRows, ShardFiles
 from .sites import Site, parse_site
 from .targets import Target
 
@@ -50,6 +56,7 @@ class ActivationCache:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._files = ShardFiles()
 
     @property
     def manifest_path(self) -> Path:
@@ -152,32 +159,34 @@ class ActivationCache:
         return {"tokens": tokens, "seconds": seconds, "chunks_computed": len(todo)}
 
     # -- reading --------------------------------------------------------------
-    def load(self, site: Site) -> torch.Tensor:
-        """All cached activations at `site`, [N, d], in prompt order."""
+    def _chunks(self) -> list[Path]:
+        m = self.manifest()
+        paths = [self.chunk_path(i) for i in range(m["n_chunks"])]
+        if not all(p.exists() for p in paths):
+            raise AutoscopeError(f"activation cache {self.root} is incomplete: rerun `autoscope train` to finish it")
+        return paths
+
+    def site(self, site: Site) -> ShardedRows:
+        """The cached activations at `site`, [N, d] in prompt order, read lazily from the
+        memory-mapped chunks: index it for rows, `.whole()` for all of them."""
         m = self.manifest()
         if site.name not in m["sites"]:
             raise AutoscopeError(
                 f"site {site.name} is not in this run's cache (cached: {', '.join(m['sites'])}); "
                 "retrain with it in --sites"
             )
-        parts = []
-        for i in range(m["n_chunks"]):
-            p = self.chunk_path(i)
-            if not p.exists():
-                raise AutoscopeError(f"activation cache {self.root} is incomplete: rerun `autoscope train` to finish it")
-            parts.append(load_file(str(p))[site.name])
-        return torch.cat(parts)
+        return ShardedRows(self._files, self._chunks(), site.name)
 
-    def load_trunk(self) -> list[torch.Tensor] | None:
-        """Per prompt, the residual entering block `trunk_layer` at each text token (or None)."""
-        m = self.manifest()
-        if m.get("trunk_layer") is None:
+    def load(self, site: Site) -> torch.Tensor:
+        """All cached activations at `site`, [N, d], in prompt order (only that site's bytes are read)."""
+        return self.site(site).whole()
+
+    def load_trunk(self) -> RaggedRows | None:
+        """Per prompt, the residual entering block `trunk_layer` at each text token (or None),
+        read from the memory-mapped chunks one prompt at a time when indexed."""
+        if self.manifest().get("trunk_layer") is None:
             return None
-        rows: list[torch.Tensor] = []
-        for i in range(m["n_chunks"]):
-            t = load_file(str(self.chunk_path(i)))
-            rows.extend(torch.split(t["trunk"], t["trunk_len"].tolist()))
-        return rows
+        return RaggedRows(self._files, self._chunks(), "trunk", "trunk_len")
 
     # -- statistics -----------------------------------------------------------
     def compute_stats(self, sample: int = 2000, seed: int = 0) -> dict:

@@ -38,23 +38,34 @@ def distance(z: torch.Tensor, zq: torch.Tensor, metric: Metric, mean: torch.Tens
     raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
 
 
-def pairwise_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:
-    """All distances between rows of a [N, d] and rows of b [M, d] -> [N, M]."""
-    a, b = a.float(), b.float()
+def prepare(z: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The vectors a metric compares: unit vectors (after subtracting μ for centred_cosine) for
+    the cosines, the raw activations (float) otherwise. Preparing a set once lets a search
+    compare it block by block without normalising it again (`prepared_distance`); on unit
+    vectors 1 − cos is ‖u − v‖²/2, so they are also where euclidean indexes work."""
+    z = z.float()
     if metric in ("cosine", "centred_cosine"):
         if metric == "centred_cosine":
             if mean is None:
                 raise ValueError("centred_cosine needs the site's prior mean")
-            a, b = a - mean.float(), b - mean.float()
-        an = torch.nn.functional.normalize(a, dim=-1)
-        bn = torch.nn.functional.normalize(b, dim=-1)
-        return 1 - an @ bn.T
-    d = torch.cdist(a, b)
-    if metric == "euclidean":
-        return d
-    if metric == "norm_euclidean":
-        return d / b.norm(dim=-1).clamp_min(1e-12)[None, :]
+            z = z - mean.float()
+        return torch.nn.functional.normalize(z, dim=-1)
+    if metric in ("euclidean", "norm_euclidean"):
+        return z
     raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
+
+
+def prepared_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric) -> torch.Tensor:
+    """All distances [N, M] between rows of `prepare`d a and b."""
+    if metric in ("cosine", "centred_cosine"):
+        return 1 - a @ b.T
+    d = torch.cdist(a, b)
+    return d if metric == "euclidean" else d / b.norm(dim=-1).clamp_min(1e-12)[None, :]
+
+
+def pairwise_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """All distances between rows of a [N, d] and rows of b [M, d] -> [N, M]."""
+    return prepared_distance(prepare(a, metric, mean), prepare(b, metric, mean), metric)
 
 
 def kernel_weight(d: torch.Tensor, eps: float, kernel: Kernel) -> torch.Tensor:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from .distances import Kernel, Metric, kernel_weight, pairwise_distance
+from .distances import Kernel, Metric, kernel_weight, prepare, prepared_distance
 
 Label = Hashable | None
 
@@ -118,6 +118,22 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: f
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+BOOT_DRAWS_AT_ONCE = 25_000_000  # resampled pool entries drawn literally (2000 resamples of 12,500 prompts)
+
+
+def resampled_frequencies(p_ids: np.ndarray, n_labels: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Frequency [B, K] of each label id 0..K-1 in `n_boot` resamples, with replacement, of the
+    prior pool's label ids (-1: undefined). Up to BOOT_DRAWS_AT_ONCE draws the pool is resampled
+    literally, as it always was; beyond, each resample's label counts are drawn from the
+    multinomial they follow — the same distribution in B·K memory instead of B·N (at 200k
+    prompts the literal draw is 3.2 GB, and counting it label by label takes minutes)."""
+    if n_boot * len(p_ids) <= BOOT_DRAWS_AT_ONCE:
+        drawn = p_ids[rng.integers(0, len(p_ids), (n_boot, len(p_ids)))]  # [B, N]
+        return np.stack([(drawn == k).mean(1) for k in range(n_labels)], 1) if n_labels else np.zeros((n_boot, 0))
+    share = np.bincount(p_ids + 1, minlength=n_labels + 1) / len(p_ids)  # slot 0: undefined
+    return rng.multinomial(len(p_ids), share, size=n_boot)[:, 1:] / len(p_ids)
+
+
 def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labels: Sequence[Label],
                     n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
     """Percentile CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the counted
@@ -130,9 +146,7 @@ def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labe
     p_ids = np.array([ids.setdefault(lab, len(ids)) if lab is not None else -1 for lab in prior_labels])
     rng = np.random.default_rng(seed + 1)
     qi = rng.integers(0, len(rates), (n_boot, len(rates)))
-    pi = rng.integers(0, len(p_ids), (n_boot, len(p_ids)))
-    drawn = p_ids[pi]  # [B, N]
-    freq = np.stack([(drawn == k).mean(1) for k in range(len(ids))], 1) if ids else np.zeros((n_boot, 0))  # [B, K]
+    freq = resampled_frequencies(p_ids, len(ids), n_boot, rng)  # [B, K]
     p0 = np.take_along_axis(freq, q_ids[qi], 1).mean(1)  # [B]
     fc = rates[qi].mean(1)
     ok = p0 < 1 - 1e-9
@@ -187,7 +201,7 @@ def fcr(
                      mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], kappa_ci_low=k_lo, kappa_ci_high=k_hi)
 
 
-def neighbour_weights(
+def neighbour_lists(
     zq: torch.Tensor,
     pool: torch.Tensor,
     eps: float,
@@ -196,18 +210,28 @@ def neighbour_weights(
     mean: torch.Tensor | None = None,
     exclude: Sequence[int | None] | None = None,
     chunk: int = 256,
-) -> torch.Tensor:
-    """Kernel weights [Q, N] of every pool prompt around every query (the query itself excluded)."""
-    out = []
+    budget: int = 1 << 25,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, the pool prompts with kernel weight above 1e-12 (the query itself excluded)
+    and their weights, in pool order.
+
+    Exact at every size: the reference asks Q queries against N prompts, not all pairs, so it
+    needs no index (1,000 queries at 200k prompts are 2·10⁸ distances, seconds). What must
+    not grow with N × Q is memory: the weights are kept sparse, and a block of distances holds
+    at most `budget` entries (128 MB) — 256 queries a block up to 131k prompts, as always."""
+    chunk = max(1, min(chunk, budget // max(len(pool), 1)))
+    xp = prepare(pool, metric, mean)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(0, len(zq), chunk):
-        d = pairwise_distance(zq[i : i + chunk], pool, metric, mean)
-        out.append(kernel_weight(d, eps, kernel))
-    w = torch.cat(out) if out else torch.zeros(0, len(pool))
-    if exclude is not None:
-        for q, idx in enumerate(exclude):
-            if idx is not None:
-                w[q, idx] = 0.0
-    return w
+        w = kernel_weight(prepared_distance(prepare(zq[i: i + chunk], metric, mean), xp, metric), eps, kernel)
+        for q in range(i, min(i + chunk, len(zq))):
+            if exclude is not None and exclude[q] is not None:
+                w[q - i, exclude[q]] = 0.0
+        rows, cols = (w > 1e-12).nonzero(as_tuple=True)  # row-major: each query's neighbours in pool order
+        vals = w[rows, cols].numpy()
+        split = np.cumsum(np.bincount(rows.numpy(), minlength=len(w)))[:-1]
+        out.extend(zip(np.split(cols.numpy(), split), np.split(vals, split)))
+    return out
 
 
 def empirical_fcr(
@@ -227,11 +251,9 @@ def empirical_fcr(
     """Generator-free reference: the same FCR over the prior's own prompts within ε of ẑ,
     weighted by k(d). `prior_labels` is the population p0 is taken over (default: the pool);
     pass the generator's, so both κ in a row share one chance level."""
-    w = neighbour_weights(zq, pool, eps, metric, kernel, mean, exclude)
     labels_arr = list(pool_labels)
     sample_labels, weights = [], []
-    for q in range(len(zq)):
-        nz = torch.nonzero(w[q] > 1e-12).squeeze(1).tolist()
-        sample_labels.append([labels_arr[j] for j in nz])
-        weights.append(w[q, nz].tolist())
+    for idx, w in neighbour_lists(zq, pool, eps, metric, kernel, mean, exclude):
+        sample_labels.append([labels_arr[j] for j in idx.tolist()])
+        weights.append(w.tolist())
     return fcr(query_labels, sample_labels, weights, pool_labels if prior_labels is None else prior_labels, n_boot, seed)

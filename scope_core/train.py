@@ -45,7 +45,8 @@ from .generator import (
     whole_target_config,
     teacher_forced_loss,
 )
-from .neighbours import BallLists, ball_lists
+from .neighbours import BallLists, neighbour_balls
+from .shards import ShardedRows
 from .noise import CosineNoise, EuclideanNoise, NoiseMode, make_noise
 from .sites import Site, parse_sites
 from .targets import Target, TargetConfig, load_target
@@ -552,7 +553,7 @@ class Conditions:
     """What the control layers are conditioned on in training: per site the cached
     activations, the noise around them, and (with a neighbour mix) the ε-balls to draw from."""
 
-    acts: dict[str, torch.Tensor]
+    acts: dict[str, ShardedRows]  # memory-mapped, read by row
     stats: dict
     mix: float  # the share over all training examples (sites are drawn uniformly)
     mixes: dict[str, float]  # per site
@@ -689,7 +690,7 @@ def _make_noises(cfg: TrainConfig, target: Target, prepared: PreparedRun, stats:
     return noises
 
 
-def _log_noise(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, torch.Tensor], noises: dict, log_path: Path,
+def _log_noise(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, ShardedRows], noises: dict, log_path: Path,
                progress: bool) -> None:
     """Log the noise distances actually produced on training prompts. Why: the shell, not ε,
     is what the generator learns to be tolerant of, and its quantiles show it."""
@@ -709,7 +710,7 @@ def _log_noise(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, torch.Te
         _say(progress, f"noise at {s.name}: {cfg.metric} distance q05/q50/q95 = {r['q05']:.4f}/{r['q50']:.4f}/{r['q95']:.4f} (mode {r['mode']})")
 
 
-def _neighbour_balls(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, torch.Tensor], mixes: dict[str, float], log_path: Path,
+def _neighbour_balls(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, ShardedRows], mixes: dict[str, float], log_path: Path,
                      progress: bool) -> dict[str, BallLists]:
     """Per site with a mix, each training prompt's ε-ball among the training prompts: where the
     mix draws a condition's text from (NOTES §24); the ball sizes are logged."""
@@ -720,9 +721,11 @@ def _neighbour_balls(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, to
         if mix == 0:
             continue
         mean, _ = prepared.cache.mean_scale(s)
-        balls[s.name] = ball_lists(acts[s.name][train_index], e.eps, cfg.metric, mean)
+        balls[s.name] = neighbour_balls(acts[s.name][train_index], e.eps, cfg.metric, mean, seed=cfg.seed)
         sizes = balls[s.name].sizes()
         report = {"eps": e.eps, "q05": int(np.quantile(sizes, 0.05)), "q50": int(np.median(sizes)), "q95": int(np.quantile(sizes, 0.95))}
+        if not balls[s.name].whole:  # past WHOLE_LISTS_MAX_N prompts: a uniform subset of each ball is kept
+            report["members_kept_max"] = int(balls[s.name].stored().max())
         _log(log_path, {"phase": "neighbours", "site": s.name, "ball_sizes": report, "mix": mix})
         _say(progress, f"ε-balls at {s.name} (ε {e.eps:.4g}): training prompts per ball q05/q50/q95 = "
                        f"{report['q05']}/{report['q50']}/{report['q95']}; {mix:.0%} of its examples conditioned on a neighbour")
@@ -733,7 +736,7 @@ def choose_conditions(cfg: TrainConfig, target: Target, prepared: PreparedRun, l
                       phases: dict[str, float]) -> Conditions:
     """The training conditions, read from the data unless given: the noise shell per site and
     the neighbour mix (README "Training conditions"); what was chosen is logged and printed."""
-    acts = {s.name: prepared.cache.load(s) for s in prepared.sites}
+    acts = {s.name: prepared.cache.site(s) for s in prepared.sites}  # memory-mapped: rows are read when indexed
     stats = prepared.cache.stats()
     site_stats = [stats[s.name] for s in prepared.sites]
     mixes = dict(zip([s.name for s in prepared.sites], site_neighbour_mixes(cfg, site_stats, prepared.eps)))

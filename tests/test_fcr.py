@@ -162,3 +162,67 @@ def test_a_mid_range_ci_is_the_bootstrap_alone():
     res = fcr(q, samples, [[1.0] * 8 for _ in q], prior_labels=[str(i % 4) for i in range(40)])
     assert 0.05 < res.ci_low and res.ci_high < 0.95
     assert (res.ci_low, res.ci_high) == bootstrap_ci(np.array(res.per_query))
+
+
+def _dense_weights(zq, pool, eps, metric, kernel, mean, exclude):
+    """The empirical reference's weights as they were computed before issue 22: dense [Q, N]."""
+    from scope_core.distances import kernel_weight, pairwise_distance
+
+    w = torch.cat([kernel_weight(pairwise_distance(zq[i: i + 256], pool, metric, mean), eps, kernel) for i in range(0, len(zq), 256)])
+    for q, idx in enumerate(exclude):
+        if idx is not None:
+            w[q, idx] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("metric", ["cosine", "centred_cosine", "euclidean", "norm_euclidean"])
+@pytest.mark.parametrize("kernel", ["hard", "gaussian"])
+def test_sparse_neighbour_lists_equal_the_dense_weights(metric, kernel):
+    from scope_core.distances import pairwise_distance
+    from scope_core.fcr import neighbour_lists
+
+    g = torch.Generator().manual_seed(0)
+    pool = 5.0 + torch.randn(400, 12, generator=g)
+    mean = pool.mean(0)
+    zq = pool[:300]  # more than one block of 256 queries
+    exclude = [i if i % 3 else None for i in range(300)]
+    eps = float(pairwise_distance(pool[:100], pool[:100], metric, mean).quantile(0.05))
+    dense = _dense_weights(zq, pool, eps, metric, kernel, mean, exclude)
+    lists = neighbour_lists(zq, pool, eps, metric, kernel, mean, exclude)
+    for q, (idx, w) in enumerate(lists):
+        nz = torch.nonzero(dense[q] > 1e-12).squeeze(1)
+        assert idx.tolist() == nz.tolist() and w.tolist() == dense[q, nz].tolist()
+    small = neighbour_lists(zq, pool, eps, metric, kernel, mean, exclude, budget=4000)  # 10 queries a block
+    assert all(len(a[0]) == len(b[0]) or abs(len(a[0]) - len(b[0])) <= 1 for a, b in zip(lists, small))
+    labels = [i % 4 for i in range(400)]
+    new = empirical_fcr([labels[i] for i in range(300)], zq, pool, labels, eps, metric, kernel, mean, exclude)
+    old_lab = [[labels[j] for j in torch.nonzero(dense[q] > 1e-12).squeeze(1).tolist()] for q in range(300)]
+    old_w = [dense[q, torch.nonzero(dense[q] > 1e-12).squeeze(1)].tolist() for q in range(300)]
+    assert new == fcr([labels[i] for i in range(300)], old_lab, old_w, labels)
+
+
+def test_kappa_bootstrap_draws_label_counts_for_a_large_pool_same_distribution(monkeypatch):
+    import numpy as np
+
+    from scope_core import fcr as fcr_module
+    from scope_core.fcr import kappa_bootstrap
+
+    rng = np.random.default_rng(0)
+    prior = [None if x == 3 else int(x) for x in rng.integers(0, 4, 3000)]
+    queries = [int(x) for x in rng.integers(0, 3, 40)]
+    rates = rng.uniform(0.2, 0.9, 40)
+    literal = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1)
+    # the literal resampling, as it was before the multinomial path existed
+    ids: dict = {}
+    q_ids = np.array([ids.setdefault(lab, len(ids)) for lab in queries])
+    p_ids = np.array([ids.setdefault(lab, len(ids)) if lab is not None else -1 for lab in prior])
+    r = np.random.default_rng(2)
+    qi = r.integers(0, 40, (2000, 40))
+    drawn = p_ids[r.integers(0, len(p_ids), (2000, len(p_ids)))]
+    freq = np.stack([(drawn == k).mean(1) for k in range(len(ids))], 1)
+    p0 = np.take_along_axis(freq, q_ids[qi], 1).mean(1)
+    kappas = (rates[qi].mean(1) - p0) / (1 - p0)
+    assert literal == (float(np.quantile(kappas, 0.025)), float(np.quantile(kappas, 0.975)))
+    monkeypatch.setattr(fcr_module, "BOOT_DRAWS_AT_ONCE", 1000)
+    counted = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1)
+    assert counted != literal and all(abs(a - b) < 0.02 for a, b in zip(counted, literal))

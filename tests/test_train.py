@@ -126,6 +126,18 @@ def test_neighbour_conditioning_trains_and_logs_ball_sizes(tiny_llama_path, tmp_
         _cfg(tiny_llama_path, tmp_path, neighbour_mix=1.5)
 
 
+def test_past_the_whole_list_size_training_draws_from_bounded_balls(tiny_llama_path, tmp_path, monkeypatch):
+    from scope_core import neighbours
+
+    monkeypatch.setattr(neighbours, "WHOLE_LISTS_MAX_N", 10)  # as if the prior had more than 20,000 training prompts
+    monkeypatch.setattr(neighbours, "MAX_MEMBERS", 4)
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=6, neighbour_mix=1.0), progress=False)
+    log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
+    balls = {r["site"]: r["ball_sizes"] for r in log if r["phase"] == "neighbours"}
+    assert set(balls) == {"L1", "R2"} and all(b["members_kept_max"] <= 4 for b in balls.values())
+    assert res.steps == 6
+
+
 def test_runs_saved_before_neighbour_conditioning_load_as_noise_only(tmp_path):
     cfg = TrainConfig(run="old")
     raw = json.loads(cfg.model_dump_json())
