@@ -100,11 +100,33 @@ def fcr_row(scope: Scope, harm, run: SampleRun, site) -> dict:
             "gap_within_label_noise": rep.labeller_audit.explains(rep.gap) if rep.labeller_audit else None}
 
 
+N_SALTS = 32
+
+
+def salt_calibration(scope: Scope, run: SampleRun, site, n_salts: int = N_SALTS) -> dict:
+    """κ of the 4-bucket hash under `n_salts` salts on the same samples: the null check's
+    calibration. One salt's CI excludes 0 in 5% of draws by design, so one cell that excludes
+    it says little; over salts, κ must centre on 0 and about 5% of CIs may exclude it."""
+    kappas, excl, half = [], 0, []
+    for salt in range(n_salts):
+        h = hash_feature(4, salt=1000 + salt)
+        g = scope.score(lambda texts: [h(t) for t in texts], f"hash4_{salt}", run, site, empirical=False).generator
+        if g.kappa is None or g.kappa_ci_low is None:
+            continue
+        kappas.append(g.kappa)
+        excl += not (g.kappa_ci_low <= 0 <= g.kappa_ci_high)
+        half.append((g.kappa_ci_high - g.kappa_ci_low) / 2)
+    k = np.array(kappas)
+    return {"n_salts": len(k), "kappa_mean": float(k.mean()) if len(k) else None, "kappa_sd": float(k.std()) if len(k) else None,
+            "ci_excludes_0_share": excl / len(k) if len(k) else None, "mean_ci_halfwidth": float(np.mean(half)) if half else None}
+
+
 def content_free_rows(scope: Scope, run: SampleRun, site) -> dict:
-    """κ of a salted 4-bucket hash of the text (its CI must cover 0) and of a constant
-    feature (must be reported degenerate): the FCR machinery's own null checks."""
+    """κ of a salted 4-bucket hash of the text (its CI should cover 0), the same over 32 salts
+    (κ centred on 0, about 5% of CIs excluding it), and of a constant feature (must be reported
+    degenerate): the FCR machinery's own null checks."""
     h = hash_feature(4, salt=17)
-    out = {}
+    out: dict = {"hash4_salts": salt_calibration(scope, run, site)}
     for name, fn in (("hash4", lambda texts: [h(t) for t in texts]), ("constant", lambda texts: ["same"] * len(texts))):
         g = scope.score(fn, name, run, site, empirical=False).generator
         out[name] = {"fcr": g.fcr, "p0": g.p0, "kappa": g.kappa, "kappa_ci": [g.kappa_ci_low, g.kappa_ci_high], "degenerate": g.degenerate,
@@ -153,6 +175,7 @@ def main() -> None:
     t = time.perf_counter()
     ours = scope.sample(site, indices=idx, n=args.n, eps=default_eps, seed=args.seed, progress=True, temperature=args.temperature)
     sample_s = time.perf_counter() - t
+    (runs_dir / run / f"bench_samples_{args.site}{args.tag}.json").write_text(ours.model_dump_json())  # for later analyses without resampling
     harmfulness = get_feature("harmfulness", scope.run_dir, scope.data)
     out: dict = {"prior": args.prior, "recipe": args.recipe, "overrides": parse_sets(args.set), "site": args.site,
                  "n_train": res.n_train, "n_heldout": res.n_heldout, "generator": res.generator, "steps": res.steps,

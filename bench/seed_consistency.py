@@ -43,10 +43,15 @@ def main() -> None:
             covers = all(runs[s]["eps"][key]["content_free"]["hash4"]["kappa_ci_covers_0"] for s in seeds)
             degenerate = all(runs[s]["eps"][key]["content_free"]["constant"]["degenerate"] for s in seeds)
             row["hash4_ci_covers_0_every_seed"], row["constant_degenerate_every_seed"] = covers, degenerate
+            row["hash4_salts"] = {s: runs[s]["eps"][key]["content_free"].get("hash4_salts") for s in seeds}
             eps_txt = f"{key} ({sum(row['eps'].values()) / len(seeds):.3f})"
             print(f"{eps_txt:>16} {subset:>8} " + " ".join(f"{g:+8.3f}" if g is not None else f"{'–':>8}" for g in gaps)
                   + f" {row[subset]['spread'] or 0:8.3f} {row[subset]['max_abs_gap'] or 0:9.3f}  {str(covers):>14}  {degenerate}"
                   + f"  (generator FCR CI ±{row[subset]['mean_generator_ci_halfwidth'] or 0:.3f})")
+        cal = [c for c in row["hash4_salts"].values() if c]
+        if cal:  # the null check's calibration over salts (runs made before it have none)
+            print(f"{'':>16} {'null':>8} hash4 over {cal[0]['n_salts']} salts: κ mean " + " ".join(f"{c['kappa_mean']:+.3f}" for c in cal)
+                  + ", share of CIs excluding 0 " + " ".join(f"{c['ci_excludes_0_share']:.2f}" for c in cal))
         out["eps"][key] = row
     path = Path(args.results) / f"seed_consistency_{args.prior}_{args.recipe}.json"
     path.write_text(json.dumps(out, indent=1))
