@@ -22,6 +22,12 @@ class _StopForward(Exception):
     pass
 
 
+def trunk_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """How cached trunk residuals are stored: float16 (half the disk of float32, and what every
+    float32 run kept), but bfloat16 for a bfloat16 target, whose residuals can exceed float16's range."""
+    return torch.bfloat16 if model_dtype == torch.bfloat16 else torch.float16
+
+
 class _Recorder:
     def __init__(self, target: Target, sites: Sequence[Site]):
         self.target = target
@@ -35,19 +41,20 @@ class _Recorder:
 
     def _take(self, x: torch.Tensor) -> torch.Tensor:
         assert self.positions is not None
-        rows = torch.arange(x.shape[0])
-        return x[rows, self.positions]
+        rows = torch.arange(x.shape[0], device=x.device)
+        return x[rows, self.positions.to(x.device)]
 
     def _done(self) -> bool:
         return len(self.out) == len(self.sites) and (self.trunk_layer is None or self.trunk is not None)
 
     def _store(self, site: Site, value: torch.Tensor) -> None:
-        self.out[site] = value.detach().float()
+        self.out[site] = value.detach().float().cpu()  # activations are kept on the CPU, in float32
         if self.stop_when_done and self._done():
             raise _StopForward
 
     def _store_trunk(self, x: torch.Tensor) -> None:
-        self.trunk = [x[i, :n].detach().to(torch.float16) for i, n in enumerate(self.trunk_lengths)]
+        keep = trunk_dtype(x.dtype)
+        self.trunk = [x[i, :n].detach().to(keep).cpu() for i, n in enumerate(self.trunk_lengths)]
         if self.stop_when_done and self._done():
             raise _StopForward
 
@@ -118,6 +125,7 @@ def forward_suffixes(
     target itself, these are exactly the frozen lower layers' outputs it would recompute
     at every training step."""
     ids, lengths = pad_right(suffixes, target.tokenizer.pad_token_id)
+    ids = ids.to(target.device)
     cache = target.prefix_cache(len(suffixes))
     with recording(target, sites, trunk_layer) as rec, prepacked_linears(target.model):
         rec.positions = lengths - 1

@@ -211,15 +211,15 @@ def spread_control_layers(first: int, n_layers: int, count: int = N_SPREAD_CONTR
 
 
 def shares_target(cfg: TrainConfig, target: Target) -> bool:
-    """The generator's backbone is the target model itself, frozen and unchanged."""
-    return (cfg.backbone == target.name and cfg.sft == "none" and upper_blocks_for(cfg, target) is None
-            and cfg.target.dtype == "float32")
+    """The generator's backbone is the target model itself, frozen and unchanged (in whatever
+    dtype the target runs: the generator shares its weight tensors, never a second copy)."""
+    return cfg.backbone == target.name and cfg.sft == "none" and upper_blocks_for(cfg, target) is None
 
 
 def shares_lower_blocks(cfg: TrainConfig, target: Target) -> bool:
     """The generator's backbone runs the target's own modules below the first control block
     (the frozen target itself, or `graft_upper` of it with fine-tuned upper blocks)."""
-    return cfg.backbone == target.name and cfg.sft in ("none", "lora-upper") and cfg.target.dtype == "float32"
+    return cfg.backbone == target.name and cfg.sft in ("none", "lora-upper")
 
 
 def shallow_split(cfg: TrainConfig, target: Target) -> int:
@@ -331,6 +331,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
         control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None), n_heads=cfg.n_heads, head_dim=cfg.head_dim,
         system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
         backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
+        max_tokens=max(GeneratorConfig.model_fields["max_tokens"].default, cfg.target.max_prompt_tokens + 4),
     )
     if cfg.backbone == "scratch":
         ids = target.tokenizer([data.examples[i].text for i in data.train], add_special_tokens=False).input_ids
@@ -340,7 +341,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
         if tok.unk_token_id is not None:
             vocab.add(tok.unk_token_id)
         gcfg.vocab = sorted(vocab) + [tok.pad_token_id] if tok.pad_token_id not in vocab else sorted(vocab)
-        return build_backbone(gcfg, tokenizer=tok), gcfg
+        return build_backbone(gcfg, tokenizer=tok, device=target.device), gcfg
     n_upper = upper_blocks_for(cfg, target)
     if n_upper is not None:
         if cfg.backbone != target.name or cfg.arch != "inversescope" or cfg.sft != "none" or cfg.target.dtype != "float32":
@@ -363,7 +364,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
         k = first_control_block(cfg, target)
         gcfg.own_blocks_from = k
         return build_backbone(gcfg, tokenizer=target.tokenizer, model=graft_upper(target.model, k)), gcfg
-    return build_backbone(gcfg), gcfg
+    return build_backbone(gcfg, device=target.device, dtype=cfg.target.dtype), gcfg
 
 
 def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int, seed: int, log_path: Path, progress: bool,
@@ -599,11 +600,15 @@ def resumable_config(cfg: TrainConfig) -> TrainConfig:
     run = cfg.run_dir
     cfg_path = run / "train_config.json"
     if not (cfg_path.exists() and (run / "data" / "split.json").exists()):
-        return cfg
+        return cfg.model_copy(update={"target": cfg.target.resolved()})
     old = TrainConfig.load(cfg_path)
+    if cfg.target.dtype == "auto":  # the run keeps the dtype its cache was built in
+        cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"dtype": old.target.dtype})})
     if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
         cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
-    keep = {"minutes", "total_minutes", "max_steps", "patience", "eval_every"}  # budgets: a run resumes with a longer one
+    cfg = cfg.model_copy(update={"target": cfg.target.resolved()})
+    # budgets: a run resumes with a longer one; the device: a run resumes on another machine
+    keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "patience": True, "eval_every": True, "target": {"device"}}
     if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
         raise AutoscopeError(f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it")
     return cfg
@@ -809,7 +814,7 @@ def restore_checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
         return
     from safetensors.torch import load_file
 
-    saved = torch.load(state_path, weights_only=False)
+    saved = torch.load(state_path, weights_only=False, map_location="cpu")  # the optimiser's state moves to its parameters
     inv.load_state_dict({k: v for k, v in load_file(str(inv_dir / "last.safetensors")).items() if not k.startswith("backbone.")}, strict=False)
     fit.opt.load_state_dict(saved["opt"])
     fit.sched.load_state_dict(saved["sched"])
