@@ -108,6 +108,8 @@ def train(
     device: str = typer.Option("auto", help="where the target and generator run: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"),
     dtype: str = typer.Option("auto", help="weights' dtype: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16"),
     max_prompt_tokens: int = typer.Option(60, min=1, help="prompts longer than this many tokens (their own text) are dropped from the prior"),
+    processes: int = typer.Option(1, min=1, help="data-parallel processes for caching and training (one per GPU; on the CPU they "
+                                  "split its cores); the same run, checkpoints and result as one process"),
     seed: int = 0,
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
@@ -124,6 +126,7 @@ def train(
             restrict_vocab=restrict_vocab, total_minutes=total_minutes or None,
             control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric,
             eps_quantile=eps_quantile, eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
+            processes=processes,
         )
     train_and_check(cfg, console, check=check)
 

@@ -244,7 +244,8 @@ def train_if_missing(cfg: FCRJobConfig, console: Console) -> Path:
 
     console.print(f"[bold]training {run_dir}[/bold] for the {cfg.task} prior on {cfg.target} at {cfg.sites} ({cfg.minutes:g} min budget)")
     prior = PriorConfig(task=cfg.task, n=cfg.prior_n, heldout=min(500, cfg.prior_n // 10), seed=cfg.seed)
-    train(TrainConfig(run=run_dir.name, runs_dir=cfg.runs_dir, target=TargetConfig(model=cfg.target, device=cfg.device or "auto", dtype=cfg.dtype or "auto"), prior=prior, sites=cfg.sites,
+    train(TrainConfig(run=run_dir.name, runs_dir=cfg.runs_dir, target=TargetConfig(model=cfg.target, device=cfg.device or "auto", dtype=cfg.dtype or "auto"),
+                      prior=prior, sites=cfg.sites,
                       backbone=cfg.backbone, minutes=cfg.minutes, seed=cfg.seed))
     return run_dir
 

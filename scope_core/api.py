@@ -29,6 +29,7 @@ from .sites import Site, parse_site, parse_sites
 
 if TYPE_CHECKING:  # the names below, loaded on first use
     from .devices import free_memory, memory_budget, module_device, resolve_device, resolve_dtype
+    from .distributed import is_main
     from .distances import Kernel, distance, kernel_weight, pairwise_distance
     from .extract import forward_suffixes, length_buckets, pad_right
     from .fast_linear import prepacked_linears
@@ -49,6 +50,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["TrainConfig", "TrainResult", "train"], "train"),
     # -- where models run: --device / --dtype, and the memory free there ------------------
     **dict.fromkeys(["resolve_device", "resolve_dtype", "module_device", "free_memory", "memory_budget"], "devices"),
+    **dict.fromkeys(["is_main"], "distributed"),
     # -- what a run will need, from the target's config alone (`autoscope plan`) ------------
     **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------

@@ -147,18 +147,28 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def shard_batches(lengths: Sequence[int], batch_size: int, shard: tuple[int, int] = (0, 1)) -> list[list[int]]:
+    """The length buckets process `shard[0]` of `shard[1]` computes: every shard[1]-th batch of
+    the one-process order. Why whole batches: each prompt is then computed in the very batch one
+    process computes it in, so several processes write a bit-identical cache."""
+    rank, world = shard
+    return length_buckets(lengths, batch_size)[rank::world]
+
+
 def extract(
     target: Target,
     texts: Sequence[str],
     sites: Sequence[Site],
     batch_size: int = 32,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[Site, torch.Tensor]:
-    """Activations [N, d_model] per site for `texts`, in the input order."""
+    """Activations [N, d_model] per site for `texts`, in the input order (with `shard`, only the
+    rows of that shard's batches are filled: `shard_batches`)."""
     suffixes = target.suffix_ids(list(texts))
     d = target.d_model
     out = {s: torch.empty(len(texts), d) for s in sites}
-    batches = length_buckets([len(s) for s in suffixes], batch_size)
+    batches = shard_batches([len(s) for s in suffixes], batch_size, shard)
     it = batches
     if progress:
         from tqdm.auto import tqdm
@@ -173,14 +183,14 @@ def extract(
 
 
 def extract_with_trunk(
-    target: Target, texts: Sequence[str], sites: Sequence[Site], trunk_layer: int, batch_size: int = 32
+    target: Target, texts: Sequence[str], sites: Sequence[Site], trunk_layer: int, batch_size: int = 32, shard: tuple[int, int] = (0, 1)
 ) -> tuple[dict[Site, torch.Tensor], list[torch.Tensor]]:
     """`extract` plus the residual entering block `trunk_layer` at each text token."""
     suffixes = target.suffix_ids(list(texts))
     n_text = target.text_token_counts(list(texts))
     out = {s: torch.empty(len(texts), target.d_model) for s in sites}
     trunk: list[torch.Tensor] = [torch.empty(0)] * len(texts)
-    for idx in length_buckets([len(s) for s in suffixes], batch_size):
+    for idx in shard_batches([len(s) for s in suffixes], batch_size, shard):
         acts, tr = forward_suffixes(target, [suffixes[i] for i in idx], sites, trunk_layer, [n_text[i] for i in idx])  # type: ignore[misc]
         for s in sites:
             out[s][idx] = acts[s]

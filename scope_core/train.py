@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from . import distributed as dd
 from .cache import ActivationCache
 from .data import PriorConfig, RunData, build_examples, filter_length, split_indices, split_validation
 from .distances import Metric
@@ -106,6 +107,9 @@ class TrainConfig(BaseModel):
     eval_size: int = 192
     patience: int = 4
     cache_batch_size: int = 32
+    processes: int = Field(1, ge=1, description="data-parallel processes for caching and control-layer training (`--processes`): "
+                           "each takes every N-th caching batch and a 1/N slice of each global batch of `batch_size`; "
+                           "rank 0 writes (scope_core/distributed.py). Not part of the run: a run resumes with any number")
     seed: int = 0
 
     @classmethod
@@ -140,6 +144,8 @@ class TrainResult(BaseModel):
     neighbour_mix_per_site: dict[str, float] = {}
     density_ratio_per_site: dict[str, float] = {}
     noise_distance: dict[str, float] = {}  # per site, the noise shell used
+    processes: int = 1  # data-parallel processes that trained it (this call)
+    tokens_per_s_per_process: float | None = None  # training tokens per second of one process (this call)
     stopped: str
     n_train: int
     n_heldout: int
@@ -147,6 +153,8 @@ class TrainResult(BaseModel):
 
 
 def _log(path: Path, record: dict) -> None:
+    if not dd.is_main():  # one writer: rank 0
+        return
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -157,6 +165,8 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
     run = cfg.run_dir
     data_dir = run / "data"
     dropped = 0
+    if not dd.is_main():  # rank 0 draws and saves the prompts and split; the others read them
+        dd.barrier()
     if (data_dir / "split.json").exists():
         data = RunData.load(data_dir)
     else:
@@ -166,6 +176,9 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
         train, valid = split_validation(train, cfg.prior.valid, cfg.prior.seed)
         data = RunData(examples, train, held, valid)
         data.save(data_dir)
+    if dd.is_main():
+        dd.barrier()
+    dropped = dd.broadcast_from_main(dropped)
     sites = parse_sites(cfg.sites, target.n_layers, target.n_heads)
     cache = ActivationCache(run / "acts")
     timing = cache.build(target, data.texts, sites, batch_size=cfg.cache_batch_size, progress=progress, trunk_layer=trunk_layer_for(cfg, target))
@@ -583,6 +596,7 @@ class Fit:
     sched: torch.optim.lr_scheduler.LambdaLR
     rng: np.random.Generator
     st: dict = field(default_factory=lambda: {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""})
+    own_tokens: int = 0  # tokens this process trained on in this call (not saved: for tokens/s per process)
 
 
 def _say(progress: bool, text: str) -> None:
@@ -608,7 +622,8 @@ def resumable_config(cfg: TrainConfig) -> TrainConfig:
         cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
     cfg = cfg.model_copy(update={"target": cfg.target.resolved()})
     # budgets: a run resumes with a longer one; the device: a run resumes on another machine
-    keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "patience": True, "eval_every": True, "target": {"device"}}
+    keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "patience": True, "eval_every": True, "processes": True,
+                  "target": {"device"}}
     if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
         raise AutoscopeError(f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it")
     return cfg
@@ -620,12 +635,16 @@ def prepare_data(cfg: TrainConfig, target: Target, progress: bool, phases: dict[
     run = cfg.run_dir
     t = time.perf_counter()
     data, cache, timing, dropped = prepare_run(cfg, target, progress)
-    (run / "train_config.json").write_text(cfg.model_dump_json(indent=1))
+    if dd.is_main():
+        (run / "train_config.json").write_text(cfg.model_dump_json(indent=1))
     phases["caching_s"] = time.perf_counter() - t
     phases["caching_tokens_per_s"] = timing["tokens"] / timing["seconds"] if timing["seconds"] > 0 and timing["tokens"] else 0.0
+    if dd.active():
+        phases["caching_tokens_per_s_per_process"] = timing["tokens_per_s_per_process"]
     sites = cache.sites
     eps = site_eps(cfg, cache, sites)
-    (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
+    if dd.is_main():
+        (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
     return PreparedRun(data, cache, sites, eps, dropped)
 
 
@@ -860,18 +879,38 @@ def optimiser_step(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorPa
     """One step of teacher-forced loss on the batch (from the cached trunk where it applies);
     returns (loss, tokens)."""
     pick, z, sidx = batch
+    if dd.active():  # this process's slice of the global batch every rank drew alike
+        mine = slice(dd.rank(), None, dd.world())
+        pick, z, sidx = pick[mine], z[mine], sidx[mine]
     rows = train_rows[pick]
     c = inv.encode(z, sidx)
     if cfg.condition_dropout > 0:
         c = torch.nn.functional.dropout(c, cfg.condition_dropout, training=True)
     batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
     loss, ntok = _batch_loss(inv, [parts.train_ids[int(i)] for i in pick], c, batch_trunk)
+    fit.own_tokens += ntok
     fit.opt.zero_grad()
+    if dd.active():
+        return _distributed_step(fit, loss, ntok)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
     fit.opt.step()
     fit.sched.step()
     return float(loss.detach()), ntok
+
+
+def _distributed_step(fit: Fit, loss: torch.Tensor, ntok: int) -> tuple[float, int]:
+    """The optimiser step of one process's slice: its loss weighted by its share of the global
+    batch's tokens, gradients summed over processes — the gradient of the global batch's mean
+    loss, as one process computes it — then the same clipped step on every rank. Returns the
+    global batch's (loss, tokens)."""
+    total = dd.all_sum([float(ntok)])[0]
+    (loss * (ntok / total)).backward()
+    dd.sum_gradients(fit.params)
+    torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
+    fit.opt.step()
+    fit.sched.step()
+    return dd.all_sum([float(loss.detach()) * ntok])[0] / total, int(total)
 
 
 def _budget_reason(cfg: TrainConfig, train_s: float, out_of_steps: bool) -> str:
@@ -887,12 +926,13 @@ def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss:
     `patience` evaluations without improvement stop training early."""
     st = fit.st
     inv.eval()
-    hl = _eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk)
+    hl = dd.broadcast_from_main(_eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk))  # one decision for every rank
     _log(inv_dir / "log.jsonl", {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"],
                                  "train_loss": train_loss, "heldout_loss": hl, "heldout_unconditional": ev.unconditional})
     if hl < st["best"] - 1e-4:
         st["best"], st["bad"] = hl, 0
-        inv.save(inv_dir)
+        if dd.is_main():
+            inv.save(inv_dir)
     else:
         st["bad"] += 1
         if st["bad"] >= cfg.patience:
@@ -900,7 +940,10 @@ def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss:
 
 
 def checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
-    """The last weights and everything a resume needs, the state written atomically."""
+    """The last weights and everything a resume needs, the state written atomically (by rank 0:
+    every rank holds the same weights and optimiser state)."""
+    if not dd.is_main():
+        return
     inv.save(inv_dir, "last.safetensors")
     torch.save({"opt": fit.opt.state_dict(), "sched": fit.sched.state_dict(), "rng": fit.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "st": fit.st}, inv_dir / "state.pt.tmp")
@@ -931,7 +974,7 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
         last_loss, ntok = optimiser_step(cfg, inv, fit, parts, batch, train_rows, trunk_all)
         st["step"] += 1
         st["tokens"] += ntok
-        st["elapsed"] = time.perf_counter() - t_start
+        st["elapsed"] = dd.all_max(time.perf_counter() - t_start)  # one clock: every rank stops at the same step
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
             bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{ev.unconditional:.3f}")
@@ -965,15 +1008,49 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
                                 if r is not None},
         noise_distance={s.name: float(d) for s in sites if (d := cond.noises[s.name].describe().get("distance")) is not None},
     )
+    result.processes = dd.world()
+    result.tokens_per_s_per_process = fit.own_tokens / phases["control_training_s"] if phases.get("control_training_s") else None
     _log(cfg.run_dir / "phases.jsonl", {"time": time.time(), **phases})
-    (cfg.run_dir / "inverter" / "train_summary.json").write_text(result.model_dump_json(indent=1))
+    if dd.is_main():
+        (cfg.run_dir / "inverter" / "train_summary.json").write_text(result.model_dump_json(indent=1))
     return result
+
+
+def _train_worker(cfg_json: str, progress: bool) -> None:
+    """One of `--processes` N: the same `train`, in a process group (`distributed.launch`)."""
+    train(TrainConfig.model_validate_json(cfg_json), progress=progress and dd.is_main())
+
+
+def check_data_parallel(cfg: TrainConfig, processes: int) -> None:
+    """Refuse what several processes cannot do alike, before any of them starts."""
+    if cfg.sft != "none":
+        raise AutoscopeError("--sft is not data-parallel yet: fine-tune with one process (--processes 1), then resume the run "
+                             "with --processes N")
+    if cfg.batch_size < processes:
+        raise AutoscopeError(f"--batch-size {cfg.batch_size} cannot be split over {processes} processes: give each at least one prompt")
+
+
+def train_processes(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """`train` in `cfg.processes` processes on this machine (gloo on the CPU, NCCL on GPUs, one GPU
+    each); rank 0's summary is the result. Why a function of its own: the caller stays one
+    process, so what follows training (the check, the table) runs once."""
+    check_data_parallel(cfg, cfg.processes)
+    dd.launch(_train_worker, cfg.processes, cfg.model_dump_json(), progress)
+    return TrainResult.model_validate_json((cfg.run_dir / "inverter" / "train_summary.json").read_text())
 
 
 def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
     """Prior → activation cache → generator → control-layer training → summary, each phase
     resumable (module docstring). The phases run in this order, and the order is part of the
-    contract: it fixes which random numbers each one draws."""
+    contract: it fixes which random numbers each one draws. With `cfg.processes` > 1 it runs in
+    that many processes (`train_processes`); launched by torchrun or accelerate it joins their
+    process group and trains data-parallel (scope_core/distributed.py)."""
+    launched = dd.init_from_env()  # by torchrun or accelerate launch (or `train_processes`' workers)
+    if cfg.processes > 1 and not launched:
+        return train_processes(cfg, progress)
+    if dd.active():
+        check_data_parallel(cfg, dd.world())
+    progress = progress and dd.is_main()
     cfg = resumable_config(cfg)
     phases: dict[str, float] = {}
     t_job = t = time.perf_counter()
@@ -994,12 +1071,12 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
 
     fit = make_optimiser(cfg, inv, parts)
     restore_checkpoint(inv, fit, inv_dir)
-    budget = training_budget(cfg, fit.st, time.perf_counter() - t_job, phases, inv_dir / "log.jsonl")
+    budget = dd.broadcast_from_main(training_budget(cfg, fit.st, time.perf_counter() - t_job, phases, inv_dir / "log.jsonl"))
     t = time.perf_counter()
     fit_control_layers(cfg, inv, fit, parts, prepared, cond, ev, trunk_all, budget, inv_dir, progress)
     for p in own_block_parameters(parts.bb.model, parts.gcfg.own_blocks_from) if parts.gcfg.upper_blocks is not None else []:
         p.requires_grad_(False)
     phases["control_training_s"] = time.perf_counter() - t
-    if not (inv_dir / "inverter.safetensors").exists():
+    if dd.is_main() and not (inv_dir / "inverter.safetensors").exists():
         inv.save(inv_dir)
     return summarise(cfg, target, prepared, parts, cond, ev, fit, phases)
