@@ -105,6 +105,11 @@ def train(
                                                "Default: from the data — 0.7 where ε-balls are dense with close variants, else 0 (§38)"),
     check: bool = typer.Option(True, help="end with a quick sample of held-out queries at each site's ε and a verdict on whether "
                                "the inverter conditions enough for FCR to mean much"),
+    device: str = typer.Option("auto", help="where the target and generator run: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"),
+    dtype: str = typer.Option("auto", help="weights' dtype: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16"),
+    max_prompt_tokens: int = typer.Option(60, min=1, help="prompts longer than this many tokens (their own text) are dropped from the prior"),
+    processes: int = typer.Option(1, min=1, help="data-parallel processes for caching and training (one per GPU; on the CPU they "
+                                  "split its cores); the same run, checkpoints and result as one process"),
     seed: int = 0,
 ):
     """Build the prior, cache activations and train an inverter (resumes if interrupted)."""
@@ -114,12 +119,14 @@ def train(
 
     with _bad_options("train"):
         cfg = TrainConfig(
-            run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt),
+            run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt, device=device, dtype=dtype,
+                                                                  max_prompt_tokens=max_prompt_tokens),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
             sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, max_steps=max_steps, batch_size=batch_size,
             restrict_vocab=restrict_vocab, total_minutes=total_minutes or None,
             control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric,
             eps_quantile=eps_quantile, eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
+            processes=processes,
         )
     train_and_check(cfg, console, check=check)
 
@@ -141,13 +148,16 @@ def sample(
     eps_quantile: float | None = typer.Option(None, help="ε as a quantile of the site's pairwise distances"),
     seed: int = 0,
     verify: str = typer.Option("auto", help="auto: finish the target's forward from the decoder's cache where that is exact; full: re-run the target on every sample"),
+    device: str | None = typer.Option(None, help="where sampling and verification run: auto, cpu, cuda or cuda:N (default: the run's)"),
+    dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default: the run's, whose cache was read in it)"),
 ):
     """Sample verified preimages of query activations and show them with distances."""
     _quiet_libraries()
     from agent.sample_report import SampleJobConfig, run_sample
 
     cfg = SampleJobConfig(site=site, prompts=prompt or [], run=run, runs_dir=runs_dir, queries=queries, only=only, n=n, temperature=temperature,
-                          metric=metric, kernel=kernel, eps=eps, eps_quantile=eps_quantile, seed=seed, verify=verify)
+                          metric=metric, kernel=kernel, eps=eps, eps_quantile=eps_quantile, seed=seed, verify=verify,
+                          device=device, dtype=dtype)
     run_sample(cfg, console)
 
 
@@ -179,6 +189,9 @@ def fcr(
     judge_wait: float = typer.Option(300.0, help="with --labeller llm: seconds to wait for an unreachable judge before stopping; labels already given are cached"),
     json_out: str | None = typer.Option(None, "--json", help="also write the table's rows to this JSON file"),
     csv_out: str | None = typer.Option(None, "--csv", help="also write the table's rows to this CSV file"),
+    device: str | None = typer.Option(None, help="where training (with --task) and sampling run: auto, cpu, cuda or cuda:N (default: "
+                                      "the run's; auto for a run trained now)"),
+    dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default: the run's; auto for a run trained now)"),
     seed: int = 0,
 ):
     """Feature consistency rate per site, with CI, chance level p0, κ and the empirical reference.
@@ -192,7 +205,8 @@ def fcr(
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait) if labeller == "llm" else None
     cfg = FCRJobConfig(features=feature, sites=sites, run=run, runs_dir=runs_dir, task=task, target=target, minutes=minutes, backbone=backbone,
                        prior_n=prior_n, labeller=labeller, pool=pool, only=only, queries=queries, n=n, kernel=kernel, metric=metric, eps=eps,
-                       eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed)
+                       eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed,
+                       device=device, dtype=dtype)
     run_fcr(cfg, console, err)
 
 
@@ -346,13 +360,15 @@ def judge_serve(
     model: str = typer.Option("Qwen/Qwen2-7B-Instruct", help="model for vllm"),
     host: str = "127.0.0.1",
     port: int = 8765,
+    device: str = typer.Option("auto", help="batched engine: auto (the GPU when torch sees one), cpu, cuda or cuda:N"),
+    dtype: str = typer.Option("auto", help="batched engine: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16"),
 ):
     """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
     import subprocess
 
     from serving.launch import serve_command
 
-    cmd, eng = serve_command(engine, model, host, port)
+    cmd, eng = serve_command(engine, model, host, port, device, dtype)
     console.print(f"serving on http://{host}:{port}/v1 — export AUTOSCOPE_JUDGE_URL=http://{host}:{port}/v1 AUTOSCOPE_JUDGE_ENGINE={eng}")
     raise typer.Exit(subprocess.call(cmd))
 

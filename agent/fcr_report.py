@@ -205,6 +205,8 @@ class FCRJobConfig(BaseModel):
     json_out: str | None = None
     csv_out: str | None = None
     seed: int = 0
+    device: str | None = None  # None: the run's (auto for a run trained now)
+    dtype: str | None = None
 
     @field_validator("features", mode="before")
     @classmethod
@@ -242,7 +244,8 @@ def train_if_missing(cfg: FCRJobConfig, console: Console) -> Path:
 
     console.print(f"[bold]training {run_dir}[/bold] for the {cfg.task} prior on {cfg.target} at {cfg.sites} ({cfg.minutes:g} min budget)")
     prior = PriorConfig(task=cfg.task, n=cfg.prior_n, heldout=min(500, cfg.prior_n // 10), seed=cfg.seed)
-    train(TrainConfig(run=run_dir.name, runs_dir=cfg.runs_dir, target=TargetConfig(model=cfg.target), prior=prior, sites=cfg.sites,
+    train(TrainConfig(run=run_dir.name, runs_dir=cfg.runs_dir, target=TargetConfig(model=cfg.target, device=cfg.device or "auto", dtype=cfg.dtype or "auto"),
+                      prior=prior, sites=cfg.sites,
                       backbone=cfg.backbone, minutes=cfg.minutes, seed=cfg.seed))
     return run_dir
 
@@ -317,7 +320,7 @@ def run_fcr(cfg: FCRJobConfig, console: Console, err: Console | None = None) -> 
     run_dir = train_if_missing(cfg, err or console)
     where = only_filter(cfg.only)
     with contextlib.ExitStack() as stack:
-        scope = Scope(run_dir)
+        scope = Scope(run_dir, device=cfg.device, dtype=cfg.dtype)
         sites = [scope.site(s.name) for s in parse_sites(cfg.sites, scope.target.n_layers, scope.target.n_heads)]
         feats = labellers(cfg, scope, stack)
         idx = heldout_queries(scope, cfg.only, cfg.queries)

@@ -33,6 +33,8 @@ class SampleJobConfig(BaseModel):
     eps_quantile: float | None = None
     seed: int = 0
     verify: str = "auto"
+    device: str | None = None  # None: the run's (scope_core.devices)
+    dtype: str | None = None
 
 
 def check_choices(cfg: SampleJobConfig) -> None:
@@ -57,7 +59,7 @@ def query_table(q: QueryResult) -> Table:
 
 def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
     """Sample, show and save (results/sample_SITE.json)."""
-    scope = Scope(Path(cfg.runs_dir) / cfg.run)
+    scope = Scope(Path(cfg.runs_dir) / cfg.run, device=cfg.device, dtype=cfg.dtype)
     site = scope.site(cfg.site)
     check_choices(cfg)
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from scope_core.api import Scope, TrainConfig, TrainResult, summarise, train
+from scope_core.api import Scope, TrainConfig, TrainResult, is_main, summarise, train
 
 # Below these the FCR of a site is mostly chance: a generator that gains under half a nat
 # over the backbone, or whose samples mostly fall outside ε, is not inverting the site.
@@ -95,6 +95,8 @@ def training_table(res: TrainResult) -> Table:
         t.add_row("neighbour mix / noise shell", f"{res.neighbour_mix:g}{ratio} / "
                   + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
+    if res.tokens_per_s_per_process is not None:
+        t.add_row("processes / training tokens per second per process", f"{res.processes} / {res.tokens_per_s_per_process:,.0f}")
     if res.heldout_loss is not None:
         t.add_row("held-out loss (validation split): conditional vs unconditional", f"{res.heldout_loss:.3f} vs {res.heldout_loss_unconditional:.3f}")
     if res.out_vocab_size:
@@ -111,6 +113,8 @@ def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> T
     """`autoscope train`: train (or resume) the run, show what was done, and end with the
     verdict on whether the inverter conditions enough for FCR to mean much."""
     res = train(cfg)
+    if not is_main():  # launched by torchrun or accelerate: rank 0 reports and checks, once
+        return res
     console.print(training_table(res))
     if check:
         verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=cfg.seed)

@@ -30,6 +30,8 @@ from .sites import Site, parse_site, parse_sites
 if TYPE_CHECKING:  # the names below, loaded on first use
     from .ball_sample import SIZE_ESTIMATED, SIZE_EXACT, SIZE_FOUND
     from .cache import ActivationCache
+    from .devices import free_memory, memory_budget, module_device, resolve_device, resolve_dtype
+    from .distributed import is_main
     from .distances import Kernel, distance, kernel_weight, pairwise_distance
     from .extract import forward_suffixes, length_buckets, pad_right
     from .fast_linear import prepacked_linears
@@ -49,6 +51,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["Target", "TargetConfig", "load_target", "load_model_and_tokenizer", "embedded_gguf_path",
                      "autoscope_cache_dir"], "targets"),
     **dict.fromkeys(["TrainConfig", "TrainResult", "train"], "train"),
+    # -- where models run: --device / --dtype, and the memory free there ------------------
+    **dict.fromkeys(["resolve_device", "resolve_dtype", "module_device", "free_memory", "memory_budget"], "devices"),
+    **dict.fromkeys(["is_main"], "distributed"),
     # -- what a run will need, from the target's config alone (`autoscope plan`) ------------
     **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------

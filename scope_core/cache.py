@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from .distances import pairwise_distance
 from .errors import AutoscopeError
-from .extract import extract, extract_with_trunk
+from . import distributed as dd
+from .extract import extract, extract_with_trunk, shard_batches
 from .shards import RaggedRows, ShardedRows, ShardFiles
 from .sites import Site, parse_site
 from .targets import Target
@@ -111,6 +112,7 @@ class ActivationCache:
             "d_model": target.d_model,
             "trunk_layer": trunk_layer,
         }
+        dd.barrier()  # every rank reads the manifest rank 0 may be about to write
         if self.manifest_path.exists():
             have = json.loads(self.manifest_path.read_text())
             # a cache with trunk states serves a caller that does not need them, and a
@@ -122,22 +124,25 @@ class ActivationCache:
                     f"the activation cache in {self.root} was built for other prompts, sites or target; "
                     "use a new --run name or delete that folder"
                 )
-        else:
+        elif dd.is_main():
             _atomic_json(self.manifest_path, want)
-        todo = [i for i in range(n_chunks) if not self.chunk_path(i).exists()]
+        todo = dd.broadcast_from_main([i for i in range(n_chunks) if not self.chunk_path(i).exists()])
         tokens, t0 = 0, time.perf_counter()
         bar = None
-        if progress and todo:
+        if progress and todo and dd.is_main():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sum(min(chunk_size, len(texts) - i * chunk_size) for i in todo), desc="caching activations", unit="prompt")
+        own_tokens = 0  # this process's share, for tokens/s per process
         for i in todo:
             chunk = list(texts[i * chunk_size : (i + 1) * chunk_size])
             tensors: dict[str, torch.Tensor] = {}
-            if trunk_layer is None:
-                acts = extract(target, chunk, sites, batch_size=batch_size)
-            else:
-                acts, trunk = extract_with_trunk(target, chunk, sites, trunk_layer, batch_size=batch_size)
+            got = self._chunk_acts(target, chunk, sites, trunk_layer, batch_size)
+            own_tokens += got[2]
+            if not dd.is_main():
+                continue
+            acts, trunk = got[0], got[1]
+            if trunk is not None:
                 # keep a row only where the text's own tokens open its chat suffix
                 text_ids = target.tokenizer(chunk, add_special_tokens=False).input_ids
                 ok = [suf[: len(t)] == t for suf, t in zip(target.suffix_ids(chunk), text_ids)]
@@ -154,9 +159,42 @@ class ActivationCache:
         if bar:
             bar.close()
         seconds = time.perf_counter() - t0
-        if not (self.root / "stats.json").exists():
+        if dd.is_main() and not (self.root / "stats.json").exists():
             self.compute_stats()
-        return {"tokens": tokens, "seconds": seconds, "chunks_computed": len(todo)}
+        dd.barrier()  # the chunks and statistics are on disk for every rank
+        tokens = int(dd.broadcast_from_main(tokens))
+        return {"tokens": tokens, "seconds": seconds, "chunks_computed": len(todo), "processes": dd.world(),
+                "tokens_per_s_per_process": own_tokens / seconds if seconds > 0 else 0.0}
+
+    @staticmethod
+    def _chunk_acts(target: Target, chunk: list[str], sites: Sequence[Site], trunk_layer: int | None,
+                    batch_size: int) -> tuple[dict[Site, torch.Tensor], list[torch.Tensor] | None, int]:
+        """A chunk's activations per site and trunk residuals (None without a trunk layer), and the
+        tokens this process ran. With several processes each runs every world-th length batch
+        (`shard_batches`) and rank 0 gathers them into the one-process result (other ranks get
+        empty results), the very batches one process would run: the files are bit-identical."""
+        shard = (dd.rank(), dd.world())
+        if trunk_layer is None:
+            acts, trunk = extract(target, chunk, sites, batch_size=batch_size, shard=shard), None
+        else:
+            acts, trunk = extract_with_trunk(target, chunk, sites, trunk_layer, batch_size=batch_size, shard=shard)
+        suffixes = target.suffix_ids(chunk)
+        rows = [i for b in shard_batches([len(s) for s in suffixes], batch_size, shard) for i in b]
+        ran = sum(len(suffixes[i]) for i in rows)
+        if dd.world() == 1:
+            return acts, trunk, ran
+        parts = dd.gather_to_main((rows, {s.name: acts[s][rows] for s in sites}, [trunk[i] for i in rows] if trunk is not None else None))
+        if parts is None:
+            return {}, None, ran
+        full = {s: torch.empty(len(chunk), target.d_model) for s in sites}
+        full_trunk: list[torch.Tensor] = [torch.empty(0)] * len(chunk)
+        for part_rows, part_acts, part_trunk in parts:
+            for s in sites:
+                full[s][part_rows] = part_acts[s.name]
+            for j, r in enumerate(part_rows):
+                if part_trunk is not None:
+                    full_trunk[r] = part_trunk[j]
+        return full, full_trunk if trunk is not None else None, ran
 
     # -- reading --------------------------------------------------------------
     def _chunks(self) -> list[Path]:

@@ -37,7 +37,8 @@ def decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
     start = bb.to_internal(torch.tensor(bb.prefix_ids[-1:]))
     cap = len(bb.prefix_ids) + max_new_tokens
     ref = next(inv.backbone.model.parameters())
-    cache = RaggedCache(bb.arch.n_layers, (min(batch_size, len(rows)), bb.n_kv_heads, cap, bb.arch.head_dim), prefix, dtype=ref.dtype)
+    cache = RaggedCache(bb.arch.n_layers, (min(batch_size, len(rows)), bb.n_kv_heads, cap, bb.arch.head_dim), prefix, dtype=ref.dtype,
+                        device=ref.device)
     first_rows = primer(inv) if z is not None else None
     tokens: list[list[int]] = [[] for _ in rows]
     waiting = deque(range(len(rows)))
@@ -49,7 +50,7 @@ def decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
         """Rows first.. of the batch drew their next token from `logits`; record it, hand
         rows that ended to `fused`, and drop the rows that are done."""
         nonlocal live, inp, cond
-        nxt = bb.out_to_external(next_tokens(logits.float(), temperature, g))
+        nxt = bb.out_to_external(next_tokens(logits.float(), temperature, g)).cpu()  # bookkeeping on the CPU
         for j, t in enumerate(nxt.tolist()):
             tokens[live[first + j]].append(t)
         drew = torch.zeros(len(live), dtype=torch.bool)
@@ -60,7 +61,7 @@ def decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
         inp = torch.cat([inp[:first], bb.to_internal(nxt)])
         if fused is not None and bool(ended.any()):
             sel = ended.nonzero().squeeze(1)
-            fused.finish([live[j] for j in sel.tolist()], [tokens[live[j]] for j in sel.tolist()], cache, sel)
+            fused.finish([live[j] for j in sel.tolist()], [tokens[live[j]] for j in sel.tolist()], cache, sel.to(ref.device))
         done = ended | full
         if bool(done.any()):
             if bar:
@@ -85,7 +86,8 @@ def decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
                 settle(first, prime(inv, cache, first_rows, cn, len(new)))
                 continue  # the batch may have room again
         with inv.conditioned(cond):
-            logits = bb.logits(cache, input_ids=inp[:, None], position_ids=cache.positions(), attention_mask=cache.step_mask(ref.dtype))
+            logits = bb.logits(cache, input_ids=inp[:, None].to(ref.device), position_ids=cache.positions(),
+                               attention_mask=cache.step_mask(ref.dtype))
         cache.advance()
         settle(0, logits[:, -1, :])
     return tokens
@@ -98,7 +100,7 @@ def primer(inv: Inverter) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.
     same first-token logits from block k (one that adds position embeddings to
     `inputs_embeds`, say)."""
     bb, k = inv.backbone, inv.trunk_layer
-    if not k or bb.prefix_kv() is None:
+    if not k or bb.prefix_kv() is None or bb.device.type != "cpu":  # a CPU speed-up: a GPU runs the rows' lower blocks in parallel anyway
         return None
     shared = bb.prefix_primer(k)
     if inv._priming_exact is None:

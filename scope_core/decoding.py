@@ -24,7 +24,8 @@ def draw(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """One index per row of probs [B, V] by inverse CDF: one uniform per row instead of the
     B·V exponentials `torch.multinomial` draws (2% of a decoding run)."""
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, generator=g, dtype=cdf.dtype) * cdf[:, -1:]
+    # the seeded generator is the CPU's, wherever the model runs (no-op move on the CPU)
+    u = torch.rand(probs.shape[0], 1, generator=g, dtype=cdf.dtype).to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.shape[1] - 1)
 
 
@@ -67,7 +68,7 @@ def decode_in_batches(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
         for _ in range(max_new_tokens):
             with inv.conditioned(cond):
                 logits = bb.logits(cache, input_ids=inp)[:, -1, :].float()
-            nxt = bb.out_to_external(next_tokens(logits, temperature, g))  # tokenizer ids
+            nxt = bb.out_to_external(next_tokens(logits, temperature, g)).cpu()  # tokenizer ids, on the CPU
             done = nxt == bb.end_id
             for j, r in enumerate(live.tolist()):
                 tokens[r].append(int(nxt[j]))
@@ -82,7 +83,7 @@ def decode_in_batches(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
                 live, nxt = live[keep], nxt[keep]
                 if cond is not None:
                     cond = cond.select(keep)
-            inp = bb.to_internal(nxt)[:, None]
+            inp = bb.to_internal(nxt)[:, None].to(bb.device)
         if bar:
             bar.update(B)
     return tokens

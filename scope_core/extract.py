@@ -22,6 +22,12 @@ class _StopForward(Exception):
     pass
 
 
+def trunk_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """How cached trunk residuals are stored: float16 (half the disk of float32, and what every
+    float32 run kept), but bfloat16 for a bfloat16 target, whose residuals can exceed float16's range."""
+    return torch.bfloat16 if model_dtype == torch.bfloat16 else torch.float16
+
+
 class _Recorder:
     def __init__(self, target: Target, sites: Sequence[Site]):
         self.target = target
@@ -35,19 +41,20 @@ class _Recorder:
 
     def _take(self, x: torch.Tensor) -> torch.Tensor:
         assert self.positions is not None
-        rows = torch.arange(x.shape[0])
-        return x[rows, self.positions]
+        rows = torch.arange(x.shape[0], device=x.device)
+        return x[rows, self.positions.to(x.device)]
 
     def _done(self) -> bool:
         return len(self.out) == len(self.sites) and (self.trunk_layer is None or self.trunk is not None)
 
     def _store(self, site: Site, value: torch.Tensor) -> None:
-        self.out[site] = value.detach().float()
+        self.out[site] = value.detach().float().cpu()  # activations are kept on the CPU, in float32
         if self.stop_when_done and self._done():
             raise _StopForward
 
     def _store_trunk(self, x: torch.Tensor) -> None:
-        self.trunk = [x[i, :n].detach().to(torch.float16) for i, n in enumerate(self.trunk_lengths)]
+        keep = trunk_dtype(x.dtype)
+        self.trunk = [x[i, :n].detach().to(keep).cpu() for i, n in enumerate(self.trunk_lengths)]
         if self.stop_when_done and self._done():
             raise _StopForward
 
@@ -118,6 +125,7 @@ def forward_suffixes(
     target itself, these are exactly the frozen lower layers' outputs it would recompute
     at every training step."""
     ids, lengths = pad_right(suffixes, target.tokenizer.pad_token_id)
+    ids = ids.to(target.device)
     cache = target.prefix_cache(len(suffixes))
     with recording(target, sites, trunk_layer) as rec, prepacked_linears(target.model):
         rec.positions = lengths - 1
@@ -139,18 +147,28 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def shard_batches(lengths: Sequence[int], batch_size: int, shard: tuple[int, int] = (0, 1)) -> list[list[int]]:
+    """The length buckets process `shard[0]` of `shard[1]` computes: every shard[1]-th batch of
+    the one-process order. Why whole batches: each prompt is then computed in the very batch one
+    process computes it in, so several processes write a bit-identical cache."""
+    rank, world = shard
+    return length_buckets(lengths, batch_size)[rank::world]
+
+
 def extract(
     target: Target,
     texts: Sequence[str],
     sites: Sequence[Site],
     batch_size: int = 32,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[Site, torch.Tensor]:
-    """Activations [N, d_model] per site for `texts`, in the input order."""
+    """Activations [N, d_model] per site for `texts`, in the input order (with `shard`, only the
+    rows of that shard's batches are filled: `shard_batches`)."""
     suffixes = target.suffix_ids(list(texts))
     d = target.d_model
     out = {s: torch.empty(len(texts), d) for s in sites}
-    batches = length_buckets([len(s) for s in suffixes], batch_size)
+    batches = shard_batches([len(s) for s in suffixes], batch_size, shard)
     it = batches
     if progress:
         from tqdm.auto import tqdm
@@ -165,14 +183,14 @@ def extract(
 
 
 def extract_with_trunk(
-    target: Target, texts: Sequence[str], sites: Sequence[Site], trunk_layer: int, batch_size: int = 32
+    target: Target, texts: Sequence[str], sites: Sequence[Site], trunk_layer: int, batch_size: int = 32, shard: tuple[int, int] = (0, 1)
 ) -> tuple[dict[Site, torch.Tensor], list[torch.Tensor]]:
     """`extract` plus the residual entering block `trunk_layer` at each text token."""
     suffixes = target.suffix_ids(list(texts))
     n_text = target.text_token_counts(list(texts))
     out = {s: torch.empty(len(texts), target.d_model) for s in sites}
     trunk: list[torch.Tensor] = [torch.empty(0)] * len(texts)
-    for idx in length_buckets([len(s) for s in suffixes], batch_size):
+    for idx in shard_batches([len(s) for s in suffixes], batch_size, shard):
         acts, tr = forward_suffixes(target, [suffixes[i] for i in idx], sites, trunk_layer, [n_text[i] for i in idx])  # type: ignore[misc]
         for s in sites:
             out[s][idx] = acts[s]

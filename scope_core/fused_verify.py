@@ -86,7 +86,7 @@ class FusedVerifier:
         if not self._pending:
             return
         rows = [r for chunk in self._pending for r in chunk[0]]
-        lengths = torch.cat([chunk[1] for chunk in self._pending])
+        lengths = torch.cat([chunk[1].cpu() for chunk in self._pending])
         G, T, P = len(rows), len(self.tail), int(lengths.max())
         layers = []
         for li in range(self.site.layer + 1):
@@ -103,6 +103,8 @@ class FusedVerifier:
         mask[:, :P] = (torch.arange(P)[None, :] < lengths[:, None]).long()
         pos = lengths[:, None] + torch.arange(T)[None, :]
         ids = torch.tensor(self.tail).expand(G, -1)
+        dev = self.target.device  # built on the CPU, run where the target is (no-ops there)
+        mask, pos, ids = mask.to(dev), pos.to(dev), ids.to(dev)
         with recording(self.target, [self.site]) as rec, prepacked_linears(self.target.model):
             rec.positions = torch.full((G,), T - 1)
             try:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .devices import module_device
 from .errors import AutoscopeError
 from .kv_cache import preallocated
 from .targets import Target, TargetConfig, find_architecture, load_model_and_tokenizer
@@ -193,23 +194,29 @@ class Backbone:
         self._out_pos[self.out_ids] = torch.arange(len(self.out_ids))
         self._head_w = None
 
-    # vocabulary mapping (identity unless the vocabulary is restricted)
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone's weights are; its inputs are moved there."""
+        return module_device(self.model)
+
+    # vocabulary mapping (identity unless the vocabulary is restricted). The tables stay on the
+    # CPU; ids are looked up there and come back on their own device (no-ops on the CPU).
     def to_internal(self, ids: torch.Tensor) -> torch.Tensor:
-        return ids if self.vocab is None else self._to_internal[ids]
+        return ids if self.vocab is None else self._to_internal[ids.cpu()].to(ids.device)
 
     def to_external(self, ids: torch.Tensor) -> torch.Tensor:
-        return ids if self.vocab is None else self._to_external[ids]
+        return ids if self.vocab is None else self._to_external[ids.cpu()].to(ids.device)
 
     def out_index(self, ext: torch.Tensor) -> torch.Tensor:
         """External ids -> indices of the output layer (-100 where an id cannot be produced)."""
         if self.out_ids is not None:
             ext = ext.clamp_max(len(self._out_pos) - 1)
-            return self._out_pos[ext]
+            return self._out_pos[ext.cpu()].to(ext.device)
         return self.to_internal(ext)
 
     def out_to_external(self, idx: torch.Tensor) -> torch.Tensor:
         if self.out_ids is not None:
-            return self.out_ids[idx]
+            return self.out_ids[idx.cpu()].to(idx.device)
         return self.to_external(idx)
 
     def logits(self, cache: Any, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **forward: Any) -> torch.Tensor:
@@ -243,7 +250,7 @@ class Backbone:
         if len(self.prefix_ids) <= 1:
             return None
         if self._prefix_kv is None:
-            ids = self.to_internal(torch.tensor([self.prefix_ids[:-1]]))
+            ids = self.to_internal(torch.tensor([self.prefix_ids[:-1]])).to(self.device)
             out = self.model(input_ids=ids, use_cache=True)
             self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return self._prefix_kv
@@ -291,7 +298,7 @@ class Backbone:
         list those blocks twice."""
         from transformers.cache_utils import DynamicCache
 
-        ids = self.to_internal(torch.tensor([self.prefix_ids]))
+        ids = self.to_internal(torch.tensor([self.prefix_ids])).to(self.device)
         seen: list[torch.Tensor] = []
 
         class _Enough(Exception):
@@ -330,7 +337,8 @@ def teacher_forced_loss(bb: Backbone, ids: list[list[int]], cache: Any, first: t
         ext = torch.tensor(s)
         tgt[i, : len(s)] = bb.out_index(ext)
         feed[i, : len(s)] = bb.to_internal(ext)
-    inp = torch.cat([first, feed[:, :-1]], dim=1)
+    inp = torch.cat([first.cpu(), feed[:, :-1]], dim=1).to(bb.device)
+    tgt = tgt.to(bb.device)
     logits = bb.logits(cache, input_ids=inp)
     logits = logits[:, first.shape[1] - 1 :, :]
     n = int((tgt != -100).sum())
@@ -410,17 +418,20 @@ def shares_blocks(a: nn.Module, b: nn.Module, upto: int) -> bool:
             and all(aa.layers[i] is ab.layers[i] for i in range(min(upto + 1, aa.n_layers, ab.n_layers))))
 
 
-def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = None) -> Backbone:
-    """Instantiate the backbone named in `config` (weights: pretrained, or fresh for scratch)."""
+def build_backbone(config: GeneratorConfig, tokenizer: Any = None, model: Any = None, device: torch.device | None = None,
+                   dtype: str = "float32") -> Backbone:
+    """Instantiate the backbone named in `config` (weights: pretrained, or fresh for scratch).
+    A backbone loaded here (not the target's own model) goes to `device` (the target's) in
+    `dtype`; a scratch one is trained, so it stays float32 there."""
     if config.backbone == "scratch":
         if tokenizer is None or config.vocab is None:
             raise AutoscopeError("a scratch backbone needs the target's tokenizer and a vocabulary")
-        model = model or _scratch_model(config.scratch, len(config.vocab))
+        model = model or _scratch_model(config.scratch, len(config.vocab)).to(device or "cpu")
         end = tokenizer.eos_token_id
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end
         return Backbone(model, tokenizer, [bos], end, vocab=config.vocab)
     if model is None:
-        model, tokenizer = load_model_and_tokenizer(config.backbone)
+        model, tokenizer = load_model_and_tokenizer(config.backbone, dtype, device or "cpu")
     fmt = Target(model=model, tokenizer=tokenizer, config=TargetConfig(model=config.backbone, system_prompt=config.system_prompt))
     if fmt.is_chat:
         end_id = fmt.tail_ids()[0]
@@ -464,13 +475,16 @@ class Inverter(nn.Module):
         self._hooks = [backbone.arch.attn(int(i)).register_forward_hook(self._control_hook, with_kwargs=True) for i in self.controls]
         for p in backbone.model.parameters():
             p.requires_grad_(False)
+        self.to(backbone.device)  # the trainable parts (float32) live where the backbone runs
 
     def _control_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         if self._cond is None:
             return output
         h = kwargs.get("hidden_states", args[0] if args else None)
         layer = next(i for i in self.controls if self.backbone.arch.attn(int(i)) is module)
-        delta = self.controls[layer].apply(h, *self._cond.kv[layer])
+        ctl = self.controls[layer]
+        # the control layers keep float32 weights whatever the backbone's dtype (no-op in float32)
+        delta = ctl.apply(h.to(ctl.q.weight.dtype), *self._cond.kv[layer])
         if isinstance(output, tuple):
             return (output[0] + delta.to(output[0].dtype),) + tuple(output[1:])
         return output + delta.to(output.dtype)
@@ -482,7 +496,10 @@ class Inverter(nn.Module):
             raise AutoscopeError(f"this inverter was not trained on site {site}; its sites: {', '.join(self.config.sites)}") from None
 
     def encode(self, z: torch.Tensor, site_idx: torch.Tensor) -> torch.Tensor:
-        return self.encoder(z, site_idx)
+        """Encoded conditions [B, d_act] of raw activations z (from the cache: moved to where
+        the encoder is, in float32) at sites `site_idx`."""
+        dev = self.encoder.proj[self.config.sites[0]].weight.device
+        return self.encoder(z.to(dev, torch.float32), site_idx.to(dev))
 
     def start_cache(self, c: torch.Tensor | None, batch_size: int, room: int | None = None) -> tuple[Any, torch.Tensor]:
         """KV cache and first input tokens [B, k] for decoding or teacher forcing.
@@ -504,7 +521,7 @@ class Inverter(nn.Module):
             cache = preallocated(cache, bb.arch.n_layers, room + (0 if cache is None else cache.get_seq_length()))
         elif cache is None:  # a one-token prefix: start from an empty cache that decoding fills in place
             cache = DynamicCache()
-        return cache, bb.to_internal(first)
+        return cache, bb.to_internal(first).to(bb.device)
 
     def condition(self, c: torch.Tensor | None) -> Condition | None:
         """c [B, d_act] projected for every control layer (None for InversionView or c=None)."""
@@ -551,9 +568,11 @@ class Inverter(nn.Module):
         x = torch.zeros(B, T, d)
         tgt = torch.full((B, T), -100, dtype=torch.long)
         for i, s in enumerate(ids):
-            x[i, 0] = self._h_prefix
+            x[i, 0] = self._h_prefix.cpu()
             x[i, 1 : len(s)] = trunk[i][: len(s) - 1].float()
             tgt[i, : len(s)] = bb.out_index(torch.tensor(s))
+        # the backbone's dtype and device (no-ops for a float32 CPU backbone)
+        x, tgt = x.to(bb.device, self._h_prefix.dtype), tgt.to(bb.device)
         cache = bb.prefix_cache(B)
         with bb.layers_from(k), self.conditioned(c):
             logits = bb.logits(cache, inputs_embeds=x)
@@ -563,7 +582,7 @@ class Inverter(nn.Module):
 
     # -- persistence ------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone")}
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone")}
 
     def save(self, directory: Path, filename: str = "inverter.safetensors") -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -586,9 +605,10 @@ class Inverter(nn.Module):
 
     @classmethod
     def load(cls, directory: Path, tokenizer: Any = None, filename: str = "inverter.safetensors",
-             target_model: Any = None) -> Inverter:
+             target_model: Any = None, device: torch.device | None = None, dtype: str = "float32") -> Inverter:
         """`target_model`: the target's own model, for a backbone that is the frozen target or is
-        grafted onto it (`own_blocks_from`) — its modules are shared, not loaded a second time."""
+        grafted onto it (`own_blocks_from`) — its modules are shared, not loaded a second time.
+        `device`/`dtype`: where and how a backbone loaded here runs (the target's)."""
         directory = Path(directory)
         if not (directory / "generator.json").exists():
             raise AutoscopeError(f"no trained inverter in {directory}: run `autoscope train` first")
@@ -599,7 +619,7 @@ class Inverter(nn.Module):
             raise AutoscopeError(f"the shallow generator in {directory} is grafted onto its target; load it through its run (Scope)")
         if target_model is not None and config.own_blocks_from is not None:
             model = graft_upper(target_model, config.own_blocks_from, config.upper_blocks)
-        backbone = build_backbone(config, tokenizer=tokenizer, model=model)
+        backbone = build_backbone(config, tokenizer=tokenizer, model=model, device=device, dtype=dtype)
         if config.backbone_weights_saved:
             backbone.model.load_state_dict(backbone_state(tensors), strict=False)
             backbone.model.tie_weights() if hasattr(backbone.model, "tie_weights") else None

@@ -206,19 +206,20 @@ class RaggedCache(DynamicCache):
     One token per live row per step; call `advance` after each forward."""
 
     def __init__(self, n_layers: int, kv_shape: tuple[int, int, int, int], prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         """kv_shape: (max rows, kv heads, capacity per row, head dim); prefix: per layer the
         shared prefix's (keys, values) [1, H, P, D], or None (no cached prefix)."""
         Bmax, H, cap, D = kv_shape
         self.prefix = list(prefix) if prefix else None
         self.prefix_len = self.prefix[0][0].shape[2] if self.prefix else 0
         self.rows = 0
-        self.lens = torch.zeros(0, dtype=torch.long)
-        self.row_index = torch.arange(Bmax)
+        self.lens = torch.zeros(0, dtype=torch.long, device=device)
+        self.row_index = torch.arange(Bmax, device=device)
         # zeros, not empty: slots past a row's length are read (and masked) — masked scores
         # must stay finite, and uninitialised memory can hold values whose dot products
         # overflow to inf, which the mask cannot cancel (inf - inf = nan)
-        layers = [RaggedLayer(self, torch.zeros(kv_shape, dtype=dtype), torch.zeros(kv_shape, dtype=dtype)) for _ in range(n_layers)]
+        layers = [RaggedLayer(self, torch.zeros(kv_shape, dtype=dtype, device=device), torch.zeros(kv_shape, dtype=dtype, device=device))
+                  for _ in range(n_layers)]
         Cache.__init__(self, layers=layers)
 
     def add(self, n: int) -> None:
@@ -230,7 +231,7 @@ class RaggedCache(DynamicCache):
             for layer, (k, v) in zip(self.layers, self.prefix):
                 layer._k[a:b, :, : self.prefix_len] = k  # type: ignore[attr-defined]
                 layer._v[a:b, :, : self.prefix_len] = v  # type: ignore[attr-defined]
-        self.lens = torch.cat([self.lens, torch.full((n,), self.prefix_len, dtype=torch.long)])
+        self.lens = torch.cat([self.lens, torch.full((n,), self.prefix_len, dtype=torch.long, device=self.lens.device)])
         self.rows = b
 
     def positions(self) -> torch.Tensor:
@@ -241,8 +242,8 @@ class RaggedCache(DynamicCache):
         """Additive attention mask [B, 1, 1, S] for this step: row b sees its positions
         0..lens[b] (lens[b] is where this step's token is written), nothing beyond."""
         S = int(self.lens.max()) + 1
-        visible = torch.arange(S)[None, :] <= self.lens[:, None]
-        mask = torch.zeros((self.rows, 1, 1, S), dtype=dtype)
+        visible = torch.arange(S, device=self.lens.device)[None, :] <= self.lens[:, None]
+        mask = torch.zeros((self.rows, 1, 1, S), dtype=dtype, device=self.lens.device)
         return mask.masked_fill_(~visible[:, None, None, :], torch.finfo(dtype).min)
 
     def advance(self) -> None:
@@ -263,13 +264,13 @@ class RaggedCache(DynamicCache):
     def remove(self, done: torch.Tensor) -> torch.Tensor:
         """Drop the rows where `done` is true by moving live rows from the end into their
         places; returns, for each remaining row in its new position, its old position."""
-        m, holes, movers, order = swap_plan(done)
+        m, holes, movers, order = swap_plan(done.cpu())
         if len(holes):
             S = int(self.lens.max())
             for layer in self.layers:
                 layer._k[holes, :, :S] = layer._k[movers, :, :S]  # type: ignore[attr-defined]
                 layer._v[holes, :, :S] = layer._v[movers, :, :S]  # type: ignore[attr-defined]
-        self.lens = self.lens[order]
+        self.lens = self.lens[order.to(self.lens.device)]
         self.rows = m
         return order
 
@@ -286,6 +287,7 @@ def gather_rows(cache: DynamicCache, sel: torch.Tensor, n_layers: int) -> tuple[
     (keys, values) [n, H, L, D], L the longest of the rows; a row's slots past its length
     hold whatever its buffer held there and must be masked by the caller."""
     if isinstance(cache, RaggedCache):
-        return cache.gather(sel, n_layers)
+        return cache.gather(sel.to(cache.lens.device), n_layers)
+    sel = sel.to(cache.layers[0].keys.device)
     kv = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel)) for layer in cache.layers[:n_layers]]
-    return torch.full((len(sel),), kv[0][0].shape[2], dtype=torch.long), kv
+    return torch.full((len(sel),), kv[0][0].shape[2], dtype=torch.long, device=sel.device), kv

@@ -33,7 +33,8 @@ from pydantic import BaseModel, Field, model_validator
 from .data import PriorConfig
 from .errors import AutoscopeError
 from .generator import ControlLayer, SiteEncoder, default_control_layers
-from .sample import DECODE_KV_BUDGET, MAX_DECODE_ROWS
+from .devices import GPU_MEMORY_SHARE
+from .sample import DECODE_KV_BUDGET, MAX_DECODE_ROWS, MAX_DECODE_ROWS_GPU
 from .sites import parse_sites
 from .targets import TargetConfig, embedded_gguf_path, find_architecture
 from .train import TrainConfig, spread_control_layers
@@ -545,7 +546,9 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
     # -- sampling ------------------------------------------------------------------------
     job_rows = cfg.queries * cfg.samples  # per site
     per_row_kv = kv_bytes_per_row(w, b)
-    rows = max(1, min(MAX_DECODE_ROWS, math.ceil(job_rows / devices), DECODE_KV_BUDGET // per_row_kv))
+    # sample.decode_rows: on a GPU, half of what the weights, the inverter and the runtime leave free (devices.memory_budget)
+    kv_budget = int(GPU_MEMORY_SHARE * max(0.0, mem * GiB - weights - n_trainable * 4 - rt)) if on_gpu else DECODE_KV_BUDGET
+    rows = max(1, min(MAX_DECODE_ROWS_GPU if on_gpu else MAX_DECODE_ROWS, math.ceil(job_rows / devices), kv_budget // per_row_kv))
     kv = rows * per_row_kv
     cond = rows * len(ctl) * tc.n_heads * (d + tc.head_dim) * 4
     inv_w = n_trainable * 4
@@ -619,12 +622,10 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
     elif epochs > 10:
         notes.append(f"{cfg.minutes:g} min make ~{epochs:.0f} passes over the training prompts; early stopping on held-out loss "
                      f"(patience {tc.patience} evaluations) will likely end training sooner, or the prior can be larger")
-    if dtype != "float32":
-        notes.append("autoscope keeps the trunk shortcut, the shared backbone and fused verification only for a float32 target "
-                     "today (the CLI has no --dtype); these figures are for the same design at " + dtype)
     if on_gpu:
-        notes.append("autoscope runs on the CPU in one process today: the GPU figures are for the same computation moved to "
-                     f"{cfg.gpus} GPU{'s' if cfg.gpus > 1 else ''}, split data-parallel")
+        notes.append(f"run it with `train --device cuda --dtype {dtype}`" + (f" and `--processes {processes}` (one per GPU: caching and "
+                     "training split data-parallel)" if processes > 1 else "") + "; GPU runs are estimates, not yet measured (README "
+                     "\"GPUs and several processes\")")
     elif processes > 1:
         notes.append(f"{processes} processes on one CPU share its cores: no faster than one, and each holds its own copy of the weights")
 
@@ -655,7 +656,8 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
         f"trained from the trunk at block {trunk} with batches of {tc.batch_size}; output restricted to {w.out_vocab:,} ids",
         f"training runs for the --minutes budget; {n_train:,} training prompts after {PriorConfig().heldout} held-out and "
         f"{PriorConfig().valid} validation ones",
-        f"sampling: decoding batch of up to {MAX_DECODE_ROWS} rows within a {DECODE_KV_BUDGET / GiB:g} GiB KV cache, samples "
+        f"sampling: decoding batch of up to {MAX_DECODE_ROWS_GPU if on_gpu else MAX_DECODE_ROWS} rows within a "
+        f"{_g(kv_budget / GiB)} KV cache ({'half the GPU memory the weights and inverter leave' if on_gpu else 'the CPU default'}), samples "
         f"~{cfg.text_tokens + 1:g} tokens (cap {sample_token_cap(w)})",
         speed,
         f"data-parallel: {processes} process{'es' if processes > 1 else ''} on {devices} device{'s' if devices > 1 else ''} "

@@ -23,6 +23,7 @@ from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
 from .continuous import decode_continuous
 from .decoding import decode_in_batches
+from .devices import memory_budget
 from .extract import extract
 from .fast_linear import prepacked_linears
 from .fused_verify import FusedVerifier, fused_ineligible
@@ -35,12 +36,14 @@ from .targets import Target
 VerifyMode = Literal["auto", "full"]
 
 MAX_DECODE_ROWS = 512
-DECODE_KV_BUDGET = 1 << 30  # bytes of decoding KV cache the default batch may take
+MAX_DECODE_ROWS_GPU = 4096  # a GPU stays compute-bound far beyond the CPU's 512; memory is its bound
+DECODE_KV_BUDGET = 1 << 30  # bytes of decoding KV cache the default batch may take on the CPU (on a GPU: `devices.memory_budget`)
 
 
-def decode_rows(inv: Inverter, max_new_tokens: int, n_rows: int, budget: int = DECODE_KV_BUDGET) -> int:
-    """Rows decoded at once by default: as many as the job has, up to MAX_DECODE_ROWS, and no
-    more than a KV cache of `budget` bytes holds.
+def decode_rows(inv: Inverter, max_new_tokens: int, n_rows: int, budget: int | None = None) -> int:
+    """Rows decoded at once by default: as many as the job has, up to MAX_DECODE_ROWS (on a GPU
+    MAX_DECODE_ROWS_GPU), and no more than a KV cache of `budget` bytes holds (None: 1 GiB on the
+    CPU, half the GPU's free memory on a GPU).
 
     Why 512: a decoding step is compute-bound from ~256 rows on (1.2 ms per row-step for
     SmolLM2 at L18), but each step also pays a fixed cost (Python, weight reads) and a job's
@@ -48,8 +51,11 @@ def decode_rows(inv: Inverter, max_new_tokens: int, n_rows: int, budget: int = D
     640-sample job (NOTES §28). The memory cap keeps a large model's cache bounded (8B fp32: ~40 rows)."""
     bb = inv.backbone
     ref = next(bb.model.parameters())
+    if budget is None:
+        budget = memory_budget(ref.device, DECODE_KV_BUDGET)
     per_row = 2 * bb.arch.n_layers * bb.n_kv_heads * bb.arch.head_dim * (len(bb.prefix_ids) + max_new_tokens) * ref.element_size()
-    return max(1, min(MAX_DECODE_ROWS, n_rows, budget // per_row))
+    cap = MAX_DECODE_ROWS if ref.device.type == "cpu" else MAX_DECODE_ROWS_GPU
+    return max(1, min(cap, n_rows, budget // per_row))
 
 
 class Sample(BaseModel):

@@ -61,12 +61,17 @@ class FCRReport(BaseModel):
 class Scope:
     """A trained run: target, prompts, activation cache and inverter."""
 
-    def __init__(self, run_dir: str | Path, target: Target | None = None):
+    def __init__(self, run_dir: str | Path, target: Target | None = None, device: str | None = None, dtype: str | None = None):
+        """`device`/`dtype` (None: the run's): where and in what the target and generator run for
+        sampling and verification; another dtype than the run's reads slightly other activations."""
         self.run_dir = Path(run_dir)
         cfg_path = self.run_dir / "train_config.json"
         if not cfg_path.exists():
             raise AutoscopeError(f"{self.run_dir} is not a trained run (no train_config.json): run `autoscope train` first")
         self.config = TrainConfig.load(cfg_path)
+        moved = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if moved:
+            self.config = self.config.model_copy(update={"target": self.config.target.model_copy(update=moved)})
         self.data = RunData.load(self.run_dir / "data")
         self.cache = ActivationCache(self.run_dir / "acts")
         self._target = target
@@ -94,9 +99,9 @@ class Scope:
                 raise AutoscopeError(f"run {self.run_dir} has no trained inverter yet: rerun `autoscope train` to finish it")
             gcfg = GeneratorConfig.model_validate_json(gpath.read_text())
             # the backbone is the frozen target, or fine-tuned upper blocks grafted onto it: share its modules
-            on_target = (gcfg.backbone == self.config.target.model and self.config.target.dtype == "float32"
-                         and (not gcfg.backbone_weights_saved or gcfg.own_blocks_from is not None))
-            inv = Inverter.load(inv_dir, tokenizer=self.target.tokenizer, target_model=self.target.model if on_target else None)
+            on_target = gcfg.backbone == self.config.target.model and (not gcfg.backbone_weights_saved or gcfg.own_blocks_from is not None)
+            inv = Inverter.load(inv_dir, tokenizer=self.target.tokenizer, target_model=self.target.model if on_target else None,
+                                device=self.target.device, dtype=self.config.target.resolved().dtype)
             inv.eval()
             self._inverter = inv
         return self._inverter

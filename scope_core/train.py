@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from . import distributed as dd
 from .cache import ActivationCache
 from .data import PriorConfig, RunData, build_examples, filter_length, split_indices, split_validation
 from .distances import Metric
@@ -98,7 +99,7 @@ class TrainConfig(BaseModel):
         "load (benchmarks compare recipes at equal steps); the wall-clock budget still applies")
     condition_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
-        "a whole prompt on a few coordinates of one activation (NOTES §40)")
+        "a whole prompt on a few coordinates of one activation (NOTES §42)")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
     batch_size: int = 32
     lr: float = 1e-3
@@ -107,6 +108,9 @@ class TrainConfig(BaseModel):
     eval_size: int = 192
     patience: int = 4
     cache_batch_size: int = 32
+    processes: int = Field(1, ge=1, description="data-parallel processes for caching and control-layer training (`--processes`): "
+                           "each takes every N-th caching batch and a 1/N slice of each global batch of `batch_size`; "
+                           "rank 0 writes (scope_core/distributed.py). Not part of the run: a run resumes with any number")
     seed: int = 0
 
     @classmethod
@@ -141,6 +145,8 @@ class TrainResult(BaseModel):
     neighbour_mix_per_site: dict[str, float] = {}
     density_ratio_per_site: dict[str, float] = {}
     noise_distance: dict[str, float] = {}  # per site, the noise shell used
+    processes: int = 1  # data-parallel processes that trained it (this call)
+    tokens_per_s_per_process: float | None = None  # training tokens per second of one process (this call)
     stopped: str
     n_train: int
     n_heldout: int
@@ -148,6 +154,8 @@ class TrainResult(BaseModel):
 
 
 def _log(path: Path, record: dict) -> None:
+    if not dd.is_main():  # one writer: rank 0
+        return
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -158,6 +166,8 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
     run = cfg.run_dir
     data_dir = run / "data"
     dropped = 0
+    if not dd.is_main():  # rank 0 draws and saves the prompts and split; the others read them
+        dd.barrier()
     if (data_dir / "split.json").exists():
         data = RunData.load(data_dir)
     else:
@@ -167,6 +177,9 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
         train, valid = split_validation(train, cfg.prior.valid, cfg.prior.seed)
         data = RunData(examples, train, held, valid)
         data.save(data_dir)
+    if dd.is_main():
+        dd.barrier()
+    dropped = dd.broadcast_from_main(dropped)
     sites = parse_sites(cfg.sites, target.n_layers, target.n_heads)
     cache = ActivationCache(run / "acts")
     timing = cache.build(target, data.texts, sites, batch_size=cfg.cache_batch_size, progress=progress, trunk_layer=trunk_layer_for(cfg, target))
@@ -212,15 +225,15 @@ def spread_control_layers(first: int, n_layers: int, count: int = N_SPREAD_CONTR
 
 
 def shares_target(cfg: TrainConfig, target: Target) -> bool:
-    """The generator's backbone is the target model itself, frozen and unchanged."""
-    return (cfg.backbone == target.name and cfg.sft == "none" and upper_blocks_for(cfg, target) is None
-            and cfg.target.dtype == "float32")
+    """The generator's backbone is the target model itself, frozen and unchanged (in whatever
+    dtype the target runs: the generator shares its weight tensors, never a second copy)."""
+    return cfg.backbone == target.name and cfg.sft == "none" and upper_blocks_for(cfg, target) is None
 
 
 def shares_lower_blocks(cfg: TrainConfig, target: Target) -> bool:
     """The generator's backbone runs the target's own modules below the first control block
     (the frozen target itself, or `graft_upper` of it with fine-tuned upper blocks)."""
-    return cfg.backbone == target.name and cfg.sft in ("none", "lora-upper") and cfg.target.dtype == "float32"
+    return cfg.backbone == target.name and cfg.sft in ("none", "lora-upper")
 
 
 def shallow_split(cfg: TrainConfig, target: Target) -> int:
@@ -314,7 +327,7 @@ def site_neighbour_mixes(cfg: TrainConfig, site_stats: list[dict], eps: list[Eps
     each site on its own. Why per site: one prior is dense at some sites and loose at others
     (refusal at L6/L12/L18/L24: ratios 0.26/0.24/0.16/0.59); a rule on the mean (0.31) trained
     every site without neighbours, and the generator's κ ran far above the empirical
-    reference at the dense sites (BENCHMARKS §11, NOTES §40)."""
+    reference at the dense sites (BENCHMARKS §11, NOTES §42)."""
     if cfg.neighbour_mix is not None:
         return [cfg.neighbour_mix] * len(eps)
     return [default_neighbour_mix(cfg, [st], [e]) for st, e in zip(site_stats, eps)]
@@ -332,6 +345,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
         control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None), n_heads=cfg.n_heads, head_dim=cfg.head_dim,
         system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
         backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
+        max_tokens=max(GeneratorConfig.model_fields["max_tokens"].default, cfg.target.max_prompt_tokens + 4),
     )
     if cfg.backbone == "scratch":
         ids = target.tokenizer([data.examples[i].text for i in data.train], add_special_tokens=False).input_ids
@@ -341,7 +355,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
         if tok.unk_token_id is not None:
             vocab.add(tok.unk_token_id)
         gcfg.vocab = sorted(vocab) + [tok.pad_token_id] if tok.pad_token_id not in vocab else sorted(vocab)
-        return build_backbone(gcfg, tokenizer=tok), gcfg
+        return build_backbone(gcfg, tokenizer=tok, device=target.device), gcfg
     n_upper = upper_blocks_for(cfg, target)
     if n_upper is not None:
         if cfg.backbone != target.name or cfg.arch != "inversescope" or cfg.sft != "none" or cfg.target.dtype != "float32":
@@ -364,7 +378,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
         k = first_control_block(cfg, target)
         gcfg.own_blocks_from = k
         return build_backbone(gcfg, tokenizer=target.tokenizer, model=graft_upper(target.model, k)), gcfg
-    return build_backbone(gcfg), gcfg
+    return build_backbone(gcfg, device=target.device, dtype=cfg.target.dtype), gcfg
 
 
 def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int, seed: int, log_path: Path, progress: bool,
@@ -583,6 +597,7 @@ class Fit:
     sched: torch.optim.lr_scheduler.LambdaLR
     rng: np.random.Generator
     st: dict = field(default_factory=lambda: {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""})
+    own_tokens: int = 0  # tokens this process trained on in this call (not saved: for tokens/s per process)
 
 
 def _say(progress: bool, text: str) -> None:
@@ -600,11 +615,16 @@ def resumable_config(cfg: TrainConfig) -> TrainConfig:
     run = cfg.run_dir
     cfg_path = run / "train_config.json"
     if not (cfg_path.exists() and (run / "data" / "split.json").exists()):
-        return cfg
+        return cfg.model_copy(update={"target": cfg.target.resolved()})
     old = TrainConfig.load(cfg_path)
+    if cfg.target.dtype == "auto":  # the run keeps the dtype its cache was built in
+        cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"dtype": old.target.dtype})})
     if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
         cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
-    keep = {"minutes", "total_minutes", "max_steps", "patience", "eval_every"}  # budgets: a run resumes with a longer one
+    cfg = cfg.model_copy(update={"target": cfg.target.resolved()})
+    # budgets: a run resumes with a longer one; the device: a run resumes on another machine
+    keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "patience": True, "eval_every": True, "processes": True,
+                  "target": {"device"}}
     if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
         raise AutoscopeError(f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it")
     return cfg
@@ -616,12 +636,16 @@ def prepare_data(cfg: TrainConfig, target: Target, progress: bool, phases: dict[
     run = cfg.run_dir
     t = time.perf_counter()
     data, cache, timing, dropped = prepare_run(cfg, target, progress)
-    (run / "train_config.json").write_text(cfg.model_dump_json(indent=1))
+    if dd.is_main():
+        (run / "train_config.json").write_text(cfg.model_dump_json(indent=1))
     phases["caching_s"] = time.perf_counter() - t
     phases["caching_tokens_per_s"] = timing["tokens"] / timing["seconds"] if timing["seconds"] > 0 and timing["tokens"] else 0.0
+    if dd.active():
+        phases["caching_tokens_per_s_per_process"] = timing["tokens_per_s_per_process"]
     sites = cache.sites
     eps = site_eps(cfg, cache, sites)
-    (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
+    if dd.is_main():
+        (run / "eps.json").write_text(json.dumps([e.model_dump() for e in eps], indent=1))
     return PreparedRun(data, cache, sites, eps, dropped)
 
 
@@ -812,7 +836,7 @@ def restore_checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
         return
     from safetensors.torch import load_file
 
-    saved = torch.load(state_path, weights_only=False)
+    saved = torch.load(state_path, weights_only=False, map_location="cpu")  # the optimiser's state moves to its parameters
     inv.load_state_dict({k: v for k, v in load_file(str(inv_dir / "last.safetensors")).items() if not k.startswith("backbone.")}, strict=False)
     fit.opt.load_state_dict(saved["opt"])
     fit.sched.load_state_dict(saved["sched"])
@@ -858,18 +882,38 @@ def optimiser_step(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorPa
     """One step of teacher-forced loss on the batch (from the cached trunk where it applies);
     returns (loss, tokens)."""
     pick, z, sidx = batch
+    if dd.active():  # this process's slice of the global batch every rank drew alike
+        mine = slice(dd.rank(), None, dd.world())
+        pick, z, sidx = pick[mine], z[mine], sidx[mine]
     rows = train_rows[pick]
     c = inv.encode(z, sidx)
     if cfg.condition_dropout > 0:
         c = torch.nn.functional.dropout(c, cfg.condition_dropout, training=True)
     batch_trunk = [trunk_all[int(r)] for r in rows] if trunk_all is not None else None
     loss, ntok = _batch_loss(inv, [parts.train_ids[int(i)] for i in pick], c, batch_trunk)
+    fit.own_tokens += ntok
     fit.opt.zero_grad()
+    if dd.active():
+        return _distributed_step(fit, loss, ntok)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
     fit.opt.step()
     fit.sched.step()
     return float(loss.detach()), ntok
+
+
+def _distributed_step(fit: Fit, loss: torch.Tensor, ntok: int) -> tuple[float, int]:
+    """The optimiser step of one process's slice: its loss weighted by its share of the global
+    batch's tokens, gradients summed over processes — the gradient of the global batch's mean
+    loss, as one process computes it — then the same clipped step on every rank. Returns the
+    global batch's (loss, tokens)."""
+    total = dd.all_sum([float(ntok)])[0]
+    (loss * (ntok / total)).backward()
+    dd.sum_gradients(fit.params)
+    torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
+    fit.opt.step()
+    fit.sched.step()
+    return dd.all_sum([float(loss.detach()) * ntok])[0] / total, int(total)
 
 
 def _budget_reason(cfg: TrainConfig, train_s: float, out_of_steps: bool) -> str:
@@ -885,12 +929,13 @@ def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss:
     `patience` evaluations without improvement stop training early."""
     st = fit.st
     inv.eval()
-    hl = _eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk)
+    hl = dd.broadcast_from_main(_eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk))  # one decision for every rank
     _log(inv_dir / "log.jsonl", {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"],
                                  "train_loss": train_loss, "heldout_loss": hl, "heldout_unconditional": ev.unconditional})
     if hl < st["best"] - 1e-4:
         st["best"], st["bad"] = hl, 0
-        inv.save(inv_dir)
+        if dd.is_main():
+            inv.save(inv_dir)
     else:
         st["bad"] += 1
         if st["bad"] >= cfg.patience:
@@ -898,7 +943,10 @@ def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss:
 
 
 def checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
-    """The last weights and everything a resume needs, the state written atomically."""
+    """The last weights and everything a resume needs, the state written atomically (by rank 0:
+    every rank holds the same weights and optimiser state)."""
+    if not dd.is_main():
+        return
     inv.save(inv_dir, "last.safetensors")
     torch.save({"opt": fit.opt.state_dict(), "sched": fit.sched.state_dict(), "rng": fit.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "st": fit.st}, inv_dir / "state.pt.tmp")
@@ -929,7 +977,7 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
         last_loss, ntok = optimiser_step(cfg, inv, fit, parts, batch, train_rows, trunk_all)
         st["step"] += 1
         st["tokens"] += ntok
-        st["elapsed"] = time.perf_counter() - t_start
+        st["elapsed"] = dd.all_max(time.perf_counter() - t_start)  # one clock: every rank stops at the same step
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
             bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{ev.unconditional:.3f}")
@@ -963,15 +1011,49 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
                                 if r is not None},
         noise_distance={s.name: float(d) for s in sites if (d := cond.noises[s.name].describe().get("distance")) is not None},
     )
+    result.processes = dd.world()
+    result.tokens_per_s_per_process = fit.own_tokens / phases["control_training_s"] if phases.get("control_training_s") else None
     _log(cfg.run_dir / "phases.jsonl", {"time": time.time(), **phases})
-    (cfg.run_dir / "inverter" / "train_summary.json").write_text(result.model_dump_json(indent=1))
+    if dd.is_main():
+        (cfg.run_dir / "inverter" / "train_summary.json").write_text(result.model_dump_json(indent=1))
     return result
+
+
+def _train_worker(cfg_json: str, progress: bool) -> None:
+    """One of `--processes` N: the same `train`, in a process group (`distributed.launch`)."""
+    train(TrainConfig.model_validate_json(cfg_json), progress=progress and dd.is_main())
+
+
+def check_data_parallel(cfg: TrainConfig, processes: int) -> None:
+    """Refuse what several processes cannot do alike, before any of them starts."""
+    if cfg.sft != "none":
+        raise AutoscopeError("--sft is not data-parallel yet: fine-tune with one process (--processes 1), then resume the run "
+                             "with --processes N")
+    if cfg.batch_size < processes:
+        raise AutoscopeError(f"--batch-size {cfg.batch_size} cannot be split over {processes} processes: give each at least one prompt")
+
+
+def train_processes(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """`train` in `cfg.processes` processes on this machine (gloo on the CPU, NCCL on GPUs, one GPU
+    each); rank 0's summary is the result. Why a function of its own: the caller stays one
+    process, so what follows training (the check, the table) runs once."""
+    check_data_parallel(cfg, cfg.processes)
+    dd.launch(_train_worker, cfg.processes, cfg.model_dump_json(), progress)
+    return TrainResult.model_validate_json((cfg.run_dir / "inverter" / "train_summary.json").read_text())
 
 
 def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None) -> TrainResult:
     """Prior → activation cache → generator → control-layer training → summary, each phase
     resumable (module docstring). The phases run in this order, and the order is part of the
-    contract: it fixes which random numbers each one draws."""
+    contract: it fixes which random numbers each one draws. With `cfg.processes` > 1 it runs in
+    that many processes (`train_processes`); launched by torchrun or accelerate it joins their
+    process group and trains data-parallel (scope_core/distributed.py)."""
+    launched = dd.init_from_env()  # by torchrun or accelerate launch (or `train_processes`' workers)
+    if cfg.processes > 1 and not launched:
+        return train_processes(cfg, progress)
+    if dd.active():
+        check_data_parallel(cfg, dd.world())
+    progress = progress and dd.is_main()
     cfg = resumable_config(cfg)
     phases: dict[str, float] = {}
     t_job = t = time.perf_counter()
@@ -992,12 +1074,12 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
 
     fit = make_optimiser(cfg, inv, parts)
     restore_checkpoint(inv, fit, inv_dir)
-    budget = training_budget(cfg, fit.st, time.perf_counter() - t_job, phases, inv_dir / "log.jsonl")
+    budget = dd.broadcast_from_main(training_budget(cfg, fit.st, time.perf_counter() - t_job, phases, inv_dir / "log.jsonl"))
     t = time.perf_counter()
     fit_control_layers(cfg, inv, fit, parts, prepared, cond, ev, trunk_all, budget, inv_dir, progress)
     for p in own_block_parameters(parts.bb.model, parts.gcfg.own_blocks_from) if parts.gcfg.upper_blocks is not None else []:
         p.requires_grad_(False)
     phases["control_training_s"] = time.perf_counter() - t
-    if not (inv_dir / "inverter.safetensors").exists():
+    if dd.is_main() and not (inv_dir / "inverter.safetensors").exists():
         inv.save(inv_dir)
     return summarise(cfg, target, prepared, parts, cond, ev, fit, phases)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scope_core.api import PreallocatedCache, drop_rows, prepacked_linears
+from scope_core.api import PreallocatedCache, drop_rows, module_device, prepacked_linears
 
 
 @dataclass
@@ -126,6 +126,7 @@ class BatchEngine:
         import llguidance.torch  # noqa: F401  (bitmask helpers)
 
         self.model, self.tokenizer = model, tokenizer
+        self.device = module_device(model)  # inputs go there; logits come back to the CPU, where grammars mask them
         self.vocab = int(model.get_output_embeddings().weight.shape[0])
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos_ids = eos if isinstance(eos, list) else [eos]
@@ -184,7 +185,7 @@ class BatchEngine:
                 k[:, :, :p], v[:, :, :p] = prefix_kv[li][0], prefix_kv[li][1]
             k[:, :, p: p + L].zero_()  # gaps and padding are masked, but must hold numbers
             v[:, :, p: p + L].zero_()
-        mask = torch.zeros((B, p + L + budget), dtype=torch.long)
+        mask = torch.zeros((B, p + L + budget), dtype=torch.long, device=self.device)
         mask[:, :p] = 1
         for r, n in enumerate(lengths):
             mask[r, p + L - n: p + L] = 1
@@ -201,8 +202,8 @@ class BatchEngine:
             # the group's tokens land at p + L - Lg .. p + L; what lies between is masked
             view = PreallocatedCache.over([(k[a:b], v[a:b]) for k, v in buffers], filled=p + L - Lg)
             gapped = Lg < L or lengths[b - 1] < Lg
-            logits[a:b] = self._last_logits(input_ids=ids, attention_mask=mask[a:b, : p + L] if gapped else None,
-                                            position_ids=position, past_key_values=view)
+            logits[a:b] = self._last_logits(input_ids=ids.to(self.device), attention_mask=mask[a:b, : p + L] if gapped else None,
+                                            position_ids=position.to(self.device), past_key_values=view)
         return PreallocatedCache.over(buffers, filled=p + L), logits, mask, order
 
     def kv_buffers(self, rows: int, capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -211,7 +212,8 @@ class BatchEngine:
         heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
         dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         dtype = next(self.model.parameters()).dtype
-        return [(torch.empty((rows, heads, capacity, dim), dtype=dtype), torch.empty((rows, heads, capacity, dim), dtype=dtype))
+        dev = self.device
+        return [(torch.empty((rows, heads, capacity, dim), dtype=dtype, device=dev), torch.empty((rows, heads, capacity, dim), dtype=dtype, device=dev))
                 for _ in range(self.n_layers)]
 
     def _last_logits(self, **forward: Any) -> torch.Tensor:
@@ -225,7 +227,7 @@ class BatchEngine:
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        return logits.float()
+        return logits.float().cpu()
 
     @torch.no_grad()
     def _prefix_kv(self, ids: list[int], stats: BatchStats) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -236,7 +238,7 @@ class BatchEngine:
         stats.reused_prefix = n
         if n < len(ids):
             cache = PreallocatedCache(self.n_layers, len(ids), kv)
-            self.model.base_model(input_ids=torch.tensor([ids[n:]]), position_ids=torch.arange(n, len(ids))[None],
+            self.model.base_model(input_ids=torch.tensor([ids[n:]], device=self.device), position_ids=torch.arange(n, len(ids), device=self.device)[None],
                                   past_key_values=cache, use_cache=True)
             kv = [(layer.keys, layer.values) for layer in cache.layers]
             stats.prefix_computed = len(ids) - n
@@ -282,7 +284,7 @@ class BatchEngine:
         if B == 1:  # remember this prompt: the next one-at-a-time request shares its template
             self.prefixes.put(rows[0], [(layer.keys, layer.values) for layer in cache.layers])
         padded = any(len(o) != L for o in own)
-        next_pos = torch.tensor([p + len(own[i]) for i in live])
+        next_pos = torch.tensor([p + len(own[i]) for i in live], device=self.device)
         length = p + L
 
         generators = [torch.Generator().manual_seed(r.seed if r.seed is not None else int(time.time_ns() % (1 << 31)))
@@ -338,13 +340,13 @@ class BatchEngine:
             if bool(done.any()):
                 order = drop_rows(cache, done)
                 live = [live[j] for j in order.tolist()]
-                feed, next_pos, mask = feed[order], next_pos[order], mask[order]
+                feed, next_pos, mask = feed[order], next_pos[order.to(self.device)], mask[order.to(self.device)]
             mask[:, length] = 1
             length += 1
-            out = self.model(input_ids=feed[:, None], attention_mask=mask[:, :length] if padded else None,
+            out = self.model(input_ids=feed[:, None].to(self.device), attention_mask=mask[:, :length] if padded else None,
                              position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
             next_pos = next_pos + 1
-            logits = out.logits[:, -1, :].float()
+            logits = out.logits[:, -1, :].float().cpu()
             stats.decode_steps += 1
         stats.seconds = time.perf_counter() - t0
         self.last = stats

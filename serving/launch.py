@@ -68,10 +68,10 @@ def embedded_command(host: str, port: int, n_ctx: int = 8192, threads: int | Non
 
 
 def batched_command(host: str, port: int, threads: int | None = None, model: str = "embedded",
-                    alias: str = "smollm2-135m-instruct") -> list[str]:
+                    alias: str = "smollm2-135m-instruct", device: str = "cpu", dtype: str = "float32") -> list[str]:
     n = str(threads or os.cpu_count() or 1)
     return [sys.executable, "-m", "serving.batch_server", "--model", model, "--alias", alias, "--host", host,
-            "--port", str(port), "--threads", n, "--max-batch", str(BATCHED_CONCURRENCY)]
+            "--port", str(port), "--threads", n, "--max-batch", str(BATCHED_CONCURRENCY), "--device", device, "--dtype", dtype]
 
 
 def vllm_command(model: str, host: str, port: int) -> list[str]:
@@ -80,13 +80,14 @@ def vllm_command(model: str, host: str, port: int) -> list[str]:
     return ["vllm", "serve", model, "--host", host, "--port", str(port), "--served-model-name", model]
 
 
-def serve_command(engine: str, model: str, host: str, port: int) -> tuple[list[str], str]:
+def serve_command(engine: str, model: str, host: str, port: int, device: str = "cpu", dtype: str = "float32") -> tuple[list[str], str]:
     """The command that serves a judge with `engine` (embedded = llamacpp, batched or vllm),
-    and the engine name a client sets in AUTOSCOPE_JUDGE_ENGINE to talk to it."""
+    and the engine name a client sets in AUTOSCOPE_JUDGE_ENGINE to talk to it. `device`/`dtype`
+    are the batched engine's (llama.cpp and vLLM choose their own)."""
     if engine in ("embedded", "llamacpp"):
         return embedded_command(host, port), "llamacpp"
     if engine == "batched":
-        return batched_command(host, port), "batched"
+        return batched_command(host, port, device=device, dtype=dtype), "batched"
     if engine == "vllm":
         return vllm_command(model, host, port), "vllm"
     raise AutoscopeError(f"unknown engine {engine!r}: use embedded (= llamacpp), batched or vllm")

@@ -125,7 +125,7 @@ class PromptScorer:
 
     def _head_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """log-softmax of the head on hidden [N, d] -> [N, V] (float)."""
-        logits = self.engine.model.get_output_embeddings()(hidden).float()
+        logits = self.engine.model.get_output_embeddings()(hidden).float().cpu()  # scores are read on the CPU
         cap = getattr(self.engine.model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
@@ -137,7 +137,8 @@ class PromptScorer:
         if hit is not None:
             return hit
         cache = PreallocatedCache(self.engine.n_layers, len(ids))
-        hidden = self.engine.model.base_model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).last_hidden_state[0]
+        hidden = self.engine.model.base_model(input_ids=torch.tensor([ids], device=self.engine.device), past_key_values=cache,
+                                              use_cache=True).last_hidden_state[0]
         lp = self._head_logprobs(hidden)
         token_lp: list[float | None] = [None] + lp[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
         entry = ([(layer.keys, layer.values) for layer in cache.layers], token_lp, lp[-1])
@@ -195,6 +196,7 @@ class PromptScorer:
             for j, c in enumerate(cuts):
                 mask[j, P - c:] = 1
             forward["attention_mask"] = mask
+        forward = {k: v.to(self.engine.device) if isinstance(v, torch.Tensor) else v for k, v in forward.items()}  # no-op on the CPU
         forward["past_key_values"] = PreallocatedCache.over(buffers, filled=P)
         hidden = self.engine.model.base_model(**forward).last_hidden_state  # [R, L, d]
         # position t of row j predicts own token t + 1; the last real position predicts the next token
