@@ -18,7 +18,7 @@ from rich.table import Table
 
 from agent.hypotheses import kappa_text
 from agent.judge import JudgeConfig
-from agent.loop import heldout_queries, only_filter
+from agent.loop import check_kernel, heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
 from scope_core.api import AutoscopeError, FCRReport, SampleRun, Scope, Site, parse_sites
@@ -230,8 +230,7 @@ def check_job(cfg: FCRJobConfig) -> None:
     """Refuse unknown choices before anything is trained, sampled or labelled."""
     if cfg.labeller not in ("learned", "llm"):
         raise AutoscopeError(f"unknown labeller {cfg.labeller!r}: use learned or llm")
-    if cfg.kernel not in ("hard", "gaussian"):
-        raise AutoscopeError(f"unknown kernel {cfg.kernel!r}: use hard or gaussian")
+    check_kernel(cfg.kernel)
 
 
 def train_if_missing(cfg: FCRJobConfig, console: Console) -> Path:

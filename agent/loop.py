@@ -170,6 +170,12 @@ def present_result(res: ExploreResult, site: str, console: Console) -> None:
     console.print(f"report: {res.explore_dir}/report.md and report.html (id {Path(res.explore_dir).name}; --resume it to continue)")
 
 
+def check_kernel(kernel: str) -> None:
+    """Refuse an unknown FCR kernel with the choices named (sample and fcr share it)."""
+    if kernel not in ("hard", "gaussian"):
+        raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
+
+
 def heldout_queries(scope: Scope, only: str | None, limit: int) -> list[int]:
     """The query set D: the first `limit` held-out prompts that pass `--only` (an error, with the
     filter named, when none does)."""

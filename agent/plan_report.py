@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from scope_core.api import Plan, PlanConfig, plan
+from scope_core.api import Plan, PlanConfig, fmt_seconds, plan
 
 
 def plan_hardware(gpus: int, gpu_kind: str | None, runs_dir: str) -> tuple[int, str, float | None]:
@@ -27,10 +27,6 @@ def plan_hardware(gpus: int, gpu_kind: str | None, runs_dir: str) -> tuple[int, 
     return gpus, kind, shutil.disk_usage(where).free / (1 << 30)
 
 
-def _duration(s: float) -> str:
-    return f"{s:.2g} s" if s < 10 else f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
-
-
 def plan_table(p: Plan) -> Table:
     """One row a phase: memory per process, host RAM, time and the work it does."""
     t = Table(title=f"plan: {p.target} ({p.model_type}, {p.params / 1e9:.3g}B parameters) at {', '.join(p.sites)}, {p.dtype}, "
@@ -39,7 +35,7 @@ def plan_table(p: Plan) -> Table:
                       ("work", "left")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for ph in p.phases:
-        t.add_row(ph.phase, f"{ph.memory_gib:.2f} GiB", f"{ph.host_gib:.2f} GiB", _duration(ph.seconds), ph.work)
+        t.add_row(ph.phase, f"{ph.memory_gib:.2f} GiB", f"{ph.host_gib:.2f} GiB", fmt_seconds(ph.seconds), ph.work)
     return t
 
 
@@ -50,7 +46,7 @@ def present_plan(p: Plan, console: Console) -> None:
     console.print(f"weights {p.weights_gib:.2f} GiB · inverter {p.trainable_params / 1e6:,.1f}M trainable parameters · activation "
                   f"cache on disk [bold]{p.cache_gib:.2f} GiB[/bold] ({p.cache_sites_gib:.2f} site activations + "
                   f"{p.cache_trunk_gib:.2f} trunk residual) · {p.processes} process{'es' if p.processes > 1 else ''} on "
-                  f"{p.devices} device{'s' if p.devices > 1 else ''} · total ≈ {_duration(sum(ph.seconds for ph in p.phases))}")
+                  f"{p.devices} device{'s' if p.devices > 1 else ''} · total ≈ {fmt_seconds(sum(ph.seconds for ph in p.phases))}")
     console.print("[bold]memory formulas[/bold]")
     for ph in p.phases:
         console.print(f"  {ph.phase}: {ph.memory_formula}", highlight=False)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from agent.loop import heldout_queries
+from agent.loop import check_kernel, heldout_queries
 from scope_core.api import AutoscopeError, QueryResult, SampleRun, Scope
 
 
@@ -39,8 +39,7 @@ class SampleJobConfig(BaseModel):
 
 def check_choices(cfg: SampleJobConfig) -> None:
     """Refuse an unknown kernel or verification mode with the choices named."""
-    if cfg.kernel not in ("hard", "gaussian"):
-        raise AutoscopeError(f"unknown kernel {cfg.kernel!r}: use hard or gaussian")
+    check_kernel(cfg.kernel)
     if cfg.verify not in ("auto", "full"):
         raise AutoscopeError(f"unknown --verify {cfg.verify!r}: use auto or full")
 
@@ -59,9 +58,9 @@ def query_table(q: QueryResult) -> Table:
 
 def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
     """Sample, show and save (results/sample_SITE.json)."""
+    check_choices(cfg)  # before the target loads
     scope = Scope(Path(cfg.runs_dir) / cfg.run, device=cfg.device, dtype=cfg.dtype)
     site = scope.site(cfg.site)
-    check_choices(cfg)
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
     common = dict(n=cfg.n, temperature=cfg.temperature, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True, verify_mode=cfg.verify)
     if cfg.prompts:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .fcr import FCRResult, empirical_fcr, fcr, generator_weights, neighbour_lists, sampled_fcr
     from .kv_cache import PreallocatedCache, drop_rows
     from .neighbours import BallLists, neighbour_balls
-    from .plan import Plan, PlanConfig, parse_memory, plan
+    from .plan import Plan, PlanConfig, fmt_seconds, parse_memory, plan
     from .sample import QueryResult, Sample, SampleRun, VerifyMode, generate, summarise, with_eps
     from .scope import FCRReport, LabelFn, Scope
     from .targets import Target, TargetConfig, autoscope_cache_dir, embedded_gguf_path, load_model_and_tokenizer, load_target
@@ -55,7 +55,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["resolve_device", "resolve_dtype", "module_device", "free_memory", "memory_budget"], "devices"),
     **dict.fromkeys(["is_main"], "distributed"),
     # -- what a run will need, from the target's config alone (`autoscope plan`) ------------
-    **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory"], "plan"),
+    **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory", "fmt_seconds"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------
     **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
     **dict.fromkeys(["FCRResult", "fcr", "generator_weights", "sampled_fcr"], "fcr"),

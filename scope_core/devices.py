@@ -100,9 +100,3 @@ def memory_budget(device: torch.device, cpu_default: int, share: float = GPU_MEM
         return cpu_default
     free = free_memory(device)
     return max(1 << 20, int((free or cpu_default) * share))
-
-
-def on_cpu(module: Any) -> bool:
-    """Whether a model runs on the CPU: the CPU-only speed paths (prepacked linears, priming)
-    step aside elsewhere."""
-    return module_device(module).type == "cpu"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .ball_sample import SIZE_EXACT, sampled_balls
-from .distances import Metric, pairwise_distance
+from .distances import Metric, prepare, prepared_distance
 
 WHOLE_LISTS_MAX_N = 20_000  # up to this many prompts, whole balls from all pairs (exact; every run so far)
 MAX_MEMBERS = 64  # above it, members kept a ball
@@ -72,8 +72,9 @@ def ball_lists(z: torch.Tensor, eps: float, metric: Metric, mean: torch.Tensor |
     (N² distances never sit in memory at once)."""
     sizes: list[torch.Tensor] = []
     members: list[torch.Tensor] = []
+    x = prepare(z, metric, mean)  # once, not once a chunk (it is row-wise, so chunks of it are the chunks' own)
     for a in range(0, len(z), chunk):
-        d = pairwise_distance(z[a: a + chunk], z, metric, mean)
+        d = prepared_distance(x[a: a + chunk], x, metric)
         d[torch.arange(d.shape[0]), torch.arange(a, a + d.shape[0])] = 0.0  # itself, whatever rounding says
         rows, cols = (d <= eps).nonzero(as_tuple=True)  # row-major: each row's members together
         sizes.append(torch.bincount(rows, minlength=d.shape[0]))

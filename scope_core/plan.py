@@ -435,7 +435,8 @@ def _gpu_kind(text: str) -> GPUKind:
     return GPUKind(f"GPU at {tf:g} TFLOP/s", tf, tf, 0.0, None)
 
 
-def _fmt_s(s: float) -> str:
+def fmt_seconds(s: float) -> str:
+    """A duration for people: seconds under 90 s, minutes under 90 min, else hours."""
     if s < 10:
         return f"{s:.2g} s"
     if s < 90:
@@ -540,7 +541,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
                        f"host: the activation cache, loaded whole {_g(train_data / GiB)}",
         flops=steps * step_flops * devices, flops_per_s=rates["training"], seconds=budget_s,
         work=f"{cfg.minutes:g} min budget: ~{steps:,} steps of {tc.batch_size} prompts per process "
-             f"({steps * tc.batch_size * devices / n_train:.1f} epochs of {n_train:,}); one epoch {_fmt_s(epoch_s)}",
+             f"({steps * tc.batch_size * devices / n_train:.1f} epochs of {n_train:,}); one epoch {fmt_seconds(epoch_s)}",
     )
 
     # -- sampling ------------------------------------------------------------------------
@@ -567,7 +568,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
         comp_s = dec_tokens * per_tok / rates["sampling"]
         if mem_s > comp_s:
             sample_s += mem_s - comp_s
-            bound = f"; decoding held by memory bandwidth ({_fmt_s(mem_s)} against {_fmt_s(comp_s)} of compute)"
+            bound = f"; decoding held by memory bandwidth ({fmt_seconds(mem_s)} against {fmt_seconds(comp_s)} of compute)"
     sampling = PhasePlan(
         phase="sampling", memory_gib=(weights + inv_w + kv + cond + rows * w.out_vocab * 4 + rt) / GiB, host_gib=site_acts / GiB,
         memory_formula=f"weights {_g(weights / GiB)} + inverter {_g(inv_w / GiB)} + KV cache of {rows} rows × "
@@ -613,7 +614,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
     if caching.seconds > (total_minutes - cfg.minutes) * 60:
         left = max(2.0, total_minutes - caching.seconds / 60)
         notes.append(f"`train`'s default --total-minutes {total_minutes} would cut training to {min(left, cfg.minutes):.1f} min "
-                     f"after {_fmt_s(caching.seconds)} of caching: pass --total-minutes 0 (or a larger budget)")
+                     f"after {fmt_seconds(caching.seconds)} of caching: pass --total-minutes 0 (or a larger budget)")
     epochs = steps * tc.batch_size * devices / n_train
     if epochs < 1:
         want = 3 * epoch_s / 60

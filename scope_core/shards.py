@@ -26,18 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# safetensors dtype -> (numpy dtype of the stored bytes, torch dtype to view them as)
-_DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
-    "F64": (np.dtype("<f8"), torch.float64),
-    "F32": (np.dtype("<f4"), torch.float32),
-    "F16": (np.dtype("<f2"), torch.float16),
-    "BF16": (np.dtype("<u2"), torch.bfloat16),  # numpy has no bfloat16: read the bits, view them in torch
-    "I64": (np.dtype("<i8"), torch.int64),
-    "I32": (np.dtype("<i4"), torch.int32),
-    "I16": (np.dtype("<i2"), torch.int16),
-    "I8": (np.dtype("i1"), torch.int8),
-    "U8": (np.dtype("u1"), torch.uint8),
-    "BOOL": (np.dtype("?"), torch.bool),
+# safetensors dtype -> numpy dtype of the stored bytes (BF16: numpy has none, so its bits are read
+# as uint16 and viewed as bfloat16 in torch)
+_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 
 
@@ -93,7 +87,7 @@ class ShardFiles:
         """Tensor `name` of `path` as a read-only numpy view into the mapped file."""
         key = self._key(path)
         e = self.header(path)[name]
-        np_dtype = _DTYPES[e.dtype][0]
+        np_dtype = _DTYPES[e.dtype]
         if e.end == e.start:  # an empty tensor: nothing to map (mmap refuses length 0)
             return np.empty(e.shape, dtype=np_dtype)
         mm = self._maps.pop(key, None)
@@ -141,7 +135,7 @@ class ShardedRows:
         rows = np.where(rows < 0, rows + len(self), rows)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"row numbers out of range for {len(self)} rows")
-        out = np.empty((len(rows), *self.row_shape), dtype=_DTYPES[self.dtype][0])
+        out = np.empty((len(rows), *self.row_shape), dtype=_DTYPES[self.dtype])
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
         for k in np.unique(shard):
             at = np.flatnonzero(shard == k)
@@ -155,7 +149,7 @@ class ShardedRows:
 
     def whole(self) -> torch.Tensor:
         """Every row in one tensor, filled shard by shard (no shard file is read whole)."""
-        out = np.empty(self.shape, dtype=_DTYPES[self.dtype][0])
+        out = np.empty(self.shape, dtype=_DTYPES[self.dtype])
         for k in range(len(self.paths)):
             out[self.offsets[k]: self.offsets[k + 1]] = self._shard(k)
         return to_torch(out, self.dtype) if self.dtype == "BF16" else torch.from_numpy(out)

@@ -51,6 +51,7 @@ from .shards import ShardedRows
 from .noise import CosineNoise, EuclideanNoise, NoiseMode, make_noise
 from .sites import Site, parse_sites
 from .targets import Target, TargetConfig, load_target
+from .devices import resolve_device
 
 
 class TrainConfig(BaseModel):
@@ -140,7 +141,7 @@ class TrainResult(BaseModel):
     out_vocab_size: int | None = None
     generator: str = ""  # what the generator is made of, in words
     recipe: int = 2
-    neighbour_mix: float | None = None  # the share used (read from the data unless given)
+    neighbour_mix: float | None = None  # the share used (read from the data unless given; mean over sites)
     density_ratio: float | None = None  # median nearest-neighbour distance / ε, the mix rule's input (mean over sites)
     neighbour_mix_per_site: dict[str, float] = {}
     density_ratio_per_site: dict[str, float] = {}
@@ -1021,7 +1022,7 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
 
 def _train_worker(cfg_json: str, progress: bool) -> None:
     """One of `--processes` N: the same `train`, in a process group (`distributed.launch`)."""
-    train(TrainConfig.model_validate_json(cfg_json), progress=progress and dd.is_main())
+    train(TrainConfig.model_validate_json(cfg_json), progress=progress)  # `train` shows progress on rank 0 only
 
 
 def check_data_parallel(cfg: TrainConfig, processes: int) -> None:
@@ -1031,6 +1032,9 @@ def check_data_parallel(cfg: TrainConfig, processes: int) -> None:
                              "with --processes N")
     if cfg.batch_size < processes:
         raise AutoscopeError(f"--batch-size {cfg.batch_size} cannot be split over {processes} processes: give each at least one prompt")
+    cfg.target.resolved()  # a bad --device/--dtype is one line here, not a traceback from every worker
+    if resolve_device(cfg.target.device).type == "cuda" and processes > torch.cuda.device_count():
+        raise AutoscopeError(f"--processes {processes}: this machine has {torch.cuda.device_count()} visible GPU(s), one per process")
 
 
 def train_processes(cfg: TrainConfig, progress: bool = True) -> TrainResult:
