@@ -103,6 +103,9 @@ def train(
     neighbour_mix: float | None = typer.Option(None, help="share of examples conditioned on a clean ε-ball neighbour's activation "
                                                "instead of their own plus noise (0-1; 0 = the paper's noise only; see NOTES.md §24). "
                                                "Default: from the data — 0.7 where ε-balls are dense with close variants, else 0 (§38)"),
+    init_from: str | None = typer.Option(None, help="a trained run's directory whose control layers start this one: pre-train on "
+                                         "more prompts of the kind you study (a run with --data MORE.json), then fit to this prior "
+                                         "(BENCHMARKS §15)"),
     check: bool = typer.Option(True, help="end with a quick sample of held-out queries at each site's ε and a verdict on whether "
                                "the inverter conditions enough for FCR to mean much"),
     device: str = typer.Option("auto", help="where the target and generator run: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"),
@@ -126,7 +129,7 @@ def train(
             restrict_vocab=restrict_vocab, total_minutes=total_minutes or None,
             control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric,
             eps_quantile=eps_quantile, eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,
-            processes=processes,
+            processes=processes, init_from=init_from,
         )
     train_and_check(cfg, console, check=check)
 
@@ -142,6 +145,8 @@ def sample(
     only: str | None = typer.Option(None, help="filter held-out queries by a label, e.g. harmful or reason=cybercrime"),
     n: int = typer.Option(16, help="samples per query"),
     temperature: float = 1.0,
+    guidance: float = typer.Option(1.0, help="classifier-free guidance w against the unconditioned backbone: > 1 sharpens the query's "
+                                   "likelihood (fewer refusals, FCR above the reference; BENCHMARKS §15); 1: plain sampling"),
     metric: str | None = typer.Option(None, help="distance (default: the run's)"),
     kernel: str = typer.Option("hard", help="hard or gaussian"),
     eps: float | None = typer.Option(None, help="absolute ε"),
@@ -156,7 +161,7 @@ def sample(
     from agent.sample_report import SampleJobConfig, run_sample
 
     cfg = SampleJobConfig(site=site, prompts=prompt or [], run=run, runs_dir=runs_dir, queries=queries, only=only, n=n, temperature=temperature,
-                          metric=metric, kernel=kernel, eps=eps, eps_quantile=eps_quantile, seed=seed, verify=verify,
+                          guidance=guidance, metric=metric, kernel=kernel, eps=eps, eps_quantile=eps_quantile, seed=seed, verify=verify,
                           device=device, dtype=dtype)
     run_sample(cfg, console)
 

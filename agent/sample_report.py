@@ -27,6 +27,7 @@ class SampleJobConfig(BaseModel):
     only: str | None = None
     n: int = 16
     temperature: float = 1.0
+    guidance: float = 1.0  # classifier-free guidance w (scope_core.decoding.guided)
     metric: str | None = None
     kernel: str = "hard"
     eps: float | None = None
@@ -62,7 +63,7 @@ def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
     scope = Scope(Path(cfg.runs_dir) / cfg.run, device=cfg.device, dtype=cfg.dtype)
     site = scope.site(cfg.site)
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
-    common = dict(n=cfg.n, temperature=cfg.temperature, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True, verify_mode=cfg.verify)
+    common = dict(n=cfg.n, temperature=cfg.temperature, guidance=cfg.guidance, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True, verify_mode=cfg.verify)
     if cfg.prompts:
         res = scope.sample(site, texts=cfg.prompts, **common)  # type: ignore[arg-type]
     else:

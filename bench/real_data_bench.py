@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--harmful", type=int, default=40, help="harmful held-out queries for the harmfulness FCR")
     ap.add_argument("--n", type=int, default=16, help="samples per query")
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w (1: plain sampling)")
     ap.add_argument("--references", action="store_true", help="also the unconditional backbone, random prior prompts and the lookup")
     ap.add_argument("--seed", type=int, default=0, help="sampling and query seed (the training seed is --set seed=N)")
     ap.add_argument("--eps-quantiles", default=None, help="ε grid as pairwise quantiles instead, e.g. 0.02,0.05,0.10")
@@ -173,7 +174,8 @@ def main() -> None:
         grid += [scope.eps(site, quantile=float(q)) for q in args.eps_quantiles.split(",")]
     grid.append(default_eps)
     t = time.perf_counter()
-    ours = scope.sample(site, indices=idx, n=args.n, eps=default_eps, seed=args.seed, progress=True, temperature=args.temperature)
+    ours = scope.sample(site, indices=idx, n=args.n, eps=default_eps, seed=args.seed, progress=True, temperature=args.temperature,
+                        guidance=args.guidance)
     sample_s = time.perf_counter() - t
     (runs_dir / run / f"bench_samples_{args.site}{args.tag}.json").write_text(ours.model_dump_json())  # for later analyses without resampling
     harmfulness = get_feature("harmfulness", scope.run_dir, scope.data)
@@ -182,7 +184,7 @@ def main() -> None:
                  "train_tokens": res.train_tokens, "stopped": res.stopped, "phases": res.phases,
                  "heldout_loss": res.heldout_loss, "heldout_loss_unconditional": res.heldout_loss_unconditional,
                  "loss_gain_nats": (res.heldout_loss_unconditional or 0) - (res.heldout_loss or 0), "heldout_oov_rate": res.heldout_oov_rate,
-                 "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "temperature": args.temperature,
+                 "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "temperature": args.temperature, "guidance": args.guidance,
                  "sample_s": sample_s, "samples_per_s": len(idx) * args.n / sample_s, "labeller": harmfulness.info, "eps": {}}
     refs: dict[str, SampleRun] = {}
     if args.references:

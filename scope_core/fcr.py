@@ -23,6 +23,13 @@ proportion over as many queries is the conservative case), and κ's with it.
 κ's CI comes from one bootstrap that resamples the queries *and* the prior pool that p0 is
 estimated from: p0 from 48 judge-labelled prompts is itself uncertain, and a CI that treated
 it as exact would call chance-level features "above chance" too often.
+
+Both bootstraps read their quantiles at Hesterberg's expanded levels (`expanded_tails`):
+a plain percentile interval over n queries is as narrow as a z-interval with the variance
+divided by n rather than n − 1, and misses more often than 5% when few queries count —
+simulated on the L24 run's accepted counts (22 queries), a content-free feature's κ CI
+missed 0 in 7.8% of draws; at the expanded levels 6.3%, converging to the plain
+interval as n grows (NOTES §43).
 """
 
 from __future__ import annotations
@@ -109,13 +116,28 @@ def boundary_widened(lo: float, hi: float, value: float, n: int) -> tuple[float,
     return min(lo, w_lo), max(hi, w_hi)
 
 
+def expanded_tails(n: int, level: float = 0.95) -> tuple[float, float]:
+    """The bootstrap quantile levels of Hesterberg's expanded percentile interval over n
+    units: Φ(∓√(n/(n−1))·t_{n−1, 1−α/2}) instead of α/2 and 1 − α/2. Why: the percentile
+    interval inherits the bootstrap's variance, which divides by n, and the normal quantile;
+    both make it too narrow for small n (see the module docstring). n < 2: the plain levels."""
+    a = (1 - level) / 2
+    if n < 2:
+        return a, 1 - a
+    from scipy.stats import norm, t
+
+    tail = float(norm.cdf(-math.sqrt(n / (n - 1)) * t.ppf(1 - a, n - 1)))
+    return tail, 1 - tail
+
+
 def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Expanded percentile CI of the mean of `values` (one per query)."""
     if len(values) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    lo, hi = expanded_tails(len(values), level)
+    return float(np.quantile(means, lo)), float(np.quantile(means, hi))
 
 
 BOOT_DRAWS_AT_ONCE = 25_000_000  # resampled pool entries drawn literally (2000 resamples of 12,500 prompts)
@@ -136,8 +158,8 @@ def resampled_frequencies(p_ids: np.ndarray, n_labels: int, n_boot: int, rng: np
 
 def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labels: Sequence[Label],
                     n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the counted
-    queries and the prior pool together. Replicates where p0 = 1 (the resampled pool holds
+    """Expanded percentile CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the
+    counted queries and the prior pool together. Replicates where p0 = 1 (the resampled pool holds
     only the query's labels) have no κ and are left out."""
     if len(rates) == 0 or not prior_labels:
         return None, None
@@ -153,8 +175,8 @@ def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labe
     if not ok.any():
         return None, None
     kappas = (fc[ok] - p0[ok]) / (1 - p0[ok])
-    a = (1 - level) / 2
-    return float(np.quantile(kappas, a)), float(np.quantile(kappas, 1 - a))
+    lo, hi = expanded_tails(len(rates), level)
+    return float(np.quantile(kappas, lo)), float(np.quantile(kappas, hi))
 
 
 def fcr(

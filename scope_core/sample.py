@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
 from .continuous import decode_continuous
-from .decoding import decode_in_batches
+from .decoding import check_guidance, decode_in_batches
 from .devices import memory_budget
 from .extract import extract
 from .fast_linear import prepacked_linears
@@ -82,6 +82,7 @@ class SampleRun(BaseModel):
     metric: str
     kernel: str
     temperature: float
+    guidance: float = 1.0
     queries: list[QueryResult]
     timing: dict[str, float]
 
@@ -102,6 +103,7 @@ def generate(
     fused: FusedVerifier | None = None,
     preallocate: bool = True,
     continuous: bool = True,
+    guidance: float = 1.0,
 ) -> list[list[str]]:
     """n samples for each of `n_queries` conditions z [Q, d] at `site` (z=None: unconditional).
 
@@ -116,7 +118,11 @@ def generate(
     Otherwise rows go in fixed batches that shrink as they finish; `preallocate` False
     then keeps transformers' concatenating cache (for comparison: `bench/decode_bench.py`).
     `batch_size` None: `decode_rows`. With the speed-ups off (`AUTOSCOPE_SPEEDUPS=0`) rows
-    decode the plain way whatever `continuous` and `preallocate` say (`speedups.py`)."""
+    decode the plain way whatever `continuous` and `preallocate` say (`speedups.py`).
+    `guidance` w ≠ 1: classifier-free guidance against the unconditioned backbone
+    (`decoding.guided`; fixed batches, about twice the decoding cost)."""
+    if guidance != 1 and z is not None:
+        check_guidance(inv, guidance)
     fast = speedups_on()
     rows = [q for q in range(n_queries) for _ in range(n)]
     if batch_size is None:
@@ -129,11 +135,11 @@ def generate(
 
         bar = tqdm(total=len(rows), desc="generating", unit="sample")
     with prepacked_linears(inv.backbone.model, inv):
-        if fast and continuous and preallocate and inv.kv_condition is None:
+        if fast and continuous and preallocate and inv.kv_condition is None and (guidance == 1 or z is None):
             tokens = decode_continuous(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused, bar)
         else:
             tokens = decode_in_batches(inv, sidx, z, rows, temperature, max_new_tokens, batch_size, g, sampling_noise, fused,
-                                       preallocate and fast, bar)
+                                       preallocate and fast, bar, guidance=guidance)
     if bar:
         bar.close()
     out: list[list[str]] = [[] for _ in range(n_queries)]
@@ -219,6 +225,7 @@ def sample_and_verify(
     sampling_noise: float = 0.0,
     verify_mode: VerifyMode = "auto",
     continuous: bool = True,
+    guidance: float = 1.0,
 ) -> SampleRun:
     """The full sampler: generate, verify, weight. Timing per phase goes into the result.
 
@@ -230,7 +237,8 @@ def sample_and_verify(
     fast = verify_mode == "auto" and speedups_on()
     fused = FusedVerifier(target, site) if fast and fused_ineligible(inv, target, site, conditional) is None else None
     gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
-                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused, continuous=continuous)
+                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused, continuous=continuous,
+                   guidance=guidance)
     t1 = time.perf_counter()
     known: dict[tuple[int, int], torch.Tensor] = {}
     if fused is not None:
@@ -241,7 +249,7 @@ def sample_and_verify(
     res = assemble(queries, indices, gen, dists, eps.eps, kernel, train_texts)
     flat = [t for ss in gen for t in ss if t.strip()]
     n_tok = sum(len(ids) for ids in target.suffix_ids(flat)) if flat else 0
-    return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel=kernel, temperature=temperature, queries=res,
+    return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel=kernel, temperature=temperature, guidance=guidance, queries=res,
                      timing={"generate_s": t1 - t0, "verify_s": t2 - t1, "samples": float(len(queries) * n), "verify_tokens": float(n_tok),
                              "fused_verified": float(len(known))})
 

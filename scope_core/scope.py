@@ -202,9 +202,11 @@ class Scope:
         sampling_noise: float = 0.0,
         verify_mode: VerifyMode = "auto",
         continuous: bool = True,
+        guidance: float = 1.0,
     ) -> SampleRun:
         """Verified samples for each query (prior prompts by index, or free texts);
-        `continuous` False decodes in fixed batches (for comparison)."""
+        `continuous` False decodes in fixed batches (for comparison); `guidance` ≠ 1
+        sharpens the query's likelihood against the unconditioned backbone (`decoding.guided`)."""
         if (texts is None) == (indices is None):
             raise ValueError("give texts or indices")
         if indices is not None:
@@ -218,7 +220,7 @@ class Scope:
             inv, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
-            max_new_tokens=self.sample_token_cap, continuous=continuous,
+            max_new_tokens=self.sample_token_cap, continuous=continuous, guidance=guidance,
         )
 
     # -- FCR --------------------------------------------------------------------

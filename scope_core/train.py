@@ -102,6 +102,9 @@ class TrainConfig(BaseModel):
         0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
         "a whole prompt on a few coordinates of one activation (NOTES §42)")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
+    init_from: str | None = Field(
+        None, description="a trained run (its directory) whose control layers and site encoders start this one: pre-training on "
+        "more prompts than the prior holds, without those prompts entering the prior that ε, FCR and copies are read from")
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -700,7 +703,32 @@ def build_inverter(cfg: TrainConfig, parts: GeneratorParts, prepared: PreparedRu
 
         parts.bb.model.load_state_dict(backbone_state(load_file(str(inv_dir / "last.safetensors"))), strict=False)
         parts.bb._prefix_kv = None
+    elif cfg.init_from and not (inv_dir / "state.pt").exists():
+        start_from(inv, Path(cfg.init_from))
     return inv
+
+
+def start_from(inv: Inverter, run_dir: Path) -> None:
+    """Load another run's best control layers and site encoders into `inv` (a fresh start).
+    The site encoders' standardisation stays this run's: it is read from this prior's cache,
+    and the pre-trained weights act on standardised activations. Every conditioning weight
+    must be there with its shape, or the two generators are not the same design."""
+    from safetensors.torch import load_file
+
+    path = run_dir / "inverter" / "inverter.safetensors"
+    if not path.exists():
+        raise AutoscopeError(f"--init-from {run_dir}: no trained inverter at {path}; train that run first "
+                             "(autoscope train --run NAME --data MORE_PROMPTS.json --sites ...)")
+    saved = {k: v for k, v in load_file(str(path)).items() if not k.startswith("backbone.")}
+    own = {k: v for k, v in inv.state_dict().items() if not k.startswith("backbone.")}
+    stats = {k for k in own if ".mean_" in k or ".scale_" in k}
+    wanted = {k for k in own if k not in stats}
+    missing = sorted(k for k in wanted if k not in saved)
+    wrong = sorted(k for k in wanted & saved.keys() if saved[k].shape != own[k].shape)
+    if missing or wrong:
+        raise AutoscopeError(f"--init-from {run_dir}: its generator differs from this one's (missing {missing[:3]}, other shapes "
+                             f"{wrong[:3]}); train it with the same --sites, control layers, heads and head size")
+    inv.load_state_dict({k: saved[k] for k in wanted}, strict=False)
 
 
 def _make_noises(cfg: TrainConfig, target: Target, prepared: PreparedRun, stats: dict) -> dict[str, CosineNoise | EuclideanNoise]:

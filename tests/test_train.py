@@ -165,3 +165,26 @@ def test_per_site_mix_builds_balls_only_where_neighbours_are_drawn(tiny_llama_pa
     log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
     assert [r["site"] for r in log if r["phase"] == "neighbours"] == ["R2"]
     assert next(r for r in log if r["phase"] == "recipe")["neighbour_mix_per_site"] == {"L1": 0.0, "R2": 1.0}
+
+
+def test_a_run_started_from_another_runs_control_layers(tiny_llama_path, tmp_path):
+    """`init_from`: the control layers and site encoders come from the other run's best
+    checkpoint, the standardisation from this run's own cache; a different design is refused."""
+    from safetensors.torch import load_file
+
+    train(_cfg(tiny_llama_path, tmp_path, run="pre", minutes=1.0, max_steps=20), progress=False)
+    other_prior = PriorConfig(task="ioi", n=300, heldout=40, seed=1)
+    train(_cfg(tiny_llama_path, tmp_path, run="fit", prior=other_prior, minutes=1.0, max_steps=3, lr=0.0,
+               init_from=str(tmp_path / "runs/pre")), progress=False)
+    pre = load_file(str(tmp_path / "runs/pre/inverter/inverter.safetensors"))
+    fit = load_file(str(tmp_path / "runs/fit/inverter/inverter.safetensors"))
+    stats = [k for k in pre if ".mean_" in k or ".scale_" in k]
+    weights = [k for k in pre if k not in stats]
+    assert weights and all(torch.equal(pre[k], fit[k]) for k in weights)  # lr 0: nothing moved from the start it was given
+    assert stats and not all(torch.equal(pre[k], fit[k]) for k in stats)  # its own prior's standardisation
+    with pytest.raises(AutoscopeError, match="differs"):
+        train(_cfg(tiny_llama_path, tmp_path, run="other", n_heads=4, minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/pre")),
+              progress=False)
+    with pytest.raises(AutoscopeError, match="no trained inverter"):
+        train(_cfg(tiny_llama_path, tmp_path, run="none", minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/missing")),
+              progress=False)
