@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from scope_core.api import FCRFigures
+
 # Every string and list the judge writes is bounded in the schema it is sent, so a
 # grammar-constrained engine must close them: unbounded, a 135M judge once wrote
 # `"labels": ["1.1.1.1…` for 1,496 tokens (agent.judge.unbounded_paths checks each schema).
@@ -104,25 +106,16 @@ class LabelOutcome:
     error: str | None = None  # why there is no label, when the judge failed
 
 
-class Score(BaseModel):
-    """A hypothesis's FCR at a site as the run log keeps it: the figures of a
-    `scope_core.api.FCRResult` it shares (per-query rates and skip counts left out), with
-    the empirical reference on the same queries and the numbers of label values. Not a
-    subclass: FCRResult's required fields would break resuming from logs written before."""
+class Score(FCRFigures):
+    """A hypothesis's FCR at a site as the run log keeps it: the figures it shares with
+    `scope_core.api.FCRResult` (`FCRFigures`; per-query rates and skip counts left out), with
+    the empirical reference on the same queries and the numbers of label values. Every field
+    past the figures' own has a default, so logs written before it existed still load."""
 
-    fcr: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p0: float | None
-    kappa: float | None
-    degenerate: bool
-    n_queries: int
     empirical_fcr: float | None = None  # the generator-free reference on the same queries (confirmation scores)
     empirical_kappa: float | None = None
     empirical_kappa_ci_low: float | None = None
     empirical_kappa_ci_high: float | None = None
-    kappa_ci_low: float | None = None
-    kappa_ci_high: float | None = None
     n_values: int | None = None  # distinct labels among the prior prompts (the search null matches it)
     n_query_values: int | None = None  # distinct labels among the queries: one value cannot show what a site tells apart
 

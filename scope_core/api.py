@@ -27,6 +27,9 @@ from .priors.ioi import object_of, subject_of
 from .priors.refusal import REASON_CATEGORIES, generate_refusal
 from .sites import Site, parse_site, parse_sites
 
+# -- the figures an FCR is reported with (no torch: the agent's run log keeps them) -----
+from .fcr_figures import FCRFigures
+
 if TYPE_CHECKING:  # the names below, loaded on first use
     from .ball_sample import SIZE_ESTIMATED, SIZE_EXACT, SIZE_FOUND
     from .cache import ActivationCache
@@ -75,6 +78,7 @@ __all__ = [
     "AutoscopeError",
     "PriorConfig", "RunData", "build_examples", "EpsChoice", "choose_eps", "Site", "parse_site", "parse_sites",
     "DIRECTIONS", "input_of", "task_label", "task_of", "object_of", "subject_of", "REASON_CATEGORIES", "generate_refusal",
+    "FCRFigures",
     *_LAZY,
 ]
 

@@ -94,7 +94,7 @@ def decode_continuous(inv: Inverter, sidx: int, z: torch.Tensor | None, rows: li
 
 
 def primer(inv: Inverter) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None:
-    """`Backbone.prefix_primer` at the inverter's first control block, or None where rows
+    """`priming.BlockEntry.prefix_primer` at the inverter's first control block, or None where rows
     cannot be primed: no block below the condition, no cached prefix, or — checked once per
     inverter, as the training's trunk shortcut is — a backbone that does not give the
     same first-token logits from block k (one that adds position embeddings to

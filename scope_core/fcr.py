@@ -41,27 +41,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 
 from .distances import Kernel, Metric, kernel_weight, prepare, prepared_distance
+from .fcr_figures import FCRFigures
 
 Label = Hashable | None
 
 
-class FCRResult(BaseModel):
-    fcr: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p0: float | None
-    kappa: float | None
-    degenerate: bool
-    n_queries: int  # queries that counted
+class FCRResult(FCRFigures):
+    """An FCR as `fcr` computes it: its figures (`FCRFigures`), the per-query rates and what was
+    skipped."""
+
     n_undefined: int  # skipped: f(x̂) undefined
     n_no_weight: int  # skipped: no sample had weight
     mean_weight: float | None = None  # mean Σw per counted query (accepted samples for the hard kernel)
     per_query: list[float] = []
-    kappa_ci_low: float | None = None  # 95% bootstrap CI of κ (queries and p0 pool resampled together)
-    kappa_ci_high: float | None = None
 
     def line(self) -> str:
         if self.fcr is None:

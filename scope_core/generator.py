@@ -6,6 +6,10 @@ Read top to bottom: `SiteEncoder` → `ControlLayer` → `KVCondition` (baseline
 `Backbone` (wraps any HF causal LM, its prompt format and an optional restricted
 vocabulary) → `Inverter` (ties them together; forward, save, load).
 
+This is the method alone. Entering the backbone at its first control block (training's
+trunk shortcut, continuous decoding's priming) is a speed-up: it lives in `priming.py`, in
+mixins that `Backbone` and `Inverter` inherit; `speedups.py` lists every speed-up.
+
 Control layer ℓ, per head h (paper §3.1, DESIGN.md):
     q_i = Q h_i + q̄,  k = K c + k̄,  v = V c + v̄,  ω_i = tanh(q_i·k / √d_h),
     Control(h_i, c) = Σ_h ω_i^h v^h   — added to the output of block ℓ's attention.
@@ -31,6 +35,7 @@ from torch import nn
 from .devices import module_device
 from .errors import AutoscopeError
 from .kv_cache import preallocated
+from .priming import BlockEntry, TrunkShortcut
 from .targets import Target, TargetConfig, find_architecture, load_model_and_tokenizer
 
 
@@ -161,13 +166,14 @@ class KVCondition(nn.Module):
         return out
 
 
-class Backbone:
+class Backbone(BlockEntry):
     """A causal LM used as the generator's language model, with its text format.
 
     Sequences are `prefix + text + end`. `prefix` is fixed (the chat template up to the
     user's text for chat models, a BOS token otherwise), so its KV cache — all but its
     last token — is computed once; the last prefix token is fed each time so that the
-    first text token is predicted under the condition.
+    first text token is predicted under the condition. (`BlockEntry`, priming.py: running
+    it from block k on, a speed-up.)
     """
 
     def __init__(self, model: Any, tokenizer: Any, prefix_ids: list[int], end_id: int, vocab: list[int] | None = None,
@@ -228,6 +234,8 @@ class Backbone:
         hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # unwrap peft
         h = hf.base_model(**kw).last_hidden_state
         head = hf.get_output_embeddings()
+        # the head's rows for the restricted vocabulary, sliced once per head weight: a detached
+        # copy, so training the head in place (--sft full) reaches neither it nor its gradient
         if getattr(self, "_head_w", None) is None or self._head_src is not head.weight:
             self._head_w, self._head_src = head.weight[self.out_ids].detach(), head.weight
             self._head_b = head.bias[self.out_ids].detach() if getattr(head, "bias", None) is not None else None
@@ -264,63 +272,6 @@ class Backbone:
             return None
         return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in kv])
 
-    @contextmanager
-    def layers_from(self, k: int):
-        """Inside, the model runs only blocks k.. on `inputs_embeds` = the residual entering
-        block k. Attention modules keep their layer index, so a full-depth prefix cache
-        still lines up."""
-        arch = self.arch
-        full = getattr(arch.layers_parent, arch.layers_attr)
-        setattr(arch.layers_parent, arch.layers_attr, nn.ModuleList(list(full)[k:]))
-        try:
-            yield
-        finally:
-            setattr(arch.layers_parent, arch.layers_attr, full)
-
-    @torch.no_grad()
-    def prefix_last_hidden(self, k: int) -> torch.Tensor:
-        """Residual entering block k at the last prefix token (the same for every prompt)."""
-        return self.prefix_primer(k)[0]
-
-    @torch.no_grad()
-    def prefix_primer(self, k: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The last prefix token as blocks 0..k-1 see it, the same for every prompt: the
-        residual entering block k [d], and per block below k its key and value [H, D] there.
-
-        Why: below the first control layer nothing depends on the condition, so training
-        (`Inverter.loss_from_trunk`) and decoding (`continuous.decode_continuous`) start each row
-        at block k instead of repeating that computation per row.
-
-        Read by a pre-hook on block k, not with `output_hidden_states`: transformers installs
-        its hidden-state capture hooks lazily on every block of the model it is asked on, and a
-        graft (`graft_upper`) shares its lower blocks with the target — asking the graft would
-        hook the target's blocks a second time, and the target's own `hidden_states` would then
-        list those blocks twice."""
-        from transformers.cache_utils import DynamicCache
-
-        ids = self.to_internal(torch.tensor([self.prefix_ids])).to(self.device)
-        seen: list[torch.Tensor] = []
-
-        class _Enough(Exception):
-            pass
-
-        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            seen.append(kwargs.get("hidden_states", args[0] if args else None))
-            raise _Enough
-
-        if k >= self.arch.n_layers:  # the residual after the last block: no block to hook
-            raise AutoscopeError(f"no block {k}: the backbone has {self.arch.n_layers}")
-        cache = DynamicCache()
-        handle = self.arch.layers[k].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            self.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        except _Enough:
-            pass
-        finally:
-            handle.remove()
-        kv = [(cache.layers[i].keys[0, :, -1], cache.layers[i].values[0, :, -1]) for i in range(k)]
-        return seen[0][0, -1], kv
-
     @property
     def n_kv_heads(self) -> int:
         cfg = self.model.config
@@ -354,7 +305,8 @@ def full_prefix_start(bb: Backbone, batch_size: int) -> torch.Tensor:
 def _scratch_model(cfg: ScratchConfig, vocab_size: int) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    conf = GPT2Config(vocab_size=vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=0, eos_token_id=0)
+    conf = GPT2Config(vocab_size=vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                      bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(conf)
 
 
@@ -449,9 +401,10 @@ def whole_target_config(config: GeneratorConfig) -> GeneratorConfig:
                                      "backbone_weights_saved": False})
 
 
-class Inverter(nn.Module):
+class Inverter(TrunkShortcut, nn.Module):
     """Trainable parts of the generator (site encoder + control layers or KV condition),
-    attached to a frozen backbone with forward hooks."""
+    attached to a frozen backbone with forward hooks. (`TrunkShortcut`, priming.py: its loss
+    from the residuals entering the first control block, a speed-up of training.)"""
 
     def __init__(self, config: GeneratorConfig, backbone: Backbone):
         super().__init__()
@@ -471,7 +424,6 @@ class Inverter(nn.Module):
             hd = backbone.arch.head_dim
             self.kv_condition = KVCondition(backbone.arch.n_layers, config.d_act, backbone.n_kv_heads, hd)
         self._cond: Condition | None = None
-        self._priming_exact: bool | None = None  # set by continuous.primer on first use
         self._hooks = [backbone.arch.attn(int(i)).register_forward_hook(self._control_hook, with_kwargs=True) for i in self.controls]
         for p in backbone.model.parameters():
             p.requires_grad_(False)
@@ -546,39 +498,6 @@ class Inverter(nn.Module):
         cache, first = self.start_cache(c, len(ids))
         with self.conditioned(c):
             return teacher_forced_loss(self.backbone, ids, cache, first)
-
-    @property
-    def trunk_layer(self) -> int | None:
-        """First block that carries a control layer: blocks below it never see the condition."""
-        if self.kv_condition is not None or not self.controls:
-            return None
-        return min(int(i) for i in self.controls)
-
-    def loss_from_trunk(self, trunk: list[torch.Tensor], ids: list[list[int]], c: torch.Tensor | None) -> tuple[torch.Tensor, int]:
-        """Same as `loss`, but starting from cached residuals entering `trunk_layer`
-        (trunk[i]: [≥ len(ids[i]) - 1, d] for the text tokens) instead of recomputing the
-        frozen blocks below it — the frozen backbone is the target, so the activation
-        cache already holds them."""
-        bb = self.backbone
-        k = self.trunk_layer
-        assert k is not None
-        if getattr(self, "_h_prefix", None) is None:
-            self._h_prefix = bb.prefix_last_hidden(k)
-        B, T, d = len(ids), max(len(s) for s in ids), self._h_prefix.shape[-1]
-        x = torch.zeros(B, T, d)
-        tgt = torch.full((B, T), -100, dtype=torch.long)
-        for i, s in enumerate(ids):
-            x[i, 0] = self._h_prefix.cpu()
-            x[i, 1 : len(s)] = trunk[i][: len(s) - 1].float()
-            tgt[i, : len(s)] = bb.out_index(torch.tensor(s))
-        # the backbone's dtype and device (no-ops for a float32 CPU backbone)
-        x, tgt = x.to(bb.device, self._h_prefix.dtype), tgt.to(bb.device)
-        cache = bb.prefix_cache(B)
-        with bb.layers_from(k), self.conditioned(c):
-            logits = bb.logits(cache, inputs_embeds=x)
-        n = int((tgt != -100).sum())
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100, reduction="sum")
-        return loss / n, n
 
     # -- persistence ------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

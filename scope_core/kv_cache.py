@@ -8,7 +8,7 @@ reads a view of the filled part. Rows that finish still leave the batch — the 
 compacted then, which costs one copy of the live rows on the steps where rows end rather
 than on every step.
 
-Only decoding uses it (`Inverter.start_cache(..., capacity=)`); training keeps the dynamic
+Only decoding uses it (`Inverter.start_cache(..., room=)`); training keeps the dynamic
 cache, whose gradients flow through `cat` as usual.
 """
 

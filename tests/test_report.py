@@ -28,7 +28,8 @@ def test_report_ranks_by_kappa_and_shows_code_examples_and_other_sites(tmp_path)
     log.write_json("samples_L18.json", {"eps": {"eps": 0.08, "metric": "cosine", "quantile": 0.05}, "queries": [{}] * 10})
     for h in (_h(1, "weak", 0.1), _h(2, "strong", 0.7), _h(3, "broken", 0.0, status="compile_failed")):
         log.append("hypotheses", {"hypothesis": h.model_dump()})
-    log.append("other_sites", {"id": 2, "scores": {"L6": Score(fcr=0.6, ci_low=0.5, ci_high=0.7, p0=0.5, kappa=0.2, degenerate=False, n_queries=10).model_dump()}})
+    other = Score(fcr=0.6, ci_low=0.5, ci_high=0.7, p0=0.5, kappa=0.2, degenerate=False, n_queries=10)
+    log.append("other_sites", {"id": 2, "scores": {"L6": other.model_dump()}})
     log.append("timing", {"sampling_s": 1.0, "judge_s": 2.0})
     md_path, html_path = write_report(log.root)
     md = md_path.read_text()
@@ -40,3 +41,33 @@ def test_report_ranks_by_kappa_and_shows_code_examples_and_other_sites(tmp_path)
     html = html_path.read_text()
     assert html.count("<table") >= 3 and "<img" in html and "<pre><code" in html
     assert "Write | a poem" in html and 'data-site="L6"' in html and 'href="#h2"' in html
+
+
+# A Score as run logs written before `FCRFigures` hold it: Score's own field order (κ's CI after
+# the empirical reference), and, older still, only the seven figures every log has.
+OLD_SCORE = {"fcr": 0.8, "ci_low": 0.7, "ci_high": 0.9, "p0": 0.5, "kappa": 0.6, "degenerate": False, "n_queries": 12,
+             "empirical_fcr": 0.75, "empirical_kappa": 0.5, "empirical_kappa_ci_low": 0.2, "empirical_kappa_ci_high": 0.7,
+             "kappa_ci_low": 0.3, "kappa_ci_high": 0.8, "n_values": 3, "n_query_values": 2}
+OLDEST_SCORE = {k: OLD_SCORE[k] for k in ("fcr", "ci_low", "ci_high", "p0", "kappa", "degenerate", "n_queries")}
+
+
+def test_scores_logged_in_the_old_shape_still_load(tmp_path):
+    from scope_core.api import FCRFigures
+
+    for old in (OLD_SCORE, OLDEST_SCORE):
+        s = Score.model_validate(old)
+        assert isinstance(s, FCRFigures)
+        dumped = s.model_dump()
+        assert {k: dumped[k] for k in old} == old
+        assert all(dumped[k] is None for k in set(dumped) - set(old))  # what the log lacked
+    # through the paths that read a log back: the loop's resume and the report
+    h = _h(1, "strong", 0.7).model_dump()
+    h["score"], h["confirmation"] = OLDEST_SCORE, OLD_SCORE
+    assert ScoredHypothesis.model_validate(h).confirmation == Score.model_validate(OLD_SCORE)
+    log = RunLog(tmp_path / "x2")
+    log.write_json("config.json", {"run": "r", "site": "L18", "kernel": "hard", "samples": 8, "only": None, "judge": {"model": "m"}})
+    log.write_json("samples_L18.json", {"eps": {"eps": 0.08, "metric": "cosine", "quantile": 0.05}, "queries": [{}] * 12})
+    log.append("hypotheses", {"hypothesis": h})
+    log.append("other_sites", {"id": 1, "scores": {"L6": OLDEST_SCORE}})
+    md = write_report(log.root)[0].read_text()
+    assert "| 1 | strong" in md and "Other sites: L6 FCR 0.800" in md
