@@ -234,11 +234,14 @@ class Backbone(BlockEntry):
         hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # unwrap peft
         h = hf.base_model(**kw).last_hidden_state
         head = hf.get_output_embeddings()
-        # the head's rows for the restricted vocabulary, sliced once per head weight: a detached
-        # copy, so training the head in place (--sft full) reaches neither it nor its gradient
-        if getattr(self, "_head_w", None) is None or self._head_src is not head.weight:
-            self._head_w, self._head_src = head.weight[self.out_ids].detach(), head.weight
-            self._head_b = head.bias[self.out_ids].detach() if getattr(head, "bias", None) is not None else None
+        w, b = head.weight, getattr(head, "bias", None)
+        if torch.is_grad_enabled() and w.requires_grad:  # the head is being trained (--sft full): slice it live
+            return nn.functional.linear(h, w[self.out_ids], b[self.out_ids] if b is not None else None)
+        # otherwise its rows for the restricted vocabulary are sliced once, and again whenever the
+        # head changes: another weight, or this one written in place (an optimiser step bumps _version)
+        if getattr(self, "_head_w", None) is None or self._head_src is not w or self._head_version != w._version:
+            self._head_w, self._head_src, self._head_version = w[self.out_ids].detach(), w, w._version
+            self._head_b = b[self.out_ids].detach() if b is not None else None
         return nn.functional.linear(h, self._head_w, self._head_b)
 
     def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:

@@ -110,3 +110,22 @@ def test_a_projected_condition_follows_the_rows_it_selects(tiny_llama_path):
     selected = _logits(inv, ids[rows].tolist(), inv.condition(c).select(rows), batch=len(rows))
     assert torch.allclose(selected, _logits(inv, ids[rows].tolist(), c[rows]), atol=1e-5)
     assert not torch.allclose(selected, _logits(inv, ids[rows].tolist(), c[rows.flip(0)]), atol=1e-4)
+
+
+def test_a_restricted_head_follows_the_head_when_it_is_trained(tiny_llama_path):
+    """With a restricted output vocabulary the head's rows are sliced once and reused — but
+    never while the head trains (--sft full): gradients must reach it, and a head written in
+    place by an optimiser step must be sliced again."""
+    cfg = GeneratorConfig(backbone=str(tiny_llama_path), sites=["L1"], d_act=64, n_heads=2, head_dim=8)
+    bb = build_backbone(cfg)
+    bb.restrict_output(list(range(5, 40)))
+    ids = torch.tensor([[5, 9, 13, 7]])
+    full = lambda: bb.model(input_ids=ids).logits[..., bb.out_ids]  # noqa: E731
+    head = bb.model.get_output_embeddings().weight
+    with torch.no_grad():
+        assert torch.allclose(bb.logits(None, input_ids=ids), full(), atol=1e-5)
+        head[bb.out_ids] += 0.5 * torch.randn(len(bb.out_ids), head.shape[1], generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(bb.logits(None, input_ids=ids), full(), atol=1e-5)  # sliced again after the in-place write
+    head.requires_grad_(True)
+    bb.logits(None, input_ids=ids).sum().backward()
+    assert head.grad is not None and head.grad[bb.out_ids].abs().sum() > 0
