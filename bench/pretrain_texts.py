@@ -1,0 +1,52 @@
+"""Texts a trained run writes itself, as a pre-training prior for `train --init-from` (issue 24,
+NOTES §43): would pairs the generator or its backbone make stand in for more real prompts?
+
+    python -m bench.pretrain_texts --run real_r2 --source backbone --n 6000 --out runs/aux/backbone_texts_6k.json
+    python -m bench.pretrain_texts --run real_r2 --source self --out runs/aux/self_texts_r2.json
+
+`backbone`: `--n` user turns from the run's unconditioned backbone (its output vocabulary).
+`self`: one conditional sample per training prompt, conditioned on that prompt's activation.
+Empty samples, repeats and copies of prior prompts are dropped; the rest is written as a prompt
+file (`instruction` fields) that `autoscope train --data` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from scope_core.api import Scope, generate, parse_site
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True, help="a trained run (its prior and generator)")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--source", choices=("backbone", "self"), required=True)
+    ap.add_argument("--site", default="L18", help="the site whose activations condition `self` samples")
+    ap.add_argument("--n", type=int, default=6000, help="texts from the backbone (`self`: one per training prompt)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    scope = Scope(Path(args.runs_dir) / args.run)
+    t = time.perf_counter()
+    cap = scope.sample_token_cap
+    if args.source == "backbone":
+        texts = generate(scope.unconditional_generator, None, None, 1, args.n, max_new_tokens=cap, seed=args.seed, progress=True)[0]
+    else:
+        idx = list(scope.data.train)
+        z = scope.acts(parse_site(args.site))[torch.tensor(idx)]
+        texts = [q[0] for q in generate(scope.inverter, args.site, z, len(idx), 1, max_new_tokens=cap, seed=args.seed, progress=True)]
+    prior = {e.text for e in scope.data.examples}
+    keep = sorted({x.strip() for x in texts if x.strip()} - prior)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps([{"instruction": x} for x in keep]))
+    print(f"{args.source}: {len(texts)} sampled in {time.perf_counter() - t:.0f} s, {len(keep)} kept -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
