@@ -82,8 +82,10 @@ def train(
     sites: str = typer.Option("L18", help="sites the generator is trained on, e.g. L18 or L6,L12,L18,L24"),
     backbone: str = typer.Option("embedded", help="'embedded' (frozen SmolLM2), 'scratch', a hub id or a path"),
     arch: str = typer.Option("inversescope", help="inversescope or inversionview (baseline)"),
-    sft: str = typer.Option("none", help="fine-tune the backbone first: none, full, lora, or lora-upper (LoRA only above the first control block: keeps the trunk shortcut and fused verification)"),
-    control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 19,23,27 (default: six spread from the block above the deepest site to the top)"),
+    sft: str = typer.Option("none", help="fine-tune the backbone first: none, full, lora, or lora-upper (LoRA only above the first control block: "
+                            "keeps the trunk shortcut and fused verification)"),
+    control_layers: str | None = typer.Option(None, help="backbone blocks that carry control layers, e.g. 19,23,27 "
+                                              "(default: six spread from the block above the deepest site to the top)"),
     upper_blocks: int | None = typer.Option(None, min=0, help="shallow generator: above the deepest site, copies of only the target's last N "
                                             "blocks, fine-tuned with the control layers (faster sampling; NOTES §27). Default and 0: the whole "
                                             "frozen backbone (NOTES §38)"),
@@ -152,7 +154,8 @@ def sample(
     eps: float | None = typer.Option(None, help="absolute ε"),
     eps_quantile: float | None = typer.Option(None, help="ε as a quantile of the site's pairwise distances"),
     seed: int = 0,
-    verify: str = typer.Option("auto", help="auto: finish the target's forward from the decoder's cache where that is exact; full: re-run the target on every sample"),
+    verify: str = typer.Option("auto", help="auto: finish the target's forward from the decoder's cache where that is exact; "
+                               "full: re-run the target on every sample"),
     device: str | None = typer.Option(None, help="where sampling and verification run: auto, cpu, cuda or cuda:N (default: the run's)"),
     dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default: the run's, whose cache was read in it)"),
 ):
@@ -191,7 +194,8 @@ def fcr(
     judge_url: str | None = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
     judge_model: str | None = None,
     judge_engine: str | None = None,
-    judge_wait: float = typer.Option(300.0, help="with --labeller llm: seconds to wait for an unreachable judge before stopping; labels already given are cached"),
+    judge_wait: float = typer.Option(300.0, help="with --labeller llm: seconds to wait for an unreachable judge before stopping; "
+                                     "labels already given are cached"),
     json_out: str | None = typer.Option(None, "--json", help="also write the table's rows to this JSON file"),
     csv_out: str | None = typer.Option(None, "--csv", help="also write the table's rows to this CSV file"),
     device: str | None = typer.Option(None, help="where training (with --task) and sampling run: auto, cpu, cuda or cuda:N (default: "
@@ -230,7 +234,8 @@ def explore(
     judge_mode: str = typer.Option("auto", "--judge", help="auto (evidence first, then the configured or embedded judge) or none "
                                    "(hypotheses mined from the samples only: offline, no LLM)"),
     p0_prompts: int = typer.Option(48, help="prior prompts the judge labels to estimate the chance level of an LLM feature"),
-    screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; only those above chance get all of D (0: off)"),
+    screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; "
+                                       "only those above chance get all of D (0: off)"),
     label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
     until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
     minutes: float = typer.Option(6.0, min=0, help="wall-clock budget of the proposing loop; no hypothesis is scored past it, "
@@ -361,7 +366,8 @@ app.add_typer(judge_app, name="judge")
 @judge_app.command("serve")
 @friendly
 def judge_serve(
-    engine: str = typer.Option("embedded", help="embedded or llamacpp (SmolLM2 on CPU via llama-cpp-python), batched (SmolLM2 on CPU in torch, batching concurrent requests) or vllm"),
+    engine: str = typer.Option("embedded", help="embedded or llamacpp (SmolLM2 on CPU via llama-cpp-python), "
+                               "batched (SmolLM2 on CPU in torch, batching concurrent requests) or vllm"),
     model: str = typer.Option("Qwen/Qwen2-7B-Instruct", help="model for vllm"),
     host: str = "127.0.0.1",
     port: int = 8765,

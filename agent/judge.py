@@ -368,7 +368,8 @@ class JudgeClient:
                 self._log({"purpose": purpose, "messages": convo, "raw": raw, "invalid": last_error, "attempt": attempt})
                 convo = list(messages) + [
                     {"role": "assistant", "content": raw},
-                    {"role": "user", "content": f"That answer is not valid JSON for the required schema ({last_error}). Answer again with only the JSON object."},
+                    {"role": "user", "content": f"That answer is not valid JSON for the required schema ({last_error}). "
+                                                "Answer again with only the JSON object."},
                 ]
                 continue
             self.cache.put(key, raw)
@@ -376,7 +377,8 @@ class JudgeClient:
             return value, raw
         raise JudgeFailure(f"no valid answer after {self.config.validation_retries + 1} tries: {last_error}", raw)
 
-    def ask_many(self, requests: Sequence[tuple[list[dict], type[T]]], max_tokens: int | None = None, purpose: str = "", progress: bool = False) -> list[Answer[T]]:
+    def ask_many(self, requests: Sequence[tuple[list[dict], type[T]]], max_tokens: int | None = None, purpose: str = "",
+                 progress: bool = False) -> list[Answer[T]]:
         """Many structured answers with bounded concurrency; failures come back as Answer.error."""
 
         def one(req: tuple[list[dict], type[T]]) -> Answer[T]:

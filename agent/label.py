@@ -139,7 +139,8 @@ def label_file(cfg: LabelConfig, judge: JudgeClient, progress: bool = True) -> d
     if bar:
         bar.close()
     dt = time.perf_counter() - t0
-    return {"rows": len(rows), "method": "channel" if classes else "ask", "labelled_now": len(todo), "already_done": len(done), "null": n_null, "failed": n_failed, "first_error": first_error, "seconds": dt,
+    return {"rows": len(rows), "method": "channel" if classes else "ask", "labelled_now": len(todo), "already_done": len(done),
+            "null": n_null, "failed": n_failed, "first_error": first_error, "seconds": dt,
             "rows_per_s": len(todo) / dt if dt > 0 and todo else 0.0, "judge_calls": judge.calls,
             "cache_hits": judge.cache.hits}
 

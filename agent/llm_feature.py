@@ -109,7 +109,8 @@ def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[st
     if batch <= 1:
         return singles(uniq)
     groups = [uniq[i : i + batch] for i in range(0, len(uniq), batch)]
-    reqs = [(messages("label_batch", question=question, texts=g, labels=lab_list, allow_null=allow_null), answer_models(lab_key, allow_null, len(g))[1]) for g in groups]
+    reqs = [(messages("label_batch", question=question, texts=g, labels=lab_list, allow_null=allow_null),
+             answer_models(lab_key, allow_null, len(g))[1]) for g in groups]
     out: dict[str, LabelOutcome] = {}
     redo: list[str] = []
     for g, a in zip(groups, judge.ask_many(reqs, max_tokens=16 + 12 * len(groups[0]), purpose=f"label:{name}", progress=progress)):

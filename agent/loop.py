@@ -104,13 +104,16 @@ class ExploreConfig(BaseModel):
     top_k_other_sites: int = 3
     prior_for_p0: int = 400
     prior_for_p0_llm: int = 48
-    screen_queries: int = Field(8, description="judge-labelled hypotheses are screened on this many queries first; only those significantly above chance are scored on all of D (0: no screening)")
+    screen_queries: int = Field(8, description="judge-labelled hypotheses are screened on this many queries first; "
+                                "only those significantly above chance are scored on all of D (0: no screening)")
     screen_samples: int = Field(4, description="samples per query in the screen")
     stop_when_done: bool = Field(True, description="stop when the judge says no hypothesis is left (off: spend the whole budget)")
     minutes: float | None = Field(6.0, ge=0, description="wall-clock budget of the proposing loop in this process: past it no new "
-                                  "round starts and no further hypothesis is scored once something is scored (confirmation still runs); None or 0: no limit. A weak "
+                                  "round starts and no further hypothesis is scored once something is scored (confirmation still runs); "
+                                  "None or 0: no limit. A weak "
                                   "judge that never says it is done must not hold a 2-core machine for a quarter of an hour")
-    label_batch: int | None = Field(None, description="inputs per judge labelling request (default: 8 for the CPU llama.cpp judge, 1 for servers that batch requests themselves)")
+    label_batch: int | None = Field(None, description="inputs per judge labelling request "
+                                    "(default: 8 for the CPU llama.cpp judge, 1 for servers that batch requests themselves)")
     seed: int = 0
     explore_id: str | None = None
     judge: JudgeConfig = JudgeConfig()
@@ -211,7 +214,8 @@ class Explorer:
             site = self.scope.site(site_name)
             idx = heldout_queries(self.scope, self.cfg.only, self.cfg.queries)
             eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
-            run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel, eps=eps, seed=self.cfg.seed, progress=True)  # type: ignore[arg-type]
+            run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel,  # type: ignore[arg-type]
+                                    eps=eps, seed=self.cfg.seed, progress=True)
             self.log.write_json(f"samples_{site_name}.json", run.model_dump())
             self.timing["sampling_s"] += time.perf_counter() - t
         self._sample_runs[site_name] = run
@@ -262,7 +266,8 @@ class Explorer:
             return None
         pool = sorted((h for h in self.scored if h.status == "scored" and h.hypothesis.kind == "python" and h.hypothesis.code
                        and h.score and h.score.kappa is not None), key=lambda h: -(h.score.kappa or 0.0))  # type: ignore[union-attr]
-        parents = [evidence.Candidate(h.hypothesis.name, h.hypothesis.statement, h.hypothesis.code or "", "tested", kappa=h.score.kappa)  # type: ignore[union-attr]
+        parents = [evidence.Candidate(h.hypothesis.name, h.hypothesis.statement, h.hypothesis.code or "", "tested",
+                                      kappa=h.score.kappa)  # type: ignore[union-attr]
                    for h in pool[:2]]
         run, prior = self.part("explore"), self.prior_texts(self.cfg.prior_for_p0)
         tried = [r for r in evidence.refinements(parents, run, self._run_code) if idea_key(r.hypothesis()) not in seen]
@@ -316,7 +321,8 @@ class Explorer:
                 t = time.perf_counter()
                 examples = [q.query for q in self.part("explore").queries[:4]]
                 try:
-                    code = self.judge.ask(messages("compile", system=SYSTEM, hypothesis=h, error=error, examples=examples), CompiledCode, max_tokens=600, purpose="compile").code
+                    code = self.judge.ask(messages("compile", system=SYSTEM, hypothesis=h, error=error, examples=examples), CompiledCode,
+                                          max_tokens=600, purpose="compile").code
                 except JudgeUnavailable:
                     self.timing["judge_s"] += time.perf_counter() - t
                     raise
@@ -325,7 +331,8 @@ class Explorer:
                     raise ValueError(f"could not compile: {e.reason}") from None
                 self.timing["judge_s"] += time.perf_counter() - t
                 h.code = code
-            probe = run_feature(code, [q.query for q in self.part("explore").queries[:4]], workdir=self.log.root, limits=SandboxLimits(cpu_seconds=5, wall_seconds=20))
+            probe = run_feature(code, [q.query for q in self.part("explore").queries[:4]], workdir=self.log.root,
+                                limits=SandboxLimits(cpu_seconds=5, wall_seconds=20))
             if probe.ok:
                 final = code
 
@@ -433,7 +440,8 @@ class Explorer:
         except (ValueError, JudgeFailure) as e:
             return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e), source=source)
         status = "scored" if score.fcr is not None else "undefined"
-        return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter, examples=examples, note=note,
+        return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter,
+                                examples=examples, note=note,
                                 error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample",
                                 confirmation=confirmation, source=source)
 
@@ -592,7 +600,8 @@ class Explorer:
                 line = f"{res.status}" + (f": {res.error}" if res.error else "")
                 if s and s.fcr is not None:
                     c = res.confirmation
-                    line = (f"exploration FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} κ {kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)}"
+                    line = (f"exploration FCR {s.fcr:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] p0 {s.p0:.3f} "
+                            f"κ {kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)}"
                             + (f"; confirmation κ {kappa_text(c.kappa, c.kappa_ci_low, c.kappa_ci_high, c.degenerate)}" if c else ""))
                 self.console.print(f"[bold]#{hid}[/bold] {h.name} ({h.kind}): {line}")
             round_ += 1

@@ -532,7 +532,8 @@ def _isolate_server(host: _Host, root_dir: str, skip: frozenset[str]) -> tuple[d
         if os.listdir("/"):
             res["empty_root"] = "the new root is not empty"
         else:
-            res["empty_root"] = None if how and how[0] == "read-only tmpfs" else ("chroot into an empty folder only: " + "; ".join(how or ["no mount namespace"]))
+            res["empty_root"] = (None if how and how[0] == "read-only tmpfs"
+                                 else ("chroot into an empty folder only: " + "; ".join(how or ["no mount namespace"])))
     except OSError as e:
         res["empty_root"] = f"chroot: {e.strerror}" + (f" ({'; '.join(errs)})" if errs else "")
     return res, mode

@@ -116,7 +116,8 @@ def summarise(records: list[dict], run: str | None = None) -> None:
     for (rn, site, judge), rs in groups.items():
         print(f"| {rn} | {site} | {judge} | {len(rs)} | {span([r['oracle']['kappa'] for r in rs])} | "
               f"{span([r['oracle'].get('empirical_kappa') for r in rs])} | {span([(r['best'] or {}).get('kappa') for r in rs])} | "
-              f"{span([(r['best'] or {}).get('empirical_kappa') for r in rs])} | {span([r['ratio_to_oracle'] if r['oracle']['confirmed'] else None for r in rs])} | "
+              f"{span([(r['best'] or {}).get('empirical_kappa') for r in rs])} | "
+              f"{span([r['ratio_to_oracle'] if r['oracle']['confirmed'] else None for r in rs])} | "
               f"{span([r['ami_with_oracle'] for r in rs])} | {span([r['judge_calls'] for r in rs])} | {span([r['wall_s'] for r in rs])} |")
     by_split: dict[tuple, dict] = defaultdict(dict)
     for r in records:

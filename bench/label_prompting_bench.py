@@ -65,7 +65,8 @@ def main() -> None:
     variants = {"as_asked": spec.ask(), "examples": with_demos(spec.ask(), demos("reason", 2, 3)),
                 "examples_harmful_only": with_demos(spec.ask(), demos("reason", 2, 0))}
     with EmbeddedJudge() as srv:
-        cfg = JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, concurrency=1, cache_path=str(Path(tempfile.mkdtemp()) / "judge.sqlite"))  # fresh: every answer asked now
+        cfg = JudgeConfig(base_url=srv.url, model=srv.model, engine=srv.engine, concurrency=1,
+                          cache_path=str(Path(tempfile.mkdtemp()) / "judge.sqlite"))  # fresh: every answer asked now
         for name, (texts, human) in sets.items():
             for v, q in variants.items():
                 out = label_many(JudgeClient(cfg), f"reason_{v}", q, spec.labels, texts, spec.allow_null)

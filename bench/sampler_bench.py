@@ -105,7 +105,8 @@ def main() -> None:
     args = ap.parse_args()
     t_all = time.perf_counter()
     target = load_target()
-    common = dict(runs_dir=args.runs_dir, prior=PriorConfig(task="refusal", n=args.n_prompts, heldout=500), sites=args.sites, minutes=args.minutes, seed=args.seed)
+    common = dict(runs_dir=args.runs_dir, prior=PriorConfig(task="refusal", n=args.n_prompts, heldout=500), sites=args.sites,
+                  minutes=args.minutes, seed=args.seed)
     results: dict = {"args": vars(args)}
 
     print("== training ours (InverseScope, frozen SmolLM2 backbone)", flush=True)
@@ -167,12 +168,14 @@ def main() -> None:
         tok_per_sample = site_res["ours"]["verify_tokens_per_sample"]
         site_res["throughput"] = {"raw_truncated_forward_tokens_per_s": tps, "verification_bound_samples_per_s": tps / tok_per_sample,
                                   "ours_verified_samples_per_s": site_res["ours"]["verified_samples_per_s"]}
-        site_res["throughput"]["ratio_to_verification_bound"] = site_res["ours"]["verified_samples_per_s"] / site_res["throughput"]["verification_bound_samples_per_s"]
+        site_res["throughput"]["ratio_to_verification_bound"] = (site_res["ours"]["verified_samples_per_s"]
+                                                                 / site_res["throughput"]["verification_bound_samples_per_s"])
         gen_s, ver_s = runs["ours"].timing["generate_s"], runs["ours"].timing["verify_s"]
         n_s = runs["ours"].timing["samples"]
         site_res["throughput"]["generation_only_samples_per_s"] = n_s / gen_s
         results["sites"][name] = site_res
-        print(json.dumps({k: v for k, v in site_res.items() if k in ("ours", "baseline", "unconditional", "random_prior", "lookup_nearest")}, indent=1), flush=True)
+        print(json.dumps({k: v for k, v in site_res.items() if k in ("ours", "baseline", "unconditional", "random_prior", "lookup_nearest")},
+                         indent=1), flush=True)
 
     # caching throughput against the raw truncated forward, on 1024 prior prompts through the deepest site
     deepest = max(parse_site(s).layer for s in args.sites.split(","))

@@ -30,7 +30,8 @@ def main() -> None:
     runs = {s: json.loads((Path(args.results) / f"real_data_{args.prior}_{args.recipe}_seed{s}.json").read_text()) for s in seeds}
     out: dict = {"prior": args.prior, "recipe": args.recipe, "seeds": seeds, "eps": {}}
     keys = list(next(iter(runs.values()))["eps"])
-    print(f"{'ε':>16} {'queries':>8} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds) + f" {'spread':>8} {'max |gap|':>9}  hash4 κ CI ∋ 0  constant degenerate")
+    print(f"{'ε':>16} {'queries':>8} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds)
+          + f" {'spread':>8} {'max |gap|':>9}  hash4 κ CI ∋ 0  constant degenerate")
     for key in keys:
         row: dict = {"eps": {s: runs[s]["eps"][key]["eps"] for s in seeds}}
         for subset in ("all", "harmful"):

@@ -132,7 +132,8 @@ class CosineNoise:
         return c + rotate(z - c, theta, factor, g)
 
     def describe(self) -> dict:
-        return {"mode": self.mode, "distance": self.distance, "kernel": self.kernel, "eps_k": self.eps_k, "delta": self.delta, "clean": self.clean if self.mode == "range" else None}
+        return {"mode": self.mode, "distance": self.distance, "kernel": self.kernel, "eps_k": self.eps_k, "delta": self.delta,
+                "clean": self.clean if self.mode == "range" else None}
 
 
 class EuclideanNoise:

@@ -130,7 +130,8 @@ class Scope:
     def site(self, name: str) -> Site:
         s = parse_site(name, self.target.n_layers, self.target.n_heads)
         if s not in self.sites:
-            raise AutoscopeError(f"site {s.name} was not trained in run {self.run_dir.name} (trained: {', '.join(x.name for x in self.sites)}); train with --sites including it")
+            raise AutoscopeError(f"site {s.name} was not trained in run {self.run_dir.name} (trained: {', '.join(x.name for x in self.sites)}); "
+                                 "train with --sites including it")
         return s
 
     @property

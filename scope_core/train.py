@@ -77,7 +77,8 @@ class TrainConfig(BaseModel):
     n_heads: int = Field(16, description="heads per control layer: the condition reaches each position as a gated sum of this many vectors")
     head_dim: int = 64
     metric: Metric = "cosine"
-    eps_quantile: float = Field(0.05, description="default ε per site: this quantile of the prior's pairwise distances (the ε-ball around a typical query holds this share of the prior)")
+    eps_quantile: float = Field(0.05, description="default ε per site: this quantile of the prior's pairwise distances "
+                                "(the ε-ball around a typical query holds this share of the prior)")
     eps: float | None = Field(None, description="absolute ε for every site (overrides eps_quantile)")
     noise_mode: NoiseMode = "kernel"
     noise_distance: float | None = Field(
@@ -346,7 +347,8 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
     site_names = [s.name for s in parse_sites(cfg.sites, target.n_layers, target.n_heads)]
     gcfg = GeneratorConfig(
         backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
-        control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None), n_heads=cfg.n_heads, head_dim=cfg.head_dim,
+        control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None),
+        n_heads=cfg.n_heads, head_dim=cfg.head_dim,
         system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
         backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
         max_tokens=max(GeneratorConfig.model_fields["max_tokens"].default, cfg.target.max_prompt_tokens + 4),
@@ -385,8 +387,8 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
     return build_backbone(gcfg, device=target.device, dtype=cfg.target.dtype), gcfg
 
 
-def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int, seed: int, log_path: Path, progress: bool,
-                      from_block: int = 0) -> dict:
+def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[list[int]], mode: str, minutes: float, lr: float, batch_size: int,
+                      seed: int, log_path: Path, progress: bool, from_block: int = 0) -> dict:
     """Step 1 of the paper: fit the backbone to P(X) (full or LoRA), early-stopped on
     held-out LM loss; the best weights are kept and the backbone is frozen again."""
     model = bb.model

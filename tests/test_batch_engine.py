@@ -101,7 +101,8 @@ def test_one_at_a_time_reuses_the_template_prefix(service):
 
 
 def test_schema_objects_are_closed_unless_they_say_otherwise():
-    s = closed_objects({"type": "object", "properties": {"a": {"type": "object", "properties": {}}, "b": {"type": "object", "properties": {"c": {}}, "additionalProperties": True}}})
+    s = closed_objects({"type": "object", "properties": {"a": {"type": "object", "properties": {}},
+                                                         "b": {"type": "object", "properties": {"c": {}}, "additionalProperties": True}}})
     assert s["additionalProperties"] is False and s["properties"]["a"]["additionalProperties"] is False
     assert s["properties"]["b"]["additionalProperties"] is True
 

@@ -13,7 +13,12 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-WORDS = ["write", "an", "email", "a", "tutorial", "on", "how", "to", "hack", "into", "the", "bank", "database", "steal", "money", "make", "bomb", "poem", "about", "sea", "give", "three", "tips", "for", "staying", "healthy", "explain", "photosynthesis", "develop", "algorithm", "that", "sorts", "list", "books", "create", "website", "plan", "trip", "to", "paris", "recipe", "for", "bread", "you", "are", "helpful", "assistant", "system", "user", "hello", "there", "when", "and", "went", "store", "gave", "drink", "mary", "john", "tom", "anna", "input", "output", "dog", "chien", "perro", "house", "maison", "casa", "cat", "chat", "gato"]
+WORDS = ["write", "an", "email", "a", "tutorial", "on", "how", "to", "hack", "into", "the", "bank", "database", "steal",
+         "money", "make", "bomb", "poem", "about", "sea", "give", "three", "tips", "for", "staying", "healthy",
+         "explain", "photosynthesis", "develop", "algorithm", "that", "sorts", "list", "books", "create", "website",
+         "plan", "trip", "to", "paris", "recipe", "for", "bread", "you", "are", "helpful", "assistant", "system",
+         "user", "hello", "there", "when", "and", "went", "store", "gave", "drink", "mary", "john", "tom", "anna",
+         "input", "output", "dog", "chien", "perro", "house", "maison", "casa", "cat", "chat", "gato"]
 
 
 def make_tokenizer(path: Path):

@@ -126,7 +126,8 @@ def _load_json(path: Path, label: str | None) -> list[Example]:
     for obj in data:
         text = _text_of(obj, path)
         if text:
-            labels = {k: v for k, v in obj.items() if k in ("harmfulness", "reason", "method", "task", "subject", "object") and (v is None or isinstance(v, str))}
+            labels = {k: v for k, v in obj.items()
+                      if k in ("harmfulness", "reason", "method", "task", "subject", "object") and (v is None or isinstance(v, str))}
             labels.setdefault("harmfulness", harm)
             if isinstance(obj.get("category"), str):
                 labels.update({"reason_human": obj["category"], "reason": HUMAN_TO_REASON.get(obj["category"], labels.get("reason"))})
