@@ -1,7 +1,7 @@
 """Does the inverter condition enough for FCR to mean something? A short check after `train`.
 
 Held-out loss alone hides a weak inverter: on the real refusal prompts recipe 1 gained
-0.23 nats over the unconditional backbone and still sampled 0.9 refusals at its own ε. \
+0.23 nats over the unconditional backbone and still sampled 0.9 refusals at its own ε.
 So `train` ends with a quick sample of a few held-out queries at each site's ε and
 a verdict from three figures — the loss gained, the refusal rate, the accepted-novel rate —
 saying plainly when the run is weak and what to try.

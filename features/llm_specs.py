@@ -5,9 +5,7 @@
 | harmfulness | harmful, harmless | never |
 | reason | REASON_CATEGORIES below (override with --labels) | harmless inputs |
 | method | free short phrase, normalised by features.method.normalise_method | harmless inputs |
-| task | "Language_1-to-Language_2 translation": asked, free and normalised by features.task.normalise_task; \
-scored (the default where the judge allows it), one of the six directions between English, French and Spanish (override with --labels) \
-| inputs that are not translation prompts |
+| task | "X-to-Y translation": asked (normalised by `normalise_task`) or scored over the six EN/FR/ES directions (--labels) | non-translation inputs |
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Normalisation (`normalise_task`): the source and target languages are read from the answer —
 "from X into Y", "X to Y", "X-to-Y", "X → Y", or else the first two languages it names, in
-order (languages from `LANGUAGES`; an unlisted one is read only in the "X-to-Y" form) — and \
+order (languages from `LANGUAGES`; an unlisted one is read only in the "X-to-Y" form) — and
 written back as "X-to-Y translation" with the languages capitalised. So
 "spanish to english", "Spanish-to-English translation" and "Translation from Spanish into
 English." are all "Spanish-to-English translation". An answer that names no direction is not
