@@ -41,6 +41,8 @@ class SampleJobConfig(BaseModel):
 def check_choices(cfg: SampleJobConfig) -> None:
     """Refuse an unknown kernel or verification mode with the choices named."""
     check_kernel(cfg.kernel)
+    if cfg.guidance <= 0:
+        raise AutoscopeError(f"--guidance must be > 0 (1 is plain sampling), not {cfg.guidance}")
     if cfg.verify not in ("auto", "full"):
         raise AutoscopeError(f"unknown --verify {cfg.verify!r}: use auto or full")
 
@@ -68,7 +70,8 @@ def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
         res = scope.sample(site, texts=cfg.prompts, **common)  # type: ignore[arg-type]
     else:
         res = scope.sample(site, indices=heldout_queries(scope, cfg.only, cfg.queries), **common)  # type: ignore[arg-type]
-    console.print(f"[bold]{ec.describe()}[/bold], kernel {cfg.kernel}")
+    shaped = "".join(f", {k} {v:g}" for k, v in (("temperature", cfg.temperature), ("guidance", cfg.guidance)) if v != 1)
+    console.print(f"[bold]{ec.describe()}[/bold], kernel {cfg.kernel}{shaped}")
     for q in res.queries:
         console.print(query_table(q))
     console.print(" ".join(f"{k}={v:.3f}" for k, v in scope.sampler_summary(res).items()))

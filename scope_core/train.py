@@ -723,7 +723,7 @@ def start_from(inv: Inverter, run_dir: Path) -> None:
                              "(autoscope train --run NAME --data MORE_PROMPTS.json --sites ...)")
     saved = {k: v for k, v in load_file(str(path)).items() if not k.startswith("backbone.")}
     own = {k: v for k, v in inv.state_dict().items() if not k.startswith("backbone.")}
-    stats = {k for k in own if ".mean_" in k or ".scale_" in k}
+    stats = {f"encoder.{name}" for name, _ in inv.encoder.named_buffers()}  # this prior's standardisation
     wanted = {k for k in own if k not in stats}
     missing = sorted(k for k in wanted if k not in saved)
     wrong = sorted(k for k in wanted & saved.keys() if saved[k].shape != own[k].shape)

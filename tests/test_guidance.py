@@ -70,3 +70,10 @@ def test_guidance_is_refused_where_there_is_no_trained_unconditioned_pass(tiny_l
     shallow = SimpleNamespace(kv_condition=None, config=SimpleNamespace(upper_blocks=4))  # only its config is read
     with pytest.raises(AutoscopeError, match="last 4 blocks"):
         check_guidance(shallow, 2.0)  # type: ignore[arg-type]
+
+
+def test_sample_refuses_a_bad_guidance_before_the_target_loads():
+    from agent.sample_report import SampleJobConfig, check_choices
+
+    with pytest.raises(AutoscopeError, match="--guidance must be > 0"):
+        check_choices(SampleJobConfig(site="L18", guidance=0.0))
