@@ -16,29 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
-from scope_core import fcr as fcr_module
+from scope_core.api import kappa_bootstrap
 
 L24_COUNTS = [7, 4, 5, 12, 4, 2, 1, 6, 6, 4, 10, 12, 1, 9, 11, 4, 12, 10, 9, 2, 3, 5]
 
 
 def miss_share(counts: list[int], draws: int, prior_size: int, expanded: bool) -> float:
     """Share of `draws` null draws (labels uniform over 4 values, independent of everything)
-    whose κ CI excludes 0."""
-    plain = fcr_module.expanded_tails
-    if not expanded:
-        fcr_module.expanded_tails = lambda n, level=0.95: ((1 - level) / 2, 1 - (1 - level) / 2)
-    try:
-        rng = np.random.default_rng(0)
-        miss = 0
-        for t in range(draws):
-            q = [int(x) for x in rng.integers(0, 4, len(counts))]
-            samples = [[int(x) for x in rng.integers(0, 4, c)] for c in counts]
-            prior = [int(x) for x in rng.integers(0, 4, prior_size)]
-            res = fcr_module.fcr(q, samples, [[1.0] * c for c in counts], prior, n_boot=1000, seed=t)
-            miss += not (res.kappa_ci_low <= 0 <= res.kappa_ci_high)
-        return miss / draws
-    finally:
-        fcr_module.expanded_tails = plain
+    whose κ CI excludes 0: each query's rate is its samples' share with the query's label, and
+    κ's CI comes from the bootstrap `fcr` runs (`kappa_bootstrap`)."""
+    rng = np.random.default_rng(0)
+    miss = 0
+    for t in range(draws):
+        q = [int(x) for x in rng.integers(0, 4, len(counts))]
+        rates = np.array([float(np.mean(rng.integers(0, 4, c) == lab)) for lab, c in zip(q, counts)])
+        prior = [int(x) for x in rng.integers(0, 4, prior_size)]
+        lo, hi = kappa_bootstrap(rates, q, prior, n_boot=1000, seed=t, expanded=expanded)
+        miss += not (lo <= 0 <= hi)
+    return miss / draws
 
 
 def main() -> None:

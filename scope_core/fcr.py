@@ -151,7 +151,7 @@ def resampled_frequencies(p_ids: np.ndarray, n_labels: int, n_boot: int, rng: np
 
 
 def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labels: Sequence[Label],
-                    n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
+                    n_boot: int = 2000, seed: int = 0, level: float = 0.95, expanded: bool = True) -> tuple[float | None, float | None]:
     """Expanded percentile CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the
     counted queries and the prior pool together. Replicates where p0 = 1 (the resampled pool holds
     only the query's labels) have no κ and are left out."""
@@ -169,7 +169,7 @@ def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labe
     if not ok.any():
         return None, None
     kappas = (fc[ok] - p0[ok]) / (1 - p0[ok])
-    lo, hi = expanded_tails(len(rates), level)
+    lo, hi = expanded_tails(len(rates), level) if expanded else ((1 - level) / 2, (1 + level) / 2)  # plain: for comparison
     return float(np.quantile(kappas, lo)), float(np.quantile(kappas, hi))
 
 
