@@ -108,6 +108,9 @@ class TrainConfig(BaseModel):
         "more prompts than the prior holds, without those prompts entering the prior that ε, FCR and copies are read from")
     batch_size: int = 32
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after warm-up: a constant rate, or a cosine decay to a tenth of it over the budget (the share "
+        "of `max_steps` or of the time budget spent, whichever is larger)")
     warmup_steps: int = 50
     eval_every: int = 60
     eval_size: int = 192
@@ -604,6 +607,7 @@ class Fit:
     rng: np.random.Generator
     st: dict = field(default_factory=lambda: {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""})
     own_tokens: int = 0  # tokens this process trained on in this call (not saved: for tokens/s per process)
+    budget_spent: dict = field(default_factory=lambda: {"share": 0.0})  # read by the schedule (`lr_decay`)
 
 
 def _say(progress: bool, text: str) -> None:
@@ -855,8 +859,26 @@ def make_optimiser(cfg: TrainConfig, inv: Inverter, parts: GeneratorParts) -> Fi
         groups.append({"params": own, "lr": cfg.lr * UPPER_LR_FACTOR, "weight_decay": 0.0})
         params = params + own
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
-    return Fit(params, opt, sched, np.random.default_rng(cfg.seed))
+    done = {"share": 0.0}  # share of the budget spent, set by the loop before each step
+
+    def factor(s: int) -> float:
+        return min(1.0, (s + 1) / cfg.warmup_steps) * lr_decay(cfg.lr_schedule, done["share"])
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return Fit(params, opt, sched, np.random.default_rng(cfg.seed), budget_spent=done)
+
+
+LR_FLOOR = 0.1  # the cosine schedule ends at this share of the peak rate
+
+
+def lr_decay(schedule: str, share: float) -> float:
+    """The learning-rate factor after warm-up at `share` of the budget spent. Why a schedule
+    that reads the budget and not the step: the budget is wall-clock by default, and a run
+    resumed with a longer one continues its decay from where the longer budget puts it."""
+    if schedule == "constant":
+        return 1.0
+    share = min(max(share, 0.0), 1.0)
+    return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * share))
 
 
 def restore_checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
@@ -1004,6 +1026,8 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
     t_start = time.perf_counter() - st["elapsed"]
     while budget_left > 0 and not st["stopped"]:
         inv.train()
+        fit.budget_spent["share"] = max(st["elapsed"] / train_s if train_s > 0 else 1.0,
+                                        st["step"] / cfg.max_steps if cfg.max_steps else 0.0)
         batch = draw_batch(cfg, cond, fit.rng, train_rows, site_names)
         last_loss, ntok = optimiser_step(cfg, inv, fit, parts, batch, train_rows, trunk_all)
         st["step"] += 1

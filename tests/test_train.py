@@ -1,6 +1,7 @@
 """Training on a tiny random model: it learns, it resumes, the cache resumes."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -188,3 +189,25 @@ def test_a_run_started_from_another_runs_control_layers(tiny_llama_path, tmp_pat
     with pytest.raises(AutoscopeError, match="no trained inverter"):
         train(_cfg(tiny_llama_path, tmp_path, run="none", minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/missing")),
               progress=False)
+
+
+def test_cosine_schedule_decays_to_its_floor_over_the_budget():
+    from scope_core.train import LR_FLOOR, lr_decay
+
+    assert lr_decay("constant", 0.9) == 1.0
+    assert lr_decay("cosine", 0.0) == pytest.approx(1.0)
+    assert lr_decay("cosine", 0.5) == pytest.approx(LR_FLOOR + (1 - LR_FLOOR) / 2)
+    assert lr_decay("cosine", 1.0) == pytest.approx(LR_FLOOR) == lr_decay("cosine", 3.0)
+    shares = [i / 10 for i in range(11)]
+    assert all(a >= b for a, b in zip(map(lambda s: lr_decay("cosine", s), shares), map(lambda s: lr_decay("cosine", s), shares[1:])))
+
+
+def test_a_cosine_run_ends_its_step_budget_near_the_floor_rate(tiny_llama_path, tmp_path):
+    from scope_core.train import LR_FLOOR
+
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=12, warmup_steps=2, patience=100, lr_schedule="cosine"),
+                progress=False)
+    assert res.steps == 12
+    group = torch.load(tmp_path / "runs/t/inverter/state.pt", weights_only=False)["opt"]["param_groups"][0]
+    # the rate set for the step after the last: the share spent before it was 11/12
+    assert group["lr"] == pytest.approx(3e-3 * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * 11 / 12))), rel=1e-6)
