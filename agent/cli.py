@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer
 from rich.console import Console
 
-from agent.judge import JudgeUnavailable
+from agent.judging.judge import JudgeUnavailable
 from scope_core.api import AutoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read what an LLM activation encodes, and test it with numbers.")
@@ -209,7 +209,7 @@ def fcr(
     """
     _quiet_libraries()
     from agent.fcr_report import FCRJobConfig, run_fcr
-    from agent.judge import JudgeConfig
+    from agent.judging.judge import JudgeConfig
 
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait) if labeller == "llm" else None
     cfg = FCRJobConfig(features=feature, sites=sites, run=run, runs_dir=runs_dir, task=task, target=target, minutes=minutes, backbone=backbone,
@@ -253,7 +253,7 @@ def explore(
 ):
     """Run the hypothesis loop: the judge proposes, autoscope compiles and scores by FCR."""
     _quiet_libraries()
-    from agent.judge import JudgeConfig
+    from agent.judging.judge import JudgeConfig
     from agent.loop import ExploreConfig, present_result, proposer_for
     from agent.loop import explore as run_explore
 
@@ -309,7 +309,7 @@ def label(
     judge_wait: float = typer.Option(300.0, help="seconds to wait for an unreachable judge (down or restarting) before stopping; work done is kept"),
 ):
     """Label every row of a file with an LLM feature (concurrent, cached, resumable)."""
-    from agent.judge import JudgeConfig
+    from agent.judging.judge import JudgeConfig
     from agent.label import LabelConfig, check_method, label_with_judge, nothing_labelled, stats_line
 
     jc = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, concurrency=concurrency, outage_s=judge_wait)

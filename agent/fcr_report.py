@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.hypotheses import kappa_text
-from agent.judge import JudgeConfig
+from agent.judging.judge import JudgeConfig
 from agent.loop import check_kernel, heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
@@ -151,8 +151,8 @@ def study_run_name(task: str, target: str, sites: str) -> str:
 def llm_features(judge_cfg: JudgeConfig, stack: contextlib.ExitStack) -> Callable[[str, Scope], Feature]:
     """Features labelled by the judge (built-in LLM specs); starts the embedded judge
     server inside `stack` when no judge URL is configured."""
-    from agent.judge import JudgeClient
-    from agent.llm_feature import default_label_batch, llm_feature
+    from agent.judging.judge import JudgeClient
+    from agent.judging.llm_feature import default_label_batch, llm_feature
     from features.llm_specs import SPECS
 
     client: list[JudgeClient] = []
@@ -164,7 +164,7 @@ def llm_features(judge_cfg: JudgeConfig, stack: contextlib.ExitStack) -> Callabl
             if judge_cfg.base_url:
                 client.append(JudgeClient(judge_cfg))
             else:
-                from agent.embedded_judge import EmbeddedJudge
+                from agent.judging.embedded_judge import EmbeddedJudge
 
                 client.append(stack.enter_context(EmbeddedJudge(engine="batched")).client(judge_cfg))
         from agent.label import labelling_classes

@@ -13,7 +13,7 @@ from scope_core.api import FCRFigures
 
 # Every string and list the judge writes is bounded in the schema it is sent, so a
 # grammar-constrained engine must close them: unbounded, a 135M judge once wrote
-# `"labels": ["1.1.1.1…` for 1,496 tokens (agent.judge.unbounded_paths checks each schema).
+# `"labels": ["1.1.1.1…` for 1,496 tokens (agent.judging.judge.unbounded_paths checks each schema).
 STATEMENT_CHARS = 400
 RATIONALE_CHARS = 300
 CODE_CHARS = 1000  # llama.cpp's grammar compiler takes string bounds up to about 1,000 (1,600 failed)

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 from features.llm_specs import SPECS, LLMFeatureSpec
 from scope_core.api import AutoscopeError
 
-from .judge import JudgeClient, JudgeConfig
-from .channel import channel_label_many
-from .llm_feature import label_many
+from .judging.judge import JudgeClient, JudgeConfig
+from .judging.channel import channel_label_many
+from .judging.llm_feature import label_many
 
 DEFAULT_FIELDS = ("instruction", "text", "prompt", "goal", "Behavior", "forbidden_prompt")
 
@@ -159,7 +159,7 @@ def label_with_judge(cfg: LabelConfig, embedded_engine: str = "batched") -> dict
         if cfg.judge.base_url:
             client = JudgeClient(cfg.judge)
         else:
-            from .embedded_judge import EmbeddedJudge
+            from .judging.embedded_judge import EmbeddedJudge
 
             client = stack.enter_context(EmbeddedJudge(engine=embedded_engine)).client(cfg.judge)
         return label_file(cfg, client)

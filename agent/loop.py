@@ -7,6 +7,9 @@ samples; score FCR at the site over a fixed query set D; append the result to th
 log. Stops when `budget` hypotheses are scored, when the judge says it is done, or when
 the best κ has not improved for `patience` rounds. A killed run resumes: finished
 hypotheses are read back from the log, and the judge cache answers the repeated prompts.
+
+Who proposes lives beside the loop: `agent.evidence` mines hypotheses from the samples (no
+LLM), `agent.judging.proposer` asks the judge; `Explorer` only decides which to ask when.
 """
 
 from __future__ import annotations
@@ -39,34 +42,15 @@ from .hypotheses import (
     ranked,
     verdict,
 )
-from .judge import JudgeClient, JudgeConfig, JudgeFailure, JudgeUnavailable
-from .llm_feature import default_label_batch, llm_feature
+from .judging.judge import JudgeClient, JudgeConfig, JudgeFailure, JudgeUnavailable
+from .judging.llm_feature import default_label_batch, llm_feature
+from .judging.proposer import SYSTEM, JudgeProposer
 from .prompts import messages
 from .runlog import RunLog
 from .sandbox import SandboxLimits, run_feature
 
-SITE_DESCRIPTIONS = {"attn": "attention-block output", "head": "output of one attention head", "resid": "residual stream", "mlp": "MLP output"}
-SYSTEM = "You are a careful interpretability researcher. You answer only with JSON that fits the requested schema."
-
-
 MAX_IDLE_ROUNDS = 4  # consecutive rounds without a new (not yet tested) hypothesis before the loop stops
 MAX_JUDGE_FAILURES = 3  # consecutive rounds without a usable proposal before the loop stops
-# The proposal prompt shows the best and the latest hypotheses in full and only names the
-# rest: every tested hypothesis in full outgrew the embedded judge's context after ~18 of them.
-HISTORY_BEST, HISTORY_RECENT, HISTORY_WITH_COUNTEREXAMPLES = 6, 4, 3
-IDLE_TEMPERATURE_STEP = 0.35  # proposal temperature added per idle round (capped at 1.0)
-
-
-def history_for_prompt(scored: list[ScoredHypothesis]) -> tuple[list[ScoredHypothesis], list[str], set[int]]:
-    """(shown in full, in test order; names of the others; ids whose counterexamples are shown)."""
-    def kappa(h: ScoredHypothesis) -> float:
-        return h.score.kappa if h.score and h.score.kappa is not None else float("-inf")
-
-    best = sorted(scored, key=kappa, reverse=True)[:HISTORY_BEST]
-    keep = {id(h) for h in best} | {id(h) for h in scored[-HISTORY_RECENT:]}
-    shown = [h for h in scored if id(h) in keep]
-    with_counter = {id(h) for h in best[:HISTORY_WITH_COUNTEREXAMPLES]}
-    return shown, [h.hypothesis.name for h in scored if id(h) not in keep], with_counter
 
 
 def idea_key(h: Hypothesis) -> tuple:
@@ -447,28 +431,16 @@ class Explorer:
 
     # -- the loop -------------------------------------------------------------------
     def propose(self, round_: int, idle: int = 0, repeats: list[str] | None = None) -> Proposal:
-        """One proposal. After rounds that brought nothing new (`idle`), the judge is told
-        which of its ideas were repeats and sampled warmer: a small judge at temperature 0
-        answers a similar prompt with the same ideas, round after round."""
+        """The judge's proposal for this round (`agent.judging.proposer`), logged. After rounds
+        that brought nothing new (`idle`), the judge is told which of its ideas were repeats
+        and sampled warmer."""
         if self.judge is None:
             raise JudgeFailure("no judge is configured to propose")
+        proposer = JudgeProposer(self.judge, self.cfg.per_round, self.cfg.show_queries, self.cfg.show_samples)
         run = self.part("explore")  # a proposer never sees confirmation queries
-        k = self.cfg.show_queries
-        start = (round_ * k) % max(len(run.queries), 1)
-        shown = (run.queries[start:] + run.queries[:start])[:k]
-        shown = [q.model_copy(update={"samples": sorted(q.samples, key=lambda s: s.distance)[: self.cfg.show_samples]}) for q in shown]
         site = self.scope.site(self.cfg.site)
-        history, also_tested, with_counter = history_for_prompt([h for h in self.scored if h.round < round_])
-        history = [h if id(h) in with_counter else h.model_copy(update={"counterexamples": []}) for h in history]
-        msgs = messages("propose", system=SYSTEM, site=site.name, site_description=SITE_DESCRIPTIONS[site.component], eps=f"{run.eps.eps:.3g}",
-                        queries=shown, scored=history, also_tested=also_tested, n_hypotheses=self.cfg.per_round,
-                        repeats=(repeats or [])[:6], evidence=evidence.evidence_table(self.evidence(), limit=6))
-        temperature = None if idle == 0 else min(1.0, max(self.judge.config.temperature, 0.0) + IDLE_TEMPERATURE_STEP * idle)
-        t = time.perf_counter()
-        try:
-            prop = self.judge.ask(msgs, Proposal, max_tokens=1500, purpose=f"propose:{round_}", temperature=temperature)
-        finally:
-            self.timing["judge_s"] += time.perf_counter() - t
+        prop = proposer.propose(round_, run, site, self.scored, evidence.evidence_table(self.evidence(), limit=6),
+                                idle=idle, repeats=repeats, timing=self.timing)
         self.log.append("rounds", {"round": round_, "proposal": prop.model_dump(), "source": "judge"})
         return prop
 
@@ -669,7 +641,7 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
         client = JudgeClient(jc, log=record)
         yield client, client
         return
-    from .embedded_judge import EmbeddedJudge
+    from .judging.embedded_judge import EmbeddedJudge
 
     with contextlib.ExitStack() as stack:
         try:

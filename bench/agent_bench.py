@@ -22,9 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from agent.embedded_judge import EmbeddedJudge
-from agent.judge import JudgeClient, JudgeConfig
-from agent.llm_feature import llm_feature
+from agent.judging.embedded_judge import EmbeddedJudge
+from agent.judging.judge import JudgeClient, JudgeConfig
+from agent.judging.llm_feature import llm_feature
 from agent.loop import ExploreConfig, explore
 from scope_core.api import RunData
 

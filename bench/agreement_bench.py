@@ -37,9 +37,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
 
-from agent.judge import JudgeClient, JudgeConfig
-from agent.channel import channel_label_many
-from agent.llm_feature import label_many
+from agent.judging.judge import JudgeClient, JudgeConfig
+from agent.judging.channel import channel_label_many
+from agent.judging.llm_feature import label_many
 from features.llm_specs import REASON_TO_HUMAN, SPECS
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "refusal"
@@ -124,7 +124,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         cfg = JudgeConfig.from_env(concurrency=args.concurrency, cache_path=args.cache)
         if args.judge == "embedded":
-            from agent.embedded_judge import EmbeddedJudge
+            from agent.judging.embedded_judge import EmbeddedJudge
 
             srv = stack.enter_context(EmbeddedJudge(engine=args.engine))
             cfg = srv.client_config(cfg)

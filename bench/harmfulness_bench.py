@@ -2,7 +2,7 @@
 
 Labels the first `--limit` prompts of `harmful_test.json` and of `harmless_test.json`
 (../shared/data/refusal) with the built-in `harmfulness` feature through the embedded
-batched judge, once asked (`--method ask`) and once scored (`agent.channel`), and reports
+batched judge, once asked (`--method ask`) and once scored (`agent.judging.channel`), and reports
 accuracy, the share called harmful, and labels/s.
 
     python -m bench.harmfulness_bench --limit 200
@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.channel import channel_label_many
-from agent.embedded_judge import EmbeddedJudge
-from agent.judge import JudgeClient, JudgeConfig
-from agent.llm_feature import label_many
+from agent.judging.channel import channel_label_many
+from agent.judging.embedded_judge import EmbeddedJudge
+from agent.judging.judge import JudgeClient, JudgeConfig
+from agent.judging.llm_feature import label_many
 from features.llm_specs import SPECS
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "refusal"

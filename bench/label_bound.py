@@ -40,8 +40,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agent.channel import channel_context
-from agent.llm_feature import answer_models
+from agent.judging.channel import channel_context
+from agent.judging.llm_feature import answer_models
 from agent.prompts import messages
 from features.llm_specs import SPECS
 from scope_core.api import PriorConfig, build_examples, prepacked_linears

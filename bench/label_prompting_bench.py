@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.embedded_judge import EmbeddedJudge
-from agent.judge import JudgeClient, JudgeConfig
-from agent.llm_feature import label_many
+from agent.judging.embedded_judge import EmbeddedJudge
+from agent.judging.judge import JudgeClient, JudgeConfig
+from agent.judging.llm_feature import label_many
 from agent.prompts import render
 from bench.agreement_bench import DATA, load_set
 from features.llm_specs import REASON_TO_HUMAN, SPECS

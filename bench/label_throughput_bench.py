@@ -34,10 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.channel import channel_context, channel_label_many
-from agent.embedded_judge import EmbeddedJudge
-from agent.judge import JudgeClient, JudgeConfig
-from agent.llm_feature import label_many
+from agent.judging.channel import channel_context, channel_label_many
+from agent.judging.embedded_judge import EmbeddedJudge
+from agent.judging.judge import JudgeClient, JudgeConfig
+from agent.judging.llm_feature import label_many
 from features.llm_specs import SPECS
 from scope_core.api import PriorConfig, RunData, build_examples
 from serving.launch import llamacpp_available

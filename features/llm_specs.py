@@ -28,7 +28,7 @@ class LLMFeatureSpec:
     allow_null: bool
     normaliser: str | None = None
     paraphrase: str | None = None
-    # Descriptions for the channel labeller (agent.channel): label -> what texts of that
+    # Descriptions for the channel labeller (agent.judging.channel): label -> what texts of that
     # label are about, None -> what texts the feature does not apply to. None: ask only.
     descriptions: tuple[tuple[str | None, str], ...] | None = None
 

@@ -6,5 +6,5 @@
 (this one or llama-cpp-python's) as a child process of autoscope.
 
 Uses `scope_core` only through `scope_core.api`; never imports `agent` (the agent's judge
-client, `agent.embedded_judge`, builds on `launch`).
+client, `agent.judging.embedded_judge`, builds on `launch`).
 """

@@ -9,7 +9,7 @@ the endpoints are the three the judge client uses: `GET /v1/models`,
 `response_format` as `json_schema`, `json_object` with or without a `schema`, or text) and
 `POST /v1/completions` for scoring only: `echo: true` with `logprobs` and `max_tokens` 0 or
 1 returns every prompt token's log-probability (OpenAI's legacy format, as vLLM answers it;
-the channel labeller reads it, `agent.channel`).
+the channel labeller reads it, `agent.judging.channel`).
 """
 
 from __future__ import annotations

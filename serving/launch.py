@@ -9,7 +9,7 @@
 * ``vllm``: `vllm serve MODEL` with structured output (needs `autoscope[vllm]` and a GPU).
 
 `EmbeddedServer` starts an embedded server on a free loopback port, waits until it answers
-and proves that it can (`probe`, which the judge's `agent.embedded_judge.EmbeddedJudge`
+and proves that it can (`probe`, which the judge's `agent.judging.embedded_judge.EmbeddedJudge`
 fills in with one real generation of a realistic prompt), supervises it (a server that
 dies mid-run is reported with its exit signal and restarted once) and stops it on exit —
 and, through a parent-death signal, when autoscope itself is killed. So `explore` and

@@ -1,7 +1,7 @@
 """Log-probabilities of prompt tokens (OpenAI `echo` + `logprobs`), batched on CPU.
 
 Why: a closed label set can be scored instead of asked. The channel labeller
-(`agent.channel`) reads log P(text | "a request about <category>") for every category;
+(`agent.judging.channel`) reads log P(text | "a request about <category>") for every category;
 SmolLM2-135M picks the right harm category that way far more often than when it is
 asked to name one (BENCHMARKS §6). A scoring request is K prompts that differ in a
 category prefix and share the text, and a batch holds many such requests, so:

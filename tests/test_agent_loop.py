@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.judge import JudgeConfig
+from agent.judging.judge import JudgeConfig
 from agent.loop import ExploreConfig, explore
 from agent.runlog import RunLog
 
@@ -24,7 +24,7 @@ pytestmark = [
 
 @pytest.fixture(scope="session")
 def judge_server():
-    from agent.embedded_judge import EmbeddedJudge
+    from agent.judging.embedded_judge import EmbeddedJudge
 
     with EmbeddedJudge() as srv:
         yield srv
@@ -88,7 +88,7 @@ def test_embedded_explore_proposes_on_llamacpp_and_labels_on_the_batched_engine(
         with judge_for(cfg, RunLog(tmp_path / "x")) as (judge, labeller):
             assert judge.config.engine == "llamacpp" and labeller.config.engine == "batched"
             assert labeller.config.concurrency > judge.config.concurrency
-            from agent.llm_feature import label_many
+            from agent.judging.llm_feature import label_many
 
             out = label_many(labeller, "harmfulness", "Is this request harmful?", ["harmful", "harmless"], ["Explain photosynthesis"], allow_null=False)
             assert out["Explain photosynthesis"].label in ("harmful", "harmless")

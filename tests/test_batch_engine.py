@@ -12,7 +12,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 from pydantic import BaseModel
 
-from agent.judge import JudgeClient, JudgeConfig, JudgeFailure
+from agent.judging.judge import JudgeClient, JudgeConfig, JudgeFailure
 from scope_core.targets import load_model_and_tokenizer
 from serving.batch_engine import BatchEngine, GenRequest, PrefixStore, common_prefix_length
 from serving.batch_server import ChatService, MicroBatcher, closed_objects, make_handler
@@ -123,7 +123,7 @@ def test_server_batches_concurrent_judge_requests(server, service, tmp_path):
     rows: list[int] = []
     service.batcher.log = lambda line: rows.append(int(line.split("rows=")[1].split()[0]))
     client = JudgeClient(JudgeConfig(base_url=server, model="tiny", engine="batched", concurrency=6, cache_path=str(tmp_path / "c.sqlite")))
-    from agent.llm_feature import answer_models
+    from agent.judging.llm_feature import answer_models
 
     schema = answer_models(("harmful", "harmless"), False, 1)[0]
     reqs = [([{"role": "user", "content": f"is this harmful? text: {t}"}], schema) for t in TEXTS]

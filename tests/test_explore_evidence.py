@@ -184,7 +184,7 @@ def test_with_a_judge_evidence_comes_first_and_the_judge_reads_its_table(tiny_sc
     counted evidence (a compact table) and only exploration queries."""
     from flaky_server import FlakyServer
 
-    from agent.judge import JudgeClient, JudgeConfig
+    from agent.judging.judge import JudgeClient, JudgeConfig
 
     def rules(body: dict) -> dict:
         props = ((body.get("response_format") or {}).get("json_schema", {}).get("schema") or {}).get("properties", {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from flaky_server import FlakyServer
 
-from agent.judge import JudgeClient, JudgeConfig
+from agent.judging.judge import JudgeClient, JudgeConfig
 from agent.loop import ExploreConfig, Explorer
 from agent.runlog import RunLog
 
@@ -82,7 +82,7 @@ def test_the_proposal_prompt_stays_bounded_as_hypotheses_pile_up():
     """All tested hypotheses in full outgrew the embedded judge's context after ~18; the
     prompt shows the best and the latest in full and names the rest."""
     from agent.hypotheses import Counterexample, Hypothesis, Score, ScoredHypothesis
-    from agent.loop import HISTORY_BEST, HISTORY_RECENT, history_for_prompt
+    from agent.judging.proposer import HISTORY_BEST, HISTORY_RECENT, history_for_prompt
     from agent.prompts import render
 
     def hyp(i: int) -> ScoredHypothesis:

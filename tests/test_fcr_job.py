@@ -22,7 +22,7 @@ from agent.fcr_report import (
     score_site,
     train_if_missing,
 )
-from agent.judge import JudgeConfig
+from agent.judging.judge import JudgeConfig
 from agent.loop import heldout_queries
 from scope_core.api import AutoscopeError, Scope
 

@@ -1,7 +1,8 @@
 """The import graph a newcomer can rely on, read from the source with `ast` (nothing is
 imported): everything above `scope_core` reaches it only through `scope_core.api`;
-`scope_core` imports none of the layers above it; `serving` never imports `agent`; and no
-modules import each other, directly or round a longer loop."""
+`scope_core` imports none of the layers above it; `serving` never imports `agent`;
+`agent.judging` never imports the agent modules that call it; and no modules import each
+other, directly or round a longer loop."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def test_scope_core_imports_none_of_the_layers_above_it():
 def test_serving_never_imports_the_agent():
     bad = offending(("serving",), lambda m: _top(m) == "agent")
     assert not bad, "serving must not depend on agent (the agent builds on serving):\n" + "\n".join(bad)
+
+
+def test_the_judging_package_never_imports_its_callers():
+    """`agent.judging` (judge client, embedded judge, LLM features, the judge as proposer) sits
+    below the loop, labelling and the FCR job: of the rest of `agent` it uses only the shared
+    data types and the prompt renderer."""
+    allowed = ("agent.judging", "agent.hypotheses", "agent.prompts")
+    bad = offending(("agent/judging",), lambda m: _top(m) == "agent" and not any(m == a or m.startswith(a + ".") for a in allowed))
+    assert not bad, "agent.judging must not depend on the agent modules that call it:\n" + "\n".join(bad)
 
 
 def test_no_import_cycles():

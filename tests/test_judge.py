@@ -4,7 +4,7 @@ import pytest
 from flaky_server import FlakyServer
 from pydantic import BaseModel
 
-from agent.judge import JudgeClient, JudgeConfig, JudgeFailure
+from agent.judging.judge import JudgeClient, JudgeConfig, JudgeFailure
 from scope_core.errors import AutoscopeError
 
 
@@ -81,8 +81,8 @@ def test_embedded_judge_engine_choice_and_client_config(monkeypatch):
     """`auto` falls back to the batched engine without llama-cpp-python; the batched engine
     gets 32 requests in flight unless the caller chose a concurrency."""
     import serving.launch as server
-    from agent.embedded_judge import EmbeddedJudge
-    from agent.judge import JudgeConfig
+    from agent.judging.embedded_judge import EmbeddedJudge
+    from agent.judging.judge import JudgeConfig
 
     monkeypatch.setattr(server, "llamacpp_available", lambda: False)
     assert EmbeddedJudge(engine="auto").engine == "batched"

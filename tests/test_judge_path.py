@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from agent.embedded_judge import EmbeddedJudge
+from agent.judging.embedded_judge import EmbeddedJudge
 from agent.hypotheses import BatchLabels, CompiledCode, LabelAnswer, Proposal
-from agent.judge import JudgeClient, JudgeConfig, JudgeUnavailable, bounded, unbounded_paths
-from agent.llm_feature import answer_models
+from agent.judging.judge import JudgeClient, JudgeConfig, JudgeUnavailable, bounded, unbounded_paths
+from agent.judging.llm_feature import answer_models
 from scope_core.targets import load_model_and_tokenizer
 from serving.batch_engine import BatchEngine, GenRequest
 from serving.launch import batched_command, describe_exit, free_port, start_server, wait_ready

@@ -157,8 +157,8 @@ def test_the_server_answers_echo_requests_in_openai_format(engine, server):
 
 
 def test_channel_labels_through_the_judge_client_pick_the_most_likely_class(engine, server, tmp_path):
-    from agent.channel import channel_context, channel_label_many
-    from agent.judge import JudgeClient, JudgeConfig
+    from agent.judging.channel import channel_context, channel_label_many
+    from agent.judging.judge import JudgeClient, JudgeConfig
 
     judge = JudgeClient(JudgeConfig(base_url=server, model="tiny", engine="batched", concurrency=3, cache_path=str(tmp_path / "c.sqlite")))
     classes = {"travel": "Trips and holidays.", "food": "Cooking and recipes.", None: "Everyday harmless topics."}

@@ -10,7 +10,7 @@ from flaky_server import FlakyServer
 from hostile_corpus import HOSTILE_CORPUS, cleanup, make_context, open_listeners, render, violations
 
 from agent import sandbox as S
-from agent.judge import JudgeClient, JudgeConfig
+from agent.judging.judge import JudgeClient, JudgeConfig
 from agent.loop import ExploreConfig, Explorer
 from agent.runlog import RunLog
 

@@ -16,8 +16,8 @@ from typing import Any
 from scope_core.api import AutoscopeError
 from serving.launch import BATCHED_CONCURRENCY, EmbeddedServer, ServerGone, describe_exit
 
+from ..prompts import messages
 from .judge import JudgeClient, JudgeUnavailable, Supervisor, response_format
-from .prompts import messages
 
 PROBE_SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["harmful", "harmless"]}}, "required": ["label"]}
 

@@ -15,10 +15,10 @@ from features.base import Feature
 from features.method import normalise_method
 from features.task import normalise_task, task_problem
 
+from ..hypotheses import BatchLabels, LabelAnswer, LabelOutcome
+from ..prompts import messages
 from .channel import channel_label_many
-from .hypotheses import BatchLabels, LabelAnswer, LabelOutcome
 from .judge import JudgeClient
-from .prompts import messages
 
 
 def normalise_label(raw: str | None, labels: Sequence[str] | None) -> str | None:
@@ -127,7 +127,7 @@ def llm_feature(judge: JudgeClient, name: str, question: str, labels: Sequence[s
                 normaliser: str | None = None, progress: bool = False, batch: int = 1,
                 classes: dict[str | None, str] | None = None) -> Feature:
     """A feature labelled by the judge: asked `question`, or with `classes` scored by the
-    channel labeller (`agent.channel`; class None = does not apply)."""
+    channel labeller (`agent.judging.channel`; class None = does not apply)."""
     failures: dict[str, str] = {}
 
     def fn(texts: list[str]) -> list[str | None]:

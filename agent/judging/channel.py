@@ -20,9 +20,9 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .hypotheses import LabelOutcome
+from ..hypotheses import LabelOutcome
+from ..prompts import render
 from .judge import JudgeClient, JudgeFailure, JudgeUnavailable
-from .prompts import render
 
 
 def channel_context(description: str, paraphrased: bool = False) -> str:
