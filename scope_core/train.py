@@ -109,8 +109,8 @@ class TrainConfig(BaseModel):
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="after warm-up: a constant rate, or a cosine decay to a tenth of it over the budget (the share "
-        "of `max_steps` or of the time budget spent, whichever is larger)")
+        "cosine", description="after warm-up: a cosine decay to a tenth of the rate over the budget (the share of `max_steps` or "
+        "of the time budget spent, whichever is larger; NOTES §44), or a constant rate (runs saved before the option)")
     warmup_steps: int = 50
     eval_every: int = 60
     eval_size: int = 192
@@ -129,6 +129,7 @@ class TrainConfig(BaseModel):
         raw.setdefault("neighbour_mix", 0.0)
         raw.setdefault("upper_blocks", 0)  # the whole frozen backbone, as every run before the shallow generator
         raw.setdefault("recipe", 1)  # saved before the recipe marker: site-ε noise, three control layers
+        raw.setdefault("lr_schedule", "constant")  # saved before the schedule existed
         return cls.model_validate(raw)
 
     @property
@@ -197,7 +198,7 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
 DEFAULT_UPPER_BLOCKS = 4
 # options whose defaults changed between recipes: a run resumed with all of them at their
 # defaults resumes with the values it was trained with
-RECIPE_FIELDS = ("recipe", "upper_blocks", "control_layers", "n_heads", "noise_distance", "neighbour_mix")
+RECIPE_FIELDS = ("recipe", "upper_blocks", "control_layers", "n_heads", "noise_distance", "neighbour_mix", "lr_schedule")
 
 
 def upper_blocks_for(cfg: TrainConfig, target: Target) -> int | None:

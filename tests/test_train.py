@@ -211,3 +211,15 @@ def test_a_cosine_run_ends_its_step_budget_near_the_floor_rate(tiny_llama_path, 
     group = torch.load(tmp_path / "runs/t/inverter/state.pt", weights_only=False)["opt"]["param_groups"][0]
     # the rate set for the step after the last: the share spent before it was 11/12
     assert group["lr"] == pytest.approx(3e-3 * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * 11 / 12))), rel=1e-6)
+
+
+def test_runs_saved_before_the_schedule_resume_at_a_constant_rate(tiny_llama_path, tmp_path):
+    train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=3, lr_schedule="constant"), progress=False)
+    path = tmp_path / "runs/t/train_config.json"
+    raw = json.loads(path.read_text())
+    del raw["lr_schedule"]  # as a run saved before the option existed
+    path.write_text(json.dumps(raw))
+    assert TrainConfig.load(path).lr_schedule == "constant" and TrainConfig().lr_schedule == "cosine"
+    # rerun with today's defaults, the run keeps its own schedule instead of being refused
+    res = train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=3), progress=False)
+    assert res.steps == 3 and TrainConfig.load(path).lr_schedule == "constant"
