@@ -109,8 +109,8 @@ class TrainConfig(BaseModel):
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = Field(
-        "cosine", description="after warm-up: a cosine decay to a tenth of the rate over the budget (the share of `max_steps` or "
-        "of the time budget spent, whichever is larger; NOTES §44), or a constant rate (runs saved before the option)")
+        "cosine", description="after warm-up: a cosine decay to a tenth of the rate over the budget (the share of `max_steps` spent "
+        "when there is a step budget, else of the time budget; NOTES §44), or a constant rate (runs saved before the option)")
     warmup_steps: int = 50
     eval_every: int = 60
     eval_size: int = 192
@@ -1027,8 +1027,8 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
     t_start = time.perf_counter() - st["elapsed"]
     while budget_left > 0 and not st["stopped"]:
         inv.train()
-        fit.budget_spent["share"] = max(st["elapsed"] / train_s if train_s > 0 else 1.0,
-                                        st["step"] / cfg.max_steps if cfg.max_steps else 0.0)
+        # a step budget sets the schedule alone, so a run with one is reproducible whatever the clock
+        fit.budget_spent["share"] = st["step"] / cfg.max_steps if cfg.max_steps else st["elapsed"] / train_s if train_s > 0 else 1.0
         batch = draw_batch(cfg, cond, fit.rng, train_rows, site_names)
         last_loss, ntok = optimiser_step(cfg, inv, fit, parts, batch, train_rows, trunk_all)
         st["step"] += 1

@@ -223,3 +223,30 @@ def test_runs_saved_before_the_schedule_resume_at_a_constant_rate(tiny_llama_pat
     # rerun with today's defaults, the run keeps its own schedule instead of being refused
     res = train(_cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=3), progress=False)
     assert res.steps == 3 and TrainConfig.load(path).lr_schedule == "constant"
+
+
+def test_a_killed_cosine_run_resumes_on_the_same_schedule(tiny_llama_path, tmp_path, monkeypatch):
+    import scope_core.train as train_mod
+
+    kw = dict(minutes=5.0, max_steps=8, eval_every=2, patience=100, warmup_steps=2)
+    train(_cfg(tiny_llama_path, tmp_path, run="straight", **kw), progress=False)
+    real_checkpoint = train_mod.checkpoint
+
+    def killed_after_step_4(inv, fit, inv_dir):
+        real_checkpoint(inv, fit, inv_dir)
+        if fit.st["step"] >= 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "checkpoint", killed_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), progress=False)
+    monkeypatch.setattr(train_mod, "checkpoint", real_checkpoint)
+    res = train(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), progress=False)
+
+    def losses(run):
+        lines = (tmp_path / "runs" / run / "inverter/log.jsonl").read_text().splitlines()
+        return [(r["step"], r["train_loss"], r["heldout_loss"]) for r in map(json.loads, lines) if r.get("phase") == "control"]
+
+    assert res.steps == 8 and [s for s, _, _ in losses("killed")] == [2, 4, 6, 8]
+    for (_, ta, ha), (_, tb, hb) in zip(losses("straight"), losses("killed")):
+        assert ta == pytest.approx(tb, abs=1e-4) and ha == pytest.approx(hb, abs=1e-4)
