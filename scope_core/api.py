@@ -24,7 +24,7 @@ from .data import PriorConfig, RunData, build_examples
 from .eps import EpsChoice, choose_eps
 from .priors.icl import DIRECTIONS, input_of, task_label, task_of
 from .priors.ioi import object_of, subject_of
-from .priors.refusal import REASON_CATEGORIES, generate_refusal
+from .priors.refusal import REASON_CATEGORIES, draw_refusal, generate_refusal
 from .sites import Site, parse_site, parse_sites
 
 # -- the figures an FCR is reported with (no torch: the agent's run log keeps them) -----
@@ -63,6 +63,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
     **dict.fromkeys(["FCRResult", "fcr", "generator_weights", "sampled_fcr", "kappa_bootstrap"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
+    **dict.fromkeys(["NearCopyIndex"], "copies"),
     # -- the activation cache and neighbour search at scale (bench/neighbour_scale_bench.py) --
     **dict.fromkeys(["ActivationCache"], "cache"),
     **dict.fromkeys(["BallLists", "neighbour_balls"], "neighbours"),
@@ -78,7 +79,7 @@ __all__ = [
     "AutoscopeError",
     "PriorConfig", "RunData", "build_examples", "EpsChoice", "choose_eps", "Site", "parse_site", "parse_sites",
     "DIRECTIONS", "input_of", "task_label", "task_of", "object_of", "subject_of", "REASON_CATEGORIES", "generate_refusal",
-    "FCRFigures",
+    "draw_refusal", "FCRFigures",
     *_LAZY,
 ]
 

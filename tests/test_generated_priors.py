@@ -26,6 +26,7 @@ from scope_core.priors.ioi import (
 from scope_core.priors.refusal import (
     METHODS,
     REASON_CATEGORIES,
+    draw_refusal,
     generate_refusal,
     max_distinct_refusal,
 )
@@ -91,6 +92,30 @@ def test_refusal_harmful_fraction(fraction):
     ex = generate_refusal(2000, seed=3, harmful_fraction=fraction)
     share = sum(e.labels["harmfulness"] == "harmful" for e in ex) / len(ex)
     assert abs(share - fraction) <= 0.03
+
+
+def test_refusal_draws_are_the_grammar_with_repeats(refusal_40k):
+    """`draw_refusal` is the distribution `generate_refusal` de-duplicates: seeded, repeats
+    kept (some frames have few fillers), the same surface and labels, and its fresh draws
+    land on prompts of a de-duplicated prior of the same grammar (the copy rate a faithful
+    sampler would show, bench/prior_copy_rate.py)."""
+    draws = draw_refusal(6000, seed=1, harmful_fraction=0.4)
+    assert [e.text for e in draws] == [e.text for e in draw_refusal(6000, seed=1, harmful_fraction=0.4)]
+    assert [e.text for e in draws] != [e.text for e in draw_refusal(6000, seed=2, harmful_fraction=0.4)]
+    texts = [e.text for e in draws]
+    assert len(set(texts)) < len(texts)
+    _check_surface(texts)
+    share = sum(e.labels["harmfulness"] == "harmful" for e in draws) / len(draws)
+    assert abs(share - 0.4) <= 0.03
+    for e in draws:
+        assert e.labels["method"] in METHODS
+        assert (e.labels["reason"] is None) == (e.labels["harmfulness"] == "harmless")
+    prior = {e.text for e in refusal_40k}
+    assert 0.05 < sum(t in prior for t in texts) / len(texts) < 0.95
+    with pytest.raises(ValueError):
+        draw_refusal(-1)
+    with pytest.raises(ValueError):
+        draw_refusal(10, harmful_fraction=-0.1)
 
 
 def test_refusal_labels(refusal_40k):

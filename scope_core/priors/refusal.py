@@ -308,6 +308,29 @@ def _draw(rng: random.Random, k: int, harmful: bool, seen: set[str]) -> list[Exa
     return out
 
 
+def draw_refusal(n: int, seed: int = 0, harmful_fraction: float = 0.4) -> list[Example]:
+    """n independent draws of the grammar, repeats kept: the distribution the prior's prompts
+    come from, before `generate_refusal` de-duplicates them.
+
+    Why it exists: a faithful generator samples this distribution, and some frames have few
+    fillers, so fresh draws land on prompts already in the prior. How often they do is the
+    copy rate a perfect inverter would show (`bench/prior_copy_rate.py`), the reference the
+    generator's own copy rate is read against.
+    """
+    if n < 0:
+        raise ValueError("n must be non-negative")
+    if not 0.0 <= harmful_fraction <= 1.0:
+        raise ValueError("harmful_fraction must lie in [0, 1]")
+    rng = random.Random(f"refusal-draws:{seed}")
+    out: list[Example] = []
+    for _ in range(n):
+        harmful = rng.random() < harmful_fraction
+        plan = rng.choice(_HARMFUL_PLANS if harmful else (_HARMLESS_PLAN,))
+        text, frame = _sample_one(rng, plan)
+        out.append(Example(text=text, labels=_labels(plan, frame)))
+    return out
+
+
 def generate_refusal(n: int, seed: int = 0, harmful_fraction: float = 0.4) -> list[Example]:
     """n distinct harmful and harmless instructions, shuffled together.
 
