@@ -61,7 +61,7 @@ def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
 
 
 TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "conditional p0 / κ [95% CI]", "empirical FCR",
-                 "empirical κ [95% CI]", "accepted/100", "novel/100", "copies")
+                 "empirical κ [95% CI]", "FCR − empirical [95% CI]", "accepted/100", "novel/100", "copies")
 # "copies": exact training prompts / within one word edit of one / within one word edit of the query
 
 
@@ -86,6 +86,7 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
             "exact_copy_rate": r.sampler["exact_copy_rate"],
             "near_copy_rate": r.sampler.get("near_copy_rate"), "query_copy_rate": r.sampler.get("query_copy_rate"),
             "generator_minus_empirical": r.gap,
+            "generator_minus_empirical_ci_low": r.gap_ci[0], "generator_minus_empirical_ci_high": r.gap_ci[1],
             "labeller_accuracy_on_samples": r.labeller_audit.accuracy if r.labeller_audit else None,
             "labeller_accuracy_ci_low": r.labeller_audit.ci_low if r.labeller_audit else None,
             "labeller_accuracy_ci_high": r.labeller_audit.ci_high if r.labeller_audit else None,
@@ -114,6 +115,11 @@ def _cell(row: dict, col: str) -> str:
         return f"{row['conditional_p0']:.3f} / " + kappa_text(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"])
     if col == "empirical κ [95% CI]":
         return kappa_text(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"])
+    if col == "FCR − empirical [95% CI]":
+        gap, lo, hi = row["generator_minus_empirical"], row["generator_minus_empirical_ci_low"], row["generator_minus_empirical_ci_high"]
+        if gap is None:
+            return "—"
+        return f"{gap:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
     if col == "empirical FCR":
         return _num(row["empirical_fcr"])
     if col == "p0":

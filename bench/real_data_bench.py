@@ -95,7 +95,7 @@ def fcr_row(scope: Scope, harm, run: SampleRun, site) -> dict:
     rep = scope.score(harm, "harmfulness", run, site)
     g, e = rep.generator, rep.empirical
     return {"generator": g.fcr, "generator_ci": [g.ci_low, g.ci_high], "n_queries_scored": g.n_queries,
-            "empirical": e.fcr if e else None, "gap": rep.gap,
+            "empirical": e.fcr if e else None, "gap": rep.gap, "gap_ci": list(rep.gap_ci),
             "labeller_audit": rep.labeller_audit.model_dump() if rep.labeller_audit else None,
             "gap_within_label_noise": rep.labeller_audit.explains(rep.gap) if rep.labeller_audit else None}
 

@@ -56,6 +56,7 @@ class FCRResult(FCRFigures):
     n_no_weight: int  # skipped: no sample had weight
     mean_weight: float | None = None  # mean Σw per counted query (accepted samples for the hard kernel)
     per_query: list[float] = []
+    counted: list[int] = []  # positions, in the query list, of the queries per_query holds (pairs two rows' queries)
 
     def line(self) -> str:
         if self.fcr is None:
@@ -182,10 +183,10 @@ def fcr(
     seed: int = 0,
 ) -> FCRResult:
     """FCR with CI, p0 and κ from labels and kernel weights (one list per query)."""
-    rates, p0s, wsum, counted = [], [], [], []
+    rates, p0s, wsum, counted, positions = [], [], [], [], []
     undefined = no_weight = 0
     chance = chance_levels(query_labels, prior_labels)
-    for ql, sl, w, p in zip(query_labels, sample_labels, weights, chance):
+    for pos, (ql, sl, w, p) in enumerate(zip(query_labels, sample_labels, weights, chance)):
         if ql is None:
             undefined += 1
             continue
@@ -197,6 +198,7 @@ def fcr(
         match = np.array([s is not None and s == ql for s in sl], dtype=float)
         rates.append(float((w_arr * match).sum() / tot))
         counted.append(ql)
+        positions.append(pos)
         p0s.append(p)
         wsum.append(tot)
     if not rates:
@@ -214,7 +216,33 @@ def fcr(
         k_lo, k_hi = min(k_lo, (lo - p0) / (1 - p0)), max(k_hi, (hi - p0) / (1 - p0))
     return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=p0, kappa=kappa, degenerate=degenerate,
                      n_queries=len(rates), n_undefined=undefined, n_no_weight=no_weight,
-                     mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], kappa_ci_low=k_lo, kappa_ci_high=k_hi)
+                     mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], counted=positions,
+                     kappa_ci_low=k_lo, kappa_ci_high=k_hi)
+
+
+def gap_ci(gen: FCRResult, emp: FCRResult, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Expanded percentile CI of generator FCR minus the empirical reference over the same queries.
+
+    Why paired: both rows score the same queries, and a query whose ball is consistent tends
+    to have consistent samples too, so the two FCRs move together from query to query; two
+    separate CIs would call a gap unresolved that the pairing resolves. Each resample draws
+    query positions from those either row counted and takes each row's mean over the drawn
+    positions it counted — the reported gap's own statistic, paired wherever both counted.
+    None when either row counted no query (or rows of runs scored before `counted` existed)."""
+    if gen.fcr is None or emp.fcr is None or not gen.counted or not emp.counted:
+        return None, None
+    union = np.array(sorted(set(gen.counted) | set(emp.counted)))
+    g_rate, e_rate = np.full(union.max() + 1, np.nan), np.full(union.max() + 1, np.nan)
+    g_rate[gen.counted], e_rate[emp.counted] = gen.per_query, emp.per_query
+    rng = np.random.default_rng(seed + 2)
+    drawn = union[rng.integers(0, len(union), (n_boot, len(union)))]  # [B, U]
+    with np.errstate(invalid="ignore"):  # a resample that drew none of one row's queries has no gap
+        gaps = np.nanmean(g_rate[drawn], 1) - np.nanmean(e_rate[drawn], 1)
+    gaps = gaps[np.isfinite(gaps)]
+    if len(gaps) == 0:
+        return None, None
+    lo, hi = expanded_tails(len(union), level)
+    return float(np.quantile(gaps, lo)), float(np.quantile(gaps, hi))
 
 
 def neighbour_lists(

@@ -21,7 +21,7 @@ from .distances import Kernel
 from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
 from .extract import extract
-from .fcr import FCRResult, empirical_fcr, fcr, generator_weights
+from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights
 from .generator import Inverter
 from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
 from .sites import Site, parse_site
@@ -50,6 +50,8 @@ class FCRReport(BaseModel):
     n_conditional: int = 0
     # the labeller's accuracy on this run's accepted samples, where the prior's grammar knows their labels
     labeller_audit: LabellerAudit | None = None
+    # 95% CI of `gap`, paired over the queries both rows scored (fcr.gap_ci)
+    gap_ci: tuple[float | None, float | None] = (None, None)
 
     @property
     def gap(self) -> float | None:
@@ -265,7 +267,7 @@ class Scope:
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
-                         n_conditional=len(cond))
+                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp) if emp is not None else (None, None))
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
                   seed: int = 0) -> FCRResult:

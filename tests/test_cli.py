@@ -116,10 +116,14 @@ def test_fcr_table_is_readable_in_a_log_and_written_for_scripts(run_dir, tmp_pat
     res = _run(["fcr", "--feature", "first_word,length_bucket", "--sites", "L2", "--queries", "4", "--n", "2",
                 "--json", str(out_json), "--csv", str(out_csv)], run_dir)
     assert res.exit_code == 0, res.output
-    assert "length_bucket" in res.output and "empirical κ [95% CI]" in res.output
+    assert "length_bucket" in res.output and "empirical κ [95% CI]" in res.output and "FCR − empirical [95% CI]" in res.output
     assert "…" not in res.output
     rows = json.loads(out_json.read_text())
     assert [r["feature"] for r in rows] == ["first_word", "length_bucket"]
     assert {"kappa", "kappa_ci_low", "kappa_ci_high", "empirical_kappa", "p0"} <= set(rows[0])
+    for r in rows:  # the gap carries its paired CI wherever both rows scored queries
+        if r["generator_minus_empirical"] is not None and r["generator_minus_empirical_ci_low"] is not None:
+            assert r["generator_minus_empirical_ci_low"] <= r["generator_minus_empirical"] + 1e-9
+            assert r["generator_minus_empirical"] <= r["generator_minus_empirical_ci_high"] + 1e-9
     with out_csv.open() as f:
         assert [r["feature"] for r in csv.DictReader(f)] == ["first_word", "length_bucket"]
