@@ -83,6 +83,10 @@ class SampleRun(BaseModel):
     kernel: str
     temperature: float
     guidance: float = 1.0
+    # what each sample was conditioned on: "query" (ẑ itself) or "ball" (an activation drawn
+    # from ẑ's ε-ball in the prior, ẑ included; `Scope.ball_anchors`), and that ball's ε
+    anchors: Literal["query", "ball"] = "query"
+    anchor_eps: float | None = None
     queries: list[QueryResult]
     timing: dict[str, float]
 
@@ -226,19 +230,31 @@ def sample_and_verify(
     verify_mode: VerifyMode = "auto",
     continuous: bool = True,
     guidance: float = 1.0,
+    anchors: torch.Tensor | None = None,
+    anchor_eps: float | None = None,
 ) -> SampleRun:
     """The full sampler: generate, verify, weight. Timing per phase goes into the result.
 
     `verify_mode` "auto" reads the site from the decoder's own cache where that is exact
     (`fused_verify`), "full" re-runs the target on every sample, as every mode does with the
-    speed-ups off (`AUTOSCOPE_SPEEDUPS=0`)."""
+    speed-ups off (`AUTOSCOPE_SPEEDUPS=0`). `anchors` [Q, n, d]: sample k of query q is
+    conditioned on anchors[q, k] instead of ẑ_q (and still verified against ẑ_q) — the
+    ball-anchored sampler of `Scope.sample(anchors="ball")`, drawn from ball `anchor_eps`."""
     t0 = time.perf_counter()
     assert inv is not None
     fast = verify_mode == "auto" and speedups_on()
     fused = FusedVerifier(target, site) if fast and fused_ineligible(inv, target, site, conditional) is None else None
-    gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
-                   temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused, continuous=continuous,
-                   guidance=guidance)
+    if anchors is not None and conditional:
+        if anchors.shape[:2] != (len(queries), n):
+            raise ValueError(f"anchors must be [queries={len(queries)}, n={n}, d], got {tuple(anchors.shape)}")
+        # one row per sample, in the order q·n + k that the fused verifier and the regrouping below read
+        rows = generate(inv, site.name, anchors.reshape(len(queries) * n, -1), len(queries) * n, 1, temperature, max_new_tokens,
+                        batch_size, seed, progress, sampling_noise, fused=fused, continuous=continuous, guidance=guidance)
+        gen = [[rows[q * n + k][0] for k in range(n)] for q in range(len(queries))]
+    else:
+        gen = generate(inv, site.name if conditional else None, zq if conditional else None, len(queries), n,
+                       temperature, max_new_tokens, batch_size, seed, progress, sampling_noise, fused=fused, continuous=continuous,
+                       guidance=guidance)
     t1 = time.perf_counter()
     known: dict[tuple[int, int], torch.Tensor] = {}
     if fused is not None:
@@ -249,7 +265,9 @@ def sample_and_verify(
     res = assemble(queries, indices, gen, dists, eps.eps, kernel, train_texts)
     flat = [t for ss in gen for t in ss if t.strip()]
     n_tok = sum(len(ids) for ids in target.suffix_ids(flat)) if flat else 0
+    ball = anchors is not None and conditional
     return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel=kernel, temperature=temperature, guidance=guidance, queries=res,
+                     anchors="ball" if ball else "query", anchor_eps=anchor_eps if ball else None,
                      timing={"generate_s": t1 - t0, "verify_s": t2 - t1, "samples": float(len(queries) * n), "verify_tokens": float(n_tok),
                              "fused_verified": float(len(known))})
 
@@ -273,7 +291,8 @@ def summarise(run: SampleRun) -> dict[str, float]:
 
 def with_eps(run: SampleRun, eps: EpsChoice) -> SampleRun:
     """The same samples judged at another ε: ε decides acceptance and weight only, so a run
-    drawn once serves every ε (the generator never sees ε when sampling)."""
+    drawn once serves every ε (the generator never sees ε when sampling). A ball-anchored run
+    keeps the ball its anchors came from (`anchor_eps`), whatever ε judges it."""
     queries = []
     for q in run.queries:
         w = _weights([s.distance for s in q.samples], eps.eps, run.kernel)  # type: ignore[arg-type]

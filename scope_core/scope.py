@@ -9,7 +9,9 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
@@ -21,7 +23,7 @@ from .distances import Kernel
 from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
 from .extract import extract
-from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights
+from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights, neighbour_lists
 from .generator import Inverter
 from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
 from .sites import Site, parse_site
@@ -206,10 +208,15 @@ class Scope:
         verify_mode: VerifyMode = "auto",
         continuous: bool = True,
         guidance: float = 1.0,
+        anchors: Literal["query", "ball"] = "query",
     ) -> SampleRun:
         """Verified samples for each query (prior prompts by index, or free texts);
         `continuous` False decodes in fixed batches (for comparison); `guidance` ≠ 1
-        sharpens the query's likelihood against the unconditioned backbone (`decoding.guided`)."""
+        sharpens the query's likelihood against the unconditioned backbone (`decoding.guided`).
+
+        `anchors` "ball" conditions each sample on an activation drawn from ẑ's ε-ball
+        instead of ẑ itself (`ball_anchors`): samples then spread over the ball as P(x | z ∈ B)
+        does, where the query's own condition gives the generator's own, narrower width."""
         if (texts is None) == (indices is None):
             raise ValueError("give texts or indices")
         if indices is not None:
@@ -219,12 +226,37 @@ class Scope:
         eps = eps or self.eps(site)
         mean = self.mean(site)
         inv = self.inverter if conditional else self.unconditional_generator
+        idx = list(indices) if indices is not None else [None] * len(texts)
+        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed) if anchors == "ball" and conditional else None
         return sample_and_verify(
-            inv, self.target, site, zq, list(texts), list(indices) if indices is not None else [None] * len(texts),
+            inv, self.target, site, zq, list(texts), idx,
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
             max_new_tokens=self.sample_token_cap, continuous=continuous, guidance=guidance,
+            anchors=anchor_z, anchor_eps=eps.eps if anchor_z is not None else None,
         )
+
+    def ball_anchors(self, site: Site, zq: torch.Tensor, indices: Sequence[int | None], eps: EpsChoice, n: int, seed: int = 0) -> torch.Tensor:
+        """Conditions [Q, n, d] for ball-anchored sampling: for each query, n draws (with
+        replacement) from ẑ itself and the activations of the prior's prompts within ε of it
+        (the query's own prompt left out, as the empirical reference leaves it out).
+
+        Why: the FCR at ε asks for samples of P(x | z(x) ∈ B(ẑ, ε)) = ∫ P(x | z(x) = a) P(a | a ∈ B) da.
+        A generator conditioned on ẑ alone samples at its own width, which does not follow ε
+        (on real prompts its FCR stays flat from ε 0.05 to 0.15 while the ball's falls,
+        BENCHMARKS §17); the prior's prompts in the ball are draws of P(a | a ∈ B), so
+        conditioning each sample on one of them gives the mixture. Where the ball holds no
+        prior prompt (small ε) every anchor is ẑ, and the sampler is the plain one."""
+        acts = self.acts(site)
+        lists = neighbour_lists(zq, acts, eps.eps, eps.metric, "hard", self.mean(site), exclude=list(indices))  # type: ignore[arg-type]
+        rng = np.random.default_rng(seed + 7)
+        out = zq[:, None, :].repeat(1, n, 1).clone()
+        for q, (members, _) in enumerate(lists):
+            pick = rng.integers(-1, len(members), n)  # -1: ẑ itself
+            chosen = pick >= 0
+            if chosen.any():
+                out[q, torch.from_numpy(np.nonzero(chosen)[0])] = acts[torch.from_numpy(members[pick[chosen]])].to(out.dtype)
+        return out
 
     # -- FCR --------------------------------------------------------------------
     def score(self, feature: LabelFn, feature_name: str, run: SampleRun, site: Site, empirical: bool = True, feature_info: dict | None = None,

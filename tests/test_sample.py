@@ -113,3 +113,45 @@ def test_draw_follows_the_row_probabilities_and_never_picks_an_impossible_token(
     assert set(first.tolist()) <= {1, 2} and set(second.tolist()) <= {0, 3}
     assert abs((first == 2).float().mean().item() - 0.8) < 0.01
     assert abs((second == 3).float().mean().item() - 0.5) < 0.01
+
+
+def test_ball_anchors_are_the_query_and_its_prior_neighbours(scope):
+    """At an ε no prior prompt reaches every anchor is ẑ; at ε 2 (every prompt) anchors are prior
+    activations or ẑ, never the query's own prompt standing in for ẑ's place in the pool, seeded."""
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=3)
+    acts = scope.acts(site)
+    zq = acts[torch.tensor(idx)]
+    none = scope.ball_anchors(site, zq, idx, scope.eps(site, eps=1e-9), n=6)
+    assert none.shape == (3, 6, zq.shape[1]) and torch.equal(none, zq[:, None].expand(-1, 6, -1))
+    wide = scope.ball_anchors(site, zq, idx, scope.eps(site, eps=2.0), n=64, seed=3)
+    assert torch.equal(wide, scope.ball_anchors(site, zq, idx, scope.eps(site, eps=2.0), n=64, seed=3))
+    for q, i in enumerate(idx):
+        others = torch.cat([acts[:i], acts[i + 1:]])
+        picked_prior = 0
+        for a in wide[q]:
+            is_query = torch.equal(a, zq[q])
+            in_pool = bool((others == a).all(-1).any())
+            assert is_query or in_pool
+            picked_prior += in_pool and not is_query
+        assert picked_prior > 48  # ẑ is one of ~260 candidates
+
+
+def test_ball_anchored_samples_are_verified_against_the_query_not_the_anchor(scope):
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=2)
+    eps = scope.eps(site, eps=2.0)
+    run = scope.sample(site, indices=idx, n=4, eps=eps, anchors="ball", seed=1)
+    assert run.anchors == "ball" and run.anchor_eps == 2.0 and [len(q.samples) for q in run.queries] == [4, 4]
+    zq = scope.acts(site)[torch.tensor(idx)]
+    for q, z in zip(run.queries, zq):
+        texts = [s.text for s in q.samples if s.text.strip()]
+        if texts:
+            d = 1 - torch.nn.functional.cosine_similarity(extract(scope.target, texts, [site])[site], z[None], dim=-1)
+            assert [s.distance for s in q.samples if s.text.strip()] == pytest.approx(d.tolist(), abs=1e-5)
+    plain = scope.sample(site, indices=idx, n=4, eps=eps, seed=1)
+    assert plain.anchors == "query" and plain.anchor_eps is None
+    # at an ε no prior prompt reaches, ball anchoring is the plain sampler, sample for sample
+    tight = scope.eps(site, eps=1e-9)
+    assert ([s.text for q in scope.sample(site, indices=idx, n=4, eps=tight, anchors="ball", seed=1).queries for s in q.samples]
+            == [s.text for q in scope.sample(site, indices=idx, n=4, eps=tight, seed=1).queries for s in q.samples])
