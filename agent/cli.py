@@ -46,6 +46,17 @@ def friendly(fn):
     return wrapper
 
 
+ANCHORS = ("auto", "query", "ball")
+ANCHORS_HELP = ("what each sample is conditioned on: query (ẑ itself), ball (an activation drawn from ẑ's ε-ball in the prior, so "
+                "samples spread over the ball as P(x | z ∈ B) does) or auto (ball where the generator was trained on noise alone)")
+
+
+def _anchors(value: str) -> str:
+    if value not in ANCHORS:
+        raise AutoscopeError(f"--anchors {value!r} is not one of {', '.join(ANCHORS)}")
+    return value
+
+
 @contextlib.contextmanager
 def _bad_options(command: str) -> Iterator[None]:
     """A config the options do not validate (pydantic, bad integers) as one line naming the command's --help."""
@@ -155,6 +166,7 @@ def sample(
     kernel: str = typer.Option("hard", help="hard or gaussian"),
     eps: float | None = typer.Option(None, help="absolute ε"),
     eps_quantile: float | None = typer.Option(None, help="ε as a quantile of the site's pairwise distances"),
+    anchors: str = typer.Option("query", help=ANCHORS_HELP),
     seed: int = 0,
     verify: str = typer.Option("auto", help="auto: finish the target's forward from the decoder's cache where that is exact; "
                                "full: re-run the target on every sample"),
@@ -167,7 +179,7 @@ def sample(
 
     cfg = SampleJobConfig(site=site, prompts=prompt or [], run=run, runs_dir=runs_dir, queries=queries, only=only, n=n, temperature=temperature,
                           guidance=guidance, metric=metric, kernel=kernel, eps=eps, eps_quantile=eps_quantile, seed=seed, verify=verify,
-                          device=device, dtype=dtype)
+                          device=device, dtype=dtype, anchors=_anchors(anchors))
     run_sample(cfg, console)
 
 
@@ -192,6 +204,7 @@ def fcr(
     metric: str | None = None,
     eps: float | None = typer.Option(None, help="absolute ε at every site"),
     eps_quantile: float | None = typer.Option(None, help="ε per site as a pairwise-distance quantile"),
+    anchors: str = typer.Option("auto", help=ANCHORS_HELP),
     empirical: bool = typer.Option(True, help="also compute the generator-free empirical-neighbour FCR"),
     judge_url: str | None = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
     judge_model: str | None = None,
@@ -217,7 +230,7 @@ def fcr(
     cfg = FCRJobConfig(features=feature, sites=sites, run=run, runs_dir=runs_dir, task=task, target=target, minutes=minutes, backbone=backbone,
                        prior_n=prior_n, labeller=labeller, pool=pool, only=only, queries=queries, n=n, kernel=kernel, metric=metric, eps=eps,
                        eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed,
-                       device=device, dtype=dtype)
+                       device=device, dtype=dtype, anchors=_anchors(anchors))
     run_fcr(cfg, console, err)
 
 
@@ -244,6 +257,7 @@ def explore(
                                   "confirmation still runs (0: no limit)"),
     eps: float | None = None,
     eps_quantile: float | None = None,
+    anchors: str = typer.Option("auto", help=ANCHORS_HELP),
     judge_url: str | None = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
     judge_model: str | None = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
     judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
@@ -270,7 +284,7 @@ def explore(
                         run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
-                        stop_when_done=not until_budget, minutes=minutes or None)
+                        stop_when_done=not until_budget, minutes=minutes or None, anchors=_anchors(anchors))  # type: ignore[arg-type]
     res = run_explore(cfg, console=err)
     present_result(res, site, console)
     if res.failure:

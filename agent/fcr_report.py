@@ -11,6 +11,7 @@ import contextlib
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, field_validator
 from rich.console import Console
@@ -74,7 +75,7 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
         g, e = r.generator, r.empirical
         rows.append({
             "feature": r.feature, "site": r.site, "eps": r.eps.eps, "metric": r.eps.metric, "eps_quantile": r.eps.quantile,
-            "kernel": r.kernel, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
+            "kernel": r.kernel, "anchors": r.anchors, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
             "kappa": g.kappa, "kappa_ci_low": g.kappa_ci_low, "kappa_ci_high": g.kappa_ci_high, "degenerate": g.degenerate,
             "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight,
             "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa,
@@ -103,7 +104,7 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
 def _cell(row: dict, col: str) -> str:
     if col == "ε":
         q = row["eps_quantile"]
-        return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + ")"
+        return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + (", ball-anchored" if row.get("anchors") == "ball" else "") + ")"
     if col == "FCR [95% CI]":
         return (f"{row['fcr']:.3f} [{row['fcr_ci_low']:.3f}, {row['fcr_ci_high']:.3f}]" if row["fcr"] is not None
                 else f"— ({row['n_no_accepted']} queries without accepted samples)")
@@ -206,6 +207,7 @@ class FCRJobConfig(BaseModel):
     metric: str | None = None
     eps: float | None = None
     eps_quantile: float | None = None
+    anchors: Literal["auto", "query", "ball"] = "auto"  # what samples are conditioned on (Scope.anchors_for)
     empirical: bool = True
     judge: JudgeConfig | None = None  # with the llm labeller (default: from the environment)
     json_out: str | None = None
@@ -268,7 +270,8 @@ def sample_site(cfg: FCRJobConfig, scope: Scope, site: Site, idx: list[int]) -> 
     """Verified samples for every query at one site, at the site's ε, saved with the run. Every
     feature is scored on these same samples."""
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
-    res = scope.sample(site, indices=idx, n=cfg.n, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True)  # type: ignore[arg-type]
+    res = scope.sample(site, indices=idx, n=cfg.n, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True,  # type: ignore[arg-type]
+                       anchors=cfg.anchors)
     scope.save_json(f"sample_{site.name}.json", res)
     return res
 

@@ -84,6 +84,9 @@ class ExploreConfig(BaseModel):
     eps: float | None = None
     eps_quantile: float | None = None
     kernel: str = "hard"
+    anchors: Literal["auto", "query", "ball"] = Field(
+        "auto", description="what samples are conditioned on: the query's activation, draws from its ε-ball, or auto "
+        "(the ball where the generator was trained on noise alone; Scope.anchors_for)")
     patience: int = 3
     top_k_other_sites: int = 3
     prior_for_p0: int = 400
@@ -199,7 +202,7 @@ class Explorer:
             idx = heldout_queries(self.scope, self.cfg.only, self.cfg.queries)
             eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
             run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel,  # type: ignore[arg-type]
-                                    eps=eps, seed=self.cfg.seed, progress=True)
+                                    eps=eps, seed=self.cfg.seed, progress=True, anchors=self.cfg.anchors)
             self.log.write_json(f"samples_{site_name}.json", run.model_dump())
             self.timing["sampling_s"] += time.perf_counter() - t
         self._sample_runs[site_name] = run

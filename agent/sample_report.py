@@ -7,6 +7,7 @@ sampler's figures, and save the samples under the run's results/."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -28,6 +29,7 @@ class SampleJobConfig(BaseModel):
     n: int = 16
     temperature: float = 1.0
     guidance: float = 1.0  # classifier-free guidance w (scope_core.decoding.guided)
+    anchors: Literal["auto", "query", "ball"] = "query"  # preimages of ẑ itself unless asked (Scope.anchors_for)
     metric: str | None = None
     kernel: str = "hard"
     eps: float | None = None
@@ -65,7 +67,8 @@ def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
     scope = Scope(Path(cfg.runs_dir) / cfg.run, device=cfg.device, dtype=cfg.dtype)
     site = scope.site(cfg.site)
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
-    common = dict(n=cfg.n, temperature=cfg.temperature, guidance=cfg.guidance, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True, verify_mode=cfg.verify)
+    common = dict(n=cfg.n, temperature=cfg.temperature, guidance=cfg.guidance, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True, verify_mode=cfg.verify,
+                  anchors=cfg.anchors)
     if cfg.prompts:
         res = scope.sample(site, texts=cfg.prompts, **common)  # type: ignore[arg-type]
     else:

@@ -54,6 +54,8 @@ class FCRReport(BaseModel):
     labeller_audit: LabellerAudit | None = None
     # 95% CI of `gap`, paired over the queries both rows scored (fcr.gap_ci)
     gap_ci: tuple[float | None, float | None] = (None, None)
+    # what the samples were conditioned on: the query's activation, or draws from its ε-ball
+    anchors: str = "query"
 
     @property
     def gap(self) -> float | None:
@@ -208,7 +210,7 @@ class Scope:
         verify_mode: VerifyMode = "auto",
         continuous: bool = True,
         guidance: float = 1.0,
-        anchors: Literal["query", "ball"] = "query",
+        anchors: Literal["auto", "query", "ball"] = "query",
     ) -> SampleRun:
         """Verified samples for each query (prior prompts by index, or free texts);
         `continuous` False decodes in fixed batches (for comparison); `guidance` ≠ 1
@@ -216,7 +218,8 @@ class Scope:
 
         `anchors` "ball" conditions each sample on an activation drawn from ẑ's ε-ball
         instead of ẑ itself (`ball_anchors`): samples then spread over the ball as P(x | z ∈ B)
-        does, where the query's own condition gives the generator's own, narrower width."""
+        does, where the query's own condition gives the generator's own, narrower width;
+        "auto" picks per site (`anchors_for`)."""
         if (texts is None) == (indices is None):
             raise ValueError("give texts or indices")
         if indices is not None:
@@ -227,7 +230,7 @@ class Scope:
         mean = self.mean(site)
         inv = self.inverter if conditional else self.unconditional_generator
         idx = list(indices) if indices is not None else [None] * len(texts)
-        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed) if anchors == "ball" and conditional else None
+        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed) if self.anchors_for(site, anchors) == "ball" and conditional else None
         return sample_and_verify(
             inv, self.target, site, zq, list(texts), idx,
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
@@ -235,6 +238,25 @@ class Scope:
             max_new_tokens=self.sample_token_cap, continuous=continuous, guidance=guidance,
             anchors=anchor_z, anchor_eps=eps.eps if anchor_z is not None else None,
         )
+
+    def neighbour_mix(self, site: Site) -> float | None:
+        """The share of training examples conditioned on a ball neighbour at `site` (None:
+        unknown, a run saved before the share was recorded)."""
+        summary = self.run_dir / "inverter" / "train_summary.json"
+        if summary.exists():
+            mixes = json.loads(summary.read_text()).get("neighbour_mix_per_site") or {}
+            if site.name in mixes:
+                return float(mixes[site.name])
+        return self.config.neighbour_mix
+
+    def anchors_for(self, site: Site, anchors: Literal["auto", "query", "ball"]) -> Literal["query", "ball"]:
+        """What FCR samples are conditioned on at `site`. "auto": the ball where the generator
+        was trained on noise alone (neighbour mix 0: it samples P(x | z ≈ ẑ) at its own width,
+        narrower than a wide ε-ball), the query where it was trained on ball neighbours too (it
+        already spreads over the ball; anchoring on the ball again spreads it twice, BENCHMARKS §17)."""
+        if anchors != "auto":
+            return anchors
+        return "ball" if self.neighbour_mix(site) == 0 else "query"
 
     def ball_anchors(self, site: Site, zq: torch.Tensor, indices: Sequence[int | None], eps: EpsChoice, n: int, seed: int = 0) -> torch.Tensor:
         """Conditions [Q, n, d] for ball-anchored sampling: for each query, n draws (with
@@ -299,7 +321,7 @@ class Scope:
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
-                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp) if emp is not None else (None, None))
+                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp) if emp is not None else (None, None), anchors=run.anchors)
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
                   seed: int = 0) -> FCRResult:

@@ -40,6 +40,9 @@ def test_sample_and_fcr_commands(run_dir):
     res = _run(["fcr", "--feature", "first_word,length_bucket", "--sites", "L1-L2", "--queries", "4", "--n", "2"], run_dir)
     assert res.exit_code == 0, res.output
     assert "FCR" in res.output and "κ" in res.output
+    res = _run(["fcr", "--feature", "first_word", "--sites", "L2", "--queries", "4", "--n", "2", "--anchors", "ball", "--eps", "1.5"], run_dir)
+    assert res.exit_code == 0, res.output
+    assert "ball-anchored" in res.output
     png = list((run_dir / "c" / "results").glob("fcr_*.png"))
     assert png and png[0].stat().st_size > 5000
 
@@ -56,6 +59,7 @@ def test_sample_and_fcr_commands(run_dir):
         (["fcr", "--feature", "nonsense", "--sites", "L2"], "unknown feature"),
         (["fcr", "--feature", "tests_feature_raises:boom", "--sites", "L2", "--queries", "2", "--n", "1"], "boom raised ZeroDivisionError"),
         (["fcr", "--feature", "first_word", "--sites", "L2", "--only", "reason=nope"], "no held-out prompt matches"),
+        (["fcr", "--feature", "first_word", "--sites", "L2", "--anchors", "centre"], "not one of auto, query, ball"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_keeps_the_run(run_dir, args, fragment, tmp_path, monkeypatch):

@@ -155,3 +155,20 @@ def test_ball_anchored_samples_are_verified_against_the_query_not_the_anchor(sco
     tight = scope.eps(site, eps=1e-9)
     assert ([s.text for q in scope.sample(site, indices=idx, n=4, eps=tight, anchors="ball", seed=1).queries for s in q.samples]
             == [s.text for q in scope.sample(site, indices=idx, n=4, eps=tight, seed=1).queries for s in q.samples])
+
+
+def test_auto_anchors_follow_how_the_generator_was_trained(scope, monkeypatch):
+    """`auto` anchors on the ball where the site's generator saw noise alone (mix 0), on the
+    query where it saw ball neighbours too; the mix is read from the run's training summary."""
+    import json
+
+    site = scope.site("L2")
+    summary = json.loads((scope.run_dir / "inverter" / "train_summary.json").read_text())
+    assert scope.neighbour_mix(site) == summary["neighbour_mix_per_site"]["L2"]
+    for mix, want in ((0.0, "ball"), (0.7, "query"), (None, "query")):
+        monkeypatch.setattr(scope, "neighbour_mix", lambda s, m=mix: m)
+        assert scope.anchors_for(site, "auto") == want
+        assert scope.anchors_for(site, "query") == "query" and scope.anchors_for(site, "ball") == "ball"
+    monkeypatch.setattr(scope, "neighbour_mix", lambda s: 0.0)
+    run = scope.sample(site, indices=scope.heldout_indices(limit=1), n=2, eps=scope.eps(site, eps=2.0), anchors="auto")
+    assert run.anchors == "ball"
