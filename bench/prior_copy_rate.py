@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-from scope_core.api import NearCopyIndex, RunData, draw_refusal
+from scope_core.api import NearCopyIndex, RunData, draw_refusal, wilson
 
 
-def _rate(hits: int, n: int) -> dict[str, float]:
+def _rate(hits: int, n: int) -> dict:
     """A share with its 95% Wilson interval: the draws are a sample, the reference has an error."""
-    if n == 0:
-        return {"rate": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
-    p, z = hits / n, 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"rate": p, "ci": [max(0.0, centre - half), min(1.0, centre + half)], "n": n}
+    return {"rate": hits / n if n else float("nan"), "ci": list(wilson(hits, n)), "n": n}
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .distances import Kernel, distance, kernel_weight, pairwise_distance
     from .extract import forward_suffixes, length_buckets, pad_right
     from .fast_linear import prepacked_linears
-    from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights, kappa_bootstrap, neighbour_lists, sampled_fcr
+    from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights, kappa_bootstrap, neighbour_lists, sampled_fcr, wilson
     from .kv_cache import PreallocatedCache, drop_rows
     from .neighbours import BallLists, neighbour_balls
     from .plan import Plan, PlanConfig, fmt_seconds, parse_memory, plan
@@ -61,7 +61,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory", "fmt_seconds"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------
     **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
-    **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap"], "fcr"),
+    **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap", "wilson"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
     **dict.fromkeys(["NearCopyIndex"], "copies"),
     # -- the activation cache and neighbour search at scale (bench/neighbour_scale_bench.py) --
