@@ -17,7 +17,8 @@ def high_control_scope(tiny_llama_path, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs_fused")
     cfg = TrainConfig(run="f", runs_dir=str(runs), target=TargetConfig(model=str(tiny_llama_path)),
                       prior=PriorConfig(task="refusal", n=300, heldout=40), sites="L2", backbone=str(tiny_llama_path),
-                      control_layers=[3], minutes=0.05, eval_every=10, eval_size=20, batch_size=16)
+                      control_layers=[3], minutes=1.0, max_steps=300, eval_every=10, eval_size=20, batch_size=16)  # steps, not seconds:
+    # the samples' lengths (and so how many rows end early) must not depend on how loaded the host is
     train(cfg, progress=False)
     return Scope(runs / "f")
 
