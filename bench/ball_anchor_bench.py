@@ -11,7 +11,7 @@ gap's paired CI — beside the query-anchored rows of the run's saved bench samp
     python -m bench.ball_anchor_bench --run real_r2_cos --eps 0.05,0.10,0.15
     python -m bench.ball_anchor_bench --run generated_r2_cos_s2_600 --eps-quantiles 0.02,0.05,0.10 --tag _seed2_600
 
-Writes bench/results/ball_anchors_<run>.json.
+Writes bench/results/ball_anchors_<run>[<suffix>].json.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="", help="the tag of the run's saved query-anchored bench samples (compared beside)")
     ap.add_argument("--out-dir", default="bench/results")
+    ap.add_argument("--suffix", default="", help="suffix of the result file, to keep another ε grid of the same run apart")
     args = ap.parse_args()
     scope = Scope(Path(args.runs_dir) / args.run, target=load_target())
     site = parse_site(args.site)
@@ -81,7 +82,7 @@ def main() -> None:
                   f"  median d {r['ours']['median_distance']:.3f}  harmful gen/emp {h['generator']:.3f}/{h['empirical']:.3f}"
                   f" gap {h['gap']:+.3f} [{h['gap_ci'][0]:+.3f}, {h['gap_ci'][1]:+.3f}]  all {a['generator']:.3f}/{a['empirical']:.3f}"
                   f" gap {a['gap']:+.3f} [{a['gap_ci'][0]:+.3f}, {a['gap_ci'][1]:+.3f}]", flush=True)
-    path = Path(args.out_dir) / f"ball_anchors_{args.run}.json"
+    path = Path(args.out_dir) / f"ball_anchors_{args.run}{args.suffix}.json"
     path.write_text(json.dumps(out, indent=1, default=float))
     print(f"wrote {path}")
 
