@@ -260,8 +260,10 @@ class Scope:
 
     def ball_anchors(self, site: Site, zq: torch.Tensor, indices: Sequence[int | None], eps: EpsChoice, n: int, seed: int = 0) -> torch.Tensor:
         """Conditions [Q, n, d] for ball-anchored sampling: for each query, n draws (with
-        replacement) from ẑ itself and the activations of the prior's prompts within ε of it
-        (the query's own prompt left out, as the empirical reference leaves it out).
+        replacement) from ẑ itself and the activations of the training prompts within ε of it
+        (the query's own prompt left out). Training prompts only: an anchor drawn from another
+        held-out query would put paraphrases of it among the samples `explore` shows its
+        proposer, and those queries may be the ones a finding is confirmed on.
 
         Why: the FCR at ε asks for samples of P(x | z(x) ∈ B(ẑ, ε)) = ∫ P(x | z(x) = a) P(a | a ∈ B) da.
         A generator conditioned on ẑ alone samples at its own width, which does not follow ε
@@ -269,15 +271,18 @@ class Scope:
         BENCHMARKS §17); the prior's prompts in the ball are draws of P(a | a ∈ B), so
         conditioning each sample on one of them gives the mixture. Where the ball holds no
         prior prompt (small ε) every anchor is ẑ, and the sampler is the plain one."""
-        acts = self.acts(site)
-        lists = neighbour_lists(zq, acts, eps.eps, eps.metric, "hard", self.mean(site), exclude=list(indices))  # type: ignore[arg-type]
+        train = torch.tensor(self.data.train, dtype=torch.long)
+        pool = self.acts(site)[train]
+        position = {int(i): k for k, i in enumerate(self.data.train)}
+        lists = neighbour_lists(zq, pool, eps.eps, eps.metric, "hard", self.mean(site),  # type: ignore[arg-type]
+                                exclude=[position.get(i) if i is not None else None for i in indices])
         rng = np.random.default_rng(seed + 7)
         out = zq[:, None, :].repeat(1, n, 1).clone()
         for q, (members, _) in enumerate(lists):
             pick = rng.integers(-1, len(members), n)  # -1: ẑ itself
             chosen = pick >= 0
             if chosen.any():
-                out[q, torch.from_numpy(np.nonzero(chosen)[0])] = acts[torch.from_numpy(members[pick[chosen]])].to(out.dtype)
+                out[q, torch.from_numpy(np.nonzero(chosen)[0])] = pool[torch.from_numpy(members[pick[chosen]])].to(out.dtype)
         return out
 
     # -- FCR --------------------------------------------------------------------

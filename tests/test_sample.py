@@ -116,8 +116,9 @@ def test_draw_follows_the_row_probabilities_and_never_picks_an_impossible_token(
 
 
 def test_ball_anchors_are_the_query_and_its_prior_neighbours(scope):
-    """At an ε no prior prompt reaches every anchor is ẑ; at ε 2 (every prompt) anchors are prior
-    activations or ẑ, never the query's own prompt standing in for ẑ's place in the pool, seeded."""
+    """At an ε no prior prompt reaches every anchor is ẑ; at ε 2 (every prompt) anchors are ẑ or
+    training prompts' activations — never another held-out prompt's (those may be confirmation
+    queries) — seeded."""
     site = scope.site("L2")
     idx = scope.heldout_indices(limit=3)
     acts = scope.acts(site)
@@ -126,15 +127,20 @@ def test_ball_anchors_are_the_query_and_its_prior_neighbours(scope):
     assert none.shape == (3, 6, zq.shape[1]) and torch.equal(none, zq[:, None].expand(-1, 6, -1))
     wide = scope.ball_anchors(site, zq, idx, scope.eps(site, eps=2.0), n=64, seed=3)
     assert torch.equal(wide, scope.ball_anchors(site, zq, idx, scope.eps(site, eps=2.0), n=64, seed=3))
+    train = acts[torch.tensor(scope.data.train)]
+    held = acts[torch.tensor(scope.data.heldout)]
+    held = held[~(held[:, None] == train[None]).all(-1).any(-1)]  # held-out activations no training prompt shares
+    assert len(held) > 0
     for q, i in enumerate(idx):
-        others = torch.cat([acts[:i], acts[i + 1:]])
+        others = train
         picked_prior = 0
         for a in wide[q]:
             is_query = torch.equal(a, zq[q])
             in_pool = bool((others == a).all(-1).any())
             assert is_query or in_pool
             picked_prior += in_pool and not is_query
-        assert picked_prior > 48  # ẑ is one of ~260 candidates
+            assert is_query or not bool((held == a).all(-1).any())
+        assert picked_prior > 48  # ẑ is one of ~230 candidates
 
 
 def test_ball_anchored_samples_are_verified_against_the_query_not_the_anchor(scope):
