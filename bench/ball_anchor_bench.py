@@ -24,16 +24,9 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.real_data_bench import content_free_rows, fcr_row, pick_queries, subset
+from bench.real_data_bench import measured_rows, pick_queries
 from features.registry import get_feature
 from scope_core.api import SampleRun, Scope, load_target, parse_site, with_eps
-
-
-def rows_for(scope: Scope, run: SampleRun, rand: list[int], harm: list[int], site, harmfulness) -> dict:
-    return {"ours": scope.sampler_summary(subset(run, rand)),
-            "fcr_harmfulness_all": fcr_row(scope, harmfulness, subset(run, rand), site),
-            "fcr_harmfulness_harmful": fcr_row(scope, harmfulness, subset(run, harm), site),
-            "content_free": content_free_rows(scope, subset(run, rand), site)}
 
 
 def main() -> None:
@@ -68,9 +61,9 @@ def main() -> None:
         t = time.perf_counter()
         ball = scope.sample(site, indices=idx, n=args.n, eps=e, seed=args.seed, progress=True, anchors="ball")
         row = {"eps": e.eps, "quantile": e.quantile, "sample_s": time.perf_counter() - t,
-               "ball": rows_for(scope, ball, rand, harm, site, harmfulness)}
+               "ball": measured_rows(scope, ball, rand, harm, site, harmfulness)}
         if plain is not None:
-            row["query"] = rows_for(scope, with_eps(plain, e), rand, harm, site, harmfulness)
+            row["query"] = measured_rows(scope, with_eps(plain, e), rand, harm, site, harmfulness)
         out["eps"][key] = row
         (Path(args.runs_dir) / args.run / f"bench_ball_samples_{args.site}_{key}.json").write_text(ball.model_dump_json())
         for mode in ("query", "ball"):

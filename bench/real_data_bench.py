@@ -105,6 +105,15 @@ def fcr_row(scope: Scope, harm, run: SampleRun, site) -> dict:
             "gap_within_label_noise": rep.labeller_audit.explains(rep.gap) if rep.labeller_audit else None}
 
 
+def measured_rows(scope: Scope, run: SampleRun, rand: list[int], harm: list[int], site, harmfulness) -> dict:
+    """What one ε of one sampled run is measured by: the sampler's figures on the random
+    queries, the harmfulness FCR on random and on harmful ones, and the null checks."""
+    return {"ours": scope.sampler_summary(subset(run, rand)),
+            "fcr_harmfulness_all": fcr_row(scope, harmfulness, subset(run, rand), site),
+            "fcr_harmfulness_harmful": fcr_row(scope, harmfulness, subset(run, harm), site),
+            "content_free": content_free_rows(scope, subset(run, rand), site)}
+
+
 N_SALTS = 32
 
 
@@ -198,11 +207,7 @@ def main() -> None:
                 "lookup_nearest": reference_run(scope, site, rand, default_eps, args.n, "nearest", args.seed)}
     for e in grid:
         key = "default" if e is default_eps else (f"q{e.quantile:g}" if e.source.startswith("quantile") else f"{e.eps:.2f}")
-        r = with_eps(ours, e)
-        row = {"eps": e.eps, "quantile": e.quantile, "ours": scope.sampler_summary(subset(r, rand)),
-               "fcr_harmfulness_all": fcr_row(scope, harmfulness, subset(r, rand), site),
-               "fcr_harmfulness_harmful": fcr_row(scope, harmfulness, subset(r, harm), site),
-               "content_free": content_free_rows(scope, subset(r, rand), site)}
+        row = {"eps": e.eps, "quantile": e.quantile, **measured_rows(scope, with_eps(ours, e), rand, harm, site, harmfulness)}
         for name, ref in refs.items():
             row[name] = scope.sampler_summary(with_eps(ref, e))
         out["eps"][key] = row
