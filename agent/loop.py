@@ -665,6 +665,14 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
         yield judge, labeller
 
 
+def resumed_config(saved: dict, asked: ExploreConfig, xid: str) -> ExploreConfig:
+    """The settings of a resumed explore: the saved ones win, so a finding is never half one
+    setting and half another, except how to reach the judge (a new server, a new port). An
+    explore saved before `anchors` existed sampled every site on its query, and goes on so."""
+    saved = {"anchors": "query", **saved}
+    return ExploreConfig.model_validate(saved).model_copy(update={"judge": asked.judge, "explore_id": xid})
+
+
 def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult:
     console = console or Console(stderr=True)
     run_dir = Path(cfg.runs_dir) / cfg.run
@@ -674,8 +682,7 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
     log = RunLog(run_dir / "explore" / xid)
     saved = log.read_json("config.json")
     if saved is not None:
-        # resuming: the saved settings win, except how to reach the judge (a new server, a new port)
-        cfg = ExploreConfig.model_validate(saved).model_copy(update={"judge": cfg.judge, "explore_id": xid})
+        cfg = resumed_config(saved, cfg, xid)
     else:
         cfg = cfg.model_copy(update={"explore_id": xid})
         log.write_json("config.json", cfg.model_dump())

@@ -31,6 +31,7 @@ from .sites import Site, parse_site, parse_sites
 from .fcr_figures import FCRFigures
 
 if TYPE_CHECKING:  # the names below, loaded on first use
+    from .audit import grammar_for
     from .ball_sample import SIZE_ESTIMATED, SIZE_EXACT, SIZE_FOUND
     from .cache import ActivationCache
     from .devices import free_memory, memory_budget, module_device, resolve_device, resolve_dtype
@@ -64,6 +65,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap", "wilson"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
     **dict.fromkeys(["NearCopyIndex"], "copies"),
+    # -- a built-in prior's grammar, which reads the labels of a generated sample back -------
+    **dict.fromkeys(["grammar_for"], "audit"),
     # -- the activation cache and neighbour search at scale (bench/neighbour_scale_bench.py) --
     **dict.fromkeys(["ActivationCache"], "cache"),
     **dict.fromkeys(["BallLists", "neighbour_balls"], "neighbours"),

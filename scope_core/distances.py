@@ -56,11 +56,13 @@ def prepare(z: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -
 
 
 def prepared_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """All distances [N, M] between rows of `prepare`d a and b."""
+    """All distances [N, M] between rows of `prepare`d a and b. The rows of `a` are the
+    centres (queries ẑ, ball centres): norm_euclidean divides by their norm, as
+    `distance(z, zq)` divides by ‖ẑ‖, so a ball searched here is the ball verification accepts."""
     if metric in ("cosine", "centred_cosine"):
         return 1 - a @ b.T
     d = torch.cdist(a, b)
-    return d if metric == "euclidean" else d / b.norm(dim=-1).clamp_min(1e-12)[None, :]
+    return d if metric == "euclidean" else d / a.norm(dim=-1).clamp_min(1e-12)[:, None]
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:

@@ -57,6 +57,7 @@ class FCRResult(FCRFigures):
     mean_weight: float | None = None  # mean Σw per counted query (accepted samples for the hard kernel)
     per_query: list[float] = []
     counted: list[int] = []  # positions, in the query list, of the queries per_query holds (pairs two rows' queries)
+    ci_widened: bool = False  # the bootstrap CI touched 0 or 1 and was widened to Wilson's (`boundary_widened`)
 
     def line(self) -> str:
         if self.fcr is None:
@@ -217,7 +218,7 @@ def fcr(
     return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=p0, kappa=kappa, degenerate=degenerate,
                      n_queries=len(rates), n_undefined=undefined, n_no_weight=no_weight,
                      mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], counted=positions,
-                     kappa_ci_low=k_lo, kappa_ci_high=k_hi)
+                     kappa_ci_low=k_lo, kappa_ci_high=k_hi, ci_widened=(lo, hi) != (boot_lo, boot_hi))
 
 
 def gap_ci(gen: FCRResult, emp: FCRResult, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
@@ -228,21 +229,41 @@ def gap_ci(gen: FCRResult, emp: FCRResult, n_boot: int = 2000, seed: int = 0, le
     separate CIs would call a gap unresolved that the pairing resolves. Each resample draws
     query positions from those either row counted and takes each row's mean over the drawn
     positions it counted — the reported gap's own statistic, paired wherever both counted.
-    None when either row counted no query (or rows of runs scored before `counted` existed)."""
+
+    Where a row's own CI had to be widened at 0 or 1 (its rates there have no bootstrap
+    variance: every query at 1, say), the gap's interval is widened to the difference of the
+    two rows' intervals, so an FCR of 1 against 1 is not a gap of exactly 0 [0, 0].
+    None when fewer than two queries were counted (no spread to resample), or either row
+    counted none (or rows of runs scored before `counted` existed)."""
     if gen.fcr is None or emp.fcr is None or not gen.counted or not emp.counted:
         return None, None
     union = np.array(sorted(set(gen.counted) | set(emp.counted)))
+    if len(union) < 2:
+        return None, None
     g_rate, e_rate = np.full(union.max() + 1, np.nan), np.full(union.max() + 1, np.nan)
     g_rate[gen.counted], e_rate[emp.counted] = gen.per_query, emp.per_query
     rng = np.random.default_rng(seed + 2)
     drawn = union[rng.integers(0, len(union), (n_boot, len(union)))]  # [B, U]
-    with np.errstate(invalid="ignore"):  # a resample that drew none of one row's queries has no gap
-        gaps = np.nanmean(g_rate[drawn], 1) - np.nanmean(e_rate[drawn], 1)
+    g_drawn, e_drawn = g_rate[drawn], e_rate[drawn]
+    # a resample that drew none of one row's queries has no gap: left out below
+    gaps = _row_means(g_drawn) - _row_means(e_drawn)
     gaps = gaps[np.isfinite(gaps)]
     if len(gaps) == 0:
         return None, None
-    lo, hi = expanded_tails(len(union), level)
-    return float(np.quantile(gaps, lo)), float(np.quantile(gaps, hi))
+    lo_level, hi_level = expanded_tails(len(union), level)
+    lo, hi = float(np.quantile(gaps, lo_level)), float(np.quantile(gaps, hi_level))
+    if gen.ci_widened or emp.ci_widened:
+        lo, hi = min(lo, gen.ci_low - emp.ci_high), max(hi, gen.ci_high - emp.ci_low)
+    return lo, hi
+
+
+def _row_means(x: np.ndarray) -> np.ndarray:
+    """Mean of each row over its finite entries; NaN for a row with none (without numpy's
+    empty-slice warning)."""
+    ok = np.isfinite(x)
+    n = ok.sum(1)
+    total = np.where(ok, x, 0.0).sum(1)
+    return np.divide(total, n, out=np.full(len(x), np.nan), where=n > 0)
 
 
 def neighbour_lists(

@@ -52,7 +52,7 @@ class FCRReport(BaseModel):
     n_conditional: int = 0
     # the labeller's accuracy on this run's accepted samples, where the prior's grammar knows their labels
     labeller_audit: LabellerAudit | None = None
-    # 95% CI of `gap`, paired over the queries both rows scored (fcr.gap_ci)
+    # 95% CI of `gap`, over the queries either row scored, paired where both did (fcr.gap_ci)
     gap_ci: tuple[float | None, float | None] = (None, None)
     # what the samples were conditioned on: the query's activation, or draws from its ε-ball
     anchors: str = "query"
@@ -230,7 +230,7 @@ class Scope:
         mean = self.mean(site)
         inv = self.inverter if conditional else self.unconditional_generator
         idx = list(indices) if indices is not None else [None] * len(texts)
-        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed) if self.anchors_for(site, anchors) == "ball" and conditional else None
+        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed, kernel) if self.anchors_for(site, anchors) == "ball" and conditional else None
         return sample_and_verify(
             inv, self.target, site, zq, list(texts), idx,
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
@@ -244,9 +244,12 @@ class Scope:
         unknown, a run saved before the share was recorded)."""
         summary = self.run_dir / "inverter" / "train_summary.json"
         if summary.exists():
-            mixes = json.loads(summary.read_text()).get("neighbour_mix_per_site") or {}
+            saved = json.loads(summary.read_text())
+            mixes = saved.get("neighbour_mix_per_site") or {}
             if site.name in mixes:
                 return float(mixes[site.name])
+            if saved.get("neighbour_mix") is not None:  # saved before the per-site record: one share for every site
+                return float(saved["neighbour_mix"])
         return self.config.neighbour_mix
 
     def anchors_for(self, site: Site, anchors: Literal["auto", "query", "ball"]) -> Literal["query", "ball"]:
@@ -254,14 +257,19 @@ class Scope:
         was trained on noise alone (neighbour mix 0: it samples P(x | z ≈ ẑ) at its own width,
         narrower than a wide ε-ball), the query where it was trained on ball neighbours too (it
         already spreads over the ball; anchoring on the ball again spreads it twice, BENCHMARKS §17)."""
+        if anchors not in ("auto", "query", "ball"):
+            raise AutoscopeError(f"anchors must be auto, query or ball, not {anchors!r}")
         if anchors != "auto":
             return anchors
         return "ball" if self.neighbour_mix(site) == 0 else "query"
 
-    def ball_anchors(self, site: Site, zq: torch.Tensor, indices: Sequence[int | None], eps: EpsChoice, n: int, seed: int = 0) -> torch.Tensor:
+    def ball_anchors(self, site: Site, zq: torch.Tensor, indices: Sequence[int | None], eps: EpsChoice, n: int, seed: int = 0,
+                     kernel: Kernel = "hard") -> torch.Tensor:
         """Conditions [Q, n, d] for ball-anchored sampling: for each query, n draws (with
         replacement) from ẑ itself and the activations of the training prompts within ε of it
-        (the query's own prompt left out). Training prompts only: an anchor drawn from another
+        (the query's own prompt left out), each with probability ∝ its kernel weight k(d) — for
+        the hard kernel uniform over ẑ and the ball, for the gaussian one k(0) = 1 for ẑ and
+        exp(−d²/2ε²) for a prompt at d, the reference's own weights. Training prompts only: an anchor drawn from another
         held-out query would put paraphrases of it among the samples `explore` shows its
         proposer, and those queries may be the ones a finding is confirmed on.
 
@@ -274,12 +282,16 @@ class Scope:
         train = torch.tensor(self.data.train, dtype=torch.long)
         pool = self.acts(site)[train]
         position = {int(i): k for k, i in enumerate(self.data.train)}
-        lists = neighbour_lists(zq, pool, eps.eps, eps.metric, "hard", self.mean(site),  # type: ignore[arg-type]
+        lists = neighbour_lists(zq, pool, eps.eps, eps.metric, kernel, self.mean(site),  # type: ignore[arg-type]
                                 exclude=[position.get(i) if i is not None else None for i in indices])
         rng = np.random.default_rng(seed + 7)
         out = zq[:, None, :].repeat(1, n, 1).clone()
-        for q, (members, _) in enumerate(lists):
-            pick = rng.integers(-1, len(members), n)  # -1: ẑ itself
+        for q, (members, weights) in enumerate(lists):
+            if kernel == "hard":  # uniform over ẑ and the ball, drawn as before weights were read
+                pick = rng.integers(-1, len(members), n)  # -1: ẑ itself
+            else:
+                p = np.concatenate([[1.0], weights.astype(np.float64)])
+                pick = rng.choice(len(p), size=n, p=p / p.sum()) - 1
             chosen = pick >= 0
             if chosen.any():
                 out[q, torch.from_numpy(np.nonzero(chosen)[0])] = pool[torch.from_numpy(members[pick[chosen]])].to(out.dtype)
@@ -326,7 +338,7 @@ class Scope:
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
-                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp) if emp is not None else (None, None), anchors=run.anchors)
+                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp, seed=seed) if emp is not None else (None, None), anchors=run.anchors)
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
                   seed: int = 0) -> FCRResult:

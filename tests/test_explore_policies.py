@@ -113,3 +113,17 @@ def test_the_loop_stops_when_the_judge_keeps_failing(scope, tmp_path):
     from agent.loop import MAX_JUDGE_FAILURES
 
     assert len([e for e in ex.log.read("events") if "error" in e]) == MAX_JUDGE_FAILURES
+
+
+def test_a_resumed_explore_keeps_its_saved_settings_and_anchoring():
+    """Saved settings win on resume, except the judge's address; an explore saved before
+    `anchors` existed resumes anchored on the query, as it sampled, not on today's `auto`."""
+    from agent.loop import resumed_config
+
+    asked = ExploreConfig(run="r", budget=40, judge=JudgeConfig(base_url="http://localhost:9999/v1"))
+    old = ExploreConfig(run="r", budget=12).model_dump()
+    old.pop("anchors")
+    cfg = resumed_config(old, asked, "x1")
+    assert cfg.anchors == "query" and cfg.budget == 12 and cfg.judge.base_url == "http://localhost:9999/v1" and cfg.explore_id == "x1"
+    new = ExploreConfig(run="r", budget=12, anchors="ball").model_dump()
+    assert resumed_config(new, asked, "x1").anchors == "ball"

@@ -257,14 +257,22 @@ def test_a_content_free_feature_kappa_ci_covers_0_about_95_percent_with_few_quer
     assert miss / trials <= 0.075
 
 
-def test_the_gap_ci_is_paired_over_the_queries_both_rows_scored():
+def test_the_gap_ci_is_paired_over_the_queries_either_row_scored():
     """Generator minus empirical FCR over the same queries: known answers at the extremes, the
     positions each row counted, and pairing that resolves a gap two separate CIs would not."""
     import numpy as np
 
     ones = fcr(["a"] * 20, [["a"] * 4] * 20, [[1] * 4] * 20, ["a", "b"])
     zeros = fcr(["a"] * 20, [["b"] * 4] * 20, [[1] * 4] * 20, ["a", "b"])
-    assert gap_ci(ones, zeros) == (1.0, 1.0) and gap_ci(ones, ones) == (0.0, 0.0)
+    # every query at 1 (or 0) has no bootstrap spread: each row's CI is widened to Wilson's, and the
+    # gap's to the difference of the two, so 1 against 1 is not a gap of exactly 0 [0, 0]
+    assert ones.ci_widened and zeros.ci_widened
+    lo, hi = gap_ci(ones, ones)
+    assert lo == pytest.approx(ones.ci_low - 1.0) and hi == pytest.approx(1.0 - ones.ci_low) and lo < 0 < hi
+    lo, hi = gap_ci(ones, zeros)
+    assert hi == 1.0 and lo == pytest.approx(ones.ci_low - zeros.ci_high) and lo < 1.0
+    one_query = fcr(["a"], [["a", "b"]], [[1, 1]], ["a", "b"])
+    assert gap_ci(one_query, one_query) == (None, None)  # one query: nothing to resample
     # a query without accepted samples is not counted, and its position is left out of the pairing
     gappy = fcr(["a", "a", "a"], [["a"], ["b"], ["a"]], [[1], [0], [1]], ["a", "b"])
     assert gappy.counted == [0, 2] and gappy.per_query == [1.0, 1.0]
@@ -311,3 +319,18 @@ def test_a_scored_run_reports_its_gap_with_the_paired_ci(tiny_scope):
     assert rep.generator.counted == list(range(len(idx))) == rep.empirical.counted
     lo, hi = rep.gap_ci
     assert lo is not None and lo <= rep.gap <= hi and hi - lo > 0
+
+
+def test_the_reference_ball_is_the_ball_verification_accepts_for_norm_euclidean():
+    """norm_euclidean divides by the centre's norm in the search as in `distance(z, ẑ)`, so the
+    empirical reference counts exactly the prompts a sample at their place would be accepted as."""
+    from scope_core.distances import distance
+    from scope_core.fcr import neighbour_lists
+
+    g = torch.Generator().manual_seed(3)
+    pool = torch.randn(300, 8, generator=g) * torch.rand(300, 1, generator=g) * 4  # norms that differ a lot
+    zq = torch.randn(20, 8, generator=g)
+    eps = 0.9
+    for q, (idx, _) in enumerate(neighbour_lists(zq, pool, eps, "norm_euclidean", "hard")):
+        accepted = torch.nonzero(distance(pool, zq[q], "norm_euclidean") < eps).squeeze(1).tolist()
+        assert idx.tolist() == accepted

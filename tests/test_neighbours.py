@@ -58,7 +58,7 @@ def _truth(z: torch.Tensor, eps: float, metric: str, mean: torch.Tensor, tol: fl
         d = 1 - a @ a.T
     else:
         d = torch.cdist(a, a, compute_mode="donot_use_mm_for_euclid_dist")
-        d = d / a.norm(dim=-1)[None, :] if metric == "norm_euclidean" else d
+        d = d / a.norm(dim=-1)[:, None] if metric == "norm_euclidean" else d  # by the centre's norm, as verification
     d.fill_diagonal_(0.0)
     return [set(torch.nonzero(d[i] <= eps * (1 + tol)).squeeze(1).tolist()) for i in range(len(z))]
 

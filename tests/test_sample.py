@@ -8,6 +8,7 @@ import torch
 from features.registry import get_feature
 from scope_core.extract import extract
 from scope_core.sample import generate, summarise
+from scope_core.errors import AutoscopeError
 
 
 @pytest.fixture()
@@ -178,3 +179,47 @@ def test_auto_anchors_follow_how_the_generator_was_trained(scope, monkeypatch):
     monkeypatch.setattr(scope, "neighbour_mix", lambda s: 0.0)
     run = scope.sample(site, indices=scope.heldout_indices(limit=1), n=2, eps=scope.eps(site, eps=2.0), anchors="auto")
     assert run.anchors == "ball"
+
+
+def test_gaussian_ball_anchors_are_drawn_by_kernel_weight(scope):
+    """Under the gaussian kernel an anchor at distance d is drawn ∝ exp(−d²/2ε²) and ẑ ∝ 1, the
+    empirical reference's own weights; an unknown anchoring is refused, not read as the query."""
+    from scope_core.distances import distance, kernel_weight
+
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=1)
+    acts = scope.acts(site)
+    zq = acts[torch.tensor(idx)]
+    train = acts[torch.tensor(scope.data.train)]
+    eps = scope.eps(site)
+    w = kernel_weight(distance(train, zq[0], eps.metric, scope.mean(site)), eps.eps, "gaussian").double()
+    drawn = scope.ball_anchors(site, zq, idx, eps, n=4000, seed=0, kernel="gaussian")[0]
+    is_query = (drawn == zq[0]).all(-1)
+    share = 1.0 / (1.0 + float(w[w > 1e-12].sum()))  # ẑ's probability
+    assert abs(float(is_query.float().mean()) - share) < 4 * (share * (1 - share) / 4000) ** 0.5 + 1e-3
+    # the drawn prompts' mean weight follows the weights: heavier prompts are drawn more often
+    hits = (drawn[~is_query][:, None] == train[None]).all(-1).float().argmax(1)
+    by_weight, uniform = float((w * w).sum() / w.sum()), float(w.mean())  # E[w] of a draw ∝ w, and of a uniform draw
+    assert abs(float(w[hits].mean()) - by_weight) < 0.1 * by_weight and uniform < 0.5 * by_weight
+    with pytest.raises(AutoscopeError, match="auto, query or ball"):
+        scope.anchors_for(site, "Ball")  # type: ignore[arg-type]
+
+
+def test_the_neighbour_mix_of_a_run_saved_before_the_per_site_record(scope, tmp_path):
+    """A summary with one mix and no per-site entry gives that mix to every site (the auto
+    rule reads it), not the config's unset default."""
+    import json
+    import shutil
+
+    from scope_core.scope import Scope
+
+    old = tmp_path / "old_run"
+    shutil.copytree(scope.run_dir, old)
+    path = old / "inverter" / "train_summary.json"
+    summary = json.loads(path.read_text())
+    summary.pop("neighbour_mix_per_site", None)
+    summary["neighbour_mix"] = 0.0
+    path.write_text(json.dumps(summary))
+    reopened = Scope(old, target=scope.target)
+    site = reopened.site("L2")
+    assert reopened.neighbour_mix(site) == 0.0 and reopened.anchors_for(site, "auto") == "ball"
