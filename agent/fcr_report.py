@@ -68,8 +68,9 @@ TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "
 
 def report_rows(reports: list[FCRReport]) -> list[dict]:
     """One flat record per (feature, site): what the table prints, and what `--json` and
-    `--csv` write for scripts. κ of the generator and of the empirical reference share one
-    p0 population (the training split's pool)."""
+    `--csv` write for scripts. κ of the generator and of the empirical reference take p0 from
+    one population (the training split's pool), each averaged over the queries its own row
+    counted — `empirical_p0` beside `p0`, since the two rows need not count the same queries."""
     rows = []
     for r in reports:
         g, e = r.generator, r.empirical
@@ -77,11 +78,12 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
             "feature": r.feature, "site": r.site, "eps": r.eps.eps, "metric": r.eps.metric, "eps_quantile": r.eps.quantile,
             "kernel": r.kernel, "anchors": r.anchors, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
             "kappa": g.kappa, "kappa_ci_low": g.kappa_ci_low, "kappa_ci_high": g.kappa_ci_high, "degenerate": g.degenerate,
-            "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight,
-            "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa,
+            "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight, "n_undefined": g.n_undefined,
+            "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa, "conditional_degenerate": r.conditional_degenerate,
             "conditional_kappa_ci_low": r.conditional_kappa_ci[0], "conditional_kappa_ci_high": r.conditional_kappa_ci[1],
             "n_conditional_prior": r.n_conditional,
-            "empirical_fcr": e.fcr if e else None, "empirical_kappa": e.kappa if e else None,
+            "empirical_fcr": e.fcr if e else None, "empirical_p0": e.p0 if e else None, "empirical_kappa": e.kappa if e else None,
+            "empirical_degenerate": e.degenerate if e else False, "empirical_n_queries": e.n_queries if e else None,
             "empirical_kappa_ci_low": e.kappa_ci_low if e else None, "empirical_kappa_ci_high": e.kappa_ci_high if e else None,
             "accepted_per_100": 100 * (1 - r.sampler["refusal_rate"]), "accepted_novel_per_100": r.sampler["accepted_novel_per_100"],
             "exact_copy_rate": r.sampler["exact_copy_rate"],
@@ -107,15 +109,16 @@ def _cell(row: dict, col: str) -> str:
         return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + (", ball-anchored" if row.get("anchors") == "ball" else "") + ")"
     if col == "FCR [95% CI]":
         return (f"{row['fcr']:.3f} [{row['fcr_ci_low']:.3f}, {row['fcr_ci_high']:.3f}]" if row["fcr"] is not None
-                else f"— ({row['n_no_accepted']} queries without accepted samples)")
+                else f"— ({row['n_no_accepted']} queries without accepted samples, {row.get('n_undefined', 0)} where the feature is undefined)")
     if col == "κ [95% CI]":
         return kappa_text(row["kappa"], row["kappa_ci_low"], row["kappa_ci_high"], row["degenerate"])
     if col == "conditional p0 / κ [95% CI]":
         if row["conditional_p0"] is None:
             return "—"
-        return f"{row['conditional_p0']:.3f} / " + kappa_text(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"])
+        return f"{row['conditional_p0']:.3f} / " + kappa_text(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"],
+                                                              row.get("conditional_degenerate", False))
     if col == "empirical κ [95% CI]":
-        return kappa_text(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"])
+        return kappa_text(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"], row.get("empirical_degenerate", False))
     if col == "FCR − empirical [95% CI]":
         gap, lo, hi = row["generator_minus_empirical"], row["generator_minus_empirical_ci_low"], row["generator_minus_empirical_ci_high"]
         if gap is None:

@@ -209,6 +209,12 @@ def fcr(
     value = float(r.mean())
     boot_lo, boot_hi = bootstrap_ci(r, n_boot, seed)
     lo, hi = boundary_widened(boot_lo, boot_hi, value, len(r))
+    if len(r) < 2:  # one query: no spread to resample, so its interval is Wilson's over one unit
+        lo, hi = wilson(value, 1)
+    if not prior_labels:  # no prior prompt to take chance from: no p0, no κ (not p0 = 0)
+        return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=None, kappa=None, degenerate=False, n_queries=len(rates),
+                         n_undefined=undefined, n_no_weight=no_weight, mean_weight=float(np.mean(wsum)),
+                         per_query=[float(x) for x in r], counted=positions, ci_widened=(lo, hi) != (boot_lo, boot_hi))
     p0 = float(np.mean(p0s))
     degenerate = p0 >= 1 - 1e-9
     kappa = None if degenerate else (value - p0) / (1 - p0)

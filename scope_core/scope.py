@@ -49,6 +49,7 @@ class FCRReport(BaseModel):
     conditional_p0: float | None = None
     conditional_kappa: float | None = None
     conditional_kappa_ci: tuple[float | None, float | None] = (None, None)
+    conditional_degenerate: bool = False  # within the conditional population every prompt has the query's label (p0 = 1)
     n_conditional: int = 0
     # the labeller's accuracy on this run's accepted samples, where the prior's grammar knows their labels
     labeller_audit: LabellerAudit | None = None
@@ -321,10 +322,10 @@ class Scope:
         w = [generator_weights(q.samples, run.kernel) for q in run.queries]
         train = set(self.data.train)
         prior = [labels[self.data.examples[i].text] for i in pool_idx if i in train]  # the one p0 population for both rows
-        gen = fcr(q_lab, s_lab, w, prior)
+        gen = fcr(q_lab, s_lab, w, prior, seed=seed)
         cond_idx = [i for i in pool_idx if i in train and (where is None or where(self.data.examples[i].labels))]
         cond = [lab for lab in (labels[self.data.examples[i].text] for i in cond_idx) if lab is not None]
-        conditional = fcr(q_lab, s_lab, w, cond) if cond else None
+        conditional = fcr(q_lab, s_lab, w, cond, seed=seed) if cond else None
         emp = None
         if empirical and all(q.index is not None for q in run.queries):
             emp = self.empirical(q_lab, run, site, pool_idx, [labels[t] for t in pool_texts], prior, seed)
@@ -338,6 +339,7 @@ class Scope:
                          n_samples_per_query=len(run.queries[0].samples) if run.queries else 0,
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
+                         conditional_degenerate=conditional.degenerate if conditional else False,
                          n_conditional=len(cond), gap_ci=gap_ci(gen, emp, seed=seed) if emp is not None else (None, None), anchors=run.anchors)
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,

@@ -131,6 +131,16 @@ def test_a_gated_feature_reports_the_conditional_chance_level(tiny_scope):
     assert rep.n_conditional == n_harmful_train
     assert rep.conditional_p0 > rep.generator.p0
     assert rep.conditional_kappa is not None and rep.conditional_kappa <= rep.generator.kappa
+    # harmfulness itself on harmful queries: among harmful prompts every one matches (p0 = 1), and
+    # the table says so rather than printing a dash
+    from agent.fcr_report import _cell, report_rows
+
+    harmfulness = lambda texts: ["harmful" if t in harmful else "harmless" for t in texts]  # noqa: E731
+    rep = scope.score(harmfulness, "harmfulness", run, site, where=where)
+    assert rep.conditional_degenerate and rep.conditional_kappa is None and not rep.generator.degenerate
+    row = report_rows([rep])[0]
+    assert row["conditional_degenerate"] and _cell(row, "conditional p0 / κ [95% CI]") == "1.000 / degenerate"
+    assert row["empirical_p0"] is not None and row["empirical_n_queries"] == rep.empirical.n_queries and "n_undefined" in row
 
 
 def test_a_ci_that_collapses_at_fcr_one_is_widened_to_the_queries_wilson_interval():
@@ -334,3 +344,13 @@ def test_the_reference_ball_is_the_ball_verification_accepts_for_norm_euclidean(
     for q, (idx, _) in enumerate(neighbour_lists(zq, pool, eps, "norm_euclidean", "hard")):
         accepted = torch.nonzero(distance(pool, zq[q], "norm_euclidean") < eps).squeeze(1).tolist()
         assert idx.tolist() == accepted
+
+
+def test_no_prior_prompt_means_no_chance_level_and_one_query_is_not_a_point():
+    """An empty p0 population gives no p0 and no κ (not p0 = 0, κ = FCR); a single counted
+    query's FCR interval is Wilson's over one unit, not [r, r]."""
+    res = fcr(["a", "b"], [["a", "b"], ["b", "b"]], [[1, 1], [1, 1]], [])
+    assert res.fcr == 0.75 and res.p0 is None and res.kappa is None and not res.degenerate
+    one = fcr(["a"], [["a", "b"]], [[1, 1]], ["a", "b", "c"])
+    assert one.fcr == 0.5 and one.ci_low < 0.2 and one.ci_high > 0.8 and one.ci_widened
+    assert one.kappa_ci_low is not None and one.kappa_ci_low <= one.kappa <= one.kappa_ci_high
