@@ -49,4 +49,4 @@ def search_null(run: SampleRun, prior: Sequence[str], cardinalities: Sequence[in
         res = sampled_fcr(run, labels, [fn(t) for t in prior], n_boot=200, seed=seed)
         if res.kappa is not None:
             kappas.append(res.kappa)
-    return SearchNull(max_kappa=max(kappas) if kappas else None, kappas=kappas, n_features=len(kappas))
+    return SearchNull(max_kappa=max(kappas) if kappas else None, kappas=kappas, n_features=len(kappas), n_hypotheses=len(cardinalities))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from scope_core.api import SampleRun, sampled_fcr
 
-from .hypotheses import Hypothesis
+from .hypotheses import CODE_CHARS, Hypothesis
 
 WORD = re.compile(r"[a-z0-9']+")
 STOP = frozenset("""a an the to of in on for and or with about how what is are be by from at as into that this it its
@@ -311,7 +311,9 @@ def refinements(best: Sequence[Candidate], run: SampleRun, run_code: RunCode) ->
             out.append(merged(c, _groups(pairs)))
     if len(best) >= 2:
         out.append(combined(best[0], best[1]))
-    return out
+    # A hypothesis carries at most CODE_CHARS of code (the judge's schema bound): a longer
+    # revision would be cut mid-line after it was screened whole, and score another feature.
+    return [c for c in out if len(c.code) <= CODE_CHARS]
 
 
 def kept_refinements(refined: Sequence[Candidate], by_name: dict[str, Candidate]) -> list[Candidate]:

@@ -156,6 +156,7 @@ class ScoredHypothesis(BaseModel):
     examples: list[ExampleQuery] = Field(default_factory=list)
     other_sites: dict[str, Score] = Field(default_factory=dict)
     confirmation: Score | None = None  # on the confirmation queries, which nothing in the loop saw
+    confirmation_error: str | None = None  # why confirmation scoring failed; never shown to the proposer (it may quote a confirmation text)
     source: Literal["judge", "evidence", "refined"] = "judge"
 
 
@@ -167,6 +168,7 @@ class SearchNull(BaseModel):
     max_kappa: float | None
     kappas: list[float] = Field(default_factory=list)
     n_features: int = 0
+    n_hypotheses: int | None = None  # the scored hypotheses it was drawn for (None: saved before this was kept)
 
 
 def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
@@ -177,8 +179,9 @@ def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
     c = h.confirmation
     if h.status != "scored" or c is None or c.kappa_ci_low is None or (c.n_query_values or 0) < 2:
         return False
-    floor = max(0.0, null.max_kappa if null and null.max_kappa is not None else 0.0)
-    return c.kappa_ci_low > floor
+    if null is None or null.max_kappa is None:  # a run stopped before its null: nothing is confirmed yet
+        return False
+    return c.kappa_ci_low > max(0.0, null.max_kappa)
 
 
 def rank_key(h: ScoredHypothesis, null: SearchNull | None) -> tuple:
@@ -212,11 +215,15 @@ def verdict(site: str, ranking: list[ScoredHypothesis], null: SearchNull | None)
         return f"κ {sc.kappa:.2f}{ci}" if sc.kappa is not None else "κ —"
 
     null_line = (f"the search null — the best of {null.n_features} content-free features on the same queries — is κ {null.max_kappa:.2f}"
-                 if null and null.max_kappa is not None else "no search null was computed")
+                 if null and null.max_kappa is not None
+                 else "no search null was computed (the run stopped before confirmation): nothing is confirmed until it is resumed")
     confirmed = [h for h in ranking if is_confirmed(h, null)]
     scored = [h for h in ranking if h.status == "scored" and h.confirmation and h.confirmation.kappa is not None]
     if confirmed:
-        best = confirmed[0]
+        # the headline is chosen on the exploration queries, so its confirmation κ is not the
+        # largest of several on the same queries (a selection the confirmation set must not make)
+        best = max(confirmed, key=lambda h: h.score.kappa if h.score and h.score.kappa is not None else -1e9)
+        confirmed = [best] + [h for h in confirmed if h is not best]
         c = best.confirmation
         assert c is not None
         text = (f"{site} encodes {best.hypothesis.statement} ({best.hypothesis.name}: {k(c)} on {c.n_queries} confirmation "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 
 from typing import Literal
@@ -398,7 +399,7 @@ class Explorer:
         try:
             labeller = self._labeller(h)
         except ValueError as e:
-            if h.kind != "python" or not h.statement.strip():
+            if h.kind != "python" or not h.statement.strip() or self.labeller is None:  # no judge to label the statement instead
                 return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="compile_failed", error=str(e), source=source)
             # the idea may be sound even if its code is not: test the statement with the judge
             note = f"code failed ({str(e)[:200]}); the statement was labelled by the judge instead"
@@ -419,18 +420,29 @@ class Explorer:
                     return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="scored", score=score,
                                             counterexamples=counter, examples=examples, note=note, source=source)
             score, counter, examples = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge)
-            confirmation = None
-            if score.fcr is not None:
-                confirmation, _, _ = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge, part="confirm")
         except JudgeUnavailable:
             raise  # says nothing about the hypothesis: the run stops and a resume scores it
         except (ValueError, JudgeFailure) as e:
             return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="label_failed", error=str(e), source=source)
+        confirmation, confirmation_error = self.confirm_score(h, labeller, by_judge) if score.fcr is not None else (None, None)
         status = "scored" if score.fcr is not None else "undefined"
         return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status=status, score=score, counterexamples=counter,
                                 examples=examples, note=note,
                                 error=None if status == "scored" else "the feature was undefined on every query or no query had an accepted sample",
-                                confirmation=confirmation, source=source)
+                                confirmation=confirmation, confirmation_error=confirmation_error, source=source)
+
+    def confirm_score(self, h: Hypothesis, labeller: Callable[[list[str]], list], by_judge: bool) -> tuple[Score | None, str | None]:
+        """The hypothesis scored on the confirmation queries, apart from its exploration score:
+        a failure there (a label the judge would not give, code that raises on a confirmation
+        text) leaves the exploration score standing and is kept where no prompt shows it — its
+        message can quote a confirmation text, which the proposer must never see."""
+        try:
+            confirmation, _, _ = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge, part="confirm")
+        except JudgeUnavailable:
+            raise
+        except (ValueError, JudgeFailure) as e:
+            return None, f"{type(e).__name__}: {e}"
+        return confirmation, None
 
     # -- the loop -------------------------------------------------------------------
     def propose(self, round_: int, idle: int = 0, repeats: list[str] | None = None) -> Proposal:
@@ -604,14 +616,18 @@ class Explorer:
         top = [h for h in self.ranking() if h.status == "scored"][: self.cfg.top_k_other_sites]
         for h in top:
             try:
-                labeller, by_judge = self._labeller(h.hypothesis), h.hypothesis.kind == "llm"
-            except ValueError:  # its code failed at the site too: it was scored through its statement
-                labeller, by_judge = self._statement_feature(h.hypothesis), True
-            for site in sites:
-                if site in h.other_sites:
-                    continue
-                score, _, _ = self.score(h.hypothesis, labeller, site, judge_labelled=by_judge)
-                h.other_sites[site] = score
+                try:
+                    labeller, by_judge = self._labeller(h.hypothesis), h.hypothesis.kind == "llm"
+                except ValueError:  # its code failed at the site too: it was scored through its statement
+                    labeller, by_judge = self._statement_feature(h.hypothesis), True
+                for site in sites:
+                    if site in h.other_sites:
+                        continue
+                    score, _, _ = self.score(h.hypothesis, labeller, site, judge_labelled=by_judge)
+                    h.other_sites[site] = score
+            except (ValueError, JudgeFailure, JudgeUnavailable) as e:
+                # the other sites are an extra: a failure there must not lose the run's result and report
+                self.log.append("events", {"other_sites_failed": h.id, "error": f"{type(e).__name__}: {e}"[:300]})
             self.log.append("other_sites", {"id": h.id, "scores": {k: v.model_dump() for k, v in h.other_sites.items()}})
 
     def confirm(self) -> SearchNull:

@@ -19,6 +19,17 @@ from .prompts import prompts_dir, render
 from .runlog import RunLog
 
 
+def saved_null(log, hs: list[ScoredHypothesis]) -> SearchNull | None:
+    """The run's search null, or None where it is missing or does not cover every scored
+    hypothesis (saved before a resumed run scored more, then stopped again): a finding is
+    confirmed only against the null of the whole search."""
+    saved = log.read_json("search_null.json")
+    null = SearchNull.model_validate(saved) if saved else None
+    if null is not None and null.n_hypotheses is not None and null.n_hypotheses < sum(1 for h in hs if h.status == "scored"):
+        return None
+    return null
+
+
 def _load(root: Path):
     log = RunLog(root)
     cfg = log.read_json("config.json")
@@ -94,8 +105,7 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
     """Render report.md and report.html for one explore run, then refresh the runs index."""
     root = Path(root)
     log, cfg, hs, timing, result = _load(root)
-    saved_null = log.read_json("search_null.json")
-    null = SearchNull.model_validate(saved_null) if saved_null else None
+    null = saved_null(log, hs)
     ranking = ranked(hs, null)
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     eps = samples.get("eps", {})
@@ -153,8 +163,7 @@ def _run_summary(runs_dir: Path, root: Path) -> dict | None:
         log, cfg, hs, _timing, result = _load(root)
     except (AutoscopeError, ValueError, KeyError):
         return None  # a run killed before its config was written: nothing to show
-    saved_null = log.read_json("search_null.json")
-    ranking = ranked(hs, SearchNull.model_validate(saved_null) if saved_null else None)
+    ranking = ranked(hs, saved_null(log, hs))
     samples = log.read_json(f"samples_{cfg['site']}.json") or {}
     best = next((h for h in ranking if h.score and h.score.kappa is not None), None)
     run = root.parents[1].name

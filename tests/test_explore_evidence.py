@@ -234,3 +234,70 @@ def test_a_negative_time_budget_is_refused_with_the_option_named():
 
     r = CliRunner().invoke(app, ["explore", "--minutes", "-1", "--judge", "none"])
     assert r.exit_code == 2 and "--minutes" in r.output
+
+
+def test_a_revision_too_long_to_carry_whole_is_not_proposed(planted):
+    """A hypothesis carries at most CODE_CHARS of code; a merge of many values would be cut
+    mid-line after screening and score another feature (or crash without a judge), so it is
+    left out, and the short one stays."""
+    from agent import evidence
+    from agent.hypotheses import CODE_CHARS
+
+    ex, run = planted
+    best = evidence.first_words(1)
+    many = [[f"value{i}", f"other{i}"] for i in range(60)]
+    assert len(evidence.merged(best, many).code) > CODE_CHARS
+
+    def run_code(code, texts):  # every sample breaks its query's value
+        return [f"value{i % 60}" if i % 2 else f"other{(i + 7) % 60}" for i, _ in enumerate(texts)]
+
+    long_revisions = evidence.refinements([best], run, run_code)
+    assert all(len(c.code) <= CODE_CHARS for c in long_revisions)
+    short = evidence.refinements([best], run, lambda code, texts: [first_word(t) for t in texts])
+    assert short and all(len(c.hypothesis().code) == len(c.code) for c in short)
+
+
+def test_without_a_judge_broken_code_fails_to_compile_and_the_loop_goes_on(planted):
+    from agent.hypotheses import Hypothesis
+
+    ex, _ = planted
+    h = Hypothesis(name="broken", statement="the first word", kind="python", code="def feature(text)\n    return 1\n", rationale="")
+    out = ex.evaluate(h, 0, 0, source="refined")
+    assert out.status == "compile_failed" and out.error
+
+
+def test_a_confirmation_failure_keeps_the_exploration_score_and_stays_out_of_the_prompt(planted):
+    """Code that raises only on a confirmation query: its exploration score stands, the failure
+    is kept apart (its message quotes the confirmation text), and the proposer's view of the
+    scored hypotheses never holds it."""
+    from agent.hypotheses import Hypothesis
+    from agent.prompts import render
+
+    ex, run = planted
+    secret = ex.part("confirm").queries[0].query
+    code = ("import re\n\nSECRET = " + repr(secret) + "\n\ndef feature(text):\n"
+            "    if text == SECRET:\n        raise KeyError(text)\n"
+            "    words = re.findall(r\"[a-z0-9']+\", text.lower())\n    return words[0] if words else None\n")
+    out = ex.evaluate(Hypothesis(name="fw", statement="the first word", kind="python", code=code, rationale=""), 0, 0)
+    assert out.status == "scored" and out.score.kappa is not None
+    assert out.confirmation is None and "KeyError" in out.confirmation_error and out.error is None
+    shown = render("propose", site="L2", site_description="x", eps=0.1, queries=[], scored=[out], n_hypotheses=3,
+                   evidence=[], also_tested=[], repeats=[])
+    assert secret not in shown
+
+
+def test_a_failure_at_another_site_is_logged_and_the_run_keeps_its_result(planted, monkeypatch):
+    from agent.hypotheses import Hypothesis
+
+    ex, _ = planted
+    h = Hypothesis(name="fw", statement="the first word", kind="python",
+                   code="import re\n\ndef feature(text):\n    w = re.findall(r\"[a-z]+\", text.lower())\n    return w[0] if w else None\n", rationale="")
+    ex.scored.append(ex.evaluate(h, 0, 0))
+    ex.cfg = ex.cfg.model_copy(update={"sites": "L1,L2"})
+
+    def broken(*a, **k):
+        raise ValueError("the sandbox refused the code at L1")
+
+    monkeypatch.setattr(ex, "score", broken)
+    ex.other_sites()  # does not raise
+    assert any("other_sites_failed" in e for e in ex.log.read("events"))

@@ -127,3 +127,41 @@ def test_a_resumed_explore_keeps_its_saved_settings_and_anchoring():
     assert cfg.anchors == "query" and cfg.budget == 12 and cfg.judge.base_url == "http://localhost:9999/v1" and cfg.explore_id == "x1"
     new = ExploreConfig(run="r", budget=12, anchors="ball").model_dump()
     assert resumed_config(new, asked, "x1").anchors == "ball"
+
+
+def _scored(name: str, explore_kappa: float, confirm_kappa: float, low: float):
+    from agent.hypotheses import Hypothesis, Score, ScoredHypothesis
+
+    def score(k, lo):
+        return Score(fcr=0.5, ci_low=0.4, ci_high=0.6, p0=0.25, kappa=k, degenerate=False, n_queries=20,
+                     kappa_ci_low=lo, kappa_ci_high=min(1.0, k + 0.2), n_values=4, n_query_values=4)
+
+    return ScoredHypothesis(id=hash(name) % 1000, round=0, site="L2", hypothesis=Hypothesis(name=name, statement=name, kind="python"),
+                            status="scored", score=score(explore_kappa, explore_kappa - 0.2), confirmation=score(confirm_kappa, low))
+
+
+def test_the_headline_is_chosen_on_exploration_and_nothing_is_confirmed_without_a_null():
+    """Of two confirmed hypotheses the verdict names the one that led on the exploration
+    queries, not the one whose confirmation κ happened to be larger (that choice would be made
+    on the confirmation set itself); a run stopped before its search null confirms nothing."""
+    from agent.hypotheses import SearchNull, is_confirmed, verdict
+
+    led, lucky = _scored("led_on_exploration", 0.8, 0.5, 0.3), _scored("lucky_on_confirmation", 0.4, 0.7, 0.5)
+    null = SearchNull(max_kappa=0.05, n_features=2, n_hypotheses=2)
+    assert is_confirmed(led, null) and is_confirmed(lucky, null)
+    text = verdict("L2", [lucky, led], null)
+    assert text.index("led_on_exploration") < text.index("lucky_on_confirmation")
+    assert not is_confirmed(led, None) and not is_confirmed(led, SearchNull(max_kappa=None))
+    assert "nothing is confirmed until it is resumed" in verdict("L2", [lucky, led], None)
+
+
+def test_a_search_null_that_does_not_cover_every_hypothesis_is_not_used(tmp_path):
+    from agent.hypotheses import SearchNull
+    from agent.report import saved_null
+
+    log = RunLog(tmp_path / "x")
+    hs = [_scored("a", 0.5, 0.5, 0.3), _scored("b", 0.5, 0.5, 0.3), _scored("c", 0.5, 0.5, 0.3)]
+    log.write_json("search_null.json", SearchNull(max_kappa=0.05, n_features=2, n_hypotheses=2).model_dump())
+    assert saved_null(log, hs) is None  # drawn for two; three were scored
+    log.write_json("search_null.json", SearchNull(max_kappa=0.05, n_features=3, n_hypotheses=3).model_dump())
+    assert saved_null(log, hs).max_kappa == 0.05

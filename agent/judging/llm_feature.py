@@ -5,6 +5,8 @@ None with the reason kept, never a guess."""
 
 from __future__ import annotations
 
+import random
+
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -108,7 +110,13 @@ def label_many(judge: JudgeClient, name: str, question: str, labels: Sequence[st
         return {}
     if batch <= 1:
         return singles(uniq)
-    groups = [uniq[i : i + batch] for i in range(0, len(uniq), batch)]
+    # Batches in a fixed shuffled order, not sorted: sorted, a query and its samples (which
+    # share an opening) would be judged in one request and lean on each other, which raises
+    # agreement for them and not for prior prompts, and so FCR against p0. Seeded: the same
+    # texts make the same requests, so the judge's cache answers a rerun.
+    order = list(uniq)
+    random.Random(len(order)).shuffle(order)
+    groups = [order[i : i + batch] for i in range(0, len(order), batch)]
     reqs = [(messages("label_batch", question=question, texts=g, labels=lab_list, allow_null=allow_null),
              answer_models(lab_key, allow_null, len(g))[1]) for g in groups]
     out: dict[str, LabelOutcome] = {}
