@@ -156,6 +156,7 @@ class ScoredHypothesis(BaseModel):
     examples: list[ExampleQuery] = Field(default_factory=list)
     other_sites: dict[str, Score] = Field(default_factory=dict)
     confirmation: Score | None = None  # on the confirmation queries, which nothing in the loop saw
+    screened_out: bool = False  # scored on the screen's few queries only, where it did not clear chance
     confirmation_error: str | None = None  # why confirmation scoring failed; never shown to the proposer (it may quote a confirmation text)
     source: Literal["judge", "evidence", "refined"] = "judge"
 

@@ -418,7 +418,7 @@ class Explorer:
                         f"screened out: on the first {screen} queries × {self.cfg.screen_samples} samples its FCR CI "
                         f"[{score.ci_low:.3f}, {score.ci_high:.3f}] did not clear chance (p0 {score.p0:.3f}), so it was not scored on all of D")
                     return ScoredHypothesis(id=hid, round=round_, site=self.cfg.site, hypothesis=h, status="scored", score=score,
-                                            counterexamples=counter, examples=examples, note=note, source=source)
+                                            counterexamples=counter, examples=examples, note=note, source=source, screened_out=True)
             score, counter, examples = self.score(h, labeller, self.cfg.site, judge_labelled=by_judge)
         except JudgeUnavailable:
             raise  # says nothing about the hypothesis: the run stops and a resume scores it
@@ -463,7 +463,8 @@ class Explorer:
         return sum(h.status == "scored" for h in self.scored)
 
     def best_kappa(self, upto_round: int | None = None) -> float:
-        ks = [h.score.kappa for h in self.scored if h.score and h.score.kappa is not None and (upto_round is None or h.round <= upto_round)]
+        ks = [h.score.kappa for h in self.scored  # a screened-out κ is from a few queries: no progress to count
+              if h.score and h.score.kappa is not None and not h.screened_out and (upto_round is None or h.round <= upto_round)]
         return max(ks) if ks else float("-inf")
 
     def _save_state(self, **state: object) -> None:

@@ -47,11 +47,16 @@ def test_chance_level_llm_hypothesis_is_screened_not_scored_on_all_queries(scope
     run = ex.sample_run("L2")
     if screen:
         assert h.score.degenerate  # a constant feature: p0 = 1, it cannot clear chance
-        assert "screened out" in h.note
+        assert "screened out" in h.note and h.screened_out and ex.best_kappa() == float("-inf")
+        from agent.prompts import render
+
+        shown = render("propose", site="L2", site_description="x", eps=0.1, queries=[], scored=[h], n_hypotheses=3,
+                       evidence=[], also_tested=[], repeats=[])
+        assert "screened out on 4 queries" in shown
         most = 4 + 4 * 2 + 4  # screened queries + their first samples + half the p0 draw
         assert len(label_inputs) <= most
     else:
-        assert h.note is None
+        assert h.note is None and not h.screened_out
         distinct = {q.query for q in run.queries} | {s.text for q in run.queries for s in q.samples if s.weight > 0}
         assert len(label_inputs) >= min(len(distinct), 12 + 1)
 
