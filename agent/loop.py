@@ -28,7 +28,7 @@ from rich.console import Console
 from scope_core.api import AutoscopeError, SampleRun, Scope, fcr, generator_weights, parse_sites
 
 from . import evidence
-from .confirm import search_null, split_queries
+from .confirm import permutation_threshold, permuted_kappas, search_null, split_queries
 from .hypotheses import (
     CompiledCode,
     Counterexample,
@@ -387,7 +387,10 @@ class Explorer:
             for q, ql, sl in list(zip(run.queries, q_lab, s_lab))[:3]
         ]
         self.timing["scoring_s"] += time.perf_counter() - t
+        permuted = (permuted_kappas(q_lab, s_lab, w, [labels[t] for t in prior_texts], seed=self.cfg.seed)
+                    if part == "confirm" and res.fcr is not None else None)
         score = Score(**res.model_dump(include=set(Score.model_fields)),  # the FCR figures a Score keeps
+                      permuted_kappas=permuted,
                       n_values=len({labels[t] for t in prior_texts if labels[t] is not None}),
                       n_query_values=len({lab for lab in q_lab if lab is not None}),
                       empirical_fcr=emp.fcr if emp else None, empirical_kappa=emp.kappa if emp else None,
@@ -635,6 +638,7 @@ class Explorer:
         """The search null for every hypothesis scored so far (saved with the run)."""
         cards = [h.score.n_values or 2 for h in self.scored if h.status == "scored" and h.score]
         self.null = search_null(self.part("confirm"), self.prior_texts(self.cfg.prior_for_p0), cards, seed=self.cfg.seed)
+        self.null.permutation_threshold = permutation_threshold(self.scored)
         self.log.write_json("search_null.json", self.null.model_dump())
         return self.null
 
