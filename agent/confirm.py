@@ -6,11 +6,11 @@ tried twenty ideas, the best of them beats chance on its own queries by luck alo
 search null measures that luck: as many content-free features (salted hashes of the text)
 as hypotheses were scored, with the same numbers of values, scored on the same confirmation
 queries. A finding is confirmed only when its κ CI lies above 0 and above the best of them,
-and when its κ beats the permutation threshold of the whole search: the 95th percentile, over
-shared permutations of the confirmation queries' labels (each query's samples paired with
-another query's label), of the largest κ any scored hypothesis reaches — Westfall and Young's
-max-T, which holds the chance of confirming anything by luck at 5% however many hypotheses
-were tried, and, unlike hashes, with each hypothesis's own label structure.
+and when its permutation p-value (its κ against its own κ under shared permutations of the
+confirmation queries' labels: each query's samples paired with another query's label) is at or
+under the search's threshold — Westfall and Young's min-P, which holds the chance of
+confirming anything by luck at 5% however many hypotheses were tried, with each hypothesis's
+own label structure rather than a hash's.
 """
 
 from __future__ import annotations
@@ -26,55 +26,72 @@ from scope_core.api import SampleRun, sampled_fcr
 
 from .hypotheses import ScoredHypothesis, SearchNull
 
-N_PERMUTATIONS = 200
+N_PERMUTATIONS = 1000
 
 
 def permuted_kappas(query_labels: Sequence, sample_labels: Sequence[Sequence], weights: Sequence[Sequence[float]],
                     prior_labels: Sequence, n_perm: int = N_PERMUTATIONS, seed: int = 0) -> list[float | None]:
     """κ of the feature with the queries' labels permuted among the queries (each query's
     samples judged against another query's label), once per shared permutation: the same
-    `seed` and number of queries give every hypothesis the same permutations, so the largest
-    κ across hypotheses can be taken permutation by permutation (max-T). None where a
-    permutation leaves no counted query or p0 = 1."""
+    `seed` and number of queries give every hypothesis the same permutations, so the search
+    can be judged permutation by permutation (`permutation_pvalues`). None where a permutation
+    leaves no counted query or p0 = 1."""
     n = len(query_labels)
+    if n == 0:
+        return []
+    codes: dict = {}
+    q = np.array([codes.setdefault(lab, len(codes)) if lab is not None else -1 for lab in query_labels])
+    m = max((len(x) for x in sample_labels), default=0)
+    s = np.full((n, max(m, 1)), -2)  # -2: no sample / undefined label, never a match
+    w = np.zeros((n, max(m, 1)))
+    for i, (labs, ws) in enumerate(zip(sample_labels, weights)):
+        for j, (lab, wj) in enumerate(zip(labs, ws)):
+            s[i, j] = codes.get(lab, -3) if lab is not None else -2  # a label no query has cannot match
+            w[i, j] = wj
+    tot = w.sum(1)
     counts = Counter(lab for lab in prior_labels if lab is not None)
-    n_prior = max(len(prior_labels), 1)
-    rng = np.random.default_rng(seed + 11)
-    w = [np.asarray(x, dtype=float) for x in weights]
-    tot = np.array([x.sum() for x in w])
+    p0_code = np.array([counts.get(lab, 0) / max(len(prior_labels), 1) for lab in codes] + [0.0])  # last: padding for -1
+    perms = np.random.default_rng(seed + 11).permuted(np.tile(np.arange(n), (n_perm, 1)), axis=1)  # [B, n]
+    qp = q[perms]  # each query's samples against another query's label
+    valid = (qp >= 0) & (tot > 0)[None, :]
+    match = (s[None, :, :] == qp[:, :, None]) & (qp[:, :, None] >= 0)
+    rates = (w[None] * match).sum(-1) / np.where(tot > 0, tot, 1.0)[None, :]
+    n_valid = valid.sum(1)
+    fcr_b = np.where(n_valid > 0, (rates * valid).sum(1) / np.maximum(n_valid, 1), np.nan)
+    p0_b = np.where(n_valid > 0, (p0_code[np.where(qp >= 0, qp, len(codes))] * valid).sum(1) / np.maximum(n_valid, 1), np.nan)
     out: list[float | None] = []
-    for _ in range(n_perm):
-        perm = rng.permutation(n)
-        rates, p0s = [], []
-        for i in range(n):
-            ql = query_labels[perm[i]]
-            if ql is None or tot[i] <= 0:
-                continue
-            match = np.array([lab is not None and lab == ql for lab in sample_labels[i]], dtype=float)
-            rates.append(float((w[i] * match).sum() / tot[i]))
-            p0s.append(counts.get(ql, 0) / n_prior)
-        if not rates or np.mean(p0s) >= 1 - 1e-9:
-            out.append(None)
-            continue
-        p0 = float(np.mean(p0s))
-        out.append((float(np.mean(rates)) - p0) / (1 - p0))
+    for f, p0 in zip(fcr_b, p0_b):
+        out.append(None if not np.isfinite(f) or p0 >= 1 - 1e-9 else float((f - p0) / (1 - p0)))
     return out
 
 
-def permutation_threshold(hypotheses: Sequence[ScoredHypothesis], level: float = 0.95) -> float | None:
-    """The `level` quantile over permutations of the largest permuted κ among the scored
-    hypotheses' confirmation scores (max-T); None when no hypothesis carries permutations."""
-    rows = [h.confirmation.permuted_kappas for h in hypotheses
-            if h.status == "scored" and h.confirmation is not None and h.confirmation.permuted_kappas]
+def permutation_pvalues(hypotheses: Sequence[ScoredHypothesis], alpha: float = 0.05) -> tuple[dict[int, float], float | None]:
+    """({hypothesis id: its permutation p-value}, the search's p threshold): Westfall and
+    Young's min-P over the scored hypotheses' confirmation scores. Each hypothesis's p is the
+    share of permutations whose κ reaches its own; the threshold is the `alpha` quantile, over
+    permutations, of the smallest p any hypothesis gets there — so a finding with p at or under
+    it beats what the best of the whole search reaches by luck in all but `alpha` of cases.
+    p-values, not κ itself: a few-valued feature with a common value has a κ that swings
+    widely under permutation and would otherwise set the bar for every other hypothesis."""
+    rows = [(h.id, h.confirmation.kappa, np.array([np.nan if k is None else k for k in h.confirmation.permuted_kappas], dtype=float))
+            for h in hypotheses
+            if h.status == "scored" and h.confirmation is not None and h.confirmation.permuted_kappas and h.confirmation.kappa is not None]
     if not rows:
-        return None
-    m = len(rows[0])
-    maxima = []
-    for b in range(m):
-        vals = [r[b] for r in rows if len(r) == m and r[b] is not None]
-        if vals:
-            maxima.append(max(vals))
-    return float(np.quantile(maxima, level)) if maxima else None
+        return {}, None
+    b = len(rows[0][2])
+    rows = [r for r in rows if len(r[2]) == b]
+    pvals: dict[int, float] = {}
+    per_perm = []
+    for hid, kappa, perm in rows:
+        ok = np.isfinite(perm)
+        pvals[hid] = float((1 + np.sum(perm[ok] >= kappa - 1e-12)) / (1 + ok.sum()))
+        ranked = np.where(ok, perm, -np.inf)
+        # p of each permutation within the hypothesis's own permutation distribution
+        order = np.sort(ranked[ok])
+        ge = len(order) - np.searchsorted(order, ranked, side="left")
+        per_perm.append(np.where(ok, ge / max(ok.sum(), 1), 1.0))
+    min_p = np.min(np.stack(per_perm), 0)
+    return pvals, float(np.quantile(min_p, alpha))
 
 
 def split_queries(run: SampleRun, seed: int, confirm_share: float = 0.5) -> tuple[SampleRun, SampleRun]:

@@ -172,14 +172,16 @@ class SearchNull(BaseModel):
     kappas: list[float] = Field(default_factory=list)
     n_features: int = 0
     n_hypotheses: int | None = None  # the scored hypotheses it was drawn for (None: saved before this was kept)
-    # max-T: the 95th percentile over label permutations of the largest κ any scored hypothesis reaches (agent.confirm)
-    permutation_threshold: float | None = None
+    # min-P over the scored hypotheses (agent.confirm.permutation_pvalues): each one's permutation p-value, by id,
+    # and the search's threshold on them (None: saved before it was computed)
+    permutation_p: dict[int, float] = Field(default_factory=dict)
+    p_threshold: float | None = None
 
 
 def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
     """Confirmed: on confirmation queries, κ's 95% CI lies above 0 and above the search null,
-    κ itself above the search's permutation threshold (max-T over every scored hypothesis,
-    `agent.confirm`), and the feature takes at least two values there. (A feature all queries share — "is an
+    its permutation p-value at or under the search's min-P threshold (every scored hypothesis
+    counted, `agent.confirm`), and the feature takes at least two values there. (A feature all queries share — "is an
     instruction" on a prior of instructions — reaches κ = 1 with a CI of [1, 1] from a few
     rare prior values; it shows nothing the site tells apart.)"""
     c = h.confirmation
@@ -187,7 +189,8 @@ def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
         return False
     if null is None or null.max_kappa is None:  # a run stopped before its null: nothing is confirmed yet
         return False
-    beats_search = null.permutation_threshold is None or (c.kappa is not None and c.kappa > null.permutation_threshold)
+    p = null.permutation_p.get(h.id)
+    beats_search = null.p_threshold is None or (p is not None and p <= null.p_threshold)
     return c.kappa_ci_low > max(0.0, null.max_kappa) and beats_search
 
 
@@ -222,7 +225,8 @@ def verdict(site: str, ranking: list[ScoredHypothesis], null: SearchNull | None)
         return f"κ {sc.kappa:.2f}{ci}" if sc.kappa is not None else "κ —"
 
     null_line = (f"the search null — the best of {null.n_features} content-free features on the same queries — is κ {null.max_kappa:.2f}"
-                 + (f", and the search's permutation threshold κ {null.permutation_threshold:.2f}" if null.permutation_threshold is not None else "")
+                 + (f"; a finding's permutation p must be ≤ {null.p_threshold:.4f}, what the best of the whole search reaches by luck in 5% of label permutations"
+                    if null.p_threshold is not None else "")
                  if null and null.max_kappa is not None
                  else "no search null was computed (the run stopped before confirmation): nothing is confirmed until it is resumed")
     confirmed = [h for h in ranking if is_confirmed(h, null)]

@@ -28,7 +28,7 @@ from rich.console import Console
 from scope_core.api import AutoscopeError, SampleRun, Scope, fcr, generator_weights, parse_sites
 
 from . import evidence
-from .confirm import permutation_threshold, permuted_kappas, search_null, split_queries
+from .confirm import permutation_pvalues, permuted_kappas, search_null, split_queries
 from .hypotheses import (
     CompiledCode,
     Counterexample,
@@ -638,7 +638,7 @@ class Explorer:
         """The search null for every hypothesis scored so far (saved with the run)."""
         cards = [h.score.n_values or 2 for h in self.scored if h.status == "scored" and h.score]
         self.null = search_null(self.part("confirm"), self.prior_texts(self.cfg.prior_for_p0), cards, seed=self.cfg.seed)
-        self.null.permutation_threshold = permutation_threshold(self.scored)
+        self.null.permutation_p, self.null.p_threshold = permutation_pvalues(self.scored)
         self.log.write_json("search_null.json", self.null.model_dump())
         return self.null
 

@@ -89,9 +89,9 @@ def ranking_table(ranking: list[ScoredHypothesis], null: SearchNull | None, site
         return "—" if s is None else kappa_text(s.kappa, s.kappa_ci_low, s.kappa_ci_high, s.degenerate)
 
     top = null.max_kappa if null else None
-    perm = null.permutation_threshold if null else None
+    perm = null.p_threshold if null else None
     t = Table(title=f"hypotheses at {site} ({stopped}); search null κ {top if top is None else f'{top:.3f}'}"
-                    + (f", permutation threshold κ {perm:.3f}" if perm is not None else ""))
+                    + (f", permutation p threshold {perm:.4f}" if perm is not None else ""))
     for col in ("#", "hypothesis", "from", "explore κ", "confirm FCR [95% CI]", "confirm κ [95% CI]", "empirical κ", "verdict"):
         t.add_column(col)
     for i, h in enumerate(ranking, 1):
