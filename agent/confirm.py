@@ -24,7 +24,7 @@ import numpy as np
 
 from scope_core.api import SampleRun, sampled_fcr
 
-from .hypotheses import ScoredHypothesis, SearchNull
+from .hypotheses import ScoredHypothesis, SearchNull, permutation_p
 
 N_PERMUTATIONS = 1000
 
@@ -73,18 +73,20 @@ def permutation_pvalues(hypotheses: Sequence[ScoredHypothesis], alpha: float = 0
     it beats what the best of the whole search reaches by luck in all but `alpha` of cases.
     p-values, not κ itself: a few-valued feature with a common value has a κ that swings
     widely under permutation and would otherwise set the bar for every other hypothesis."""
-    rows = [(h.id, h.confirmation.kappa, np.array([np.nan if k is None else k for k in h.confirmation.permuted_kappas], dtype=float))
-            for h in hypotheses
-            if h.status == "scored" and h.confirmation is not None and h.confirmation.permuted_kappas and h.confirmation.kappa is not None]
+    scored = [h for h in hypotheses
+              if h.status == "scored" and h.confirmation is not None and h.confirmation.permuted_kappas and h.confirmation.kappa is not None]
+    rows = [(h.id, h.confirmation.kappa, np.array([np.nan if k is None else k for k in h.confirmation.permuted_kappas], dtype=float))  # type: ignore[union-attr]
+            for h in scored]
     if not rows:
         return {}, None
     b = len(rows[0][2])
+    kept = [h for h, r in zip(scored, rows) if len(r[2]) == b]
     rows = [r for r in rows if len(r[2]) == b]
     pvals: dict[int, float] = {}
     per_perm = []
-    for hid, kappa, perm in rows:
+    for (hid, kappa, perm), h in zip(rows, kept):
         ok = np.isfinite(perm)
-        pvals[hid] = float((1 + np.sum(perm[ok] >= kappa - 1e-12)) / (1 + ok.sum()))
+        pvals[hid] = permutation_p(h.confirmation)  # type: ignore[arg-type, assignment]
         ranked = np.where(ok, perm, -np.inf)
         # p of each permutation within the hypothesis's own permutation distribution
         order = np.sort(ranked[ok])

@@ -178,6 +178,15 @@ class SearchNull(BaseModel):
     p_threshold: float | None = None
 
 
+def permutation_p(score: Score) -> float | None:
+    """The share of label permutations under which the feature's κ reaches its observed κ
+    ((1 + count) / (1 + permutations), so never 0); None without permutations."""
+    if score.kappa is None or not score.permuted_kappas:
+        return None
+    perm = [k for k in score.permuted_kappas if k is not None]
+    return (1 + sum(k >= score.kappa - 1e-12 for k in perm)) / (1 + len(perm))
+
+
 def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
     """Confirmed: on confirmation queries, κ's 95% CI lies above 0 and above the search null,
     its permutation p-value at or under the search's min-P threshold (every scored hypothesis
@@ -189,7 +198,7 @@ def is_confirmed(h: ScoredHypothesis, null: SearchNull | None) -> bool:
         return False
     if null is None or null.max_kappa is None:  # a run stopped before its null: nothing is confirmed yet
         return False
-    p = null.permutation_p.get(h.id)
+    p = null.permutation_p.get(h.id, permutation_p(c))  # one outside the search (a benchmark's oracle): its own p, the search's bar
     beats_search = null.p_threshold is None or (p is not None and p <= null.p_threshold)
     return c.kappa_ci_low > max(0.0, null.max_kappa) and beats_search
 
