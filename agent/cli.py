@@ -238,7 +238,7 @@ def fcr(
 @friendly
 def explore(
     site: str = typer.Option("L18", help="site to explain"),
-    budget: int = typer.Option(20, help="hypotheses to score"),
+    budget: int | None = typer.Option(None, help="hypotheses to score (default 20); with --resume, raises the saved budget"),
     run: str = typer.Option("default", help="trained run to explore"),
     runs_dir: str = typer.Option("runs"),
     sites: str | None = typer.Option(None, help="also score the top hypotheses at these sites, e.g. L6,L12,L24"),
@@ -253,8 +253,8 @@ def explore(
                                        "only those above chance get all of D (0: off)"),
     label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
     until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
-    minutes: float = typer.Option(6.0, min=0, help="wall-clock budget of the proposing loop; no hypothesis is scored past it, "
-                                  "confirmation still runs (0: no limit)"),
+    minutes: float | None = typer.Option(None, min=0, help="wall-clock budget of the proposing loop (default 6); no hypothesis is "
+                                         "scored past it, confirmation still runs (0: no limit); with --resume, raises the saved one"),
     eps: float | None = None,
     eps_quantile: float | None = None,
     anchors: str = typer.Option("auto", help=ANCHORS_HELP),
@@ -280,11 +280,14 @@ def explore(
     err.print(isolation_summary())
     proposer = proposer_for(judge_mode)
     judge = JudgeConfig.from_env(base_url=judge_url, model=judge_model, engine=judge_engine, outage_s=judge_wait)
+    given = {"budget": budget} if budget is not None else {}  # only what was asked: a resume raises the saved budgets to it
+    if minutes is not None:
+        given["minutes"] = minutes or None  # 0: no limit
     cfg = ExploreConfig(proposer=proposer,  # type: ignore[arg-type]
-                        run=run, runs_dir=runs_dir, site=site, sites=sites, budget=budget, per_round=per_round, queries=queries,
+                        run=run, runs_dir=runs_dir, site=site, sites=sites, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
-                        stop_when_done=not until_budget, minutes=minutes or None, anchors=_anchors(anchors))  # type: ignore[arg-type]
+                        stop_when_done=not until_budget, anchors=_anchors(anchors), **given)  # type: ignore[arg-type]
     res = run_explore(cfg, console=err)
     present_result(res, site, console)
     if res.failure:

@@ -688,10 +688,28 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
 
 def resumed_config(saved: dict, asked: ExploreConfig, xid: str) -> ExploreConfig:
     """The settings of a resumed explore: the saved ones win, so a finding is never half one
-    setting and half another, except how to reach the judge (a new server, a new port). An
-    explore saved before `anchors` existed sampled every site on its query, and goes on so."""
+    setting and half another, except how to reach the judge (a new server, a new port) and the
+    budgets, which a resume may raise but not lower (`--budget 40` goes on past a run that
+    stopped at 20; `--minutes 0` lifts the time limit). An explore saved before `anchors`
+    existed sampled every site on its query, and goes on so."""
     saved = {"anchors": "query", **saved}
-    return ExploreConfig.model_validate(saved).model_copy(update={"judge": asked.judge, "explore_id": xid})
+    old = ExploreConfig.model_validate(saved)
+    update: dict = {"judge": asked.judge, "explore_id": xid}
+    if "budget" in asked.model_fields_set:  # asked for, not a default
+        update["budget"] = max(old.budget, asked.budget)
+    if "minutes" in asked.model_fields_set:
+        update["minutes"] = None if not old.minutes or not asked.minutes else max(old.minutes, asked.minutes)
+    return old.model_copy(update=update)
+
+
+def extends(before: ExploreConfig, after: ExploreConfig, stopped: str, n_scored: int) -> bool:
+    """Whether a resumed explore that had stopped on a budget has more of it now: a larger
+    `--budget` than it had scored, or more (or unlimited) `--minutes` after a time stop."""
+    if stopped == "budget":
+        return after.budget > n_scored
+    if stopped.startswith("time budget"):
+        return (not after.minutes) or after.minutes > (before.minutes or 0)
+    return False
 
 
 def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult:
@@ -702,12 +720,24 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
     xid = cfg.explore_id or datetime.now().strftime("x%Y%m%d-%H%M%S")
     log = RunLog(run_dir / "explore" / xid)
     saved = log.read_json("config.json")
+    before = None
     if saved is not None:
+        before = ExploreConfig.model_validate({"anchors": "query", **saved})
         cfg = resumed_config(saved, cfg, xid)
+        if (cfg.budget, cfg.minutes) != (before.budget, before.minutes):
+            log.write_json("config.json", cfg.model_dump())  # a later resume starts from the raised budgets
     else:
         cfg = cfg.model_copy(update={"explore_id": xid})
         log.write_json("config.json", cfg.model_dump())
     state, finished = log.read_json("state.json"), log.read_json("result.json")
+    if state and state.get("stopped") and finished is not None and before is not None:
+        n_scored = sum(1 for h in finished.get("ranking", []) if h.get("status") == "scored")
+        if extends(before, cfg, str(state["stopped"]), n_scored):
+            console.print(f"explore {xid} stopped on its {state['stopped']}; going on to --budget {cfg.budget}"
+                          + (f", --minutes {cfg.minutes:g}" if cfg.minutes else ", no time limit"))
+            log.append("events", {"extended": state["stopped"], "budget": cfg.budget, "minutes": cfg.minutes})
+            state = {**state, "stopped": None}
+            log.write_json("state.json", state)
     if state and state.get("stopped") and finished is not None:
         console.print(f"explore {xid} finished before ({state['stopped']}); nothing is asked again — the report is rewritten")
         from .report import write_report

@@ -343,3 +343,41 @@ def test_the_permutation_min_p_holds_the_whole_search_at_five_percent():
     assert pvals[99] <= threshold
     a = permuted_kappas(q, [[lab] * 8 for lab in q], [[1.0] * 8] * 24, q, seed=3)
     assert a == permuted_kappas(q, [[lab] * 8 for lab in q], [[1.0] * 8] * 24, q, seed=3) and len(a) == 1000
+
+
+def test_a_resume_with_a_larger_budget_goes_on_where_the_run_stopped(tiny_scope):
+    """`explore --resume ID --budget 6` after a run that stopped at its budget of 3 scores more
+    hypotheses, keeps the first ones as they were, and saves the raised budget; resumed again
+    without options it asks nothing more (a resume raises budgets, never lowers them)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = tiny_scope.run_dir.parent
+    log = RunLog(runs / "s" / "explore" / "cli-extend")
+    run = planted_run(tiny_scope)
+    log.write_json("samples_L2.json", run.model_dump())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCOPE_JUDGE_")}
+
+    def explore(*extra: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, "-m", "agent.cli", "explore", "--judge", "none", "--run", "s", "--runs-dir", str(runs),
+                            "--site", "L2", "--queries", str(len(run.queries)), "--resume", "cli-extend", *extra],
+                           env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    def scored() -> list[dict]:
+        return [h for h in json.loads((log.root / "result.json").read_text())["ranking"] if h["status"] == "scored"]
+
+    explore("--budget", "3")
+    first = {h["hypothesis"]["name"]: h["score"]["kappa"] for h in scored()}
+    assert len(first) == 3 and json.loads((log.root / "state.json").read_text())["stopped"] == "budget"
+    r = explore("--budget", "6")
+    assert "going on to --budget 6" in r.stderr.replace("\n", " ")
+    after = {h["hypothesis"]["name"]: h["score"]["kappa"] for h in scored()}
+    assert len(after) > 3 and all(after[k] == v for k, v in first.items())
+    assert json.loads((log.root / "config.json").read_text())["budget"] == 6
+    again = explore()
+    assert "finished before" in again.stderr.replace("\n", " ") and len(scored()) == len(after)

@@ -129,7 +129,11 @@ def test_a_resumed_explore_keeps_its_saved_settings_and_anchoring():
     old = ExploreConfig(run="r", budget=12).model_dump()
     old.pop("anchors")
     cfg = resumed_config(old, asked, "x1")
-    assert cfg.anchors == "query" and cfg.budget == 12 and cfg.judge.base_url == "http://localhost:9999/v1" and cfg.explore_id == "x1"
+    assert cfg.anchors == "query" and cfg.judge.base_url == "http://localhost:9999/v1" and cfg.explore_id == "x1"
+    assert cfg.budget == 40  # asked for: a resume may raise a budget ...
+    assert resumed_config(old, ExploreConfig(run="r", budget=5), "x1").budget == 12  # ... never lower it
+    assert resumed_config(old, ExploreConfig(run="r"), "x1").budget == 12  # and a default is not a request
+    assert resumed_config(old, ExploreConfig(run="r", minutes=None), "x1").minutes is None  # --minutes 0: no limit
     new = ExploreConfig(run="r", budget=12, anchors="ball").model_dump()
     assert resumed_config(new, asked, "x1").anchors == "ball"
 
