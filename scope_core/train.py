@@ -425,11 +425,31 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
         return tot / max(n, 1)
 
     best, best_state, bad, step, t0 = math.inf, None, 0, 0, time.perf_counter()
+    last_eval, evaluated_at, losses = t0, 0, []
+
+    def evaluate(train_loss: float | None) -> bool:
+        """Held-out loss now; keeps the best weights, and says when three evaluations in a row
+        have not improved on them (early stopping). Step 0 is evaluated too, so a fit that
+        never helps leaves the backbone as it was."""
+        nonlocal best, best_state, bad, last_eval, evaluated_at
+        hl = held_loss()
+        last_eval, evaluated_at = time.perf_counter(), step
+        losses.append(hl)
+        _log(log_path, {"phase": "sft", "step": step, "train_loss": train_loss, "heldout_loss": hl})
+        if hl < best:
+            best, bad = hl, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        bad += 1
+        return bad >= 3
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(minutes * 60), desc=f"backbone SFT ({mode})", unit="s")
+    evaluate(None)
+    t0 = last_eval = time.perf_counter()  # the budget is for fitting
     while time.perf_counter() - t0 < minutes * 60:
         idx = rng.integers(0, len(train_ids), batch_size)
         batch = [train_ids[i] for i in idx]
@@ -439,21 +459,17 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if step % 100 == 0:
-            hl = held_loss()
-            _log(log_path, {"phase": "sft", "step": step, "train_loss": float(loss), "heldout_loss": hl})
-            if hl < best:
-                best, bad = hl, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= 3:
-                    break
+        # every 100 steps or every minute, whichever comes first: on a slow machine a 3-minute
+        # budget is a few dozen steps, and an SFT that is never evaluated keeps whatever it ends on
+        if (step % 100 == 0 or time.perf_counter() - last_eval >= 60) and evaluate(float(loss.detach())):
+            break
         if bar:
             bar.n = min(int(time.perf_counter() - t0), bar.total)
             bar.set_postfix(loss=f"{float(loss):.3f}", best=f"{best:.3f}")
     if bar:
         bar.close()
+    if step > evaluated_at:
+        evaluate(float(loss.detach()))  # the steps since the last evaluation count too
     if best_state is not None:
         model.load_state_dict(best_state)
     if mode in ("lora", "lora-upper"):
@@ -462,7 +478,7 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
     for p in bb.model.parameters():
         p.requires_grad_(False)
     bb._prefix_kv = None
-    return {"sft_heldout_loss": best, "sft_steps": step}
+    return {"sft_heldout_loss": best, "sft_heldout_loss_before": losses[0], "sft_steps": step, "sft_evaluations": len(losses)}
 
 
 def describe_generator(gcfg: GeneratorConfig, target: Target) -> str:

@@ -250,3 +250,27 @@ def test_a_killed_cosine_run_resumes_on_the_same_schedule(tiny_llama_path, tmp_p
     assert res.steps == 8 and [s for s, _, _ in losses("killed")] == [2, 4, 6, 8]
     for (_, ta, ha), (_, tb, hb) in zip(losses("straight"), losses("killed")):
         assert ta == pytest.approx(tb, abs=1e-4) and ha == pytest.approx(hb, abs=1e-4)
+
+
+def test_backbone_sft_is_evaluated_however_few_steps_and_never_left_worse(tiny_llama_path, tmp_path):
+    """A time-budgeted SFT that ends before its 100th step is still evaluated (step 0, each
+    minute and at the end), so it reports a finite held-out loss; and a fit that only hurts
+    (a learning rate far too high) leaves the backbone's weights as they were."""
+    from scope_core.generator import GeneratorConfig, build_backbone
+    from scope_core.train import finetune_backbone
+
+    cfg = GeneratorConfig(backbone=str(tiny_llama_path), sites=["L1"], d_act=64, n_heads=2, head_dim=8)
+    texts = [f"write a short note about {w} and {v}" for w in "abcdefgh" for v in "ijkl"]
+    bb = build_backbone(cfg)
+    ids = bb.encode(texts, 32)
+    log = tmp_path / "log.jsonl"
+    info = finetune_backbone(bb, ids[:24], ids[24:], "full", minutes=0.02, lr=1e-3, batch_size=8, seed=0, log_path=log, progress=False)
+    assert 0 < info["sft_steps"] < 100 and math.isfinite(info["sft_heldout_loss"])
+    assert info["sft_evaluations"] >= 2 and info["sft_heldout_loss"] <= info["sft_heldout_loss_before"]
+    json.dumps(info, allow_nan=False)  # backbone_sft.json stays valid JSON
+
+    bb = build_backbone(cfg)
+    before = {k: v.clone() for k, v in bb.model.state_dict().items()}
+    info = finetune_backbone(bb, ids[:24], ids[24:], "full", minutes=0.02, lr=50.0, batch_size=8, seed=0, log_path=log, progress=False)
+    assert info["sft_heldout_loss"] == info["sft_heldout_loss_before"]
+    assert all(torch.equal(v, before[k]) for k, v in bb.model.state_dict().items())
