@@ -254,7 +254,7 @@ def explore(
     label_batch: int | None = typer.Option(None, help="inputs per judge labelling request (default: 8 for the embedded CPU judge, else 1)"),
     until_budget: bool = typer.Option(False, help="ignore the judge's 'done' and spend the whole budget"),
     minutes: float | None = typer.Option(None, min=0, help="wall-clock budget of the proposing loop (default 6); no hypothesis is "
-                                         "scored past it, confirmation still runs (0: no limit); with --resume, raises the saved one"),
+                                         "scored past it, confirmation still runs (0: no limit); per session: with --resume, this session's"),
     eps: float | None = None,
     eps_quantile: float | None = None,
     anchors: str = typer.Option("auto", help=ANCHORS_HELP),

@@ -689,26 +689,29 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
 def resumed_config(saved: dict, asked: ExploreConfig, xid: str) -> ExploreConfig:
     """The settings of a resumed explore: the saved ones win, so a finding is never half one
     setting and half another, except how to reach the judge (a new server, a new port) and the
-    budgets, which a resume may raise but not lower (`--budget 40` goes on past a run that
-    stopped at 20; `--minutes 0` lifts the time limit). An explore saved before `anchors`
-    existed sampled every site on its query, and goes on so."""
+    budgets. The hypothesis budget counts over the whole run, so a resume may raise it but not
+    lower it (`--budget 40` goes on past a run that stopped at 20); `--minutes` is the time of
+    this session's proposing loop, so a resume that gives it uses it (0: no limit). A default
+    is not a request. An explore saved before `anchors` existed sampled every site on its
+    query, and goes on so."""
     saved = {"anchors": "query", **saved}
     old = ExploreConfig.model_validate(saved)
     update: dict = {"judge": asked.judge, "explore_id": xid}
-    if "budget" in asked.model_fields_set:  # asked for, not a default
+    if "budget" in asked.model_fields_set:
         update["budget"] = max(old.budget, asked.budget)
     if "minutes" in asked.model_fields_set:
-        update["minutes"] = None if not old.minutes or not asked.minutes else max(old.minutes, asked.minutes)
+        update["minutes"] = asked.minutes or None
     return old.model_copy(update=update)
 
 
-def extends(before: ExploreConfig, after: ExploreConfig, stopped: str, n_scored: int) -> bool:
-    """Whether a resumed explore that had stopped on a budget has more of it now: a larger
-    `--budget` than it had scored, or more (or unlimited) `--minutes` after a time stop."""
+def extends(stopped: str, after: ExploreConfig, n_scored: int, asked: set[str]) -> bool:
+    """Whether a resumed explore that had stopped on a budget has more of it now: a budget
+    above what it has scored, or — after a time stop — `--minutes` or `--budget` given again
+    (the time is per session, so a resume that asks for more gets this session's minutes)."""
     if stopped == "budget":
         return after.budget > n_scored
     if stopped.startswith("time budget"):
-        return (not after.minutes) or after.minutes > (before.minutes or 0)
+        return bool(asked & {"minutes", "budget"}) and after.budget > n_scored
     return False
 
 
@@ -719,25 +722,28 @@ def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult
         raise AutoscopeError(f"no trained run {run_dir}: run `autoscope train --run {cfg.run}` first")
     xid = cfg.explore_id or datetime.now().strftime("x%Y%m%d-%H%M%S")
     log = RunLog(run_dir / "explore" / xid)
+    asked_fields = cfg.model_fields_set
     saved = log.read_json("config.json")
-    before = None
     if saved is not None:
-        before = ExploreConfig.model_validate({"anchors": "query", **saved})
         cfg = resumed_config(saved, cfg, xid)
-        if (cfg.budget, cfg.minutes) != (before.budget, before.minutes):
-            log.write_json("config.json", cfg.model_dump())  # a later resume starts from the raised budgets
     else:
         cfg = cfg.model_copy(update={"explore_id": xid})
         log.write_json("config.json", cfg.model_dump())
     state, finished = log.read_json("state.json"), log.read_json("result.json")
-    if state and state.get("stopped") and finished is not None and before is not None:
-        n_scored = sum(1 for h in finished.get("ranking", []) if h.get("status") == "scored")
-        if extends(before, cfg, str(state["stopped"]), n_scored):
+    if saved is not None and state and state.get("stopped"):
+        # scored hypotheses from the log, not result.json: a run killed between its stop and its
+        # result (confirmation, other sites) extends as well
+        n_scored = sum(1 for r in log.read("hypotheses") if r["hypothesis"].get("status") == "scored")
+        if extends(str(state["stopped"]), cfg, n_scored, set(asked_fields)):
             console.print(f"explore {xid} stopped on its {state['stopped']}; going on to --budget {cfg.budget}"
-                          + (f", --minutes {cfg.minutes:g}" if cfg.minutes else ", no time limit"))
+                          + (f", --minutes {cfg.minutes:g}" if cfg.minutes else ", no time limit")
+                          + " (patience counted afresh)")
             log.append("events", {"extended": state["stopped"], "budget": cfg.budget, "minutes": cfg.minutes})
-            state = {**state, "stopped": None}
+            state = {**state, "stopped": None, "stale": 0, "idle": 0}
             log.write_json("state.json", state)
+            finished = None
+    if saved is not None and not (state and state.get("stopped")):
+        log.write_json("config.json", cfg.model_dump())  # the run goes on: a later resume starts from these budgets
     if state and state.get("stopped") and finished is not None:
         console.print(f"explore {xid} finished before ({state['stopped']}); nothing is asked again — the report is rewritten")
         from .report import write_report

@@ -427,18 +427,24 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
     best, best_state, bad, step, t0 = math.inf, None, 0, 0, time.perf_counter()
     last_eval, evaluated_at, losses = t0, 0, []
 
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+
     def evaluate(train_loss: float | None) -> bool:
         """Held-out loss now; keeps the best weights, and says when three evaluations in a row
         have not improved on them (early stopping). Step 0 is evaluated too, so a fit that
-        never helps leaves the backbone as it was."""
+        never helps leaves the backbone as it was. Without held-out prompts nothing is
+        evaluated and the fit keeps its last weights."""
         nonlocal best, best_state, bad, last_eval, evaluated_at
-        hl = held_loss()
         last_eval, evaluated_at = time.perf_counter(), step
+        if not held_ids:
+            return False
+        hl = held_loss()
         losses.append(hl)
         _log(log_path, {"phase": "sft", "step": step, "train_loss": train_loss, "heldout_loss": hl})
         if hl < best:
             best, bad = hl, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # only what trains (LoRA adapters, or every weight for a full fit), kept on the CPU
+            best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if n in trained}
             return False
         bad += 1
         return bad >= 3
@@ -471,14 +477,19 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
     if step > evaluated_at:
         evaluate(float(loss.detach()))  # the steps since the last evaluation count too
     if best_state is not None:
-        model.load_state_dict(best_state)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in best_state:
+                    p.copy_(best_state[n])
     if mode in ("lora", "lora-upper"):
         bb.model = model.merge_and_unload()
     bb.model.eval()
     for p in bb.model.parameters():
         p.requires_grad_(False)
     bb._prefix_kv = None
-    return {"sft_heldout_loss": best, "sft_heldout_loss_before": losses[0], "sft_steps": step, "sft_evaluations": len(losses)}
+    finite = [x if math.isfinite(x) else None for x in losses]  # backbone_sft.json stays strict JSON
+    return {"sft_heldout_loss": min((x for x in finite if x is not None), default=None),
+            "sft_heldout_loss_before": finite[0] if finite else None, "sft_steps": step, "sft_evaluations": len(losses)}
 
 
 def describe_generator(gcfg: GeneratorConfig, target: Target) -> str:
@@ -696,7 +707,7 @@ def _finetune_if_asked(cfg: TrainConfig, parts: GeneratorParts, inv_dir: Path, p
     info = finetune_backbone(parts.bb, parts.train_ids, parts.valid_ids[: cfg.eval_size], parts.sft_mode, cfg.sft_minutes,
                              lr=1e-3 if cfg.backbone == "scratch" else 1e-4, batch_size=cfg.batch_size, seed=cfg.seed,
                              log_path=inv_dir / "log.jsonl", progress=progress, from_block=parts.gcfg.own_blocks_from or 0)
-    (inv_dir / "backbone_sft.json").write_text(json.dumps(info))
+    (inv_dir / "backbone_sft.json").write_text(json.dumps(info, allow_nan=False))
 
 
 def build_generator(cfg: TrainConfig, target: Target, data: RunData, inv_dir: Path, progress: bool) -> GeneratorParts:

@@ -134,8 +134,21 @@ def test_a_resumed_explore_keeps_its_saved_settings_and_anchoring():
     assert resumed_config(old, ExploreConfig(run="r", budget=5), "x1").budget == 12  # ... never lower it
     assert resumed_config(old, ExploreConfig(run="r"), "x1").budget == 12  # and a default is not a request
     assert resumed_config(old, ExploreConfig(run="r", minutes=None), "x1").minutes is None  # --minutes 0: no limit
+    assert resumed_config(old, ExploreConfig(run="r", minutes=2.0), "x1").minutes == 2.0  # minutes are this session's
     new = ExploreConfig(run="r", budget=12, anchors="ball").model_dump()
     assert resumed_config(new, asked, "x1").anchors == "ball"
+
+
+def test_only_a_budget_or_time_stop_is_extended_and_only_by_what_was_asked():
+    from agent.loop import extends
+
+    more, same = ExploreConfig(run="r", budget=40), ExploreConfig(run="r", budget=20)
+    assert extends("budget", more, 20, {"budget"}) and not extends("budget", same, 20, {"budget"})
+    assert extends("time budget (6 min) spent", same, 9, {"minutes"})  # new minutes for this session
+    assert extends("time budget (6 min) spent", more, 9, {"budget"})
+    assert not extends("time budget (6 min) spent", same, 9, set())  # a plain resume asks for nothing
+    for reason in ("the judge said it is done", "κ stopped improving", "too many failed hypotheses", "judge unavailable"):
+        assert not extends(reason, more, 5, {"budget", "minutes"})
 
 
 def _scored(name: str, explore_kappa: float, confirm_kappa: float, low: float):

@@ -274,3 +274,8 @@ def test_backbone_sft_is_evaluated_however_few_steps_and_never_left_worse(tiny_l
     info = finetune_backbone(bb, ids[:24], ids[24:], "full", minutes=0.02, lr=50.0, batch_size=8, seed=0, log_path=log, progress=False)
     assert info["sft_heldout_loss"] == info["sft_heldout_loss_before"]
     assert all(torch.equal(v, before[k]) for k, v in bb.model.state_dict().items())
+
+    bb = build_backbone(cfg)  # no held-out prompts: nothing to stop on, the fit keeps its weights
+    info = finetune_backbone(bb, ids[:24], [], "full", minutes=0.01, lr=1e-3, batch_size=8, seed=0, log_path=log, progress=False)
+    assert info["sft_heldout_loss"] is None and info["sft_evaluations"] == 0 and info["sft_steps"] > 0
+    assert any(not torch.equal(v, before[k]) for k, v in bb.model.state_dict().items())
