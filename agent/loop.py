@@ -188,6 +188,10 @@ class Explorer:
         self.scope = scope or Scope(Path(cfg.runs_dir) / cfg.run)
         self.timing: dict[str, float] = {"sampling_s": 0.0, "judge_s": 0.0, "labelling_s": 0.0, "scoring_s": 0.0}
         self.scored: list[ScoredHypothesis] = [ScoredHypothesis.model_validate(r["hypothesis"]) for r in log.read("hypotheses")]
+        # scores at other sites from an earlier session, so a resumed run does not label them again
+        earlier = {r["id"]: r["scores"] for r in log.read("other_sites")}
+        for h in self.scored:
+            h.other_sites = {site: Score.model_validate(v) for site, v in earlier.get(h.id, {}).items()} | h.other_sites
         self._sample_runs: dict[str, SampleRun] = {}
 
     # -- the query set D and its preimages, sampled once per site and kept ----------

@@ -381,3 +381,30 @@ def test_a_resume_with_a_larger_budget_goes_on_where_the_run_stopped(tiny_scope)
     assert json.loads((log.root / "config.json").read_text())["budget"] == 6
     again = explore()
     assert "finished before" in again.stderr.replace("\n", " ") and len(scored()) == len(after)
+
+
+def test_a_resumed_run_keeps_its_scores_at_other_sites(planted, tiny_scope, monkeypatch):
+    """Scores at `--sites` are logged as they come; a resumed run reads them back instead of
+    sampling and labelling those sites again (with a judge, each is a labelling pass)."""
+    from agent.hypotheses import Hypothesis
+
+    ex, _ = planted
+    h = Hypothesis(name="fw", statement="the first word", kind="python",
+                   code="import re\n\ndef feature(text):\n    w = re.findall(r\"[a-z]+\", text.lower())\n    return w[0] if w else None\n", rationale="")
+    out = ex.evaluate(h, 0, 0)
+    ex.scored.append(out)
+    ex.log.append("hypotheses", {"hypothesis": out.model_dump()})
+    calls: list[str] = []
+
+    def fake_score(hyp, labeller, site, judge_labelled=False):  # the scoring itself is tested elsewhere
+        calls.append(site)
+        return out.score, None, None
+
+    monkeypatch.setattr(Explorer, "score", lambda self, *a, **k: fake_score(*a, **k))
+    ex.cfg = ex.cfg.model_copy(update={"sites": "L1,L2"})
+    ex.other_sites()
+    assert calls == ["L1"]
+    again = Explorer(ex.cfg, None, ex.log, scope=tiny_scope)
+    assert again.scored[0].other_sites["L1"] == out.score
+    again.other_sites()
+    assert calls == ["L1"]  # nothing scored twice
