@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.judging.judge import JudgeUnavailable
 from scope_core.api import AutoscopeError
@@ -33,10 +34,10 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except AutoscopeError as e:
-            err.print(f"[bold red]error:[/bold red] {e}")
+            err.print(f"[bold red]error:[/bold red] {escape(str(e))}")  # a message's own brackets are text ('autoscope[vllm]')
             raise typer.Exit(2) from None
         except JudgeUnavailable as e:
-            err.print(f"[bold red]error:[/bold red] {e.reason}. Work already done is saved (labels in the judge cache, rows in "
+            err.print(f"[bold red]error:[/bold red] {escape(str(e.reason))}. Work already done is saved (labels in the judge cache, rows in "
                       "the output file): rerun the same command to continue")
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
@@ -391,14 +392,25 @@ def judge_serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     device: str = typer.Option("auto", help="batched engine: auto (the GPU when torch sees one), cpu, cuda or cuda:N"),
-    dtype: str = typer.Option("auto", help="batched engine: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16"),
+    dtype: str = typer.Option("auto", help="batched engine: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16; "
+                              "vllm: auto (the model's own), bfloat16, float16 or float32"),
+    tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs to split the judge over"),
+    gpu_memory_utilization: float = typer.Option(0.9, help="vllm: share of each GPU's memory it may take (leave room for a target)"),
 ):
     """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
     import subprocess
 
-    from serving.launch import serve_command
+    from pydantic import ValidationError
 
-    cmd, eng = serve_command(engine, model, host, port, device, dtype)
+    from serving.launch import VllmOptions, serve_command
+
+    try:
+        vllm = VllmOptions(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                           dtype=dtype if engine == "vllm" else "auto")
+    except ValidationError as e:
+        raise AutoscopeError("bad vLLM option: " + "; ".join(f"--{'-'.join(str(x).split('_'))} {err['msg']}"
+                                                                 for err in e.errors() for x in err["loc"])) from None
+    cmd, eng = serve_command(engine, model, host, port, device, dtype, vllm=vllm)
     console.print(f"serving on http://{host}:{port}/v1 — export AUTOSCOPE_JUDGE_URL=http://{host}:{port}/v1 AUTOSCOPE_JUDGE_ENGINE={eng}")
     raise typer.Exit(subprocess.call(cmd))
 

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from rich.console import Console
+from rich.markup import escape
 
 from scope_core.api import AutoscopeError, SampleRun, Scope, fcr, generator_weights, parse_sites
 
@@ -545,7 +546,7 @@ class Explorer:
                     return stopped
                 except JudgeFailure as e:
                     self.log.append("events", {"round": round_, "error": e.reason})
-                    self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({e.reason})[/yellow]")
+                    self.console.print(f"[yellow]round {round_}: the judge gave no valid proposal ({escape(str(e.reason))})[/yellow]")
                     stale += 1
                     failures += 1
                     if stale >= cfg.patience or failures >= MAX_JUDGE_FAILURES:
@@ -677,7 +678,7 @@ def judge_for(cfg: ExploreConfig, log: RunLog):
         except AutoscopeError as e:
             # no embedded judge answers here: explore from the evidence alone, and say so
             log.append("events", {"judge_fallback": f"{e}; exploring from the evidence alone (--judge none)"})
-            Console(stderr=True).print(f"[yellow]{e}; exploring from the evidence alone, as with --judge none[/yellow]")
+            Console(stderr=True).print(f"[yellow]{escape(str(e))}; exploring from the evidence alone, as with --judge none[/yellow]")
             yield None, None
             return
         if srv.fallback_reason:

@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from scope_core.api import AutoscopeError, embedded_gguf_path
 
 
@@ -74,22 +76,40 @@ def batched_command(host: str, port: int, threads: int | None = None, model: str
             "--port", str(port), "--threads", n, "--max-batch", str(BATCHED_CONCURRENCY), "--device", device, "--dtype", dtype]
 
 
-def vllm_command(model: str, host: str, port: int) -> list[str]:
+class VllmOptions(BaseModel):
+    """How vLLM spreads a judge over GPUs: a 70B judge needs several (`tensor_parallel_size`),
+    and a judge that shares its GPUs with a target must leave them memory
+    (`gpu_memory_utilization`, vLLM's share of each GPU for weights and KV cache)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split over")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="share of each GPU's memory vLLM may take")
+    dtype: str = Field("auto", description="vLLM's --dtype (auto: the model's own, bfloat16 for most)")
+
+
+def vllm_command(model: str, host: str, port: int, options: VllmOptions | None = None) -> list[str]:
+    options = options or VllmOptions()
     if importlib.util.find_spec("vllm") is None:
         raise AutoscopeError("vllm is not installed: pip install 'autoscope[vllm]' (needs a GPU), or use --engine embedded")
-    return ["vllm", "serve", model, "--host", host, "--port", str(port), "--served-model-name", model]
+    cmd = ["vllm", "serve", model, "--host", host, "--port", str(port), "--served-model-name", model,
+           "--tensor-parallel-size", str(options.tensor_parallel_size), "--gpu-memory-utilization", f"{options.gpu_memory_utilization:g}"]
+    return cmd + (["--dtype", options.dtype] if options.dtype != "auto" else [])
 
 
-def serve_command(engine: str, model: str, host: str, port: int, device: str = "cpu", dtype: str = "float32") -> tuple[list[str], str]:
+def serve_command(engine: str, model: str, host: str, port: int, device: str = "cpu", dtype: str = "float32",
+                  vllm: VllmOptions | None = None) -> tuple[list[str], str]:
     """The command that serves a judge with `engine` (embedded = llamacpp, batched or vllm),
     and the engine name a client sets in AUTOSCOPE_JUDGE_ENGINE to talk to it. `device`/`dtype`
-    are the batched engine's (llama.cpp and vLLM choose their own)."""
+    are the batched engine's (llama.cpp chooses its own); `vllm` holds vLLM's GPU options,
+    refused for the other engines rather than ignored."""
+    if vllm is not None and engine != "vllm" and vllm != VllmOptions():
+        raise AutoscopeError(f"--tensor-parallel-size and --gpu-memory-utilization are vLLM's: use them with --engine vllm, not {engine}")
     if engine in ("embedded", "llamacpp"):
         return embedded_command(host, port), "llamacpp"
     if engine == "batched":
         return batched_command(host, port, device=device, dtype=dtype), "batched"
     if engine == "vllm":
-        return vllm_command(model, host, port), "vllm"
+        return vllm_command(model, host, port, vllm), "vllm"
     raise AutoscopeError(f"unknown engine {engine!r}: use embedded (= llamacpp), batched or vllm")
 
 

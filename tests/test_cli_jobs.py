@@ -22,6 +22,40 @@ def test_judge_serve_engines_and_their_client_names() -> None:
         serve_command("tgi", "m", "h", 1)
 
 
+def test_judge_serve_passes_vllms_gpu_options_and_refuses_them_elsewhere(monkeypatch) -> None:
+    import importlib.util
+
+    from serving.launch import VllmOptions
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    cmd, eng = serve_command("vllm", "meta-llama/Llama-3.1-70B-Instruct", "0.0.0.0", 8000,
+                             vllm=VllmOptions(tensor_parallel_size=4, gpu_memory_utilization=0.6, dtype="bfloat16"))
+    assert eng == "vllm" and cmd[:3] == ["vllm", "serve", "meta-llama/Llama-3.1-70B-Instruct"]
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert flags["--tensor-parallel-size"] == "4" and flags["--gpu-memory-utilization"] == "0.6" and flags["--dtype"] == "bfloat16"
+    assert "--dtype" not in serve_command("vllm", "m", "h", 1)[0]  # auto: vLLM reads the model's own
+    with pytest.raises(AutoscopeError, match="use them with --engine vllm"):
+        serve_command("batched", "m", "h", 1, vllm=VllmOptions(tensor_parallel_size=2))
+    with pytest.raises(ValueError):
+        VllmOptions(gpu_memory_utilization=1.5)
+
+
+def test_an_error_message_keeps_its_brackets(capsys) -> None:
+    """`pip install 'autoscope[vllm]'` must reach the user whole, not as rich markup."""
+    import typer
+
+    from agent.cli import friendly
+
+    @friendly
+    def fails() -> None:
+        raise AutoscopeError("vllm is not installed: pip install 'autoscope[vllm]' or 'llama-cpp-python[server]'")
+
+    with pytest.raises(typer.Exit):
+        fails()
+    assert "pip install 'autoscope[vllm]' or 'llama-cpp-python[server]'" in capsys.readouterr().err
+
+
 def test_explore_judge_modes_name_a_proposer() -> None:
     assert [proposer_for(m) for m in ("auto", "none", "only")] == ["auto", "evidence", "judge"]
     with pytest.raises(AutoscopeError, match="unknown --judge 'all'"):
