@@ -247,8 +247,8 @@ def explore(
     queries: int = typer.Option(48, help="held-out queries in D: half explore, half confirm (never shown to a proposer)"),
     samples: int = typer.Option(8, help="samples per query"),
     per_round: int = typer.Option(3, help="hypotheses asked for per round"),
-    judge_mode: str = typer.Option("auto", "--judge", help="auto (evidence first, then the configured or embedded judge) or none "
-                                   "(hypotheses mined from the samples only: offline, no LLM)"),
+    judge_mode: str = typer.Option("auto", "--judge", help="auto (evidence first, then the configured or embedded judge), none "
+                                   "(hypotheses mined from the samples only: offline, no LLM) or only (the judge alone)"),
     p0_prompts: int = typer.Option(48, help="prior prompts the judge labels to estimate the chance level of an LLM feature"),
     screen_queries: int = typer.Option(8, help="judge-labelled hypotheses are scored on this many queries first; "
                                        "only those above chance get all of D (0: off)"),
