@@ -61,8 +61,14 @@ def prepared_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric) -> torch
     `distance(z, zq)` divides by ‖ẑ‖, so a ball searched here is the ball verification accepts."""
     if metric in ("cosine", "centred_cosine"):
         return 1 - a @ b.T
-    d = torch.cdist(a, b)
-    return d if metric == "euclidean" else d / a.norm(dim=-1).clamp_min(1e-12)[:, None]
+    # ‖a‖² + ‖b‖² − 2a·b in float64: in float32 the cancellation between close activations
+    # (norm ~30, distance ~1) costs about four digits, enough for the same pair to fall
+    # inside ε in one block of rows and outside it in another (seen on one host's BLAS)
+    a64, b64 = a.double(), b.double()
+    d2 = (a64 * a64).sum(-1)[:, None] + (b64 * b64).sum(-1)[None, :] - 2 * (a64 @ b64.T)
+    d = d2.clamp_min_(0.0).sqrt_()
+    d = d if metric == "euclidean" else d / a64.norm(dim=-1).clamp_min(1e-12)[:, None]
+    return d.float()
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor, metric: Metric, mean: torch.Tensor | None = None) -> torch.Tensor:
