@@ -394,22 +394,17 @@ def judge_serve(
     device: str = typer.Option("auto", help="batched engine: auto (the GPU when torch sees one), cpu, cuda or cuda:N"),
     dtype: str = typer.Option("auto", help="batched engine: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16; "
                               "vllm: auto (the model's own), bfloat16, float16 or float32"),
-    tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs to split the judge over"),
-    gpu_memory_utilization: float = typer.Option(0.9, help="vllm: share of each GPU's memory it may take (leave room for a target)"),
+    tensor_parallel_size: int = typer.Option(1, min=1, help="vllm: GPUs to split the judge over"),
+    gpu_memory_utilization: float = typer.Option(0.9, min=0.01, max=1.0,
+                                                 help="vllm: share of each GPU's memory it may take (leave room for a target)"),
 ):
     """Serve an OpenAI-compatible judge; point AUTOSCOPE_JUDGE_URL at it."""
     import subprocess
 
-    from pydantic import ValidationError
-
     from serving.launch import VllmOptions, serve_command
 
-    try:
-        vllm = VllmOptions(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-                           dtype=dtype if engine == "vllm" else "auto")
-    except ValidationError as e:
-        raise AutoscopeError("bad vLLM option: " + "; ".join(f"--{'-'.join(str(x).split('_'))} {err['msg']}"
-                                                                 for err in e.errors() for x in err["loc"])) from None
+    vllm = VllmOptions(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                       dtype=dtype if engine == "vllm" else "auto")
     cmd, eng = serve_command(engine, model, host, port, device, dtype, vllm=vllm)
     console.print(f"serving on http://{host}:{port}/v1 — export AUTOSCOPE_JUDGE_URL=http://{host}:{port}/v1 AUTOSCOPE_JUDGE_ENGINE={eng}")
     raise typer.Exit(subprocess.call(cmd))

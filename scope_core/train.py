@@ -424,9 +424,8 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
         model.train()
         return tot / max(n, 1)
 
-    best, best_state, bad, step, t0 = math.inf, None, 0, 0, time.perf_counter()
-    last_eval, evaluated_at, losses = t0, 0, []
-
+    best, best_state, bad, step = math.inf, None, 0, 0
+    evaluated_at, losses = 0, []
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
 
     def evaluate(train_loss: float | None) -> bool:
@@ -487,9 +486,11 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
     for p in bb.model.parameters():
         p.requires_grad_(False)
     bb._prefix_kv = None
-    finite = [x if math.isfinite(x) else None for x in losses]  # backbone_sft.json stays strict JSON
-    return {"sft_heldout_loss": min((x for x in finite if x is not None), default=None),
-            "sft_heldout_loss_before": finite[0] if finite else None, "sft_steps": step, "sft_evaluations": len(losses)}
+    def finite(x: float | None) -> float | None:  # backbone_sft.json stays strict JSON
+        return x if x is not None and math.isfinite(x) else None
+
+    return {"sft_heldout_loss": finite(best), "sft_heldout_loss_before": finite(losses[0] if losses else None),
+            "sft_steps": step, "sft_evaluations": len(losses)}
 
 
 def describe_generator(gcfg: GeneratorConfig, target: Target) -> str:
