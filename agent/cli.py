@@ -49,7 +49,7 @@ def friendly(fn):
 
 ANCHORS = ("auto", "query", "ball")
 ANCHORS_HELP = ("what each sample is conditioned on: query (ẑ itself), ball (an activation drawn from ẑ's ε-ball in the prior, so "
-                "samples spread over the ball as P(x | z ∈ B) does) or auto (ball where the generator was trained on noise alone)")
+                "samples spread over the ball as P(x | z ∈ B) does) or auto (a share 1 − m of samples on the ball, m the neighbour mix the site's generator was trained with: all of them after noise alone)")
 
 
 def _anchors(value: str) -> str:

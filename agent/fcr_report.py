@@ -76,7 +76,7 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
         g, e = r.generator, r.empirical
         rows.append({
             "feature": r.feature, "site": r.site, "eps": r.eps.eps, "metric": r.eps.metric, "eps_quantile": r.eps.quantile,
-            "kernel": r.kernel, "anchors": r.anchors, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
+            "kernel": r.kernel, "anchors": r.anchors, "anchor_share": r.anchor_share, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
             "kappa": g.kappa, "kappa_ci_low": g.kappa_ci_low, "kappa_ci_high": g.kappa_ci_high, "degenerate": g.degenerate,
             "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight, "n_undefined": g.n_undefined,
             "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa, "conditional_degenerate": r.conditional_degenerate,
@@ -103,10 +103,15 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
     return "—" if x is None else fmt.format(x)
 
 
+def _anchored(row: dict) -> str:
+    share = row.get("anchor_share")
+    return ", ball-anchored" if share is None or share >= 1 else f", {share:.0%} ball-anchored"
+
+
 def _cell(row: dict, col: str) -> str:
     if col == "ε":
         q = row["eps_quantile"]
-        return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + (", ball-anchored" if row.get("anchors") == "ball" else "") + ")"
+        return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + (_anchored(row) if row.get("anchors") == "ball" else "") + ")"
     if col == "FCR [95% CI]":
         return (f"{row['fcr']:.3f} [{row['fcr_ci_low']:.3f}, {row['fcr_ci_high']:.3f}]" if row["fcr"] is not None
                 else f"— ({row['n_no_accepted']} queries without accepted samples, {row.get('n_undefined', 0)} where the feature is undefined)")

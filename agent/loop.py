@@ -88,7 +88,7 @@ class ExploreConfig(BaseModel):
     kernel: str = "hard"
     anchors: Literal["auto", "query", "ball"] = Field(
         "auto", description="what samples are conditioned on: the query's activation, draws from its ε-ball, or auto "
-        "(the ball where the generator was trained on noise alone; Scope.anchors_for)")
+        "(a share 1 − m of samples on the ball, m the site's neighbour mix; Scope.ball_share)")
     patience: int = 3
     top_k_other_sites: int = 3
     prior_for_p0: int = 400

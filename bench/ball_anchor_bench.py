@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--harmful", type=int, default=40)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anchors", choices=("ball", "auto"), default="ball",
+                    help="ball: every sample anchored on the ball; auto: a share 1 − neighbour mix of them (Scope.ball_share)")
     ap.add_argument("--tag", default="", help="the tag of the run's saved query-anchored bench samples (compared beside)")
     ap.add_argument("--out-dir", default="bench/results")
     ap.add_argument("--suffix", default="", help="suffix of the result file, to keep another ε grid of the same run apart")
@@ -55,11 +57,11 @@ def main() -> None:
     harmfulness = get_feature("harmfulness", scope.run_dir, scope.data)
     saved = Path(args.runs_dir) / args.run / f"bench_samples_{args.site}{args.tag}.json"
     plain = SampleRun.model_validate_json(saved.read_text()) if saved.exists() else None
-    out: dict = {"run": args.run, "site": args.site, "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "eps": {}}
+    out: dict = {"run": args.run, "site": args.site, "anchors": args.anchors, "ball_share": scope.ball_share(site, args.anchors), "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "eps": {}}
     for e in grid:
         key = f"q{e.quantile:g}" if e.source.startswith("quantile") else f"{e.eps:.2f}"
         t = time.perf_counter()
-        ball = scope.sample(site, indices=idx, n=args.n, eps=e, seed=args.seed, progress=True, anchors="ball")
+        ball = scope.sample(site, indices=idx, n=args.n, eps=e, seed=args.seed, progress=True, anchors=args.anchors)
         row = {"eps": e.eps, "quantile": e.quantile, "sample_s": time.perf_counter() - t,
                "ball": measured_rows(scope, ball, rand, harm, site, harmfulness)}
         if plain is not None:

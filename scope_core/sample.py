@@ -87,6 +87,7 @@ class SampleRun(BaseModel):
     # from ẑ's ε-ball in the prior, ẑ included; `Scope.ball_anchors`), and that ball's ε
     anchors: Literal["query", "ball"] = "query"
     anchor_eps: float | None = None
+    anchor_share: float | None = None  # of a "ball" run, the share of samples drawn from the ball (the rest: ẑ)
     queries: list[QueryResult]
     timing: dict[str, float]
 
@@ -232,6 +233,7 @@ def sample_and_verify(
     guidance: float = 1.0,
     anchors: torch.Tensor | None = None,
     anchor_eps: float | None = None,
+    anchor_share: float | None = None,
 ) -> SampleRun:
     """The full sampler: generate, verify, weight. Timing per phase goes into the result.
 
@@ -268,6 +270,7 @@ def sample_and_verify(
     ball = anchors is not None and conditional
     return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel=kernel, temperature=temperature, guidance=guidance, queries=res,
                      anchors="ball" if ball else "query", anchor_eps=anchor_eps if ball else None,
+                     anchor_share=(1.0 if anchor_share is None else anchor_share) if ball else None,
                      timing={"generate_s": t1 - t0, "verify_s": t2 - t1, "samples": float(len(queries) * n), "verify_tokens": float(n_tok),
                              "fused_verified": float(len(known))})
 

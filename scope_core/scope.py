@@ -57,6 +57,7 @@ class FCRReport(BaseModel):
     gap_ci: tuple[float | None, float | None] = (None, None)
     # what the samples were conditioned on: the query's activation, or draws from its ε-ball
     anchors: str = "query"
+    anchor_share: float | None = None  # of ball-anchored samples, the share drawn from the ball (Scope.ball_share)
 
     @property
     def gap(self) -> float | None:
@@ -231,13 +232,14 @@ class Scope:
         mean = self.mean(site)
         inv = self.inverter if conditional else self.unconditional_generator
         idx = list(indices) if indices is not None else [None] * len(texts)
-        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed, kernel) if self.anchors_for(site, anchors) == "ball" and conditional else None
+        share = self.ball_share(site, anchors) if conditional else 0.0
+        anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed, kernel, share=share) if share > 0 else None
         return sample_and_verify(
             inv, self.target, site, zq, list(texts), idx,
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
             max_new_tokens=self.sample_token_cap, continuous=continuous, guidance=guidance,
-            anchors=anchor_z, anchor_eps=eps.eps if anchor_z is not None else None,
+            anchors=anchor_z, anchor_eps=eps.eps if anchor_z is not None else None, anchor_share=share if anchor_z is not None else None,
         )
 
     def neighbour_mix(self, site: Site) -> float | None:
@@ -254,23 +256,40 @@ class Scope:
         return self.config.neighbour_mix
 
     def anchors_for(self, site: Site, anchors: Literal["auto", "query", "ball"]) -> Literal["query", "ball"]:
-        """What FCR samples are conditioned on at `site`. "auto": the ball where the generator
-        was trained on noise alone (neighbour mix 0: it samples P(x | z ≈ ẑ) at its own width,
-        narrower than a wide ε-ball), the query where it was trained on ball neighbours too (it
-        already spreads over the ball; anchoring on the ball again spreads it twice, BENCHMARKS §17)."""
+        """What FCR samples are conditioned on at `site`: "ball" where any of them is drawn from
+        the ε-ball (`ball_share` > 0), else "query"."""
+        return "ball" if self.ball_share(site, anchors) > 0 else "query"
+
+    def ball_share(self, site: Site, anchors: Literal["auto", "query", "ball"]) -> float:
+        """The share of samples conditioned on an activation drawn from ẑ's ε-ball rather than
+        on ẑ itself: 1 for "ball", 0 for "query", and for "auto" one minus the site's neighbour
+        mix m (0 for a run that never recorded one).
+
+        Why 1 − m: a generator trained with a share m of ball neighbours learns, given a clean
+        condition, a mixture — with weight 1 − m the prompts whose own activation it is (sharp),
+        with weight m the condition's ball members (one ball's spread). Conditioned on ẑ it
+        therefore spreads over the ball m times on average, too sharp for the FCR at ε (m < 1);
+        conditioned on a ball member it spreads 1 + m times (the ball, then the member's own
+        ball). Drawing the anchor from the ball for a share β of samples gives m + β spreads on
+        average, one ball's worth at β = 1 − m: the whole ball for a generator trained on noise
+        alone (the real refusal sets), 0.3 of it for the default mix 0.7 (BENCHMARKS §21). Query
+        anchors alone (β = 0) left the all-query FCR gap 0.02–0.06 above the ball's and ball anchors
+        alone (β = 1) the harmful one 0.04–0.06 below it on the generated prior (§17, §21)."""
         if anchors not in ("auto", "query", "ball"):
             raise AutoscopeError(f"anchors must be auto, query or ball, not {anchors!r}")
         if anchors != "auto":
-            return anchors
-        return "ball" if self.neighbour_mix(site) == 0 else "query"
+            return 1.0 if anchors == "ball" else 0.0
+        mix = self.neighbour_mix(site)
+        return 0.0 if mix is None else min(1.0, max(0.0, 1.0 - mix))
 
     def ball_anchors(self, site: Site, zq: torch.Tensor, indices: Sequence[int | None], eps: EpsChoice, n: int, seed: int = 0,
-                     kernel: Kernel = "hard") -> torch.Tensor:
+                     kernel: Kernel = "hard", share: float = 1.0) -> torch.Tensor:
         """Conditions [Q, n, d] for ball-anchored sampling: for each query, n draws (with
         replacement) from ẑ itself and the activations of the training prompts within ε of it
         (the query's own prompt left out), each with probability ∝ its kernel weight k(d) — for
         the hard kernel uniform over ẑ and the ball, for the gaussian one k(0) = 1 for ẑ and
-        exp(−d²/2ε²) for a prompt at d, the reference's own weights. Training prompts only: an anchor drawn from another
+        exp(−d²/2ε²) for a prompt at d, the reference's own weights. With `share` < 1 each
+        sample keeps ẑ with probability 1 − share (`ball_share`). Training prompts only: an anchor drawn from another
         held-out query would put paraphrases of it among the samples `explore` shows its
         proposer, and those queries may be the ones a finding is confirmed on.
 
@@ -293,6 +312,8 @@ class Scope:
             else:
                 p = np.concatenate([[1.0], weights.astype(np.float64)])
                 pick = rng.choice(len(p), size=n, p=p / p.sum()) - 1
+            if share < 1:  # only then a draw more, so that share 1 draws what it always drew
+                pick[rng.random(n) >= share] = -1
             chosen = pick >= 0
             if chosen.any():
                 out[q, torch.from_numpy(np.nonzero(chosen)[0])] = pool[torch.from_numpy(members[pick[chosen]])].to(out.dtype)
@@ -340,7 +361,8 @@ class Scope:
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
                          conditional_degenerate=conditional.degenerate if conditional else False,
-                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp, seed=seed) if emp is not None else (None, None), anchors=run.anchors)
+                         n_conditional=len(cond), gap_ci=gap_ci(gen, emp, seed=seed) if emp is not None else (None, None), anchors=run.anchors,
+                         anchor_share=run.anchor_share)
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
                   seed: int = 0) -> FCRResult:

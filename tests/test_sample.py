@@ -165,20 +165,44 @@ def test_ball_anchored_samples_are_verified_against_the_query_not_the_anchor(sco
 
 
 def test_auto_anchors_follow_how_the_generator_was_trained(scope, monkeypatch):
-    """`auto` anchors on the ball where the site's generator saw noise alone (mix 0), on the
-    query where it saw ball neighbours too; the mix is read from the run's training summary."""
+    """`auto` draws a share 1 − m of anchors from the ball, m the share of ball neighbours the
+    site's generator was trained on: all of them after noise alone (mix 0), 0.3 after the
+    default 0.7, none where the run never recorded its mix; the mix is read from the run's
+    training summary."""
     import json
 
     site = scope.site("L2")
     summary = json.loads((scope.run_dir / "inverter" / "train_summary.json").read_text())
     assert scope.neighbour_mix(site) == summary["neighbour_mix_per_site"]["L2"]
-    for mix, want in ((0.0, "ball"), (0.7, "query"), (None, "query")):
+    for mix, share, want in ((0.0, 1.0, "ball"), (0.7, 0.3, "ball"), (1.0, 0.0, "query"), (None, 0.0, "query")):
         monkeypatch.setattr(scope, "neighbour_mix", lambda s, m=mix: m)
+        assert scope.ball_share(site, "auto") == pytest.approx(share)
         assert scope.anchors_for(site, "auto") == want
         assert scope.anchors_for(site, "query") == "query" and scope.anchors_for(site, "ball") == "ball"
-    monkeypatch.setattr(scope, "neighbour_mix", lambda s: 0.0)
+        assert scope.ball_share(site, "query") == 0.0 and scope.ball_share(site, "ball") == 1.0
+    monkeypatch.setattr(scope, "neighbour_mix", lambda s: 0.7)
     run = scope.sample(site, indices=scope.heldout_indices(limit=1), n=2, eps=scope.eps(site, eps=2.0), anchors="auto")
-    assert run.anchors == "ball"
+    assert run.anchors == "ball" and run.anchor_share == pytest.approx(0.3)
+    assert scope.sample(site, indices=scope.heldout_indices(limit=1), n=2, eps=scope.eps(site, eps=2.0)).anchor_share is None
+
+
+def test_a_share_of_ball_anchors_keeps_the_rest_on_the_query(scope):
+    """With share β each anchor is a ball draw with probability β and ẑ otherwise, so ẑ is
+    drawn 1 − β + β/(members + 1) of the time; share 1 draws exactly what the ball sampler
+    always drew, share 0 is the query everywhere."""
+    site = scope.site("L2")
+    idx = scope.heldout_indices(limit=1)
+    zq = scope.acts(site)[torch.tensor(idx)]
+    eps = scope.eps(site, eps=2.0)  # every training prompt is in the ball
+    members = len(scope.data.train) - sum(i in set(scope.data.train) for i in idx)
+    n = 4000
+    for share in (0.3, 0.7):
+        drawn = scope.ball_anchors(site, zq, idx, eps, n=n, seed=0, share=share)[0]
+        on_query = float((drawn == zq[0]).all(-1).float().mean())
+        want = 1 - share + share / (members + 1)
+        assert abs(on_query - want) < 4 * (want * (1 - want) / n) ** 0.5
+    assert torch.equal(scope.ball_anchors(site, zq, idx, eps, n=64, seed=2, share=1.0), scope.ball_anchors(site, zq, idx, eps, n=64, seed=2))
+    assert torch.equal(scope.ball_anchors(site, zq, idx, eps, n=8, seed=2, share=0.0), zq[:, None].expand(-1, 8, -1))
 
 
 def test_gaussian_ball_anchors_are_drawn_by_kernel_weight(scope):
