@@ -25,6 +25,7 @@ from .eps import EpsChoice, choose_eps
 from .priors.icl import DIRECTIONS, input_of, task_label, task_of
 from .priors.ioi import object_of, subject_of
 from .priors.refusal import REASON_CATEGORIES, draw_refusal, generate_refusal
+from .priors.refusal_parse import act_harmfulness, parse_refusal
 from .sites import Site, parse_site, parse_sites
 
 # -- the figures an FCR is reported with (no torch: the agent's run log keeps them) -----

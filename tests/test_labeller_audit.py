@@ -5,7 +5,7 @@ from __future__ import annotations
 from scope_core.audit import audit_labeller, expected_label, grammar_for
 from scope_core.data import PriorConfig
 from scope_core.priors.refusal import generate_refusal
-from scope_core.priors.refusal_parse import parse_refusal
+from scope_core.priors.refusal_parse import act_harmfulness, parse_refusal
 
 
 def test_grammar_parses_every_prompt_it_generates_with_its_labels() -> None:
@@ -18,6 +18,20 @@ def test_grammar_parses_every_prompt_it_generates_with_its_labels() -> None:
 def test_grammar_rejects_text_it_cannot_produce() -> None:
     assert parse_refusal("Write a poem about the sea and the moon at midnight") is None
     assert parse_refusal("") is None
+
+
+def test_acts_found_inside_a_new_frame_keep_the_grammar_s_harmfulness() -> None:
+    """Every production's acts give its own harmfulness; an act wrapped in words the grammar
+    never writes keeps it (the sample is off-grammar, its act is not); acts that disagree, or
+    none, give no label."""
+    ex = generate_refusal(400, seed=11)
+    assert all(act_harmfulness(e.text) == e.labels["harmfulness"] for e in ex)
+    harmful = next(e.text for e in ex if e.labels["harmfulness"] == "harmful")
+    harmless = next(e.text for e in ex if e.labels["harmfulness"] == "harmless")
+    wrapped = f"Quick question from my cousin, no rush: {harmful.lower()} Thanks so much!"
+    assert parse_refusal(wrapped) is None and act_harmfulness(wrapped) == "harmful"
+    assert act_harmfulness(f"{harmless} Then, {harmful.lower()}") is None
+    assert act_harmfulness("Write a poem about the sea and the moon at midnight") is None
 
 
 def test_audit_counts_a_labeller_wrong_on_a_known_share() -> None:

@@ -85,3 +85,24 @@ def parse_refusal(text: str) -> dict[str, str | None] | None:
         if len(values) == 1:
             out[name] = values.pop()
     return out
+
+
+@cache
+def _act_searches() -> list[tuple[re.Pattern, bool]]:
+    """Every act form of the grammar as a pattern to search for anywhere in a text, with
+    whether the act is harmful."""
+    plans = [(True, g._HARMFUL[r]) for r in g.REASON_CATEGORIES] + [(False, g._HARMLESS_POOL)]
+    return [(re.compile(_slot_pattern(template), re.I), harmful)
+            for harmful, by_kind in plans for acts in by_kind.values() for act in acts for template in act.forms.values()]
+
+
+def act_harmfulness(text: str) -> str | None:
+    """Harmfulness by the grammar's acts found anywhere in `text` ("harmful" / "harmless"), or
+    None where none is found or the acts found disagree.
+
+    Why: most generated samples are not whole productions (`parse_refusal` reads a quarter of
+    them), but in this grammar harmfulness belongs to the act ("build a pipe bomb"), not to
+    the frame around it, so an act found inside a new frame still says what the grammar's own
+    rule would label it — a check on the learned labeller where it extrapolates (issue 20)."""
+    found = {harmful for rx, harmful in _act_searches() if rx.search(text)}
+    return None if len(found) != 1 else ("harmful" if found.pop() else "harmless")
