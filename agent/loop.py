@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.markup import escape
 
-from scope_core.api import AutoscopeError, SampleRun, Scope, fcr, generator_weights, parse_sites
+from scope_core.api import AutoscopeError, SampleRun, Scope, fcr, generator_weights, parse_site, parse_sites
 
 from . import evidence
 from .confirm import permutation_pvalues, permuted_kappas, search_null, split_queries
@@ -208,11 +208,27 @@ class Explorer:
             idx = heldout_queries(self.scope, self.cfg.only, self.cfg.queries)
             eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
             run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel,  # type: ignore[arg-type]
-                                    eps=eps, seed=self.cfg.seed, progress=True, anchors=self.cfg.anchors)
+                                    eps=eps, seed=self.cfg.seed, progress=True, anchors=self.anchors_at(site_name))
             self.log.write_json(f"samples_{site_name}.json", run.model_dump())
             self.timing["sampling_s"] += time.perf_counter() - t
         self._sample_runs[site_name] = run
         return run
+
+    def anchors_at(self, site_name: str) -> str:
+        """What a site sampled now is anchored on: the run's `anchors`, except in a run resumed
+        from before `auto` drew a share of its samples from the ball (NOTES §49). There the
+        explored site's kept samples are all on the query although `auto` would now put some on
+        the ball, and the other sites follow the rule those samples were drawn under (the
+        ball where the generator saw noise alone, else the query), so that a finding is never
+        half one anchoring and half another."""
+        if self.cfg.anchors != "auto" or site_name == self.cfg.site:
+            return self.cfg.anchors
+        kept = self.log.read_json(f"samples_{self.cfg.site}.json")
+        before_shares = (kept is not None and kept.get("anchors", "query") == "query" and kept.get("anchor_share") is None
+                         and self.scope.ball_share(self.scope.site(self.cfg.site), "auto") > 0)
+        if not before_shares:
+            return "auto"
+        return "ball" if self.scope.neighbour_mix(parse_site(site_name)) == 0 else "query"
 
     def part(self, which: str) -> SampleRun:
         """The exploration or confirmation half of D at the explored site (disjoint, seeded)."""

@@ -67,7 +67,7 @@ def main() -> None:
         if plain is not None:
             row["query"] = measured_rows(scope, with_eps(plain, e), rand, harm, site, harmfulness)
         out["eps"][key] = row
-        (Path(args.runs_dir) / args.run / f"bench_ball_samples_{args.site}_{key}.json").write_text(ball.model_dump_json())
+        (Path(args.runs_dir) / args.run / f"bench_ball_samples_{args.site}_{key}_{args.anchors}{args.suffix}.json").write_text(ball.model_dump_json())
         for mode in ("query", "ball"):
             if mode not in row:
                 continue

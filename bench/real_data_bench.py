@@ -14,9 +14,10 @@ harmfulness FCR against the empirical-neighbour reference; `--references` adds t
 unconditional backbone, random prior prompts and the nearest-training-prompt lookup.
 
 Its samples are anchored on the query (the plain sampler, what `sample` shows), so its FCR rows
-are the query-anchored ones. Where `fcr`'s default `--anchors auto` anchors on the ε-ball (a
-generator trained on noise alone, as on the real sets), `bench/ball_anchor_bench.py` gives the
-rows `fcr` itself reports, from the same run and queries (BENCHMARKS §17).
+are the query-anchored ones. `fcr`'s default `--anchors auto` anchors a share 1 − m of samples on
+the ε-ball (m the site's neighbour mix: all of them on the real sets, 30% on the generated prior);
+`bench/ball_anchor_bench.py --anchors auto` gives the rows `fcr` itself reports, from the same run
+and queries (BENCHMARKS §17, §21).
 
 Prints a table and writes bench/results/real_data_<prior>_<recipe>.json (and merges its row
 into bench/results/real_data.json).

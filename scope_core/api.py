@@ -82,7 +82,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "AutoscopeError",
     "PriorConfig", "RunData", "build_examples", "EpsChoice", "choose_eps", "Site", "parse_site", "parse_sites",
-    "DIRECTIONS", "input_of", "task_label", "task_of", "object_of", "subject_of", "REASON_CATEGORIES", "generate_refusal",
+    "DIRECTIONS", "input_of", "task_label", "task_of", "object_of", "subject_of", "REASON_CATEGORIES", "generate_refusal", "act_harmfulness", "parse_refusal",
     "draw_refusal", "FCRFigures",
     *_LAZY,
 ]

@@ -83,8 +83,9 @@ class SampleRun(BaseModel):
     kernel: str
     temperature: float
     guidance: float = 1.0
-    # what each sample was conditioned on: "query" (ẑ itself) or "ball" (an activation drawn
-    # from ẑ's ε-ball in the prior, ẑ included; `Scope.ball_anchors`), and that ball's ε
+    # what the samples were conditioned on: "query" (ẑ itself) or "ball" (a share `anchor_share`
+    # of them on an activation drawn from ẑ's ε-ball in the prior, ẑ included, the rest on ẑ;
+    # `Scope.ball_anchors`), and that ball's ε
     anchors: Literal["query", "ball"] = "query"
     anchor_eps: float | None = None
     anchor_share: float | None = None  # of a "ball" run, the share of samples drawn from the ball (the rest: ẑ)

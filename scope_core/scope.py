@@ -221,7 +221,7 @@ class Scope:
         `anchors` "ball" conditions each sample on an activation drawn from ẑ's ε-ball
         instead of ẑ itself (`ball_anchors`): samples then spread over the ball as P(x | z ∈ B)
         does, where the query's own condition gives the generator's own, narrower width;
-        "auto" picks per site (`anchors_for`)."""
+        "auto" draws a share of them from the ball per site (`ball_share`)."""
         if (texts is None) == (indices is None):
             raise ValueError("give texts or indices")
         if indices is not None:
@@ -274,7 +274,9 @@ class Scope:
         average, one ball's worth at β = 1 − m: the whole ball for a generator trained on noise
         alone (the real refusal sets), 0.3 of it for the default mix 0.7 (BENCHMARKS §21). Query
         anchors alone (β = 0) left the all-query FCR gap 0.02–0.06 above the ball's and ball anchors
-        alone (β = 1) the harmful one 0.04–0.06 below it on the generated prior (§17, §21)."""
+        alone (β = 1, one run of §17) the harmful one 0.04–0.06 below it on the generated prior. That
+        argument counts spreads as if the FCR moved linearly with them; at β = 0.3 the samples are
+        21% sharp, 58% one spread and 21% two, and §21 measures the result."""
         if anchors not in ("auto", "query", "ball"):
             raise AutoscopeError(f"anchors must be auto, query or ball, not {anchors!r}")
         if anchors != "auto":

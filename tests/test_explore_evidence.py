@@ -408,3 +408,20 @@ def test_a_resumed_run_keeps_its_scores_at_other_sites(planted, tiny_scope, monk
     assert again.scored[0].other_sites["L1"] == out.score
     again.other_sites()
     assert calls == ["L1"]  # nothing scored twice
+
+
+def test_a_run_resumed_from_before_anchor_shares_keeps_one_anchoring(planted, tiny_scope, monkeypatch):
+    """An explore whose explored site was sampled on the query under the old `auto` (a
+    generator trained with ball neighbours) samples its other sites by that rule too; one
+    sampled under today's `auto` lets every site share in the ball."""
+    ex, run = planted
+    monkeypatch.setattr(tiny_scope, "neighbour_mix", lambda site: 0.7)
+    assert ex.anchors_at("L2") == "auto"  # the explored site itself is read from its kept samples
+    assert ex.anchors_at("L1") == "query"  # kept samples on the query, share unrecorded: the old rule
+    ex.log.write_json("samples_L2.json", run.model_copy(update={"anchors": "ball", "anchor_share": 0.3}).model_dump())
+    assert ex.anchors_at("L1") == "auto"
+    ex.log.write_json("samples_L2.json", run.model_copy(update={"anchors": "ball"}).model_dump())
+    monkeypatch.setattr(tiny_scope, "neighbour_mix", lambda site: 0.0)  # both rules anchor all on the ball
+    assert ex.anchors_at("L1") == "auto"
+    ex.cfg = ex.cfg.model_copy(update={"anchors": "query"})
+    assert ex.anchors_at("L1") == "query"

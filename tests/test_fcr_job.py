@@ -75,3 +75,15 @@ def test_each_phase_alone_on_a_tiny_run(tiny_scope, tmp_path) -> None:
     assert saved["queries"] == idx and len(saved["reports"]) == 2
     with pytest.raises(AutoscopeError, match="no held-out prompt matches --only reason=nope"):
         heldout_queries(scope, "reason=nope", 3)
+
+
+def test_the_eps_cell_says_how_much_of_a_row_was_ball_anchored() -> None:
+    """A row all on the ball (or saved before shares were recorded) reads "ball-anchored"; a
+    share of it says so; a query-anchored row says nothing."""
+    from agent.fcr_report import _cell
+
+    row = {"eps": 0.0818, "metric": "cosine", "eps_quantile": 0.05}
+    assert _cell({**row, "anchors": "ball", "anchor_share": 0.3}, "ε") == "0.0818 (cosine, q=0.05, 30% ball-anchored)"
+    assert _cell({**row, "anchors": "ball", "anchor_share": 1.0}, "ε") == "0.0818 (cosine, q=0.05, ball-anchored)"
+    assert _cell({**row, "anchors": "ball"}, "ε") == "0.0818 (cosine, q=0.05, ball-anchored)"
+    assert _cell({**row, "anchors": "query", "anchor_share": None}, "ε") == "0.0818 (cosine, q=0.05)"

@@ -32,6 +32,9 @@ def test_acts_found_inside_a_new_frame_keep_the_grammar_s_harmfulness() -> None:
     assert parse_refusal(wrapped) is None and act_harmfulness(wrapped) == "harmful"
     assert act_harmfulness(f"{harmless} Then, {harmful.lower()}") is None
     assert act_harmfulness("Write a poem about the sea and the moon at midnight") is None
+    fix = next(e.text for e in generate_refusal(2000, seed=5) if " fix " in f" {e.text} " and e.labels["harmfulness"] == "harmless")
+    act = fix[fix.lower().index("fix"):]
+    assert act_harmfulness(act) == "harmless" and act_harmfulness("pre" + act) is None  # whole words only
 
 
 def test_audit_counts_a_labeller_wrong_on_a_known_share() -> None:

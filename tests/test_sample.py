@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -201,7 +202,11 @@ def test_a_share_of_ball_anchors_keeps_the_rest_on_the_query(scope):
         on_query = float((drawn == zq[0]).all(-1).float().mean())
         want = 1 - share + share / (members + 1)
         assert abs(on_query - want) < 4 * (want * (1 - want) / n) ** 0.5
-    assert torch.equal(scope.ball_anchors(site, zq, idx, eps, n=64, seed=2, share=1.0), scope.ball_anchors(site, zq, idx, eps, n=64, seed=2))
+    # share 1 draws what the ball sampler drew before shares existed: one integer draw per sample
+    pool = scope.acts(site)[torch.tensor(scope.data.train)]
+    pick = np.random.default_rng(2 + 7).integers(-1, members, 64)
+    old = torch.stack([zq[0] if k < 0 else pool[k] for k in pick])
+    assert torch.equal(scope.ball_anchors(site, zq, idx, eps, n=64, seed=2, share=1.0)[0], old)
     assert torch.equal(scope.ball_anchors(site, zq, idx, eps, n=8, seed=2, share=0.0), zq[:, None].expand(-1, 8, -1))
 
 

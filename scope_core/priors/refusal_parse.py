@@ -92,7 +92,7 @@ def _act_searches() -> list[tuple[re.Pattern, bool]]:
     """Every act form of the grammar as a pattern to search for anywhere in a text, with
     whether the act is harmful."""
     plans = [(True, g._HARMFUL[r]) for r in g.REASON_CATEGORIES] + [(False, g._HARMLESS_POOL)]
-    return [(re.compile(_slot_pattern(template), re.I), harmful)
+    return [(re.compile(r"(?<!\w)" + _slot_pattern(template) + r"(?!\w)", re.I), harmful)
             for harmful, by_kind in plans for acts in by_kind.values() for act in acts for template in act.forms.values()]
 
 
@@ -103,6 +103,8 @@ def act_harmfulness(text: str) -> str | None:
     Why: most generated samples are not whole productions (`parse_refusal` reads a quarter of
     them), but in this grammar harmfulness belongs to the act ("build a pipe bomb"), not to
     the frame around it, so an act found inside a new frame still says what the grammar's own
-    rule would label it — a check on the learned labeller where it extrapolates (issue 20)."""
+    rule would label it — a check on the learned labeller where it extrapolates (issue 20).
+    Acts are matched as whole words ("fix" is not found in "prefix"), and by that rule alone:
+    "the hero refuses to build an untraceable gun" holds a harmful act."""
     found = {harmful for rx, harmful in _act_searches() if rx.search(text)}
     return None if len(found) != 1 else ("harmful" if found.pop() else "harmless")
