@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,9 +39,7 @@ def score_run(scope: Scope, samples: SampleRun) -> dict:
     acts = {t: act_harmfulness(t) for t in off}
     known = [t for t in off if acts[t] is not None]
     said = dict(zip(known, labeller(known))) if known else {}
-    cm = {(a, b): 0 for a in ("harmful", "harmless") for b in ("harmful", "harmless")}
-    for t in known:
-        cm[(acts[t], said[t])] = cm.get((acts[t], said[t]), 0) + 1
+    cm = Counter((acts[t], said[t]) for t in known)  # (the grammar's label, the labeller's)
     n_h, n_l = cm[("harmful", "harmful")] + cm[("harmful", "harmless")], cm[("harmless", "harmful")] + cm[("harmless", "harmless")]
     return {"off_grammar_distinct": len(off), "act_labelled": len(known), "act_labelled_share": len(known) / len(off) if off else None,
             "act_harmful_share": n_h / len(known) if known else None,
@@ -48,7 +47,7 @@ def score_run(scope: Scope, samples: SampleRun) -> dict:
             "agreement": (cm[("harmful", "harmful")] + cm[("harmless", "harmless")]) / len(known) if known else None,
             "harmful_recall": cm[("harmful", "harmful")] / n_h if n_h else None,
             "harmless_recall": cm[("harmless", "harmless")] / n_l if n_l else None,
-            "confusion": {f"grammar {a} / labeller {b}": v for (a, b), v in cm.items()}}
+            "confusion": {f"grammar {a} / labeller {b}": cm[(a, b)] for a in ("harmful", "harmless") for b in ("harmful", "harmless")}}
 
 
 def main() -> None:

@@ -81,7 +81,9 @@ def parse_sets(items: list[str]) -> dict:
 
 def pick_queries(scope: Scope, n_random: int, n_harmful: int, seed: int) -> tuple[list[int], list[int]]:
     """`n_random` held-out queries drawn uniformly (the population users bring), and
-    `n_harmful` harmful held-out queries (those among the random ones first)."""
+    `n_harmful` harmful held-out queries. The harmful ones are sorted before the cut, so they are
+    the first `n_harmful` harmful held-out queries by index whatever `n_random` and `seed` are
+    (kept as it is: the recorded results were drawn so; BENCHMARKS §21)."""
     rng = random.Random(seed)
     held = list(scope.data.heldout)
     rand = sorted(rng.sample(held, min(n_random, len(held))))
