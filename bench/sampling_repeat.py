@@ -51,7 +51,10 @@ def main() -> None:
     label = get_feature("harmfulness", scope.run_dir, scope.data)
     shares = []
     for tag in (args.a, args.b):
-        run = SampleRun.model_validate_json((run_dir / f"bench_samples_{args.site}{tag}.json").read_text())
+        path = run_dir / f"bench_samples_{args.site}{tag}.json"
+        if not path.exists():
+            raise SystemExit(f"no saved samples at {path}: give the --tag a bench.real_data_bench run of {args.run} saved them with")
+        run = SampleRun.model_validate_json(path.read_text())
         held = {q.index for q in run.queries if q.index is not None}
         keep = set(pick_queries(scope, len(held), args.harmful, 0)[1]) & held  # the harmful cut ignores the random count
         shares.append(harmful_shares(run, keep, eps, label))
