@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -52,6 +53,7 @@ from .noise import CosineNoise, EuclideanNoise, NoiseMode, make_noise
 from .sites import Site, parse_sites
 from .targets import Target, TargetConfig, load_target
 from .devices import resolve_device
+from .weight_average import WeightAverage
 
 
 class TrainConfig(BaseModel):
@@ -103,6 +105,10 @@ class TrainConfig(BaseModel):
         0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
         "a whole prompt on a few coordinates of one activation (NOTES §42)")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
+    weight_average: float | None = Field(
+        None, ge=0.0, lt=1.0, description="evaluate and save an exponential moving average of the trained weights with this decay "
+        "(e.g. 0.99) instead of the last step's (scope_core/weight_average.py): less of a run's end point is its last minibatches' "
+        "noise; None: the last step's weights")
     init_from: str | None = Field(
         None, description="a trained run (its directory) whose control layers and site encoders start this one: pre-training on "
         "more prompts than the prior holds, without those prompts entering the prior that ε, FCR and copies are read from")
@@ -198,7 +204,7 @@ def prepare_run(cfg: TrainConfig, target: Target, progress: bool = True) -> tupl
 DEFAULT_UPPER_BLOCKS = 4
 # options whose defaults changed between recipes: a run resumed with all of them at their
 # defaults resumes with the values it was trained with
-RECIPE_FIELDS = ("recipe", "upper_blocks", "control_layers", "n_heads", "noise_distance", "neighbour_mix", "lr_schedule")
+RECIPE_FIELDS = ("recipe", "upper_blocks", "control_layers", "n_heads", "noise_distance", "neighbour_mix", "lr_schedule", "weight_average")
 
 
 def upper_blocks_for(cfg: TrainConfig, target: Target) -> int | None:
@@ -637,6 +643,11 @@ class Fit:
     st: dict = field(default_factory=lambda: {"step": 0, "tokens": 0, "elapsed": 0.0, "best": math.inf, "bad": 0, "stopped": ""})
     own_tokens: int = 0  # tokens this process trained on in this call (not saved: for tokens/s per process)
     budget_spent: dict = field(default_factory=lambda: {"share": 0.0})  # read by the schedule (`lr_decay`)
+    average: WeightAverage | None = None  # what is evaluated and saved, where the run averages its weights
+
+    def evaluated(self):
+        """The weights evaluation and saving read: the average where there is one, else the live ones."""
+        return self.average.applied() if self.average is not None else nullcontext()
 
 
 def _say(progress: bool, text: str) -> None:
@@ -894,7 +905,8 @@ def make_optimiser(cfg: TrainConfig, inv: Inverter, parts: GeneratorParts) -> Fi
         return min(1.0, (s + 1) / cfg.warmup_steps) * lr_decay(cfg.lr_schedule, done["share"])
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    return Fit(params, opt, sched, np.random.default_rng(cfg.seed), budget_spent=done)
+    average = WeightAverage(params, cfg.weight_average) if cfg.weight_average is not None else None
+    return Fit(params, opt, sched, np.random.default_rng(cfg.seed), budget_spent=done, average=average)
 
 
 LR_FLOOR = 0.1  # the cosine schedule ends at this share of the peak rate
@@ -924,6 +936,8 @@ def restore_checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
     fit.sched.load_state_dict(saved["sched"])
     fit.rng.bit_generator.state = saved["rng"]
     torch.set_rng_state(saved["torch_rng"])
+    if fit.average is not None and "average" in saved:
+        fit.average.load_state_dict(saved["average"])
     fit.st = saved["st"]
 
 
@@ -981,6 +995,8 @@ def optimiser_step(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorPa
     torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
     fit.opt.step()
     fit.sched.step()
+    if fit.average is not None:
+        fit.average.update()
     return float(loss.detach()), ntok
 
 
@@ -995,6 +1011,8 @@ def _distributed_step(fit: Fit, loss: torch.Tensor, ntok: int) -> tuple[float, i
     torch.nn.utils.clip_grad_norm_(fit.params, 1.0)
     fit.opt.step()
     fit.sched.step()
+    if fit.average is not None:
+        fit.average.update()
     return dd.all_sum([float(loss.detach()) * ntok])[0] / total, int(total)
 
 
@@ -1011,13 +1029,14 @@ def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss:
     `patience` evaluations without improvement stop training early."""
     st = fit.st
     inv.eval()
-    hl = dd.broadcast_from_main(_eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk))  # one decision for every rank
+    with fit.evaluated():
+        hl = dd.broadcast_from_main(_eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk))  # one decision for every rank
+        if hl < st["best"] - 1e-4 and dd.is_main():
+            inv.save(inv_dir)
     _log(inv_dir / "log.jsonl", {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"],
                                  "train_loss": train_loss, "heldout_loss": hl, "heldout_unconditional": ev.unconditional})
     if hl < st["best"] - 1e-4:
         st["best"], st["bad"] = hl, 0
-        if dd.is_main():
-            inv.save(inv_dir)
     else:
         st["bad"] += 1
         if st["bad"] >= cfg.patience:
@@ -1030,8 +1049,11 @@ def checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
     if not dd.is_main():
         return
     inv.save(inv_dir, "last.safetensors")
-    torch.save({"opt": fit.opt.state_dict(), "sched": fit.sched.state_dict(), "rng": fit.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "st": fit.st}, inv_dir / "state.pt.tmp")
+    state = {"opt": fit.opt.state_dict(), "sched": fit.sched.state_dict(), "rng": fit.rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state(), "st": fit.st}
+    if fit.average is not None:
+        state["average"] = fit.average.state_dict()
+    torch.save(state, inv_dir / "state.pt.tmp")
     (inv_dir / "state.pt.tmp").replace(inv_dir / "state.pt")
 
 
@@ -1168,5 +1190,6 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
         p.requires_grad_(False)
     phases["control_training_s"] = time.perf_counter() - t
     if dd.is_main() and not (inv_dir / "inverter.safetensors").exists():
-        inv.save(inv_dir)
+        with fit.evaluated():
+            inv.save(inv_dir)
     return summarise(cfg, target, prepared, parts, cond, ev, fit, phases)
