@@ -106,6 +106,8 @@ def training_table(res: TrainResult) -> Table:
         t.add_row("generator output vocabulary / held-out tokens outside it", f"{res.out_vocab_size} / {100 * res.heldout_oov_rate:.2f}%")
     if res.generator:
         t.add_row("generator", res.generator)
+    if res.weight_average is not None:
+        t.add_row("weights evaluated and saved", f"moving average, decay {res.weight_average:g}")
     t.add_row("stopped by", res.stopped)
     for e in res.eps:
         t.add_row("ε", e.describe())

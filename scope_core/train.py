@@ -136,6 +136,7 @@ class TrainConfig(BaseModel):
         raw.setdefault("upper_blocks", 0)  # the whole frozen backbone, as every run before the shallow generator
         raw.setdefault("recipe", 1)  # saved before the recipe marker: site-ε noise, three control layers
         raw.setdefault("lr_schedule", "constant")  # saved before the schedule existed
+        raw.setdefault("weight_average", None)  # saved before weight averaging existed: the last step's weights
         return cls.model_validate(raw)
 
     @property
@@ -155,6 +156,7 @@ class TrainResult(BaseModel):
     out_vocab_size: int | None = None
     generator: str = ""  # what the generator is made of, in words
     recipe: int = 2
+    weight_average: float | None = None  # the decay of the weights evaluated and saved (None: the last step's)
     neighbour_mix: float | None = None  # the share used (read from the data unless given; mean over sites)
     density_ratio: float | None = None  # median nearest-neighbour distance / ε, the mix rule's input (mean over sites)
     neighbour_mix_per_site: dict[str, float] = {}
@@ -1111,7 +1113,7 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
         stopped=st["stopped"] or "time budget", n_train=len(prepared.data.train), n_heldout=len(prepared.data.heldout),
         dropped_long=prepared.dropped, heldout_oov_rate=parts.oov_rate,
         out_vocab_size=len(parts.bb.out_ids) if parts.bb.out_ids is not None else None,
-        generator=describe_generator(parts.gcfg, target), recipe=cfg.recipe, neighbour_mix=cond.mix,
+        generator=describe_generator(parts.gcfg, target), recipe=cfg.recipe, weight_average=cfg.weight_average, neighbour_mix=cond.mix,
         density_ratio=density_ratio([cond.stats[s.name] for s in sites], prepared.eps), neighbour_mix_per_site=cond.mixes,
         density_ratio_per_site={n: r for n, r in zip(cond.mixes, site_density_ratios([cond.stats[s.name] for s in sites], prepared.eps))
                                 if r is not None},

@@ -8,6 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rich.console import Console
+
+from agent.train_check import training_table
 from scope_core.train import TrainConfig, train
 from scope_core.weight_average import WeightAverage
 from tests.test_train import _cfg
@@ -60,7 +63,7 @@ def _trainable(path) -> dict[str, torch.Tensor]:
 def test_a_run_saves_the_average_and_its_live_weights_follow_the_same_path(tiny_llama_path, tmp_path):
     kw = dict(minutes=5.0, max_steps=12, eval_every=100, patience=100, warmup_steps=2)  # one evaluation, at the end
     train(_cfg(tiny_llama_path, tmp_path, run="plain", **kw), progress=False)
-    train(_cfg(tiny_llama_path, tmp_path, run="avg", weight_average=0.9, **kw), progress=False)
+    res = train(_cfg(tiny_llama_path, tmp_path, run="avg", weight_average=0.9, **kw), progress=False)
     inv = tmp_path / "runs/{}/inverter"
     plain_last, avg_last = _trainable(f"{inv}/last.safetensors".format("plain")), _trainable(f"{inv}/last.safetensors".format("avg"))
     assert plain_last.keys() == avg_last.keys()
@@ -73,6 +76,10 @@ def test_a_run_saves_the_average_and_its_live_weights_follow_the_same_path(tiny_
         assert sum(v.shape == s.shape and torch.equal(v, s) for v in avg_best.values()) >= 1
     cfg = TrainConfig.load(tmp_path / "runs/avg/train_config.json")
     assert cfg.weight_average == 0.9
+    assert res.weight_average == 0.9
+    console = Console(width=200, record=True)
+    console.print(training_table(res))
+    assert "moving average, decay 0.9" in console.export_text()
     lines = [json.loads(x) for x in (tmp_path / "runs/avg/inverter/log.jsonl").read_text().splitlines()]
     control = [r for r in lines if r.get("phase") == "control"]
     assert control[-1]["step"] == 12 and control[-1]["heldout_loss"] < control[-1]["heldout_unconditional"]
@@ -99,3 +106,11 @@ def test_a_killed_run_resumes_its_average(tiny_llama_path, tmp_path, monkeypatch
     b = torch.load(tmp_path / "runs/killed/inverter/state.pt", weights_only=False)["average"]
     assert a["updates"] == b["updates"] == 8
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a["shadow"], b["shadow"]))
+
+
+def test_a_config_saved_before_averaging_loads_without_it(tmp_path):
+    cfg = TrainConfig(run="old", weight_average=0.99)
+    raw = cfg.model_dump(mode="json")
+    del raw["weight_average"]
+    (tmp_path / "train_config.json").write_text(json.dumps(raw))
+    assert TrainConfig.load(tmp_path / "train_config.json").weight_average is None
