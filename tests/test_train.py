@@ -225,23 +225,29 @@ def test_runs_saved_before_the_schedule_resume_at_a_constant_rate(tiny_llama_pat
     assert res.steps == 3 and TrainConfig.load(path).lr_schedule == "constant"
 
 
-def test_a_killed_cosine_run_resumes_on_the_same_schedule(tiny_llama_path, tmp_path, monkeypatch):
+def train_killed_and_resumed(cfg: TrainConfig, monkeypatch, kill_after: int):
+    """Train `cfg` until the checkpoint after step `kill_after`, stop it there as a kill would,
+    then rerun the same command to resume it; returns the resumed run's result."""
     import scope_core.train as train_mod
 
-    kw = dict(minutes=5.0, max_steps=8, eval_every=2, patience=100, warmup_steps=2)
-    train(_cfg(tiny_llama_path, tmp_path, run="straight", **kw), progress=False)
     real_checkpoint = train_mod.checkpoint
 
-    def killed_after_step_4(inv, fit, inv_dir):
+    def killed(inv, fit, inv_dir):
         real_checkpoint(inv, fit, inv_dir)
-        if fit.st["step"] >= 4:
+        if fit.st["step"] >= kill_after:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "checkpoint", killed_after_step_4)
+    monkeypatch.setattr(train_mod, "checkpoint", killed)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), progress=False)
+        train(cfg, progress=False)
     monkeypatch.setattr(train_mod, "checkpoint", real_checkpoint)
-    res = train(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), progress=False)
+    return train(cfg, progress=False)
+
+
+def test_a_killed_cosine_run_resumes_on_the_same_schedule(tiny_llama_path, tmp_path, monkeypatch):
+    kw = dict(minutes=5.0, max_steps=8, eval_every=2, patience=100, warmup_steps=2)
+    train(_cfg(tiny_llama_path, tmp_path, run="straight", **kw), progress=False)
+    res = train_killed_and_resumed(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), monkeypatch, kill_after=4)
 
     def losses(run):
         lines = (tmp_path / "runs" / run / "inverter/log.jsonl").read_text().splitlines()

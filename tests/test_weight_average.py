@@ -13,7 +13,7 @@ from rich.console import Console
 from agent.train_check import training_table
 from scope_core.train import TrainConfig, train
 from scope_core.weight_average import WeightAverage
-from tests.test_train import _cfg
+from tests.test_train import _cfg, train_killed_and_resumed
 
 
 def test_the_average_follows_its_recurrence_from_the_initial_weights():
@@ -86,22 +86,9 @@ def test_a_run_saves_the_average_and_its_live_weights_follow_the_same_path(tiny_
 
 
 def test_a_killed_run_resumes_its_average(tiny_llama_path, tmp_path, monkeypatch):
-    import scope_core.train as train_mod
-
     kw = dict(minutes=5.0, max_steps=8, eval_every=2, patience=100, warmup_steps=2, weight_average=0.9)
     train(_cfg(tiny_llama_path, tmp_path, run="straight", **kw), progress=False)
-    real_checkpoint = train_mod.checkpoint
-
-    def killed_after_step_4(inv, fit, inv_dir):
-        real_checkpoint(inv, fit, inv_dir)
-        if fit.st["step"] >= 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod, "checkpoint", killed_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), progress=False)
-    monkeypatch.setattr(train_mod, "checkpoint", real_checkpoint)
-    train(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), progress=False)
+    train_killed_and_resumed(_cfg(tiny_llama_path, tmp_path, run="killed", **kw), monkeypatch, kill_after=4)
     a = torch.load(tmp_path / "runs/straight/inverter/state.pt", weights_only=False)["average"]
     b = torch.load(tmp_path / "runs/killed/inverter/state.pt", weights_only=False)["average"]
     assert a["updates"] == b["updates"] == 8
