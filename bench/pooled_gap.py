@@ -30,16 +30,19 @@ from features.registry import get_feature
 from scope_core.api import SampleRun, Scope, load_target, parse_site
 
 
+def _design(r: SampleRun) -> tuple:
+    """What makes two samplings' samples comparable: site, ε, metric, kernel, temperature, guidance, anchoring and its share."""
+    return (r.site, r.eps.eps, r.metric, r.kernel, r.temperature, r.guidance, r.anchors, r.anchor_share)
+
+
 def pooled(runs: list[SampleRun]) -> SampleRun:
     """One SampleRun whose queries hold every sampling's samples of that query (first-seen order).
     Refuses samplings that differ in what makes their samples comparable."""
     first = runs[0]
     for r in runs[1:]:
-        same = (r.site, r.eps.eps, r.metric, r.kernel, r.temperature, r.guidance, r.anchors, r.anchor_share)
-        if same != (first.site, first.eps.eps, first.metric, first.kernel, first.temperature, first.guidance, first.anchors,
-                    first.anchor_share):
-            raise SystemExit(f"samplings differ (site, ε, metric, kernel, temperature, guidance, anchors, share): {same} against "
-                             f"{(first.site, first.eps.eps, first.metric, first.kernel, first.temperature, first.guidance, first.anchors, first.anchor_share)}")
+        if _design(r) != _design(first):
+            raise SystemExit(f"samplings differ (site, ε, metric, kernel, temperature, guidance, anchors, share): {_design(r)} against "
+                             f"{_design(first)}")
     merged: dict[int, object] = {}
     for r in runs:
         for q in r.queries:

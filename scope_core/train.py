@@ -1031,13 +1031,14 @@ def evaluate(cfg: TrainConfig, inv: Inverter, fit: Fit, ev: EvalSet, train_loss:
     `patience` evaluations without improvement stop training early."""
     st = fit.st
     inv.eval()
-    with fit.evaluated():
+    with fit.evaluated():  # the weights saved are the weights evaluated
         hl = dd.broadcast_from_main(_eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk))  # one decision for every rank
-        if hl < st["best"] - 1e-4 and dd.is_main():
+        improved = hl < st["best"] - 1e-4
+        if improved and dd.is_main():
             inv.save(inv_dir)
     _log(inv_dir / "log.jsonl", {"phase": "control", "step": st["step"], "tokens": st["tokens"], "elapsed_s": st["elapsed"],
                                  "train_loss": train_loss, "heldout_loss": hl, "heldout_unconditional": ev.unconditional})
-    if hl < st["best"] - 1e-4:
+    if improved:
         st["best"], st["bad"] = hl, 0
     else:
         st["bad"] += 1
