@@ -17,12 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.judging.judge import JudgeUnavailable
+from agent.log_console import stdout_console
 from scope_core.api import AutoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read what an LLM activation encodes, and test it with numbers.")
-# Piped to a file or a CI log, rich would fit tables to 80 columns and cut every cell to
-# "harm…"; there the console is wide instead (a terminal keeps its own width).
-console = Console(width=None if sys.stdout.isatty() else 240)
+console = stdout_console()  # piped, tables keep whole cells (agent/log_console.py)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -216,6 +215,10 @@ def fcr(
                                      "labels already given are cached"),
     json_out: str | None = typer.Option(None, "--json", help="also write the table's rows to this JSON file"),
     csv_out: str | None = typer.Option(None, "--csv", help="also write the table's rows to this CSV file"),
+    audit_set: str | None = typer.Option(None, help="people's labels of generated samples (JSON lines, as --audit-sheet writes them, "
+                                         "filled in): each labeller's accuracy on generated samples, where the prior has no grammar"),
+    audit_sheet: str | None = typer.Option(None, help="write a random draw of accepted samples to this file, for people to label"),
+    audit_sheet_size: int = typer.Option(100, min=1, help="samples on the --audit-sheet"),
     device: str | None = typer.Option(None, help="where training (with --task) and sampling run: auto, cpu, cuda or cuda:N (default: "
                                       "the run's; auto for a run trained now)"),
     dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default: the run's; auto for a run trained now)"),
@@ -233,6 +236,7 @@ def fcr(
     cfg = FCRJobConfig(features=feature, sites=sites, run=run, runs_dir=runs_dir, task=task, target=target, minutes=minutes, backbone=backbone,
                        prior_n=prior_n, labeller=labeller, pool=pool, only=only, queries=queries, n=n, kernel=kernel, metric=metric, eps=eps,
                        eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed,
+                       audit_set=audit_set, audit_sheet=audit_sheet, audit_sheet_size=audit_sheet_size,
                        device=device, dtype=dtype, anchors=_anchors(anchors))
     run_fcr(cfg, console, err)
 

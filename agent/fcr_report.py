@@ -8,6 +8,8 @@ alone: `check_job`, `train_if_missing`, `labellers`, `heldout_queries` (agent.lo
 from __future__ import annotations
 
 import contextlib
+import json
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from agent.judging.judge import JudgeConfig
 from agent.loop import check_kernel, heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
-from scope_core.api import AutoscopeError, FCRReport, SampleRun, Scope, Site, parse_sites
+from scope_core.api import BCA_MIN_UNITS, AutoscopeError, FCRReport, SampleRun, Scope, Site, audit_on_set, load_audit_set, parse_sites
 
 
 def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
@@ -62,7 +64,8 @@ def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
 
 
 TABLE_COLUMNS = ("feature", "site", "ε", "FCR [95% CI]", "p0", "κ [95% CI]", "conditional p0 / κ [95% CI]", "empirical FCR",
-                 "empirical κ [95% CI]", "FCR − empirical [95% CI]", "accepted/100", "novel/100", "copies")
+                 "empirical κ [95% CI]", "conditional empirical κ [95% CI]", "FCR − empirical [95% CI]", "accepted/100", "novel/100",
+                 "copies")
 # "copies": exact training prompts / within one word edit of one / within one word edit of the query
 
 
@@ -82,6 +85,10 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
             "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa, "conditional_degenerate": r.conditional_degenerate,
             "conditional_kappa_ci_low": r.conditional_kappa_ci[0], "conditional_kappa_ci_high": r.conditional_kappa_ci[1],
             "n_conditional_prior": r.n_conditional,
+            "conditional_empirical_p0": r.conditional_empirical_p0, "conditional_empirical_kappa": r.conditional_empirical_kappa,
+            "conditional_empirical_kappa_ci_low": r.conditional_empirical_kappa_ci[0],
+            "conditional_empirical_kappa_ci_high": r.conditional_empirical_kappa_ci[1],
+            "conditional_empirical_degenerate": r.conditional_empirical_degenerate,
             "empirical_fcr": e.fcr if e else None, "empirical_p0": e.p0 if e else None, "empirical_kappa": e.kappa if e else None,
             "empirical_degenerate": e.degenerate if e else False, "empirical_n_queries": e.n_queries if e else None,
             "empirical_kappa_ci_low": e.kappa_ci_low if e else None, "empirical_kappa_ci_high": e.kappa_ci_high if e else None,
@@ -122,6 +129,11 @@ def _cell(row: dict, col: str) -> str:
             return "—"
         return f"{row['conditional_p0']:.3f} / " + kappa_text(row["conditional_kappa"], row["conditional_kappa_ci_low"], row["conditional_kappa_ci_high"],
                                                               row.get("conditional_degenerate", False))
+    if col == "conditional empirical κ [95% CI]":
+        if row.get("conditional_empirical_p0") is None:
+            return "—"
+        return kappa_text(row["conditional_empirical_kappa"], row["conditional_empirical_kappa_ci_low"],
+                          row["conditional_empirical_kappa_ci_high"], row.get("conditional_empirical_degenerate", False))
     if col == "empirical κ [95% CI]":
         return kappa_text(row["empirical_kappa"], row["empirical_kappa_ci_low"], row["empirical_kappa_ci_high"], row.get("empirical_degenerate", False))
     if col == "FCR − empirical [95% CI]":
@@ -220,6 +232,9 @@ class FCRJobConfig(BaseModel):
     judge: JudgeConfig | None = None  # with the llm labeller (default: from the environment)
     json_out: str | None = None
     csv_out: str | None = None
+    audit_set: str | None = None  # people's labels of generated samples: the labellers' accuracy where no grammar can tell
+    audit_sheet: str | None = None  # write a random draw of accepted samples here, for people to label (the audit set's source)
+    audit_sheet_size: int = 100
     seed: int = 0
     device: str | None = None  # None: the run's (auto for a run trained now)
     dtype: str | None = None
@@ -247,6 +262,13 @@ def check_job(cfg: FCRJobConfig) -> None:
     if cfg.labeller not in ("learned", "llm"):
         raise AutoscopeError(f"unknown labeller {cfg.labeller!r}: use learned or llm")
     check_kernel(cfg.kernel)
+    if cfg.audit_set:
+        labelled = load_audit_set(cfg.audit_set)
+        if not set(labelled) & set(cfg.features):
+            raise AutoscopeError(f"audit set {cfg.audit_set} labels {', '.join(sorted(labelled)) or 'no feature'}, none of "
+                                 f"{', '.join(cfg.features)}: fill in the 'labels' of the features this job scores")
+    if cfg.audit_sheet and cfg.audit_set and Path(cfg.audit_sheet).resolve() == Path(cfg.audit_set).resolve():
+        raise AutoscopeError("--audit-sheet would overwrite the --audit-set it reads: give the new sheet another name")
 
 
 def train_if_missing(cfg: FCRJobConfig, console: Console) -> Path:
@@ -303,10 +325,18 @@ def present(cfg: FCRJobConfig, reports: list[FCRReport], feats: list[Feature], n
     console.print("[dim]copies: exact copies of prompts the generator learned from / within one word edit of one / "
                   "within one word edit of the query.[/dim]")
     console.print("[dim]κ is against the marginal chance level (all prior prompts, an undefined label never matching); "
-                  "the conditional one is within the prior prompts that pass --only and on which the feature is defined.[/dim]")
+                  "the conditional ones (generator and empirical rows) are within the prior prompts that pass --only and on which the "
+                  "feature is defined. κ's CI resamples the queries and the chance level's prompts together; BCa from "
+                  f"{BCA_MIN_UNITS} counted queries on, the expanded percentile interval below.[/dim]")
     for f in feats:
         if f.info.get("heldout_accuracy") is not None:
             console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f} (on prior prompts)[/dim]")
+    audited = {r.feature for r in reports if r.labeller_audit is not None and r.labeller_audit.accuracy is not None}
+    for f in feats:
+        if f.info.get("heldout_accuracy") is not None and f.name not in audited:
+            console.print(f"[yellow]{f.name}: the labeller's accuracy on generated samples is not estimated (no grammar for this "
+                          f"prior reads them back): write a sheet with --audit-sheet FILE, label it, and pass it back with "
+                          f"--audit-set FILE before reading a small generator-minus-empirical gap[/yellow]")
     for r in reports:
         if r.labeller_audit is not None:
             console.print(f"[dim]{r.site} {r.labeller_audit.line()}[/dim]")
@@ -314,6 +344,39 @@ def present(cfg: FCRJobConfig, reports: list[FCRReport], feats: list[Feature], n
                 console.print(f"[yellow]{r.site} {r.feature}: the generator-minus-empirical gap {r.gap:+.3f} is within what label noise "
                               f"on generated samples can explain (error up to {r.labeller_audit.max_error:.3f}); do not read it as a "
                               f"difference between the two[/yellow]")
+
+
+def with_audit_set(reports: list[FCRReport], feats: list[Feature], path: str) -> list[FCRReport]:
+    """The reports with each labeller's accuracy on the audit set's samples, where the set labels
+    that feature. Given explicitly, it replaces the grammar's audit (the user's ground truth)."""
+    pairs = load_audit_set(path)
+    audits = {}
+    for f in feats:
+        if f.name in pairs:
+            texts = [t for t, _ in pairs[f.name]]
+            audits[f.name] = audit_on_set(f.name, pairs[f.name], f(texts), f"audit set {Path(path).name}")
+    return [r.model_copy(update={"labeller_audit": audits[r.feature]}) if r.feature in audits else r for r in reports]
+
+
+def write_audit_sheet(sampled: dict[str, SampleRun], feats: list[Feature], path: Path, size: int, seed: int) -> int:
+    """A random draw of `size` distinct accepted samples over the sampled sites, one JSON line
+    each with the site, its query and an empty label per learned feature: what people fill in to
+    make the audit set. The labeller's own labels are left out so they cannot lead the reader."""
+    learned = [f.name for f in feats if f.info.get("heldout_accuracy") is not None] or [f.name for f in feats]
+    seen: dict[str, tuple[str, str]] = {}
+    for site, run in sampled.items():
+        for q in run.queries:
+            for smp in q.samples:
+                if smp.accepted:
+                    seen.setdefault(smp.text, (site, q.query))
+    texts = sorted(seen)
+    chosen = random.Random(seed).sample(texts, min(size, len(texts)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for text in chosen:
+            site, query = seen[text]
+            fh.write(json.dumps({"text": text, "site": site, "query": query, "labels": dict.fromkeys(learned, "")}) + "\n")
+    return len(chosen)
 
 
 def save_results(cfg: FCRJobConfig, scope: Scope, reports: list[FCRReport], idx: list[int], n_sites: int, console: Console) -> None:
@@ -340,9 +403,21 @@ def run_fcr(cfg: FCRJobConfig, console: Console, err: Console | None = None) -> 
         sites = [scope.site(s.name) for s in parse_sites(cfg.sites, scope.target.n_layers, scope.target.n_heads)]
         feats = labellers(cfg, scope, stack)
         idx = heldout_queries(scope, cfg.only, cfg.queries)
+        if scope.data.valid_is_heldout:
+            console.print(f"[yellow]{run_dir} was trained before runs kept a separate early-stopping split: it chose its "
+                          "checkpoint on the held-out prompts these FCR queries come from. Retrain it (a new --run name) "
+                          "for queries no training decision has seen.[/yellow]")
         reports: list[FCRReport] = []
+        sampled: dict[str, SampleRun] = {}
         for site in sites:
-            reports += score_site(cfg, scope, site, sample_site(cfg, scope, site, idx), feats, where)
+            sampled[site.name] = sample_site(cfg, scope, site, idx)
+            reports += score_site(cfg, scope, site, sampled[site.name], feats, where)
+        if cfg.audit_set:
+            reports = with_audit_set(reports, feats, cfg.audit_set)
+        if cfg.audit_sheet:
+            n = write_audit_sheet(sampled, feats, Path(cfg.audit_sheet), cfg.audit_sheet_size, cfg.seed)
+            console.print(f"audit sheet: {n} accepted samples in {cfg.audit_sheet}; fill in each 'labels' value (null where the "
+                          f"feature is undefined) and pass the file back with --audit-set")
         present(cfg, reports, feats, len(idx), console)
         save_results(cfg, scope, reports, idx, len(sites), console)
     write_rows(report_rows(reports), cfg.json_out, cfg.csv_out)

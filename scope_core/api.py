@@ -32,7 +32,7 @@ from .sites import Site, parse_site, parse_sites
 from .fcr_figures import FCRFigures
 
 if TYPE_CHECKING:  # the names below, loaded on first use
-    from .audit import grammar_for
+    from .audit import AUDIT_SET_FORMAT, LabellerAudit, audit_on_set, grammar_for, load_audit_set
     from .ball_sample import SIZE_ESTIMATED, SIZE_EXACT, SIZE_FOUND
     from .cache import ActivationCache
     from .devices import free_memory, memory_budget, module_device, resolve_device, resolve_dtype
@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .distances import Kernel, distance, kernel_weight, pairwise_distance
     from .extract import forward_suffixes, length_buckets, pad_right
     from .fast_linear import prepacked_linears
-    from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights, kappa_bootstrap, neighbour_lists, sampled_fcr, wilson
+    from .fcr import (BCA_MIN_UNITS, FCRResult, against_chance, empirical_fcr, fcr, gap_ci, generator_weights, kappa_bootstrap, neighbour_lists,
+                      sampled_fcr, wilson)
     from .kv_cache import PreallocatedCache, drop_rows
     from .neighbours import BallLists, neighbour_balls
     from .plan import Plan, PlanConfig, fmt_seconds, parse_memory, plan
@@ -63,11 +64,12 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory", "fmt_seconds"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------
     **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
-    **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap", "wilson"], "fcr"),
+    **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap", "wilson", "against_chance",
+                     "BCA_MIN_UNITS"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
     **dict.fromkeys(["NearCopyIndex"], "copies"),
     # -- a built-in prior's grammar, which reads the labels of a generated sample back -------
-    **dict.fromkeys(["grammar_for"], "audit"),
+    **dict.fromkeys(["grammar_for", "load_audit_set", "audit_on_set", "LabellerAudit", "AUDIT_SET_FORMAT"], "audit"),
     # -- the activation cache and neighbour search at scale (bench/neighbour_scale_bench.py) --
     **dict.fromkeys(["ActivationCache"], "cache"),
     **dict.fromkeys(["BallLists", "neighbour_balls"], "neighbours"),

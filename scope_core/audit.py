@@ -8,15 +8,22 @@ grammar can produce has known labels; the audit compares the feature's labels on
 labelled by the labeller on unseen text — query labels are the prior's own — so a label
 error rate e moves the generator FCR by at most e: a generator-minus-empirical gap
 smaller than e's upper bound is within what label noise can explain, and is flagged.
+
+Where no grammar can read samples back (real prompts, `--data`), the audit is a labelled
+audit set: `autoscope fcr --audit-sheet FILE` writes a random draw of accepted samples for
+people to label, and `--audit-set FILE` reads it back (`load_audit_set`, `audit_on_set`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from .data import PriorConfig
+from .errors import AutoscopeError
 from .fcr import wilson
 
 Parser = Callable[[str], "dict | None"]
@@ -45,6 +52,11 @@ class LabellerAudit(BaseModel):
         return abs(gap) <= self.max_error
 
     def line(self) -> str:
+        if self.source.startswith("audit set"):
+            if self.accuracy is None:
+                return f"{self.feature}: the {self.source} labels no sample for this feature"
+            return (f"{self.feature}: labeller accuracy on generated samples {self.accuracy:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] "
+                    f"({self.n_parsed} samples of the {self.source}, labelled by people)")
         if self.accuracy is None:
             return f"{self.feature}: no accepted sample the {self.source} can parse (of {self.n_accepted})"
         return (f"{self.feature}: labeller accuracy on generated samples {self.accuracy:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] "
@@ -90,3 +102,48 @@ def audit_labeller(feature: str, texts: Sequence[str], labels: Sequence, parse: 
     lo, hi = wilson(n_correct, n_parsed)
     return LabellerAudit(feature=feature, n_accepted=len(texts), n_parsed=n_parsed, n_correct=n_correct,
                          accuracy=n_correct / n_parsed, ci_low=lo, ci_high=hi)
+
+
+class AuditSetError(AutoscopeError):
+    """An audit set that cannot be read: says which line and what to write instead."""
+
+
+AUDIT_SET_FORMAT = ('one JSON object per line: {"text": "<a generated sample>", "labels": {"<feature>": "<label>" or null}} '
+                    '(null where the feature is undefined, e.g. reason on a harmless text)')
+
+
+def load_audit_set(path: str | Path) -> dict[str, list[tuple[str, object]]]:
+    """Per feature, the (text, label) pairs a person gave generated samples: the labelled audit
+    set for priors whose grammar cannot read samples back (real prompts, `--data`). Why a file
+    of people's labels and not another model's: an audit is only worth its ground truth, and a
+    second labeller's agreement would not bound the first one's error. A line without a label
+    for a feature leaves that feature unaudited on it (fill the sheet `fcr --audit-sheet` writes)."""
+    p = Path(path)
+    if not p.is_file():
+        raise AuditSetError(f"audit set {p} does not exist: write one with `autoscope fcr ... --audit-sheet {p}`, label it, "
+                            f"and pass it back ({AUDIT_SET_FORMAT})")
+    out: dict[str, list[tuple[str, object]]] = {}
+    for k, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AuditSetError(f"{p}:{k} is not JSON ({e.msg}); expected {AUDIT_SET_FORMAT}") from e
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels", {}), dict):
+            raise AuditSetError(f"{p}:{k} needs a string 'text' and a 'labels' object; expected {AUDIT_SET_FORMAT}")
+        for feature, label in rec.get("labels", {}).items():
+            if label == "":  # a sheet's unfilled cell
+                continue
+            out.setdefault(feature, []).append((rec["text"], label))
+    return out
+
+
+def audit_on_set(feature: str, pairs: Sequence[tuple[str, object]], labels: Sequence, source: str) -> LabellerAudit:
+    """Accuracy of the feature's `labels` of the audit set's texts against the people's labels."""
+    n_correct = sum(label == want for (_, want), label in zip(pairs, labels))
+    if not pairs:
+        return LabellerAudit(feature=feature, n_accepted=0, n_parsed=0, n_correct=0, accuracy=None, ci_low=None, ci_high=None, source=source)
+    lo, hi = wilson(n_correct, len(pairs))
+    return LabellerAudit(feature=feature, n_accepted=len(pairs), n_parsed=len(pairs), n_correct=n_correct,
+                         accuracy=n_correct / len(pairs), ci_low=lo, ci_high=hi, source=source)

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -126,14 +126,73 @@ def expanded_tails(n: int, level: float = 0.95) -> tuple[float, float]:
     return tail, 1 - tail
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Expanded percentile CI of the mean of `values` (one per query)."""
+Interval = Literal["auto", "bca", "expanded", "percentile"]
+BCA_MIN_UNITS = 40  # `auto` reads BCa from this many counted queries on, the expanded percentile below (NOTES §51)
+
+
+def bca_tails(replicates: np.ndarray, estimate: float, acceleration: float, level: float = 0.95) -> tuple[float, float] | None:
+    """The quantile levels of Efron's BCa interval: the percentile levels moved by the bias
+    correction z0 (the share of replicates under the estimate, on the normal scale) and the
+    acceleration a (how the statistic's spread changes with its value, from the jackknife).
+    Why: κ is a ratio bounded by 1 whose bootstrap distribution is skewed and off-centre near
+    the boundary; the percentile interval reads it as if it were neither. None where z0 is
+    not finite (every replicate on one side) or the adjusted levels leave (0, 1)."""
+    from scipy.stats import norm
+
+    below = float(np.mean(replicates < estimate) + 0.5 * np.mean(replicates == estimate))
+    if not 0.0 < below < 1.0:
+        return None
+    z0 = float(norm.ppf(below))
+    levels = []
+    for z in (norm.ppf((1 - level) / 2), norm.ppf((1 + level) / 2)):
+        den = 1 - acceleration * (z0 + z)
+        if den <= 0:
+            return None
+        levels.append(float(norm.cdf(z0 + (z0 + z) / den)))
+    lo, hi = levels
+    return (lo, hi) if 0.0 < lo < hi < 1.0 else None
+
+
+def jackknife_acceleration(groups: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> float:
+    """BCa's acceleration from delete-one jackknife values of several independently resampled
+    samples (Efron & Tibshirani §14.3, summed over samples): each group is (values, how many
+    units share each value, the sample's size n). 0 where the jackknife shows no spread."""
+    num = den = 0.0
+    for values, counts, n in groups:
+        if n < 2:
+            continue
+        mean = float((values * counts).sum() / counts.sum())
+        u = (n - 1) * (mean - values)
+        num += float((counts * u ** 3).sum()) / n ** 3
+        den += float((counts * u ** 2).sum()) / n ** 2
+    return 0.0 if den <= 0 else num / (6 * den ** 1.5)
+
+
+def _read_interval(replicates: np.ndarray, estimate: float, n: int, interval: Interval, level: float,
+                   acceleration: Callable[[], float]) -> tuple[float, float]:
+    """Quantiles of `replicates` at the levels `interval` names; `auto` is BCa from
+    BCA_MIN_UNITS counted units on and Hesterberg's expanded percentile below (BCa's own
+    estimates of z0 and a are noisy on few units and its interval inherits the percentile's
+    narrowness there, NOTES §51), and BCa falls back to the expanded levels where it has none."""
+    tails = None
+    if interval == "bca" or (interval == "auto" and n >= BCA_MIN_UNITS):
+        tails = bca_tails(replicates, estimate, acceleration(), level)
+    if tails is None:
+        tails = expanded_tails(n, level) if interval != "percentile" else ((1 - level) / 2, (1 + level) / 2)
+    return float(np.quantile(replicates, tails[0])), float(np.quantile(replicates, tails[1]))
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 interval: Interval = "auto") -> tuple[float, float]:
+    """CI of the mean of `values` (one per query): BCa or expanded percentile (`_read_interval`)."""
     if len(values) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-    lo, hi = expanded_tails(len(values), level)
-    return float(np.quantile(means, lo)), float(np.quantile(means, hi))
+    n = len(values)
+    # the mean's delete-one values are (sum − x_i)/(n − 1)
+    jack = lambda: jackknife_acceleration([((values.sum() - values) / (n - 1), np.ones(n), n)]) if n > 1 else 0.0  # noqa: E731
+    return _read_interval(means, float(values.mean()), n, interval, level, jack)
 
 
 BOOT_DRAWS_AT_ONCE = 25_000_000  # resampled pool entries drawn literally (2000 resamples of 12,500 prompts)
@@ -153,10 +212,11 @@ def resampled_frequencies(p_ids: np.ndarray, n_labels: int, n_boot: int, rng: np
 
 
 def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labels: Sequence[Label],
-                    n_boot: int = 2000, seed: int = 0, level: float = 0.95, expanded: bool = True) -> tuple[float | None, float | None]:
-    """Expanded percentile CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the
-    counted queries and the prior pool together. Replicates where p0 = 1 (the resampled pool holds
-    only the query's labels) have no κ and are left out."""
+                    n_boot: int = 2000, seed: int = 0, level: float = 0.95, interval: Interval = "auto") -> tuple[float | None, float | None]:
+    """CI of κ = (mean rate − mean p0) / (1 − mean p0), resampling the counted queries and the
+    prior pool together, read as BCa or at the expanded percentile levels (`_read_interval`).
+    Replicates where p0 = 1 (the resampled pool holds only the query's labels) have no κ and
+    are left out."""
     if len(rates) == 0 or not prior_labels:
         return None, None
     ids: dict[Label, int] = {}
@@ -171,8 +231,42 @@ def kappa_bootstrap(rates: np.ndarray, query_labels: Sequence[Label], prior_labe
     if not ok.any():
         return None, None
     kappas = (fc[ok] - p0[ok]) / (1 - p0[ok])
-    lo, hi = expanded_tails(len(rates), level) if expanded else ((1 - level) / 2, (1 + level) / 2)  # plain: for comparison
-    return float(np.quantile(kappas, lo)), float(np.quantile(kappas, hi))
+    counts = np.bincount(p_ids + 1, minlength=len(ids) + 1)  # slot 0: undefined
+    share = counts[1:] / len(p_ids)
+    p0_hat = float(share[q_ids].mean())
+    if p0_hat >= 1 - 1e-9:
+        return None, None
+    estimate = (float(rates.mean()) - p0_hat) / (1 - p0_hat)
+    acceleration = lambda: _kappa_acceleration(rates, q_ids, counts)  # noqa: E731
+    return _read_interval(kappas, estimate, len(rates), interval, level, acceleration)
+
+
+def _kappa_acceleration(rates: np.ndarray, q_ids: np.ndarray, counts: np.ndarray) -> float:
+    """BCa's acceleration for κ from the jackknife of both samples: leaving out one query, and
+    leaving out one pool prompt (every prompt of one label leaves the same κ, so the pool's
+    jackknife has one value per label, counted as often as the label is). NaN-free: a
+    leave-one-out whose p0 reaches 1 makes the acceleration 0 (no BCa adjustment for skew)."""
+    n, size = len(rates), int(counts.sum())
+    share = counts[1:] / size
+    p0_q = share[q_ids]
+    groups = []
+    if n > 1:
+        fc_i = (rates.sum() - rates) / (n - 1)
+        p0_i = (p0_q.sum() - p0_q) / (n - 1)
+        groups.append(((fc_i - p0_i) / (1 - p0_i), np.ones(n), n))
+    if size > 1:
+        present = np.nonzero(counts)[0]  # slot 0 (undefined) included: leaving one out changes every share
+        fc = float(rates.mean())
+        vals = []
+        for g in present:
+            c = counts.astype(float)
+            c[g] -= 1
+            p0_g = float((c[1:] / (size - 1))[q_ids].mean())
+            vals.append((fc - p0_g) / (1 - p0_g) if p0_g < 1 - 1e-9 else np.nan)
+        groups.append((np.array(vals), counts[present].astype(float), size))
+    if any(not np.isfinite(v).all() for v, _, _ in groups):
+        return 0.0
+    return jackknife_acceleration(groups)
 
 
 def fcr(
@@ -184,10 +278,9 @@ def fcr(
     seed: int = 0,
 ) -> FCRResult:
     """FCR with CI, p0 and κ from labels and kernel weights (one list per query)."""
-    rates, p0s, wsum, counted, positions = [], [], [], [], []
+    rates, wsum, positions = [], [], []
     undefined = no_weight = 0
-    chance = chance_levels(query_labels, prior_labels)
-    for pos, (ql, sl, w, p) in enumerate(zip(query_labels, sample_labels, weights, chance)):
+    for pos, (ql, sl, w) in enumerate(zip(query_labels, sample_labels, weights)):
         if ql is None:
             undefined += 1
             continue
@@ -198,9 +291,7 @@ def fcr(
             continue
         match = np.array([s is not None and s == ql for s in sl], dtype=float)
         rates.append(float((w_arr * match).sum() / tot))
-        counted.append(ql)
         positions.append(pos)
-        p0s.append(p)
         wsum.append(tot)
     if not rates:
         return FCRResult(fcr=None, ci_low=None, ci_high=None, p0=None, kappa=None, degenerate=False,
@@ -211,20 +302,29 @@ def fcr(
     lo, hi = boundary_widened(boot_lo, boot_hi, value, len(r))
     if len(r) < 2:  # one query: no spread to resample, so its interval is Wilson's over one unit
         lo, hi = wilson(value, 1)
-    if not prior_labels:  # no prior prompt to take chance from: no p0, no κ (not p0 = 0)
-        return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=None, kappa=None, degenerate=False, n_queries=len(rates),
-                         n_undefined=undefined, n_no_weight=no_weight, mean_weight=float(np.mean(wsum)),
-                         per_query=[float(x) for x in r], counted=positions, ci_widened=(lo, hi) != (boot_lo, boot_hi))
-    p0 = float(np.mean(p0s))
+    result = FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=None, kappa=None, degenerate=False, n_queries=len(rates),
+                       n_undefined=undefined, n_no_weight=no_weight, mean_weight=float(np.mean(wsum)),
+                       per_query=[float(x) for x in r], counted=positions, ci_widened=(lo, hi) != (boot_lo, boot_hi))
+    return against_chance(result, query_labels, prior_labels, n_boot, seed)
+
+
+def against_chance(result: FCRResult, query_labels: Sequence[Label], prior_labels: Sequence[Label],
+                   n_boot: int = 2000, seed: int = 0) -> FCRResult:
+    """`result` with p0, κ and κ's CI taken against `prior_labels`: how one FCR is read against
+    another chance population (the conditional one of `--only` and gated features) without
+    scoring its samples again. `query_labels` are all queries' labels, as `fcr` was given them.
+    No prior prompt: no p0 and no κ (not p0 = 0)."""
+    if result.fcr is None or not prior_labels:
+        return result.model_copy(update={"p0": None, "kappa": None, "degenerate": False, "kappa_ci_low": None, "kappa_ci_high": None})
+    counted = [query_labels[pos] for pos in result.counted]
+    r = np.array(result.per_query)
+    p0 = float(np.mean(chance_levels(counted, prior_labels)))
     degenerate = p0 >= 1 - 1e-9
-    kappa = None if degenerate else (value - p0) / (1 - p0)
+    kappa = None if degenerate else (result.fcr - p0) / (1 - p0)
     k_lo, k_hi = (None, None) if degenerate else kappa_bootstrap(r, counted, prior_labels, n_boot, seed)
-    if not degenerate and (lo, hi) != (boot_lo, boot_hi) and k_lo is not None and k_hi is not None:
-        k_lo, k_hi = min(k_lo, (lo - p0) / (1 - p0)), max(k_hi, (hi - p0) / (1 - p0))
-    return FCRResult(fcr=value, ci_low=lo, ci_high=hi, p0=p0, kappa=kappa, degenerate=degenerate,
-                     n_queries=len(rates), n_undefined=undefined, n_no_weight=no_weight,
-                     mean_weight=float(np.mean(wsum)), per_query=[float(x) for x in r], counted=positions,
-                     kappa_ci_low=k_lo, kappa_ci_high=k_hi, ci_widened=(lo, hi) != (boot_lo, boot_hi))
+    if not degenerate and result.ci_widened and k_lo is not None and k_hi is not None:
+        k_lo, k_hi = min(k_lo, (result.ci_low - p0) / (1 - p0)), max(k_hi, (result.ci_high - p0) / (1 - p0))
+    return result.model_copy(update={"p0": p0, "kappa": kappa, "degenerate": degenerate, "kappa_ci_low": k_lo, "kappa_ci_high": k_hi})
 
 
 def gap_ci(gen: FCRResult, emp: FCRResult, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:

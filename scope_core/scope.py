@@ -23,7 +23,7 @@ from .distances import Kernel
 from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
 from .extract import extract
-from .fcr import FCRResult, empirical_fcr, fcr, gap_ci, generator_weights, neighbour_lists
+from .fcr import FCRResult, against_chance, empirical_fcr, fcr, gap_ci, generator_weights, neighbour_lists
 from .generator import Inverter
 from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
 from .sites import Site, parse_site
@@ -51,6 +51,12 @@ class FCRReport(BaseModel):
     conditional_kappa_ci: tuple[float | None, float | None] = (None, None)
     conditional_degenerate: bool = False  # within the conditional population every prompt has the query's label (p0 = 1)
     n_conditional: int = 0
+    # the empirical reference's κ against the same conditional population (its p0 is averaged over
+    # the queries its own row counted, so it can differ a little from the generator row's)
+    conditional_empirical_p0: float | None = None
+    conditional_empirical_kappa: float | None = None
+    conditional_empirical_kappa_ci: tuple[float | None, float | None] = (None, None)
+    conditional_empirical_degenerate: bool = False
     # the labeller's accuracy on this run's accepted samples, where the prior's grammar knows their labels
     labeller_audit: LabellerAudit | None = None
     # 95% CI of `gap`, over the queries either row scored, paired where both did (fcr.gap_ci)
@@ -348,10 +354,11 @@ class Scope:
         gen = fcr(q_lab, s_lab, w, prior, seed=seed)
         cond_idx = [i for i in pool_idx if i in train and (where is None or where(self.data.examples[i].labels))]
         cond = [lab for lab in (labels[self.data.examples[i].text] for i in cond_idx) if lab is not None]
-        conditional = fcr(q_lab, s_lab, w, cond, seed=seed) if cond else None
-        emp = None
+        conditional = against_chance(gen, q_lab, cond, seed=seed) if cond else None
+        emp = emp_conditional = None
         if empirical and all(q.index is not None for q in run.queries):
             emp = self.empirical(q_lab, run, site, pool_idx, [labels[t] for t in pool_texts], prior, seed)
+            emp_conditional = against_chance(emp, q_lab, cond, seed=seed) if cond else None
         audit = None
         parse = grammar_for(self.config.prior) if feature_name in AUDITED else None
         if parse is not None:
@@ -363,6 +370,10 @@ class Scope:
                          conditional_p0=conditional.p0 if conditional else None, conditional_kappa=conditional.kappa if conditional else None,
                          conditional_kappa_ci=(conditional.kappa_ci_low, conditional.kappa_ci_high) if conditional else (None, None),
                          conditional_degenerate=conditional.degenerate if conditional else False,
+                         conditional_empirical_p0=emp_conditional.p0 if emp_conditional else None,
+                         conditional_empirical_kappa=emp_conditional.kappa if emp_conditional else None,
+                         conditional_empirical_kappa_ci=(emp_conditional.kappa_ci_low, emp_conditional.kappa_ci_high) if emp_conditional else (None, None),
+                         conditional_empirical_degenerate=emp_conditional.degenerate if emp_conditional else False,
                          n_conditional=len(cond), gap_ci=gap_ci(gen, emp, seed=seed) if emp is not None else (None, None), anchors=run.anchors,
                          anchor_share=run.anchor_share)
 

@@ -121,7 +121,8 @@ def test_fcr_table_is_readable_in_a_log_and_written_for_scripts(run_dir, tmp_pat
                 "--json", str(out_json), "--csv", str(out_csv)], run_dir)
     assert res.exit_code == 0, res.output
     assert "length_bucket" in res.output and "empirical κ [95% CI]" in res.output and "FCR − empirical [95% CI]" in res.output
-    assert "…" not in res.output
+    assert "…" not in res.output and "early-stopping split" not in res.output
+    assert "conditional empirical κ [95% CI]" in res.output
     rows = json.loads(out_json.read_text())
     assert [r["feature"] for r in rows] == ["first_word", "length_bucket"]
     assert {"kappa", "kappa_ci_low", "kappa_ci_high", "empirical_kappa", "p0"} <= set(rows[0])
@@ -131,3 +132,59 @@ def test_fcr_table_is_readable_in_a_log_and_written_for_scripts(run_dir, tmp_pat
             assert r["generator_minus_empirical"] <= r["generator_minus_empirical_ci_high"] + 1e-9
     with out_csv.open() as f:
         assert [r["feature"] for r in csv.DictReader(f)] == ["first_word", "length_bucket"]
+
+
+def test_fcr_warns_when_a_run_early_stopped_on_its_fcr_queries(run_dir, tmp_path):
+    """A run saved before the separate early-stopping split chose its checkpoint on the held-out
+    prompts that FCR queries come from: `fcr` still scores it, and says so."""
+    import json
+    import shutil
+
+    old = tmp_path / "runs"
+    shutil.copytree(run_dir, old, symlinks=True)
+    split_path = old / "c" / "data" / "split.json"
+    split = json.loads(split_path.read_text())
+    split.pop("valid")
+    split_path.write_text(json.dumps(split))
+    res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--queries", "3", "--n", "2"], old)
+    assert res.exit_code == 0, res.output
+    assert "early-stopping split" in " ".join(res.output.split()) and "length_bucket" in res.output
+
+
+def test_fcr_audit_sheet_then_audit_set_gives_the_labellers_accuracy_on_generated_samples(run_dir, tmp_path):
+    """The round trip a user without a grammar makes: `--audit-sheet` writes accepted samples with
+    empty labels, a person fills them in, `--audit-set` reads them back as the labeller's accuracy."""
+    import json
+
+    sheet = tmp_path / "sheet.jsonl"
+    args = ["fcr", "--feature", "length_bucket", "--sites", "L2", "--queries", "4", "--n", "3", "--eps", "0.9"]
+    res = _run(args + ["--audit-sheet", str(sheet), "--audit-sheet-size", "5"], run_dir)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in sheet.read_text().splitlines()]
+    assert 1 <= len(lines) <= 5 and all(x["labels"] == {"length_bucket": ""} and x["site"] == "L2" for x in lines)
+    assert len({x["text"] for x in lines}) == len(lines)
+    from features.registry import get_feature
+
+    truth = get_feature("length_bucket")([x["text"] for x in lines])
+    for x, label in zip(lines, truth):
+        x["labels"]["length_bucket"] = label
+    lines[0]["labels"]["length_bucket"] = "a label no text has"  # one wrong on purpose
+    sheet.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out_json = tmp_path / "rows.json"
+    res = _run(args + ["--audit-set", str(sheet), "--json", str(out_json)], run_dir)
+    assert res.exit_code == 0, res.output
+    row = json.loads(out_json.read_text())[0]
+    assert row["labeller_audited_samples"] == len(lines)
+    assert row["labeller_accuracy_on_samples"] == pytest.approx((len(lines) - 1) / len(lines))
+    assert "labelled by people" in " ".join(res.output.split())
+
+
+def test_fcr_refuses_an_audit_set_it_cannot_read_before_sampling(run_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello", "labels": {"length_bucket": "short"}}\nnot json\n')
+    res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--audit-set", str(bad)], run_dir)
+    assert res.exit_code != 0 and "bad.jsonl:2 is not JSON" in " ".join(res.output.split())
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"text": "hello", "labels": {"harmfulness": "harmless"}}\n')
+    res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--audit-set", str(other)], run_dir)
+    assert res.exit_code != 0 and "none of length_bucket" in " ".join(res.output.split())

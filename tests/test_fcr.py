@@ -1,4 +1,5 @@
 import pytest
+import numpy as np
 import torch
 
 from scope_core.fcr import chance_levels, empirical_fcr, fcr, gap_ci
@@ -140,6 +141,8 @@ def test_a_gated_feature_reports_the_conditional_chance_level(tiny_scope):
     assert rep.conditional_degenerate and rep.conditional_kappa is None and not rep.generator.degenerate
     row = report_rows([rep])[0]
     assert row["conditional_degenerate"] and _cell(row, "conditional p0 / κ [95% CI]") == "1.000 / degenerate"
+    # the empirical row is read against the same conditional population
+    assert rep.conditional_empirical_degenerate and _cell(row, "conditional empirical κ [95% CI]") == "degenerate"
     assert row["empirical_p0"] is not None and row["empirical_n_queries"] == rep.empirical.n_queries and "n_undefined" in row
 
 
@@ -221,7 +224,7 @@ def test_kappa_bootstrap_draws_label_counts_for_a_large_pool_same_distribution(m
     prior = [None if x == 3 else int(x) for x in rng.integers(0, 4, 3000)]
     queries = [int(x) for x in rng.integers(0, 3, 40)]
     rates = rng.uniform(0.2, 0.9, 40)
-    literal = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1)
+    literal = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1, interval="expanded")
     # the literal resampling, as it was before the multinomial path existed
     ids: dict = {}
     q_ids = np.array([ids.setdefault(lab, len(ids)) for lab in queries])
@@ -235,8 +238,81 @@ def test_kappa_bootstrap_draws_label_counts_for_a_large_pool_same_distribution(m
     lo, hi = fcr_module.expanded_tails(40)
     assert literal == (float(np.quantile(kappas, lo)), float(np.quantile(kappas, hi)))
     monkeypatch.setattr(fcr_module, "BOOT_DRAWS_AT_ONCE", 1000)
-    counted = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1)
+    counted = kappa_bootstrap(rates, queries, prior, n_boot=2000, seed=1, interval="expanded")
     assert counted != literal and all(abs(a - b) < 0.02 for a, b in zip(counted, literal))
+
+
+def test_against_chance_reads_one_fcr_against_another_population_as_scoring_again_would():
+    from scope_core.fcr import against_chance
+
+    rng = np.random.default_rng(3)
+    q = [None] + [int(x) for x in rng.integers(0, 3, 30)]
+    s_lab = [[int(x) for x in rng.integers(0, 3, 6)] for _ in q]
+    w = [[1.0] * 6 for _ in q]
+    w[5] = [0.0] * 6  # a query without accepted samples: not counted, so not in the chance level
+    marginal = fcr(q, s_lab, w, [0] * 50 + [1] * 30 + [2] * 20)
+    other = [0] * 10 + [1] * 10 + [2] * 80 + [None] * 5
+    assert against_chance(marginal, q, other) == fcr(q, s_lab, w, other)
+    assert against_chance(marginal, q, []).kappa is None
+
+
+def test_bca_tails_are_the_percentile_levels_for_a_centred_unaccelerated_bootstrap():
+    from scope_core.fcr import bca_tails
+
+    reps = np.random.default_rng(0).normal(0.3, 0.1, 200_001)
+    lo, hi = bca_tails(reps, float(np.median(reps)), 0.0)
+    assert lo == pytest.approx(0.025, abs=1e-3) and hi == pytest.approx(0.975, abs=1e-3)
+    # replicates mostly above the estimate (a biased bootstrap): both levels move down
+    lo_b, hi_b = bca_tails(reps, 0.25, 0.0)
+    assert lo_b < 0.025 and hi_b < 0.975
+    assert bca_tails(reps, 10.0, 0.0) is None  # every replicate on one side: no BCa
+
+
+def test_jackknife_acceleration_of_a_mean_is_its_closed_form():
+    from scope_core.fcr import jackknife_acceleration
+
+    x = np.random.default_rng(1).exponential(1.0, 50)
+    n = len(x)
+    d = x - x.mean()
+    closed = (d ** 3).sum() / (6 * (d ** 2).sum() ** 1.5)
+    assert jackknife_acceleration([((x.sum() - x) / (n - 1), np.ones(n), n)]) == pytest.approx(closed)
+
+
+def test_kappa_acceleration_groups_the_pool_by_label_as_leaving_out_each_prompt_would():
+    """The pool's jackknife is computed once per label; it must equal leaving out each prompt."""
+    from scope_core.fcr import _kappa_acceleration, jackknife_acceleration
+
+    rng = np.random.default_rng(2)
+    prior = [None if x == 3 else int(x) for x in rng.integers(0, 4, 60)]
+    queries = [int(x) for x in rng.integers(0, 3, 12)]
+    rates = rng.uniform(0.1, 0.9, 12)
+
+    def kappa(r, qs, pool):
+        p0 = np.mean([sum(1 for p in pool if p == lab) / len(pool) for lab in qs])
+        return (r.mean() - p0) / (1 - p0)
+
+    q_jack = np.array([kappa(np.delete(rates, i), queries[:i] + queries[i + 1:], prior) for i in range(12)])
+    p_jack = np.array([kappa(rates, queries, prior[:j] + prior[j + 1:]) for j in range(60)])
+    brute = jackknife_acceleration([(q_jack, np.ones(12), 12), (p_jack, np.ones(60), 60)])
+    ids: dict = {}
+    q_ids = np.array([ids.setdefault(lab, len(ids)) for lab in queries])
+    p_ids = np.array([ids.setdefault(lab, len(ids)) if lab is not None else -1 for lab in prior])
+    counts = np.bincount(p_ids + 1, minlength=len(ids) + 1)
+    assert _kappa_acceleration(rates, q_ids, counts) == pytest.approx(brute, rel=1e-9)
+    assert brute != 0
+
+
+def test_auto_interval_is_bca_from_enough_queries_and_expanded_below():
+    from scope_core.fcr import BCA_MIN_UNITS, kappa_bootstrap
+
+    rng = np.random.default_rng(4)
+    prior = [int(x) for x in rng.choice(4, 400, p=[0.6, 0.2, 0.1, 0.1])]
+    for n, same_as in ((BCA_MIN_UNITS - 1, "expanded"), (BCA_MIN_UNITS, "bca")):
+        queries = [int(x) for x in rng.choice(4, n, p=[0.6, 0.2, 0.1, 0.1])]
+        rates = np.clip(rng.normal(0.85, 0.15, n), 0, 1)
+        auto = kappa_bootstrap(rates, queries, prior, seed=5)
+        assert auto == kappa_bootstrap(rates, queries, prior, seed=5, interval=same_as)
+        assert auto != kappa_bootstrap(rates, queries, prior, seed=5, interval="percentile")
 
 
 def test_expanded_tails_widen_small_samples_and_vanish_for_large_ones():

@@ -92,3 +92,23 @@ def test_fcr_report_audits_the_labeller_on_accepted_samples_only(tiny_scope) -> 
     assert rep.sampler["near_copy_rate"] == 1.0 and rep.sampler["exact_copy_rate"] == 1.0
     other = scope.score(labeller, "first_word", run, site, empirical=False)
     assert other.labeller_audit is None  # not a feature the grammar knows
+
+
+def test_an_audit_set_skips_unfilled_cells_and_keeps_null_labels(tmp_path):
+    """A sheet half filled in audits only what people labelled; null is a label (undefined)."""
+    import json
+
+    from scope_core.audit import audit_on_set, load_audit_set
+
+    p = tmp_path / "set.jsonl"
+    p.write_text("\n".join(json.dumps(x) for x in [
+        {"text": "how to pick a lock", "labels": {"harmfulness": "harmful", "reason": "crime"}},
+        {"text": "bake bread", "labels": {"harmfulness": "harmless", "reason": None}},
+        {"text": "write a poem", "labels": {"harmfulness": "", "reason": ""}},
+    ]) + "\n\n")
+    pairs = load_audit_set(p)
+    assert pairs == {"harmfulness": [("how to pick a lock", "harmful"), ("bake bread", "harmless")],
+                     "reason": [("how to pick a lock", "crime"), ("bake bread", None)]}
+    audit = audit_on_set("reason", pairs["reason"], ["crime", "cooking"], "audit set set.jsonl")
+    assert (audit.n_parsed, audit.n_correct, audit.accuracy) == (2, 1, 0.5) and audit.max_error > 0.5
+    assert "labelled by people" in audit.line()
