@@ -24,7 +24,7 @@ from agent.judging.judge import JudgeConfig
 from agent.loop import check_kernel, heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
-from scope_core.api import BCA_MIN_UNITS, AutoscopeError, FCRReport, SampleRun, Scope, Site, audit_on_set, load_audit_set, parse_sites
+from scope_core.api import AutoscopeError, FCRReport, SampleRun, Scope, Site, audit_on_set, load_audit_set, parse_sites
 
 
 def plot_by_layer(reports: list[FCRReport], path: Path, title: str) -> Path:
@@ -326,8 +326,8 @@ def present(cfg: FCRJobConfig, reports: list[FCRReport], feats: list[Feature], n
                   "within one word edit of the query.[/dim]")
     console.print("[dim]κ is against the marginal chance level (all prior prompts, an undefined label never matching); "
                   "the conditional ones (generator and empirical rows) are within the prior prompts that pass --only and on which the "
-                  "feature is defined. κ's CI resamples the queries and the chance level's prompts together; BCa from "
-                  f"{BCA_MIN_UNITS} counted queries on, the expanded percentile interval below.[/dim]")
+                  "feature is defined. CIs are BCa bootstrap intervals widened for few queries (κ's resamples the queries "
+                  "and the chance level's prompts together).[/dim]")
     for f in feats:
         if f.info.get("heldout_accuracy") is not None:
             console.print(f"[dim]{f.name}: learned labeller, held-out accuracy {f.info['heldout_accuracy']:.3f} (on prior prompts)[/dim]")

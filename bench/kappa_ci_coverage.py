@@ -1,6 +1,6 @@
 """How often κ's 95% CI misses the true κ (issue 20): simulated FCR rows whose answer is known,
 read with each interval `scope_core.fcr` can read (`kappa_bootstrap(interval=...)`): the plain
-percentile, Hesterberg's expanded percentile, and BCa.
+percentile, Hesterberg's expanded percentile, BCa, and BCa moved from the expanded levels.
 
     python -m bench.kappa_ci_coverage --draws 1000
 
@@ -29,7 +29,7 @@ from scope_core.api import kappa_bootstrap
 
 L24_COUNTS = [7, 4, 5, 12, 4, 2, 1, 6, 6, 4, 10, 12, 1, 9, 11, 4, 12, 10, 9, 2, 3, 5]
 SCENARIOS = {"null": ([0.25, 0.25, 0.25, 0.25], 0.0), "skewed": ([0.6, 0.2, 0.1, 0.1], 0.7)}
-INTERVALS = ("percentile", "expanded", "bca")
+INTERVALS = ("percentile", "expanded", "bca", "bca_expanded")
 
 
 def misses(n_queries: int, shares: list[float], keep: float, draws: int, prior_size: int, n_boot: int) -> dict[str, dict[str, float]]:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .distances import Kernel, distance, kernel_weight, pairwise_distance
     from .extract import forward_suffixes, length_buckets, pad_right
     from .fast_linear import prepacked_linears
-    from .fcr import (BCA_MIN_UNITS, FCRResult, against_chance, empirical_fcr, fcr, gap_ci, generator_weights, kappa_bootstrap, neighbour_lists,
+    from .fcr import (AUTO_INTERVAL, FCRResult, against_chance, empirical_fcr, fcr, gap_ci, generator_weights, kappa_bootstrap, neighbour_lists,
                       sampled_fcr, wilson)
     from .kv_cache import PreallocatedCache, drop_rows
     from .neighbours import BallLists, neighbour_balls
@@ -65,7 +65,7 @@ _LAZY: dict[str, str] = {
     # -- samples, distances and FCR over them ---------------------------------------------
     **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "with_eps"], "sample"),
     **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap", "wilson", "against_chance",
-                     "BCA_MIN_UNITS"], "fcr"),
+                     "AUTO_INTERVAL"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
     **dict.fromkeys(["NearCopyIndex"], "copies"),
     # -- a built-in prior's grammar, which reads the labels of a generated sample back -------

@@ -24,12 +24,14 @@ proportion over as many queries is the conservative case), and κ's with it.
 estimated from: p0 from 48 judge-labelled prompts is itself uncertain, and a CI that treated
 it as exact would call chance-level features "above chance" too often.
 
-Both bootstraps read their quantiles at Hesterberg's expanded levels (`expanded_tails`):
-a plain percentile interval over n queries is as narrow as a z-interval with the variance
-divided by n rather than n − 1, and misses more often than 5% when few queries count —
-simulated on the L24 run's accepted counts (22 queries), a content-free feature's κ CI
-missed 0 in 7.3% of 1,000 draws; at the expanded levels 5.7% (`bench/kappa_ci_coverage.py`), converging to the plain
-interval as n grows (NOTES §43).
+Every bootstrap here (the FCR over queries; κ over queries and the p0 pool together; the
+generator-minus-empirical gap) is read as BCa moved from Hesterberg's expanded levels
+(`AUTO_INTERVAL`, `_read_interval`). The expanded levels fix the percentile interval's
+narrowness on few queries (it inherits the bootstrap's variance, which divides by n, and the
+normal quantile); BCa's bias correction and acceleration fix its lean where κ's bootstrap
+distribution is skewed. Simulated with known κ (`bench/kappa_ci_coverage.py`, NOTES §51), the
+two together miss the truth in 4.9–6.7% of 1,000 draws at 10–120 queries, their two tails
+more even than the expanded interval's alone; plain BCa missed up to 9.8% at 10 queries.
 """
 
 from __future__ import annotations
@@ -126,17 +128,19 @@ def expanded_tails(n: int, level: float = 0.95) -> tuple[float, float]:
     return tail, 1 - tail
 
 
-Interval = Literal["auto", "bca", "expanded", "percentile"]
-BCA_MIN_UNITS = 40  # `auto` reads BCa from this many counted queries on, the expanded percentile below (NOTES §51)
+Interval = Literal["auto", "percentile", "expanded", "bca", "bca_expanded"]
+AUTO_INTERVAL: Interval = "bca_expanded"  # what `auto` reads (NOTES §51, bench/kappa_ci_coverage.py)
 
 
-def bca_tails(replicates: np.ndarray, estimate: float, acceleration: float, level: float = 0.95) -> tuple[float, float] | None:
-    """The quantile levels of Efron's BCa interval: the percentile levels moved by the bias
-    correction z0 (the share of replicates under the estimate, on the normal scale) and the
-    acceleration a (how the statistic's spread changes with its value, from the jackknife).
-    Why: κ is a ratio bounded by 1 whose bootstrap distribution is skewed and off-centre near
-    the boundary; the percentile interval reads it as if it were neither. None where z0 is
-    not finite (every replicate on one side) or the adjusted levels leave (0, 1)."""
+def bca_tails(replicates: np.ndarray, estimate: float, acceleration: float,
+              base: tuple[float, float] = (0.025, 0.975)) -> tuple[float, float] | None:
+    """The quantile levels of Efron's BCa interval: the `base` levels (the percentile
+    interval's, or the expanded ones) moved by the bias correction z0 (the share of replicates
+    under the estimate, on the normal scale) and the acceleration a (how the statistic's spread
+    changes with its value, from the jackknife). Why: κ is a ratio bounded by 1 whose bootstrap
+    distribution is skewed and off-centre near the boundary; the percentile interval reads it
+    as if it were neither. None where z0 is not finite (every replicate on one side) or the
+    adjusted levels leave (0, 1)."""
     from scipy.stats import norm
 
     below = float(np.mean(replicates < estimate) + 0.5 * np.mean(replicates == estimate))
@@ -144,7 +148,7 @@ def bca_tails(replicates: np.ndarray, estimate: float, acceleration: float, leve
         return None
     z0 = float(norm.ppf(below))
     levels = []
-    for z in (norm.ppf((1 - level) / 2), norm.ppf((1 + level) / 2)):
+    for z in (norm.ppf(base[0]), norm.ppf(base[1])):
         den = 1 - acceleration * (z0 + z)
         if den <= 0:
             return None
@@ -170,16 +174,15 @@ def jackknife_acceleration(groups: Sequence[tuple[np.ndarray, np.ndarray, int]])
 
 def _read_interval(replicates: np.ndarray, estimate: float, n: int, interval: Interval, level: float,
                    acceleration: Callable[[], float]) -> tuple[float, float]:
-    """Quantiles of `replicates` at the levels `interval` names; `auto` is BCa from
-    BCA_MIN_UNITS counted units on and Hesterberg's expanded percentile below (BCa's own
-    estimates of z0 and a are noisy on few units and its interval inherits the percentile's
-    narrowness there, NOTES §51), and BCa falls back to the expanded levels where it has none."""
-    tails = None
-    if interval == "bca" or (interval == "auto" and n >= BCA_MIN_UNITS):
-        tails = bca_tails(replicates, estimate, acceleration(), level)
-    if tails is None:
-        tails = expanded_tails(n, level) if interval != "percentile" else ((1 - level) / 2, (1 + level) / 2)
-    return float(np.quantile(replicates, tails[0])), float(np.quantile(replicates, tails[1]))
+    """Quantiles of `replicates` at the levels `interval` names (`auto`: AUTO_INTERVAL). The
+    BCa readings fall back to their base levels where BCa has none (`bca_tails`)."""
+    if interval == "auto":
+        interval = AUTO_INTERVAL
+    plain = ((1 - level) / 2, (1 + level) / 2)
+    base = plain if interval in ("percentile", "bca") else expanded_tails(n, level)
+    tails = bca_tails(replicates, estimate, acceleration(), base) if interval.startswith("bca") else None
+    lo, hi = tails or base
+    return float(np.quantile(replicates, lo)), float(np.quantile(replicates, hi))
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
@@ -328,7 +331,8 @@ def against_chance(result: FCRResult, query_labels: Sequence[Label], prior_label
 
 
 def gap_ci(gen: FCRResult, emp: FCRResult, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None]:
-    """Expanded percentile CI of generator FCR minus the empirical reference over the same queries.
+    """CI of generator FCR minus the empirical reference over the same queries, read as every
+    CI here is (`_read_interval`).
 
     Why paired: both rows score the same queries, and a query whose ball is consistent tends
     to have consistent samples too, so the two FCRs move together from query to query; two
@@ -356,8 +360,15 @@ def gap_ci(gen: FCRResult, emp: FCRResult, n_boot: int = 2000, seed: int = 0, le
     gaps = gaps[np.isfinite(gaps)]
     if len(gaps) == 0:
         return None, None
-    lo_level, hi_level = expanded_tails(len(union), level)
-    lo, hi = float(np.quantile(gaps, lo_level)), float(np.quantile(gaps, hi_level))
+    g_u, e_u = g_rate[union], e_rate[union]
+    estimate = float(np.nanmean(g_u) - np.nanmean(e_u))
+
+    def acceleration() -> float:  # leave one of the union's queries out, as the resamples draw them
+        keep = ~np.eye(len(union), dtype=bool)
+        jack = _row_means(np.where(keep, g_u, np.nan)) - _row_means(np.where(keep, e_u, np.nan))
+        return jackknife_acceleration([(jack, np.ones(len(union)), len(union))]) if np.isfinite(jack).all() else 0.0
+
+    lo, hi = _read_interval(gaps, estimate, len(union), "auto", level, acceleration)
     if gen.ci_widened or emp.ci_widened:
         lo, hi = min(lo, gen.ci_low - emp.ci_high), max(hi, gen.ci_high - emp.ci_low)
     return lo, hi

@@ -302,17 +302,23 @@ def test_kappa_acceleration_groups_the_pool_by_label_as_leaving_out_each_prompt_
     assert brute != 0
 
 
-def test_auto_interval_is_bca_from_enough_queries_and_expanded_below():
-    from scope_core.fcr import BCA_MIN_UNITS, kappa_bootstrap
+def test_bca_expanded_moves_the_expanded_levels_as_bca_moves_the_plain_ones():
+    """`auto` reads BCa from Hesterberg's expanded levels: wider than BCa on few queries, the
+    same skew correction, and the same as BCa where the expansion vanishes."""
+    from scope_core.fcr import AUTO_INTERVAL, kappa_bootstrap
 
+    assert AUTO_INTERVAL == "bca_expanded"
     rng = np.random.default_rng(4)
-    prior = [int(x) for x in rng.choice(4, 400, p=[0.6, 0.2, 0.1, 0.1])]
-    for n, same_as in ((BCA_MIN_UNITS - 1, "expanded"), (BCA_MIN_UNITS, "bca")):
-        queries = [int(x) for x in rng.choice(4, n, p=[0.6, 0.2, 0.1, 0.1])]
-        rates = np.clip(rng.normal(0.85, 0.15, n), 0, 1)
-        auto = kappa_bootstrap(rates, queries, prior, seed=5)
-        assert auto == kappa_bootstrap(rates, queries, prior, seed=5, interval=same_as)
-        assert auto != kappa_bootstrap(rates, queries, prior, seed=5, interval="percentile")
+    shares = [0.6, 0.2, 0.1, 0.1]
+    prior = [int(x) for x in rng.choice(4, 400, p=shares)]
+    queries = [int(x) for x in rng.choice(4, 15, p=shares)]
+    rates = np.clip(rng.normal(0.85, 0.15, 15), 0, 1)
+    auto = kappa_bootstrap(rates, queries, prior, seed=5)
+    assert auto == kappa_bootstrap(rates, queries, prior, seed=5, interval="bca_expanded")
+    bca = kappa_bootstrap(rates, queries, prior, seed=5, interval="bca")
+    expanded = kappa_bootstrap(rates, queries, prior, seed=5, interval="expanded")
+    assert auto[0] < bca[0] and auto[1] > bca[1]  # wider than BCa at 15 queries
+    assert auto != expanded  # and not the expanded percentile interval: the skew moved it
 
 
 def test_expanded_tails_widen_small_samples_and_vanish_for_large_ones():
@@ -430,3 +436,28 @@ def test_no_prior_prompt_means_no_chance_level_and_one_query_is_not_a_point():
     one = fcr(["a"], [["a", "b"]], [[1, 1]], ["a", "b", "c"])
     assert one.fcr == 0.5 and one.ci_low < 0.2 and one.ci_high > 0.8 and one.ci_widened
     assert one.kappa_ci_low is not None and one.kappa_ci_low <= one.kappa <= one.kappa_ci_high
+
+
+def test_a_hash_of_the_prompt_has_a_kappa_ci_covering_0_and_a_constant_feature_is_degenerate(tiny_scope):
+    """The issue's content-free feature through the whole scoring path: each salt hashes the
+    prompt into 4 buckets, so the samples' buckets are independent of the query's. κ's CI must
+    cover 0 for nearly every salt (5% may miss by design), for the generator and the empirical
+    row alike; a feature constant on the prior is degenerate, never κ = 1."""
+    import hashlib
+
+    scope = tiny_scope
+    site = scope.site("L2")
+    run = scope.sample(site, indices=scope.heldout_indices(None, 12), n=4, eps=scope.eps(site, eps=2.0), seed=1)
+
+    def hashed(salt: int):
+        return lambda texts: [str(hashlib.sha256(f"{salt}:{t}".encode()).digest()[0] % 4) for t in texts]
+
+    covers = {"generator": 0, "empirical": 0}
+    for salt in range(20):
+        rep = scope.score(hashed(salt), f"hash4_{salt}", run, site, seed=salt)
+        for row, res in (("generator", rep.generator), ("empirical", rep.empirical)):
+            if res.kappa_ci_low is not None:
+                covers[row] += res.kappa_ci_low <= 0 <= res.kappa_ci_high
+    assert covers["generator"] >= 17 and covers["empirical"] >= 17, covers
+    const = scope.score(lambda texts: ["x"] * len(texts), "constant", run, site)
+    assert const.generator.degenerate and const.generator.kappa is None and const.empirical.degenerate
