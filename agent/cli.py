@@ -104,8 +104,8 @@ def train(
     restrict_vocab: bool = typer.Option(True, help="generator outputs only tokens seen in the training prompts (faster; see NOTES.md)"),
     minutes: float = typer.Option(8.0, help="control-layer training budget (wall clock)"),
     lr_schedule: str = typer.Option("cosine", help="learning rate after warm-up: cosine (decays to a tenth over the budget) or constant"),
-    weight_average: float | None = typer.Option(None, min=0.0, max=0.999999, help="evaluate and save a moving average of the trained "
-                                                "weights with this decay (e.g. 0.99) instead of the last step's (NOTES §50)"),
+    weight_average: float = typer.Option(0.99, min=0.0, max=0.999999, help="evaluate and save a moving average of the trained "
+                                         "weights with this decay instead of the last step's (NOTES §50, §52); 0: the last step's"),
     max_steps: int | None = typer.Option(None, min=1, help="also stop after this many optimiser steps: a budget that does not depend "
                                          "on the machine's load (set --minutes and --total-minutes high enough for it)"),
     total_minutes: float = typer.Option(14.5, help="budget of the whole command, caching included: training gets what is left, "
@@ -142,7 +142,7 @@ def train(
                                                                   max_prompt_tokens=max_prompt_tokens),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
             sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, max_steps=max_steps, batch_size=batch_size,
-            lr_schedule=lr_schedule, weight_average=weight_average,
+            lr_schedule=lr_schedule, weight_average=weight_average or None,
             restrict_vocab=restrict_vocab, total_minutes=total_minutes or None,
             control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric,
             eps_quantile=eps_quantile, eps=eps, noise_mode=noise_mode, noise_distance=noise_distance, neighbour_mix=neighbour_mix, seed=seed,

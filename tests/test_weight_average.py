@@ -62,7 +62,7 @@ def _trainable(path) -> dict[str, torch.Tensor]:
 
 def test_a_run_saves_the_average_and_its_live_weights_follow_the_same_path(tiny_llama_path, tmp_path):
     kw = dict(minutes=5.0, max_steps=12, eval_every=100, patience=100, warmup_steps=2)  # one evaluation, at the end
-    train(_cfg(tiny_llama_path, tmp_path, run="plain", **kw), progress=False)
+    train(_cfg(tiny_llama_path, tmp_path, run="plain", weight_average=None, **kw), progress=False)
     res = train(_cfg(tiny_llama_path, tmp_path, run="avg", weight_average=0.9, **kw), progress=False)
     inv = tmp_path / "runs/{}/inverter"
     plain_last, avg_last = _trainable(f"{inv}/last.safetensors".format("plain")), _trainable(f"{inv}/last.safetensors".format("avg"))
@@ -95,7 +95,8 @@ def test_a_killed_run_resumes_its_average(tiny_llama_path, tmp_path, monkeypatch
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a["shadow"], b["shadow"]))
 
 
-def test_a_config_saved_before_averaging_loads_without_it(tmp_path):
+def test_the_default_averages_and_a_config_saved_before_averaging_loads_without_it(tmp_path):
+    assert TrainConfig(run="new").weight_average == 0.99  # the default since NOTES §52
     cfg = TrainConfig(run="old", weight_average=0.99)
     raw = cfg.model_dump(mode="json")
     del raw["weight_average"]
