@@ -267,8 +267,14 @@ def check_job(cfg: FCRJobConfig) -> None:
         if not set(labelled) & set(cfg.features):
             raise AutoscopeError(f"audit set {cfg.audit_set} labels {', '.join(sorted(labelled)) or 'no feature'}, none of "
                                  f"{', '.join(cfg.features)}: fill in the 'labels' of the features this job scores")
-    if cfg.audit_sheet and cfg.audit_set and Path(cfg.audit_sheet).resolve() == Path(cfg.audit_set).resolve():
-        raise AutoscopeError("--audit-sheet would overwrite the --audit-set it reads: give the new sheet another name")
+    if cfg.audit_sheet and Path(cfg.audit_sheet).exists():
+        try:
+            filled = sum(len(v) for v in load_audit_set(cfg.audit_sheet).values())
+        except AutoscopeError:
+            raise AutoscopeError(f"--audit-sheet {cfg.audit_sheet} exists and is not an audit sheet: give the new sheet another name") from None
+        if filled:
+            raise AutoscopeError(f"--audit-sheet {cfg.audit_sheet} already holds {filled} labels people gave: pass it as --audit-set, "
+                                 "or give the new sheet another name")
 
 
 def train_if_missing(cfg: FCRJobConfig, console: Console) -> Path:
@@ -371,6 +377,8 @@ def write_audit_sheet(sampled: dict[str, SampleRun], feats: list[Feature], path:
                     seen.setdefault(smp.text, (site, q.query))
     texts = sorted(seen)
     chosen = random.Random(seed).sample(texts, min(size, len(texts)))
+    if not chosen:
+        return 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         for text in chosen:
@@ -417,7 +425,8 @@ def run_fcr(cfg: FCRJobConfig, console: Console, err: Console | None = None) -> 
         if cfg.audit_sheet:
             n = write_audit_sheet(sampled, feats, Path(cfg.audit_sheet), cfg.audit_sheet_size, cfg.seed)
             console.print(f"audit sheet: {n} accepted samples in {cfg.audit_sheet}; fill in each 'labels' value (null where the "
-                          f"feature is undefined) and pass the file back with --audit-set")
+                          f"feature is undefined) and pass the file back with --audit-set" if n else
+                          "[yellow]no audit sheet written: no sample was accepted at this ε (try a larger --eps or more --queries)[/yellow]")
         present(cfg, reports, feats, len(idx), console)
         save_results(cfg, scope, reports, idx, len(sites), console)
     write_rows(report_rows(reports), cfg.json_out, cfg.csv_out)

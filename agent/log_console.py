@@ -17,7 +17,9 @@ LOG_WIDTH = 240
 
 
 class LogConsole(Console):
-    """A rich console that never cuts a table's cells when it is not a terminal."""
+    """A rich console that never cuts a table's cells when it is not a terminal. Only tables
+    printed at the top level are measured (one inside a Panel or Group is fitted as before):
+    every command prints its tables that way."""
 
     def print(self, *objects, **kwargs) -> None:  # type: ignore[override]
         if self.is_terminal:

@@ -135,7 +135,8 @@ def load_audit_set(path: str | Path) -> dict[str, list[tuple[str, object]]]:
         for feature, label in rec.get("labels", {}).items():
             if label == "":  # a sheet's unfilled cell
                 continue
-            out.setdefault(feature, []).append((rec["text"], label))
+            # labellers give strings (or None): a typed 1 or true must still match "1" or "True"
+            out.setdefault(feature, []).append((rec["text"], None if label is None else str(label)))
     return out
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .distances import Kernel, Metric, kernel_weight, prepare, prepared_distance
+from .errors import AutoscopeError
 from .fcr_figures import FCRFigures
 
 Label = Hashable | None
@@ -143,6 +144,8 @@ def bca_tails(replicates: np.ndarray, estimate: float, acceleration: float,
     adjusted levels leave (0, 1)."""
     from scipy.stats import norm
 
+    if not 0.0 < base[0] < base[1] < 1.0:  # two units: the expanded levels reach 0 and 1, nothing to move
+        return None
     below = float(np.mean(replicates < estimate) + 0.5 * np.mean(replicates == estimate))
     if not 0.0 < below < 1.0:
         return None
@@ -256,7 +259,8 @@ def _kappa_acceleration(rates: np.ndarray, q_ids: np.ndarray, counts: np.ndarray
     if n > 1:
         fc_i = (rates.sum() - rates) / (n - 1)
         p0_i = (p0_q.sum() - p0_q) / (n - 1)
-        groups.append(((fc_i - p0_i) / (1 - p0_i), np.ones(n), n))
+        with np.errstate(divide="ignore", invalid="ignore"):  # p0 = 1 leaving one out: not finite, handled below
+            groups.append(((fc_i - p0_i) / (1 - p0_i), np.ones(n), n))
     if size > 1:
         present = np.nonzero(counts)[0]  # slot 0 (undefined) included: leaving one out changes every share
         fc = float(rates.mean())
@@ -319,6 +323,9 @@ def against_chance(result: FCRResult, query_labels: Sequence[Label], prior_label
     No prior prompt: no p0 and no κ (not p0 = 0)."""
     if result.fcr is None or not prior_labels:
         return result.model_copy(update={"p0": None, "kappa": None, "degenerate": False, "kappa_ci_low": None, "kappa_ci_high": None})
+    if not result.counted or len(result.counted) != len(result.per_query):
+        raise AutoscopeError("this FCR was saved without its per-query rates and the queries they belong to (scored before "
+                             "they were kept): score the run again to read it against another chance level")
     counted = [query_labels[pos] for pos in result.counted]
     r = np.array(result.per_query)
     p0 = float(np.mean(chance_levels(counted, prior_labels)))

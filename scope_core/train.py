@@ -663,8 +663,10 @@ def _say(progress: bool, text: str) -> None:
 
 def resumable_config(cfg: TrainConfig) -> TrainConfig:
     """The configuration this call trains with. Why: a run is resumed by rerunning the same
-    command, so a run that exists keeps the recipe it was trained with when the recipe options
-    are left at their defaults, and any other difference is refused rather than mixed in."""
+    command, so a run that exists keeps each recipe option it was trained with that this call
+    leaves at its default (one by one: a run saved before today's default of one option, with
+    another option given, still resumes with the same command), and any other difference is
+    refused rather than mixed in."""
     run = cfg.run_dir
     cfg_path = run / "train_config.json"
     if not (cfg_path.exists() and (run / "data" / "split.json").exists()):
@@ -672,8 +674,7 @@ def resumable_config(cfg: TrainConfig) -> TrainConfig:
     old = TrainConfig.load(cfg_path)
     if cfg.target.dtype == "auto":  # the run keeps the dtype its cache was built in
         cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"dtype": old.target.dtype})})
-    if all(getattr(cfg, f) == TrainConfig.model_fields[f].default for f in RECIPE_FIELDS):
-        cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS})
+    cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS if getattr(cfg, f) == TrainConfig.model_fields[f].default})
     cfg = cfg.model_copy(update={"target": cfg.target.resolved()})
     # budgets: a run resumes with a longer one; the device: a run resumes on another machine
     keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "patience": True, "eval_every": True, "processes": True,

@@ -188,3 +188,13 @@ def test_fcr_refuses_an_audit_set_it_cannot_read_before_sampling(run_dir, tmp_pa
     other.write_text('{"text": "hello", "labels": {"harmfulness": "harmless"}}\n')
     res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--audit-set", str(other)], run_dir)
     assert res.exit_code != 0 and "none of length_bucket" in " ".join(res.output.split())
+
+
+def test_fcr_does_not_write_a_sheet_over_labels_people_gave(run_dir, tmp_path):
+    import json
+
+    sheet = tmp_path / "filled.jsonl"
+    sheet.write_text(json.dumps({"text": "hello", "labels": {"length_bucket": "short"}}) + "\n")
+    res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--audit-sheet", str(sheet)], run_dir)
+    assert res.exit_code != 0 and "already holds 1 labels" in " ".join(res.output.split())
+    assert json.loads(sheet.read_text())["labels"]["length_bucket"] == "short"

@@ -461,3 +461,21 @@ def test_a_hash_of_the_prompt_has_a_kappa_ci_covering_0_and_a_constant_feature_i
     assert covers["generator"] >= 17 and covers["empirical"] >= 17, covers
     const = scope.score(lambda texts: ["x"] * len(texts), "constant", run, site)
     assert const.generator.degenerate and const.generator.kappa is None and const.empirical.degenerate
+
+
+def test_against_chance_refuses_a_result_saved_without_its_per_query_rates():
+    from scope_core.errors import AutoscopeError
+    from scope_core.fcr import FCRResult, against_chance
+
+    old = FCRResult(fcr=0.5, ci_low=0.3, ci_high=0.7, p0=0.25, kappa=0.33, degenerate=False, n_queries=10, n_undefined=0, n_no_weight=0)
+    with pytest.raises(AutoscopeError, match="score the run again"):
+        against_chance(old, ["a"] * 10, ["a", "b"])
+
+
+def test_two_queries_read_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fcr(["a", "b"], [["a", "b"], ["b", "b"]], [[1.0, 1.0], [1.0, 1.0]], ["a", "b", "b", "c"])
+    assert res.ci_low <= res.fcr <= res.ci_high and res.kappa_ci_low <= res.kappa <= res.kappa_ci_high

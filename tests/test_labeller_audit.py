@@ -112,3 +112,11 @@ def test_an_audit_set_skips_unfilled_cells_and_keeps_null_labels(tmp_path):
     audit = audit_on_set("reason", pairs["reason"], ["crime", "cooking"], "audit set set.jsonl")
     assert (audit.n_parsed, audit.n_correct, audit.accuracy) == (2, 1, 0.5) and audit.max_error > 0.5
     assert "labelled by people" in audit.line()
+
+
+def test_an_audit_set_reads_typed_labels_as_the_strings_labellers_give(tmp_path):
+    from scope_core.audit import load_audit_set
+
+    p = tmp_path / "typed.jsonl"
+    p.write_text('{"text": "a", "labels": {"length_bucket": 1, "flag": true}}\n')
+    assert load_audit_set(p) == {"length_bucket": [("a", "1")], "flag": [("a", "True")]}

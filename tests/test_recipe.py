@@ -85,3 +85,20 @@ def test_resuming_an_old_run_with_default_options_keeps_its_recipe(tiny_llama_pa
     assert res.steps > 0
     saved = TrainConfig.load(tmp_path / "runs/t/train_config.json")
     assert saved.recipe == 1 and saved.n_heads == 8 and saved.neighbour_mix == 0.7
+
+
+def test_resuming_with_one_recipe_option_given_keeps_the_others_it_was_trained_with(tiny_llama_path, tmp_path) -> None:
+    """A run trained before averaging was the default, with a constant rate: the same command
+    (`--lr-schedule constant`, nothing about averaging) resumes it without averaging."""
+    from scope_core.data import PriorConfig
+    from scope_core.targets import TargetConfig
+    from scope_core.train import train
+
+    base = dict(run="t", runs_dir=str(tmp_path / "runs"), target=TargetConfig(model=str(tiny_llama_path)),
+                prior=PriorConfig(task="ioi", n=200, heldout=20), sites="L1", backbone=str(tiny_llama_path),
+                minutes=0.02, eval_every=5, eval_size=20, batch_size=8, lr_schedule="constant")
+    train(TrainConfig(weight_average=None, **base), progress=False)
+    res = train(TrainConfig(**base), progress=False)
+    assert res.steps > 0 and res.weight_average is None
+    saved = TrainConfig.load(tmp_path / "runs/t/train_config.json")
+    assert saved.weight_average is None and saved.lr_schedule == "constant"
