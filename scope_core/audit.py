@@ -16,7 +16,6 @@ people to label, and `--audit-set FILE` reads it back (`load_audit_set`, `audit_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel
 
 from .data import PriorConfig
 from .errors import AutoscopeError
+from .jsonl import json_lines
 from .fcr import wilson
 
 Parser = Callable[[str], "dict | None"]
@@ -123,15 +123,9 @@ def load_audit_set(path: str | Path) -> dict[str, list[tuple[str, object]]]:
         raise AuditSetError(f"audit set {p} does not exist: write one with `autoscope fcr ... --audit-sheet {p}`, label it, "
                             f"and pass it back ({AUDIT_SET_FORMAT})")
     out: dict[str, list[tuple[str, object]]] = {}
-    for k, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AuditSetError(f"{p}:{k} is not JSON ({e.msg}); expected {AUDIT_SET_FORMAT}") from e
+    for k, rec in json_lines(p, f"expected {AUDIT_SET_FORMAT}", AuditSetError):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels", {}), dict):
-            raise AuditSetError(f"{p}:{k} needs a string 'text' and a 'labels' object; expected {AUDIT_SET_FORMAT}")
+            raise AuditSetError(f"{p} line {k}: needs a string 'text' and a 'labels' object; expected {AUDIT_SET_FORMAT}")
         for feature, label in rec.get("labels", {}).items():
             if label == "":  # a sheet's unfilled cell
                 continue

@@ -183,7 +183,7 @@ def test_fcr_refuses_an_audit_set_it_cannot_read_before_sampling(run_dir, tmp_pa
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hello", "labels": {"length_bucket": "short"}}\nnot json\n')
     res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--audit-set", str(bad)], run_dir)
-    assert res.exit_code != 0 and "bad.jsonl:2 is not JSON" in " ".join(res.output.split())
+    assert res.exit_code != 0 and "bad.jsonl line 2: not valid JSON" in " ".join(res.output.split())
     other = tmp_path / "other.jsonl"
     other.write_text('{"text": "hello", "labels": {"harmfulness": "harmless"}}\n')
     res = _run(["fcr", "--feature", "length_bucket", "--sites", "L2", "--audit-set", str(other)], run_dir)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import AutoscopeError
+from ..jsonl import json_lines
 from .base import Example
 
 # Human categories (HarmBench SemanticCategory, StrongREJECT category) -> built-in reason.
@@ -138,13 +139,7 @@ def _load_json(path: Path, label: str | None) -> list[Example]:
 def _load_jsonl(path: Path, label: str | None) -> list[Example]:
     out = []
     harm = label or _harmfulness_from_name(path)
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AutoscopeError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+    for i, obj in json_lines(path):
         text = _text_of(obj, path, i)
         labels = obj.get("labels") if isinstance(obj.get("labels"), dict) else {}
         labels = dict(labels)
