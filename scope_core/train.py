@@ -1197,4 +1197,6 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     if dd.is_main() and not (inv_dir / "inverter.safetensors").exists():
         with fit.evaluated():
             inv.save(inv_dir)
-    return summarise(cfg, target, prepared, parts, cond, ev, fit, phases)
+    result = summarise(cfg, target, prepared, parts, cond, ev, fit, phases)
+    dd.barrier()  # every rank returns after rank 0 has written the run: a launcher's next step may read it
+    return result

@@ -2,6 +2,7 @@
 as one process, byte for byte, and trains the same loss curve at the same global batch."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,25 @@ def test_what_cannot_run_data_parallel_is_refused_before_starting(tiny_llama_pat
         train(_cfg(tiny_llama_path, tmp_path, 2, sft="lora"), progress=False)
     with pytest.raises(AutoscopeError, match="cannot be split over 4 processes"):
         train(_cfg(tiny_llama_path, tmp_path, 4, batch_size=2), progress=False)
+
+
+def _write_rank(out: str) -> None:
+    import scope_core.distributed as dd
+    (Path(out) / f"rank{dd.rank()}").write_text(str(dd.all_sum([1.0])[0]))
+
+
+def _fail_on_rank_one() -> None:
+    import scope_core.distributed as dd
+    if dd.rank() == 1:
+        raise ValueError("rank one failed on purpose")
+    dd.barrier()
+
+
+def test_launched_workers_finish_together_or_report_the_one_that_raised(tmp_path):
+    import scope_core.distributed as dd
+    dd.launch(_write_rank, 2, str(tmp_path))  # returns only if both exited 0
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["2.0", "2.0"]
+    # a failure raises, never hangs: spawn names the first process to exit, the one that raised or
+    # the one whose barrier lost its peer
+    with pytest.raises(Exception, match="rank one failed on purpose|remote worker"):
+        dd.launch(_fail_on_rank_one, 2)
