@@ -110,6 +110,9 @@ def train(
                                          "on the machine's load (set --minutes and --total-minutes high enough for it)"),
     total_minutes: float = typer.Option(14.5, help="budget of the whole command, caching included: training gets what is left, "
                                         "at most --minutes (0: no limit)"),
+    min_steps: int = typer.Option(0, min=0, help="train at least this many optimiser steps, past --minutes and --total-minutes if "
+                                  "the clock runs out first: FCR's agreement with the empirical reference depends on steps, not minutes "
+                                  "(BENCHMARKS §25; the quickstart uses 600); 0: the clock alone"),
     metric: str = typer.Option("cosine", help="cosine, centred_cosine, euclidean or norm_euclidean"),
     eps_quantile: float = typer.Option(0.05, help="default ε per site = this quantile of pairwise distances"),
     eps: float | None = typer.Option(None, help="absolute ε at every site (overrides --eps-quantile)"),
@@ -141,7 +144,8 @@ def train(
             run=run, runs_dir=runs_dir, target=TargetConfig(model=target, system_prompt=system_prompt, device=device, dtype=dtype,
                                                                   max_prompt_tokens=max_prompt_tokens),
             prior=PriorConfig(task=None if task in (None, "none") else task, data=data or [], n=n, heldout=heldout, seed=seed),
-            sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, max_steps=max_steps, batch_size=batch_size,
+            sites=sites, backbone=backbone, arch=arch, sft=sft, upper_blocks=upper_blocks, minutes=minutes, max_steps=max_steps, min_steps=min_steps or None,
+            batch_size=batch_size,
             lr_schedule=lr_schedule, weight_average=weight_average or None,
             restrict_vocab=restrict_vocab, total_minutes=total_minutes or None,
             control_layers=[int(x) for x in control_layers.split(",")] if control_layers else None, metric=metric,

@@ -22,6 +22,9 @@ from scope_core.api import Scope, TrainConfig, TrainResult, is_main, summarise, 
 MIN_GAIN_NATS = 0.5
 MAX_REFUSAL = 0.7
 MIN_ACCEPTED_NOVEL = 20.0
+# On the generated prior the harmfulness FCR held within 0.05 of the empirical reference for
+# three training seeds at 600 steps, and missed for one of them at 430 (BENCHMARKS §22, §25).
+FCR_STABLE_STEPS = 600
 
 
 @dataclass
@@ -114,6 +117,16 @@ def training_table(res: TrainResult) -> Table:
     return t
 
 
+def few_steps_note(res: TrainResult) -> str | None:
+    """A warning for a run the clock stopped before FCR_STABLE_STEPS: how close its FCR sits to
+    the reference depends on the training seed more than a longer run's does."""
+    if not res.stopped.startswith("time budget") or res.steps >= FCR_STABLE_STEPS:
+        return None
+    return (f"The clock stopped training at {res.steps} steps. On the generated prior, FCR held within 0.05 of the "
+            f"generator-free reference for every training seed from {FCR_STABLE_STEPS} steps and not at 430 (BENCHMARKS §25): "
+            f"before comparing FCR across runs, train a new run with --min-steps {FCR_STABLE_STEPS}.")
+
+
 def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> TrainResult:
     """`autoscope train`: train (or resume) the run, show what was done, and end with the
     verdict on whether the inverter conditions enough for FCR to mean much."""
@@ -121,6 +134,8 @@ def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> T
     if not is_main():  # launched by torchrun or accelerate: rank 0 reports and checks, once
         return res
     console.print(training_table(res))
+    if short := few_steps_note(res):
+        console.print(f"[yellow]{short}[/yellow]")
     if check:
         verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=cfg.seed)
         console.print(("[bold red]" if verdict.weak else "[green]") + verdict.verdict() + ("[/bold red]" if verdict.weak else "[/green]"))

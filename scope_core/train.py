@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from . import distributed as dd
 from .cache import ActivationCache
@@ -101,6 +101,11 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(
         None, gt=0, description="also stop after this many optimiser steps: a budget that does not depend on the machine's "
         "load (benchmarks compare recipes at equal steps); the wall-clock budget still applies")
+    min_steps: int | None = Field(
+        None, gt=0, description="train at least this many optimiser steps whatever the clock: past the wall-clock budget "
+        "(`minutes`, as cut by `total_minutes`) training goes on to this step, and the schedule decays over whichever of the "
+        "two ends later. Why: how close FCR sits to the empirical reference depends on steps, not minutes (BENCHMARKS §25: "
+        "item 5 holds at 600 steps and not at 430), and a slow host's clock gives fewer; None: the clock alone")
     condition_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
         "a whole prompt on a few coordinates of one activation (NOTES §42)")
@@ -127,6 +132,12 @@ class TrainConfig(BaseModel):
                            "each takes every N-th caching batch and a 1/N slice of each global batch of `batch_size`; "
                            "rank 0 writes (scope_core/distributed.py). Not part of the run: a run resumes with any number")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _floor_within_ceiling(self) -> TrainConfig:
+        if self.min_steps is not None and self.max_steps is not None and self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps {self.min_steps} is above max_steps {self.max_steps}: lower --min-steps or raise --max-steps")
+        return self
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -677,7 +688,7 @@ def resumable_config(cfg: TrainConfig) -> TrainConfig:
     cfg = cfg.model_copy(update={f: getattr(old, f) for f in RECIPE_FIELDS if getattr(cfg, f) == TrainConfig.model_fields[f].default})
     cfg = cfg.model_copy(update={"target": cfg.target.resolved()})
     # budgets: a run resumes with a longer one; the device: a run resumes on another machine
-    keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "patience": True, "eval_every": True, "processes": True,
+    keep: dict = {"minutes": True, "total_minutes": True, "max_steps": True, "min_steps": True, "patience": True, "eval_every": True, "processes": True,
                   "target": {"device"}}
     if old.model_dump(exclude=keep) != cfg.model_dump(exclude=keep):
         raise AutoscopeError(f"run {run} exists with a different configuration; pass a new --run name, or the same options to resume it")
@@ -947,13 +958,33 @@ def restore_checkpoint(inv: Inverter, fit: Fit, inv_dir: Path) -> None:
 
 def training_budget(cfg: TrainConfig, st: dict, job_elapsed_s: float, phases: dict[str, float], log_path: Path) -> tuple[float, float]:
     """(seconds training may run in total, seconds left now). A cut by the job budget is
-    logged and shown; a run that stopped, or reached `max_steps`, has nothing left."""
+    logged and shown; a run that stopped, or reached `max_steps`, has nothing left, and one
+    still short of `min_steps` has some whatever its clock says."""
     train_s = training_seconds(cfg, st["elapsed"], job_elapsed_s)
     if train_s < cfg.minutes * 60:
         phases["training_cut_to_s"] = train_s
         _log(log_path, {"phase": "budget", "total_minutes": cfg.total_minutes, "training_seconds": train_s, "job_elapsed_s": job_elapsed_s})
     done = st["stopped"] or (cfg.max_steps is not None and st["step"] >= cfg.max_steps)
-    return train_s, 0.0 if done else train_s - st["elapsed"]
+    if done:
+        return train_s, 0.0
+    return train_s, math.inf if steps_owed(cfg, st["step"]) else train_s - st["elapsed"]
+
+
+def steps_owed(cfg: TrainConfig, step: int) -> bool:
+    """Whether the step floor (`min_steps`) keeps training going past the clock."""
+    return cfg.min_steps is not None and step < cfg.min_steps
+
+
+def budget_share(cfg: TrainConfig, step: int, elapsed_s: float, train_s: float) -> float:
+    """How much of the budget is spent, for the schedule. A step budget sets it alone (a run
+    with one is reproducible whatever the clock). With a step floor, training ends when both
+    the clock and the floor are through, so the share is the smaller of the two: it reaches 1
+    at the stop, and on a host too slow for the clock to matter it is `step / min_steps`,
+    the same schedule as `max_steps = min_steps`."""
+    if cfg.max_steps:
+        return step / cfg.max_steps
+    clock = elapsed_s / train_s if train_s > 0 else 1.0
+    return min(clock, step / cfg.min_steps) if cfg.min_steps else clock
 
 
 def draw_batch(cfg: TrainConfig, cond: Conditions, rng: np.random.Generator, train_rows: np.ndarray,
@@ -1020,11 +1051,13 @@ def _distributed_step(fit: Fit, loss: torch.Tensor, ntok: int) -> tuple[float, i
     return dd.all_sum([float(loss.detach()) * ntok])[0] / total, int(total)
 
 
-def _budget_reason(cfg: TrainConfig, train_s: float, out_of_steps: bool) -> str:
-    """Why training stopped when no early stop did: the step budget, the time budget, or the
-    time budget as cut by --total-minutes."""
+def _budget_reason(cfg: TrainConfig, train_s: float, out_of_steps: bool, st: dict) -> str:
+    """Why training stopped when no early stop did: the step budget, the step floor (the clock
+    ran out first), the time budget, or the time budget as cut by --total-minutes."""
     if out_of_steps:
         return "step budget"
+    if cfg.min_steps is not None and st["step"] == cfg.min_steps and st["elapsed"] > train_s:
+        return f"--min-steps {cfg.min_steps} (past the {train_s / 60:.1f}-min time budget)"
     return "time budget" if train_s >= cfg.minutes * 60 else f"time budget (cut to {train_s / 60:.1f} min by --total-minutes)"
 
 
@@ -1082,8 +1115,7 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
     t_start = time.perf_counter() - st["elapsed"]
     while budget_left > 0 and not st["stopped"]:
         inv.train()
-        # a step budget sets the schedule alone, so a run with one is reproducible whatever the clock
-        fit.budget_spent["share"] = st["step"] / cfg.max_steps if cfg.max_steps else st["elapsed"] / train_s if train_s > 0 else 1.0
+        fit.budget_spent["share"] = budget_share(cfg, st["step"], st["elapsed"], train_s)
         batch = draw_batch(cfg, cond, fit.rng, train_rows, site_names)
         last_loss, ntok = optimiser_step(cfg, inv, fit, parts, batch, train_rows, trunk_all)
         st["step"] += 1
@@ -1091,13 +1123,14 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
         st["elapsed"] = dd.all_max(time.perf_counter() - t_start)  # one clock: every rank stops at the same step
         if bar:
             bar.n = min(int(st["elapsed"]), bar.total)
-            bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{ev.unconditional:.3f}")
+            owed = {"step": f"{st['step']}/{cfg.min_steps}"} if steps_owed(cfg, st["step"]) else {}
+            bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{ev.unconditional:.3f}", **owed)
         out_of_steps = cfg.max_steps is not None and st["step"] >= cfg.max_steps
-        out_of_time = st["elapsed"] >= train_s or out_of_steps
+        out_of_time = (st["elapsed"] >= train_s and not steps_owed(cfg, st["step"])) or out_of_steps
         if st["step"] % cfg.eval_every == 0 or out_of_time:
             evaluate(cfg, inv, fit, ev, last_loss, inv_dir)
             if out_of_time and not st["stopped"]:
-                st["stopped"] = _budget_reason(cfg, train_s, out_of_steps)
+                st["stopped"] = _budget_reason(cfg, train_s, out_of_steps, st)
             checkpoint(inv, fit, inv_dir)
             if st["stopped"]:
                 break

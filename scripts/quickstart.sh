@@ -7,7 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-autoscope train --run default --sites L18
+# at least 600 steps whatever the host's clock: below that the harmfulness FCR's gap to the
+# generator-free reference moved past 0.05 for one training seed in three (BENCHMARKS §25)
+autoscope train --run default --sites L18 --min-steps 600
 autoscope sample --run default --site L18 --queries 2 --only harmful --n 8
 autoscope fcr --run default --feature harmfulness,method --sites L18 --only harmful --queries 30
 # The main job: what does L18 encode? Hypotheses mined from the samples (offline, no LLM),

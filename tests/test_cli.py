@@ -83,6 +83,13 @@ def test_train_bad_data_is_refused_before_anything_is_written(tmp_path, tiny_lla
     assert not (tmp_path / "runs" / "x" / "data").exists()
 
 
+def test_train_refuses_a_step_floor_above_its_step_budget(tmp_path, tiny_llama_path):
+    res = runner.invoke(app, ["train", "--run", "x", "--runs-dir", str(tmp_path / "runs"), "--target", str(tiny_llama_path),
+                              "--min-steps", "900", "--max-steps", "800"])
+    assert res.exit_code == 2 and "lower --min-steps or raise --max-steps" in " ".join(res.output.split())
+    assert not (tmp_path / "runs" / "x").exists()
+
+
 def test_missing_run_is_explained(tmp_path):
     res = runner.invoke(app, ["sample", "--site", "L1", "--run", "nothing", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 2 and "autoscope train" in res.output

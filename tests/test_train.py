@@ -285,3 +285,36 @@ def test_backbone_sft_is_evaluated_however_few_steps_and_never_left_worse(tiny_l
     info = finetune_backbone(bb, ids[:24], [], "full", minutes=0.01, lr=1e-3, batch_size=8, seed=0, log_path=log, progress=False)
     assert info["sft_heldout_loss"] is None and info["sft_evaluations"] == 0 and info["sft_steps"] > 0
     assert any(not torch.equal(v, before[k]) for k, v in bb.model.state_dict().items())
+
+
+def test_a_step_floor_trains_past_the_clock_on_the_step_budget_schedule(tiny_llama_path, tmp_path):
+    # a clock that runs out at once: the floor alone ends training, on the schedule of a step budget of the same size
+    floor = train(_cfg(tiny_llama_path, tmp_path, run="floor", minutes=0.0005, min_steps=12, patience=100), progress=False)
+    steps = train(_cfg(tiny_llama_path, tmp_path, run="steps", minutes=5.0, max_steps=12, patience=100), progress=False)
+    assert floor.steps == steps.steps == 12
+    assert floor.stopped.startswith("--min-steps 12 (past the") and steps.stopped == "step budget"
+
+    def losses(run):
+        return [(r["step"], r["train_loss"], r["heldout_loss"]) for r in map(json.loads, (tmp_path / f"runs/{run}/inverter/log.jsonl")
+                .read_text().splitlines()) if r["phase"] == "control"]
+    assert losses("floor") == losses("steps")
+    from agent.train_check import few_steps_note
+
+    assert few_steps_note(floor) is None and few_steps_note(steps) is None  # neither was stopped by the clock
+    short = few_steps_note(floor.model_copy(update={"stopped": "time budget", "steps": 366}))
+    assert short and "366 steps" in short and "--min-steps 600" in short
+    assert few_steps_note(floor.model_copy(update={"stopped": "time budget", "steps": 640})) is None
+
+
+def test_the_schedule_under_a_step_floor_ends_when_clock_and_floor_both_have():
+    from scope_core.train import budget_share, steps_owed
+
+    cfg = TrainConfig(run="b", min_steps=600)
+    assert budget_share(cfg, 300, 600.0, 480.0) == 0.5  # a slow host: the clock ran out, the floor sets the schedule
+    assert budget_share(cfg, 600, 780.0, 480.0) == 1.0
+    assert budget_share(cfg, 500, 240.0, 480.0) == 0.5  # a fast host: the floor is passed, the clock sets it
+    assert budget_share(TrainConfig(run="b", min_steps=600, max_steps=800), 400, 900.0, 480.0) == 0.5  # a step budget alone
+    assert budget_share(TrainConfig(run="b"), 10, 240.0, 480.0) == 0.5
+    assert steps_owed(cfg, 599) and not steps_owed(cfg, 600) and not steps_owed(TrainConfig(run="b"), 0)
+    with pytest.raises(ValueError, match="min_steps 900 is above max_steps 800"):
+        TrainConfig(run="b", min_steps=900, max_steps=800)
