@@ -117,14 +117,21 @@ def training_table(res: TrainResult) -> Table:
     return t
 
 
-def few_steps_note(res: TrainResult) -> str | None:
-    """A warning for a run the clock stopped before FCR_STABLE_STEPS: how close its FCR sits to
-    the reference depends on the training seed more than a longer run's does."""
-    if not res.stopped.startswith("time budget") or res.steps >= FCR_STABLE_STEPS:
+def few_steps_note(res: TrainResult, cfg: TrainConfig) -> str | None:
+    """A warning for a run that the clock (or a low `--min-steps`) ended before FCR_STABLE_STEPS:
+    how close its FCR sits to the reference depends on the training seed more than a longer run's
+    does. A run that had already finished before this call's floor is not extended by it (its
+    schedule has decayed), which is said instead of a silent no-op."""
+    if res.stopped.startswith(("early stop", "step budget")) or res.steps >= FCR_STABLE_STEPS:
         return None
-    return (f"The clock stopped training at {res.steps} steps. On the generated prior, FCR held within 0.05 of the "
-            f"generator-free reference for every training seed from {FCR_STABLE_STEPS} steps and not at 430 (BENCHMARKS §25): "
-            f"before comparing FCR across runs, train a new run with --min-steps {FCR_STABLE_STEPS}.")
+    if cfg.min_steps is not None and res.steps < cfg.min_steps:
+        return (f"This run had already finished at {res.steps} steps ({res.stopped}) before --min-steps {cfg.min_steps} was given: "
+                f"a finished run's learning rate has decayed, so the floor does not extend it; pass a new --run to train "
+                f"{cfg.min_steps} steps.")
+    return (f"Training stopped at {res.steps} steps ({res.stopped}). On the generated prior, FCR held within 0.05 of the "
+            f"generator-free reference for all three training seeds at {FCR_STABLE_STEPS} steps and not at 430 (BENCHMARKS §25; "
+            f"on the real refusal sets a longer schedule changed nothing, §26): before comparing FCR across runs, train a new run "
+            f"with --min-steps {FCR_STABLE_STEPS}.")
 
 
 def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> TrainResult:
@@ -134,7 +141,7 @@ def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> T
     if not is_main():  # launched by torchrun or accelerate: rank 0 reports and checks, once
         return res
     console.print(training_table(res))
-    if short := few_steps_note(res):
+    if short := few_steps_note(res, cfg):
         console.print(f"[yellow]{short}[/yellow]")
     if check:
         verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=cfg.seed)

@@ -25,7 +25,7 @@ import numpy as np
 from bench.real_data_bench import prior_for, share_data
 from scope_core.api import Scope, TrainConfig, load_target, train
 
-FORWARD = "loss_from_trunk"  # the teacher-forced forward from the cached trunk (scope_core/priming.py)
+FORWARD = "_batch_loss"  # the teacher-forced forward (scope_core/train.py), also called by evaluations
 BACKWARD = "run_backward"
 STEP = "optimiser_step"
 
@@ -36,6 +36,17 @@ def cumulative(stats: pstats.Stats, name: str) -> tuple[int, float]:
         if fn == name or f"'{name}'" in fn:  # a Python function, or a C method ("<method 'run_backward' of ...>")
             return calls, cum
     raise SystemExit(f"{name} was not called: the profile does not describe a training step any more")
+
+
+def called_from(stats: pstats.Stats, name: str, caller: str) -> tuple[int, float]:
+    """(calls, cumulative seconds) of `name` when called by `caller` only: the training step's
+    forward without the evaluations' no-grad ones."""
+    for (_, _, fn), entry in stats.stats.items():  # type: ignore[attr-defined]
+        if fn == name:
+            for (_, _, by), (_, calls, _, cum) in entry[4].items():
+                if by == caller:
+                    return calls, cum
+    raise SystemExit(f"{name} was not called by {caller}: the profile does not describe a training step any more")
 
 
 def padding_share(lengths: np.ndarray, batch: int, draws: int, seed: int) -> tuple[float, float]:
@@ -71,9 +82,9 @@ def main() -> None:
     prof.disable()
     stats = pstats.Stats(prof)
     n_step, step_s = cumulative(stats, STEP)
-    n_fwd, fwd_s = cumulative(stats, FORWARD)
+    n_fwd, fwd_s = called_from(stats, FORWARD, STEP)
     _, bwd_s = cumulative(stats, BACKWARD)
-    fwd_per_step = fwd_s / n_fwd  # the forward is also called by the final evaluation: per call, not per step
+    fwd_per_step = fwd_s / n_fwd
     scope = Scope(runs / run, target=target)
     lengths = np.array([len(target.tokenizer(scope.data.examples[i].text)["input_ids"]) + 1 for i in scope.data.train])
     pad, halves = padding_share(lengths, cfg.batch_size, 2000, args.seed)

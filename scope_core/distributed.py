@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,12 @@ def _worker(local_rank: int, n: int, port: int, threads: int, fn: Callable[..., 
     try:
         fn(*args)
         barrier()  # leave together: no rank tears its side of the group down while another still writes or talks
+    except BaseException:
+        # spawn reports the first process to exit, which may be a healthy rank whose barrier lost this one:
+        # the real error reaches stderr whichever it is
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -93,7 +100,7 @@ def _exit_now() -> None:
     Why: at teardown gloo's C++ threads are destroyed in no fixed order, and now and then one
     is still joinable, which aborts the process (SIGABRT, "terminate called without an active
     exception"; seen once in CI). `mp.spawn` would then report a run as failed whose every file
-    was written. A worker that raised never gets here: spawn reports its traceback as before."""
+    was written. A worker that raised never gets here: it prints its traceback and exits non-zero."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -488,10 +488,10 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
         # budget is a few dozen steps, and an SFT that is never evaluated keeps whatever it ends on
         if (step % 100 == 0 or time.perf_counter() - last_eval >= 60) and evaluate(float(loss.detach())):
             break
-        if bar:
+        if bar is not None:
             bar.n = min(int(time.perf_counter() - t0), bar.total)
             bar.set_postfix(loss=f"{float(loss):.3f}", best=f"{best:.3f}")
-    if bar:
+    if bar is not None:
         bar.close()
     if step > evaluated_at:
         evaluate(float(loss.detach()))  # the steps since the last evaluation count too
@@ -1121,8 +1121,11 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
         st["step"] += 1
         st["tokens"] += ntok
         st["elapsed"] = dd.all_max(time.perf_counter() - t_start)  # one clock: every rank stops at the same step
-        if bar:
-            bar.n = min(int(st["elapsed"]), bar.total)
+        if bar is not None:  # not `if bar`: a tqdm of total 0 is falsy
+            if steps_owed(cfg, st["step"]) and st["elapsed"] >= train_s and bar.unit != "step":
+                bar.reset(total=cfg.min_steps)  # the clock is through: what is left is counted in steps
+                bar.unit = "step"
+            bar.n = st["step"] if bar.unit == "step" else min(int(st["elapsed"]), bar.total)
             owed = {"step": f"{st['step']}/{cfg.min_steps}"} if steps_owed(cfg, st["step"]) else {}
             bar.set_postfix(loss=f"{last_loss:.3f}", heldout=f"{st['best']:.3f}", uncond=f"{ev.unconditional:.3f}", **owed)
         out_of_steps = cfg.max_steps is not None and st["step"] >= cfg.max_steps
@@ -1134,7 +1137,7 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
             checkpoint(inv, fit, inv_dir)
             if st["stopped"]:
                 break
-    if bar:
+    if bar is not None:
         bar.close()
 
 

@@ -101,7 +101,7 @@ def _fail_on_rank_one() -> None:
     dd.barrier()
 
 
-def test_launched_workers_finish_together_or_report_the_one_that_raised(tmp_path):
+def test_launched_workers_finish_together_or_report_the_one_that_raised(tmp_path, capfd):
     import scope_core.distributed as dd
     dd.launch(_write_rank, 2, str(tmp_path))  # returns only if both exited 0
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["2.0", "2.0"]
@@ -109,3 +109,4 @@ def test_launched_workers_finish_together_or_report_the_one_that_raised(tmp_path
     # the one whose barrier lost its peer
     with pytest.raises(Exception, match="rank one failed on purpose|remote worker"):
         dd.launch(_fail_on_rank_one, 2)
+    assert "ValueError: rank one failed on purpose" in capfd.readouterr().err  # the real error, whichever rank spawn names
