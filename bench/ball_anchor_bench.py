@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--harmful", type=int, default=40)
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (BENCHMARKS §27)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--anchors", choices=("ball", "auto"), default="ball",
                     help="ball: every sample anchored on the ball; auto: a share 1 − neighbour mix of them (Scope.ball_share)")
@@ -57,11 +58,12 @@ def main() -> None:
     harmfulness = get_feature("harmfulness", scope.run_dir, scope.data)
     saved = Path(args.runs_dir) / args.run / f"bench_samples_{args.site}{args.tag}.json"
     plain = SampleRun.model_validate_json(saved.read_text()) if saved.exists() else None
-    out: dict = {"run": args.run, "site": args.site, "anchors": args.anchors, "ball_share": scope.ball_share(site, args.anchors), "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "eps": {}}
+    out: dict = {"run": args.run, "site": args.site, "anchors": args.anchors, "ball_share": scope.ball_share(site, args.anchors), "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "temperature": args.temperature, "eps": {}}
     for e in grid:
         key = f"q{e.quantile:g}" if e.source.startswith("quantile") else f"{e.eps:.2f}"
         t = time.perf_counter()
-        ball = scope.sample(site, indices=idx, n=args.n, eps=e, seed=args.seed, progress=True, anchors=args.anchors)
+        ball = scope.sample(site, indices=idx, n=args.n, eps=e, seed=args.seed, progress=True, anchors=args.anchors,
+                            temperature=args.temperature)
         row = {"eps": e.eps, "quantile": e.quantile, "sample_s": time.perf_counter() - t,
                "ball": measured_rows(scope, ball, rand, harm, site, harmfulness)}
         if plain is not None:
