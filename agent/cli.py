@@ -50,6 +50,9 @@ ANCHORS = ("auto", "query", "ball")
 ANCHORS_HELP = ("what each sample is conditioned on: query (ẑ itself), ball (an activation drawn from ẑ's ε-ball in the prior, so "
                 "samples spread over the ball as P(x | z ∈ B) does) or auto (a share 1 − m of samples on the ball, m the neighbour mix the site's generator was trained with: all of them after noise alone)")
 
+TEMPERATURE_HELP = ("sampling temperature (default: the run's for the site — 0.8 where training found loose ε-balls and trained "
+                    "without neighbours, else 1; `train` prints it); lower is sharper: fewer refusals, more copies, FCR pushed above the reference")
+
 
 def _anchors(value: str) -> str:
     if value not in ANCHORS:
@@ -165,7 +168,7 @@ def sample(
     queries: int = typer.Option(3, help="held-out queries when no --prompt is given"),
     only: str | None = typer.Option(None, help="filter held-out queries by a label, e.g. harmful or reason=cybercrime"),
     n: int = typer.Option(16, help="samples per query"),
-    temperature: float = 1.0,
+    temperature: float | None = typer.Option(None, help=TEMPERATURE_HELP),
     guidance: float = typer.Option(1.0, help="classifier-free guidance w against the unconditioned backbone: > 1 sharpens the query's "
                                    "likelihood (fewer refusals, FCR above the reference; BENCHMARKS §15); 1: plain sampling"),
     metric: str | None = typer.Option(None, help="distance (default: the run's)"),
@@ -211,6 +214,7 @@ def fcr(
     eps: float | None = typer.Option(None, help="absolute ε at every site"),
     eps_quantile: float | None = typer.Option(None, help="ε per site as a pairwise-distance quantile"),
     anchors: str = typer.Option("auto", help=ANCHORS_HELP),
+    temperature: float | None = typer.Option(None, help=TEMPERATURE_HELP),
     empirical: bool = typer.Option(True, help="also compute the generator-free empirical-neighbour FCR"),
     judge_url: str | None = typer.Option(None, help="with --labeller llm: OpenAI-compatible judge (default: embedded)"),
     judge_model: str | None = None,
@@ -241,7 +245,7 @@ def fcr(
                        prior_n=prior_n, labeller=labeller, pool=pool, only=only, queries=queries, n=n, kernel=kernel, metric=metric, eps=eps,
                        eps_quantile=eps_quantile, empirical=empirical, judge=judge, json_out=json_out, csv_out=csv_out, seed=seed,
                        audit_set=audit_set, audit_sheet=audit_sheet, audit_sheet_size=audit_sheet_size,
-                       device=device, dtype=dtype, anchors=_anchors(anchors))
+                       device=device, dtype=dtype, anchors=_anchors(anchors), temperature=temperature)
     run_fcr(cfg, console, err)
 
 

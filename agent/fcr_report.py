@@ -79,7 +79,7 @@ def report_rows(reports: list[FCRReport]) -> list[dict]:
         g, e = r.generator, r.empirical
         rows.append({
             "feature": r.feature, "site": r.site, "eps": r.eps.eps, "metric": r.eps.metric, "eps_quantile": r.eps.quantile,
-            "kernel": r.kernel, "anchors": r.anchors, "anchor_share": r.anchor_share, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
+            "kernel": r.kernel, "anchors": r.anchors, "anchor_share": r.anchor_share, "temperature": r.temperature, "fcr": g.fcr, "fcr_ci_low": g.ci_low, "fcr_ci_high": g.ci_high, "p0": g.p0,
             "kappa": g.kappa, "kappa_ci_low": g.kappa_ci_low, "kappa_ci_high": g.kappa_ci_high, "degenerate": g.degenerate,
             "n_queries": g.n_queries, "n_no_accepted": g.n_no_weight, "n_undefined": g.n_undefined,
             "conditional_p0": r.conditional_p0, "conditional_kappa": r.conditional_kappa, "conditional_degenerate": r.conditional_degenerate,
@@ -118,7 +118,9 @@ def _anchored(row: dict) -> str:
 def _cell(row: dict, col: str) -> str:
     if col == "ε":
         q = row["eps_quantile"]
-        return f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + (_anchored(row) if row.get("anchors") == "ball" else "") + ")"
+        t = row.get("temperature")
+        return (f"{row['eps']:.4g} ({row['metric']}" + (f", q={q:.3g}" if q else "") + (_anchored(row) if row.get("anchors") == "ball" else "")
+                + (f", temperature {t:g}" if t is not None and t != 1 else "") + ")")
     if col == "FCR [95% CI]":
         return (f"{row['fcr']:.3f} [{row['fcr_ci_low']:.3f}, {row['fcr_ci_high']:.3f}]" if row["fcr"] is not None
                 else f"— ({row['n_no_accepted']} queries without accepted samples, {row.get('n_undefined', 0)} where the feature is undefined)")
@@ -228,6 +230,7 @@ class FCRJobConfig(BaseModel):
     eps: float | None = None
     eps_quantile: float | None = None
     anchors: Literal["auto", "query", "ball"] = "auto"  # what samples are conditioned on (Scope.anchors_for)
+    temperature: float | None = None  # None: the run's own per site (Scope.sampling_temperature)
     empirical: bool = True
     judge: JudgeConfig | None = None  # with the llm labeller (default: from the environment)
     json_out: str | None = None
@@ -259,6 +262,8 @@ class FCRJobConfig(BaseModel):
 
 def check_job(cfg: FCRJobConfig) -> None:
     """Refuse unknown choices before anything is trained, sampled or labelled."""
+    if cfg.temperature is not None and cfg.temperature < 0:
+        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {cfg.temperature}")
     if cfg.labeller not in ("learned", "llm"):
         raise AutoscopeError(f"unknown labeller {cfg.labeller!r}: use learned or llm")
     check_kernel(cfg.kernel)
@@ -307,7 +312,7 @@ def sample_site(cfg: FCRJobConfig, scope: Scope, site: Site, idx: list[int]) -> 
     feature is scored on these same samples."""
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
     res = scope.sample(site, indices=idx, n=cfg.n, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True,  # type: ignore[arg-type]
-                       anchors=cfg.anchors)
+                       anchors=cfg.anchors, temperature=cfg.temperature)
     scope.save_json(f"sample_{site.name}.json", res)
     return res
 

@@ -113,7 +113,7 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
     eps = samples.get("eps", {})
     common = dict(cfg=_Obj(cfg), xid=root.name, ranking=ranking, timing=timing, stopped=result.get("stopped", "unfinished"),
                   verdict=verdict(cfg["site"], ranking, null), null=null, confirmed={h.id for h in ranking if is_confirmed(h, null)},
-                  eps_line=_eps_line(eps), n_queries=len(samples.get("queries", [])),
+                  eps_line=_eps_line(eps, samples.get("temperature")), n_queries=len(samples.get("queries", [])),
                   judge_model=cfg.get("judge", {}).get("model", "?"), plot=_plot(root, ranking, cfg["site"]))
     (root / "report.md").write_text(render("report.md", **common) + "\n")
     other = sorted({s for h in ranking for s in h.other_sites}, key=_site_order)
@@ -126,9 +126,12 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
     return root / "report.md", root / "report.html"
 
 
-def _eps_line(eps: dict) -> str:
+def _eps_line(eps: dict, temperature: float | None = None) -> str:
+    """ε as the report prints it, with the sampling temperature where it was not 1 (a run on
+    loose ε-balls samples at 0.8 unless told, `Scope.sampling_temperature`)."""
     line = f"ε={eps.get('eps', float('nan')):.4g} {eps.get('metric', '')}"
-    return line + (f" (pairwise q={eps['quantile']:.3g})" if eps.get("quantile") else "")
+    line += f" (pairwise q={eps['quantile']:.3g})" if eps.get("quantile") else ""
+    return line + (f", temperature {temperature:g}" if temperature is not None and temperature != 1 else "")
 
 
 def _site_order(site: str) -> tuple[int, str]:
@@ -172,7 +175,7 @@ def _run_summary(runs_dir: Path, root: Path) -> dict | None:
     return {
         "key": f"{run}/{root.name}", "run": run, "xid": root.name, "site": cfg["site"],
         "href": (root / "report.html").relative_to(runs_dir).as_posix(),
-        "eps": _eps_line(samples.get("eps", {})), "judge": cfg.get("judge", {}).get("model", "?"),
+        "eps": _eps_line(samples.get("eps", {}), samples.get("temperature")), "judge": cfg.get("judge", {}).get("model", "?"),
         "stopped": result.get("stopped", "unfinished"),
         "best": f"{best.hypothesis.name} ({best.score.kappa:.3f})" if best else "—",  # type: ignore[union-attr]
         "hypotheses": [{"name": h.hypothesis.name, "kind": h.hypothesis.kind, "fcr": _fmt_fcr(h.score),
@@ -189,7 +192,7 @@ def _study_summary(runs_dir: Path, path: Path) -> dict | None:
     rows = []
     for r in data.get("reports", []):
         g, e, eps = r.get("generator", {}), r.get("empirical") or {}, r.get("eps", {})
-        rows.append({"feature": r.get("feature"), "site": r.get("site"), "eps": _eps_line(eps), "fcr": _fmt_fcr(g) if g else "—",
+        rows.append({"feature": r.get("feature"), "site": r.get("site"), "eps": _eps_line(eps, r.get("temperature")), "fcr": _fmt_fcr(g) if g else "—",
                      "p0": _fmt_num(g.get("p0")), "kappa": _fmt_kappa(g) if g else "—", "empirical": _fmt_num(e.get("fcr"))})
     png = path.with_suffix(".png")
     run = path.parents[1].name

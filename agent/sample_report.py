@@ -27,7 +27,7 @@ class SampleJobConfig(BaseModel):
     queries: int = 3  # held-out queries when no prompt is given
     only: str | None = None
     n: int = 16
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the run's own for the site (Scope.sampling_temperature)
     guidance: float = 1.0  # classifier-free guidance w (scope_core.decoding.guided)
     anchors: Literal["auto", "query", "ball"] = "query"  # preimages of ẑ itself unless asked (Scope.anchors_for)
     metric: str | None = None
@@ -43,6 +43,8 @@ class SampleJobConfig(BaseModel):
 def check_choices(cfg: SampleJobConfig) -> None:
     """Refuse an unknown kernel or verification mode with the choices named."""
     check_kernel(cfg.kernel)
+    if cfg.temperature is not None and cfg.temperature < 0:
+        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {cfg.temperature}")
     if cfg.guidance <= 0:
         raise AutoscopeError(f"--guidance must be > 0 (1 is plain sampling), not {cfg.guidance}")
     if cfg.verify not in ("auto", "full"):
@@ -73,7 +75,8 @@ def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
         res = scope.sample(site, texts=cfg.prompts, **common)  # type: ignore[arg-type]
     else:
         res = scope.sample(site, indices=heldout_queries(scope, cfg.only, cfg.queries), **common)  # type: ignore[arg-type]
-    shaped = "".join(f", {k} {v:g}" for k, v in (("temperature", cfg.temperature), ("guidance", cfg.guidance)) if v != 1)
+    told = "" if cfg.temperature is not None else " (the run's for this site)"
+    shaped = "".join(f", {k} {v:g}{why}" for k, v, why in (("temperature", res.temperature, told), ("guidance", cfg.guidance, "")) if v != 1)
     console.print(f"[bold]{ec.describe()}[/bold], kernel {cfg.kernel}{shaped}")
     for q in res.queries:
         console.print(query_table(q))

@@ -58,7 +58,7 @@ class TrainCheck:
                 "(train --init-from RUN: on 6.6k real prompts, 18.8k more of the kind cut refusal at ε 0.1 from 0.36 to 0.27 and "
                 "raised accepted-novel from 64 to 73 per 100, BENCHMARKS §18; "
                 "a longer budget helps only when training stopped on time, not early), no neighbour mix where the prompts are unrelated "
-                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling at a lower temperature (sample --temperature 0.8: "
+                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling at a lower temperature (sample --temperature 0.7: "
                 "fewer refusals, FCR a little above the reference), or a wider ε (--eps-quantile 0.1).")
 
 
@@ -74,7 +74,8 @@ def check_run(run_dir: str | Path, heldout_loss: float | None, unconditional: fl
     for site in scope.sites:
         run = scope.sample(site, indices=idx, n=n, eps=scope.eps(site), seed=seed, progress=progress)
         s = summarise(run)
-        check.sites.append(SiteCheck(site.name, f"ε={run.eps.eps:.3g}", s["refusal_rate"], s["accepted_novel_per_100"],
+        at = f"ε={run.eps.eps:.3g}" + (f", temperature {run.temperature:g}" if run.temperature != 1 else "")
+        check.sites.append(SiteCheck(site.name, at, s["refusal_rate"], s["accepted_novel_per_100"],
                                      s["exact_copy_rate"], s["queries_with_accepted"]))
         if s["refusal_rate"] > MAX_REFUSAL:
             check.problems.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε")
@@ -100,6 +101,10 @@ def training_table(res: TrainResult) -> Table:
                                      for k, v in res.neighbour_mix_per_site.items()) + ")"
         t.add_row("neighbour mix / noise shell", f"{res.neighbour_mix:g}{ratio} / "
                   + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
+    temps = res.sampling_temperature_per_site
+    if temps:
+        t.add_row("sampling temperature (sample, fcr and explore, unless told)",
+                  f"{next(iter(temps.values())):g}" if len(set(temps.values())) == 1 else ", ".join(f"{k} {v:g}" for k, v in temps.items()))
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
     if res.tokens_per_s_per_process is not None:
         t.add_row("processes / training tokens per second per process", f"{res.processes} / {res.tokens_per_s_per_process:,.0f}")

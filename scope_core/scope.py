@@ -64,6 +64,7 @@ class FCRReport(BaseModel):
     # what the samples were conditioned on: the query's activation, or draws from its ε-ball
     anchors: str = "query"
     anchor_share: float | None = None  # of ball-anchored samples, the share drawn from the ball (Scope.ball_share)
+    temperature: float = 1.0  # what the samples were decoded at
 
     @property
     def gap(self) -> float | None:
@@ -208,7 +209,7 @@ class Scope:
         texts: Sequence[str] | None = None,
         indices: Sequence[int] | None = None,
         n: int = 16,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         kernel: Kernel = "hard",
         eps: EpsChoice | None = None,
         conditional: bool = True,
@@ -227,12 +228,17 @@ class Scope:
         `anchors` "ball" conditions each sample on an activation drawn from ẑ's ε-ball
         instead of ẑ itself (`ball_anchors`): samples then spread over the ball as P(x | z ∈ B)
         does, where the query's own condition gives the generator's own, narrower width;
-        "auto" draws a share of them from the ball per site (`ball_share`)."""
+        "auto" draws a share of them from the ball per site (`ball_share`).
+
+        `temperature` None: the run's own for the site (`sampling_temperature`); the
+        unconditional backbone (`conditional` False) samples at 1, as the reference it is."""
         if (texts is None) == (indices is None):
             raise ValueError("give texts or indices")
         if indices is not None:
             texts = [self.data.examples[i].text for i in indices]
         assert texts is not None
+        if temperature is None:
+            temperature = self.sampling_temperature(site) if conditional else 1.0
         zq = self.query_activations(site, texts, indices)
         eps = eps or self.eps(site)
         mean = self.mean(site)
@@ -248,12 +254,21 @@ class Scope:
             anchors=anchor_z, anchor_eps=eps.eps if anchor_z is not None else None, anchor_share=share if anchor_z is not None else None,
         )
 
+    def _summary(self) -> dict:
+        summary = self.run_dir / "inverter" / "train_summary.json"
+        return json.loads(summary.read_text()) if summary.exists() else {}
+
+    def sampling_temperature(self, site: Site) -> float:
+        """The temperature the run samples `site` at unless told: what training chose from the
+        data (`train.sampling_temperature`: 0.8 where loose ε-balls met a generator trained
+        without neighbours), 1 for a run saved before it chose one."""
+        return float(self._summary().get("sampling_temperature_per_site", {}).get(site.name, 1.0))
+
     def neighbour_mix(self, site: Site) -> float | None:
         """The share of training examples conditioned on a ball neighbour at `site` (None:
         unknown, a run saved before the share was recorded)."""
-        summary = self.run_dir / "inverter" / "train_summary.json"
-        if summary.exists():
-            saved = json.loads(summary.read_text())
+        saved = self._summary()
+        if saved:
             mixes = saved.get("neighbour_mix_per_site") or {}
             if site.name in mixes:
                 return float(mixes[site.name])
@@ -375,7 +390,7 @@ class Scope:
                          conditional_empirical_kappa_ci=(emp_conditional.kappa_ci_low, emp_conditional.kappa_ci_high) if emp_conditional else (None, None),
                          conditional_empirical_degenerate=emp_conditional.degenerate if emp_conditional else False,
                          n_conditional=len(cond), gap_ci=gap_ci(gen, emp, seed=seed) if emp is not None else (None, None), anchors=run.anchors,
-                         anchor_share=run.anchor_share)
+                         anchor_share=run.anchor_share, temperature=run.temperature)
 
     def empirical(self, query_labels: list, run: SampleRun, site: Site, pool_idx: list[int], pool_labels: list, prior_labels: list,
                   seed: int = 0) -> FCRResult:

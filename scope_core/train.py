@@ -174,6 +174,9 @@ class TrainResult(BaseModel):
     neighbour_mix_per_site: dict[str, float] = {}
     density_ratio_per_site: dict[str, float] = {}
     noise_distance: dict[str, float] = {}  # per site, the noise shell used
+    # per site, the temperature sampling decodes at unless told (`sampling_temperature`); a run saved
+    # without it samples at 1, as it was measured
+    sampling_temperature_per_site: dict[str, float] = {}
     processes: int = 1  # data-parallel processes that trained it (this call)
     tokens_per_s_per_process: float | None = None  # training tokens per second of one process (this call)
     stopped: str
@@ -360,6 +363,26 @@ def site_neighbour_mixes(cfg: TrainConfig, site_stats: list[dict], eps: list[Eps
     if cfg.neighbour_mix is not None:
         return [cfg.neighbour_mix] * len(eps)
     return [default_neighbour_mix(cfg, [st], [e]) for st, e in zip(site_stats, eps)]
+
+
+LOOSE_TEMPERATURE = 0.8  # sampling temperature where a generator trained on noise alone meets loose ε-balls
+
+
+def sampling_temperature(mix: float, ratio: float | None) -> float:
+    """The temperature `sample`, `fcr` and `explore` decode a site at unless told: 0.8 where
+    the site's ε-balls are loose (density ratio above `DENSE_RATIO`) and the generator was
+    trained without neighbours (mix 0), else 1.
+
+    Why: with mix 0 the generator learns P(x | z(x) ≈ a) at the noise shell's width, and `fcr`
+    anchors every sample on a ball member (`Scope.ball_share`), so the ball supplies the spread
+    FCR needs; what the generator adds beyond its shell on unseen queries is error from fitting
+    few, unrelated prompts (real refusal sets: held-out loss 0.6–0.8 nats above the training
+    loss), and it lands mostly outside ε. Sampling cooler removes part of it: on the real refusal
+    sets refusal at ε 0.1 falls from 0.39 to 0.31 with the harmfulness FCR still within 0.05 of
+    the reference (BENCHMARKS §28). Where a mix was trained (dense balls: the generated prior) the
+    generator's own spread is the ball's, and a cooler one doubles its copies of training prompts
+    (§27), so it samples at 1."""
+    return LOOSE_TEMPERATURE if mix == 0 and ratio is not None and ratio > DENSE_RATIO else 1.0
 
 
 def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> list[EpsChoice]:
@@ -1158,6 +1181,8 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
                                 if r is not None},
         noise_distance={s.name: float(d) for s in sites if (d := cond.noises[s.name].describe().get("distance")) is not None},
     )
+    if cfg.arch == "inversescope":  # the InversionView baseline samples as its paper did
+        result.sampling_temperature_per_site = {n: sampling_temperature(m, result.density_ratio_per_site.get(n)) for n, m in cond.mixes.items()}
     result.processes = dd.world()
     result.tokens_per_s_per_process = fit.own_tokens / phases["control_training_s"] if phases.get("control_training_s") else None
     _log(cfg.run_dir / "phases.jsonl", {"time": time.time(), **phases})

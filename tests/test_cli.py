@@ -2,6 +2,7 @@
 a non-zero exit, and leaves the run untouched."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def run_dir(tiny_llama_path, tmp_path_factory):
                               "--backbone", str(tiny_llama_path), "--task", "refusal", "--n", "300", "--heldout", "40",
                               "--sites", "L1,L2", "--minutes", "0.05"])
     assert res.exit_code == 0, res.output
-    assert "held-out loss" in res.output and "ε" in res.output
+    assert "held-out loss" in res.output and "ε" in res.output and "sampling temperature" in res.output
     # a few seconds of training on a random model: the run must say it is weak, and what to try
     assert "WEAK INVERTER" in res.output and "(--neighbour-mix 0;" in " ".join(res.output.split())
     return runs
@@ -43,6 +44,11 @@ def test_sample_and_fcr_commands(run_dir):
     res = _run(["fcr", "--feature", "first_word", "--sites", "L2", "--queries", "4", "--n", "2", "--anchors", "ball", "--eps", "1.5"], run_dir)
     assert res.exit_code == 0, res.output
     assert "ball-anchored" in res.output
+    res = _run(["fcr", "--feature", "first_word", "--sites", "L2", "--queries", "3", "--n", "2", "--temperature", "0.5", "--json",
+                str(run_dir / "t.json")], run_dir)
+    assert res.exit_code == 0, res.output
+    assert "temperature 0.5" in " ".join(res.output.split())
+    assert json.loads((run_dir / "t.json").read_text())[0]["temperature"] == 0.5
     png = list((run_dir / "c" / "results").glob("fcr_*.png"))
     assert png and png[0].stat().st_size > 5000
 
@@ -60,6 +66,8 @@ def test_sample_and_fcr_commands(run_dir):
         (["fcr", "--feature", "tests_feature_raises:boom", "--sites", "L2", "--queries", "2", "--n", "1"], "boom raised ZeroDivisionError"),
         (["fcr", "--feature", "first_word", "--sites", "L2", "--only", "reason=nope"], "no held-out prompt matches"),
         (["fcr", "--feature", "first_word", "--sites", "L2", "--anchors", "centre"], "not one of auto, query, ball"),
+        (["sample", "--site", "L2", "--temperature", "-0.5"], "--temperature must be ≥ 0"),
+        (["fcr", "--feature", "first_word", "--sites", "L2", "--temperature", "-1"], "--temperature must be ≥ 0"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_keeps_the_run(run_dir, args, fragment, tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ from scope_core.train import (
     TrainConfig,
     default_neighbour_mix,
     default_noise_distance,
+    LOOSE_TEMPERATURE,
     density_ratio,
+    sampling_temperature,
     site_neighbour_mixes,
     spread_control_layers,
 )
@@ -59,6 +61,14 @@ def test_neighbour_mix_is_read_at_each_site_on_its_own() -> None:
     assert density_ratio(stats, eps) > 0.25
     assert site_neighbour_mixes(TrainConfig(), stats, eps) == [0.0, DENSE_MIX, DENSE_MIX, 0.0]
     assert site_neighbour_mixes(TrainConfig(neighbour_mix=0.3), stats, eps) == [0.3] * 4  # the option wins everywhere
+
+
+def test_sampling_is_cooler_only_where_loose_balls_met_a_generator_trained_on_noise() -> None:
+    assert sampling_temperature(0.0, 0.38) == LOOSE_TEMPERATURE == 0.8  # real prompts at L18: mix 0 from the data
+    assert sampling_temperature(DENSE_MIX, 0.16) == 1.0  # the generated prior: its generator learned the ball's spread
+    assert sampling_temperature(0.0, 0.16) == 1.0  # --neighbour-mix 0 on a dense prior: already sharp, copies (§17)
+    assert sampling_temperature(0.7, 0.38) == 1.0  # a mix given on a loose prior: the spread was trained
+    assert sampling_temperature(0.0, None) == 1.0  # density unknown: sample as measured before the rule
 
 
 def test_saved_runs_keep_their_recipe(tmp_path) -> None:

@@ -71,3 +71,11 @@ def test_scores_logged_in_the_old_shape_still_load(tmp_path):
     log.append("other_sites", {"id": 1, "scores": {"L6": OLDEST_SCORE}})
     md = write_report(log.root)[0].read_text()
     assert "| 1 | strong" in md and "Other sites: L6 FCR 0.800" in md
+
+
+def test_the_report_names_the_sampling_temperature_where_it_was_not_one():
+    from agent.report import _eps_line
+
+    eps = {"eps": 0.156, "metric": "cosine", "quantile": 0.05}
+    assert _eps_line(eps, 0.8) == "ε=0.156 cosine (pairwise q=0.05), temperature 0.8"
+    assert _eps_line(eps, 1.0) == _eps_line(eps) == "ε=0.156 cosine (pairwise q=0.05)"

@@ -252,3 +252,35 @@ def test_the_neighbour_mix_of_a_run_saved_before_the_per_site_record(scope, tmp_
     reopened = Scope(old, target=scope.target)
     site = reopened.site("L2")
     assert reopened.neighbour_mix(site) == 0.0 and reopened.anchors_for(site, "auto") == "ball"
+
+
+def test_a_run_samples_at_the_temperature_training_chose_for_the_site(scope, tmp_path):
+    """`sample` without a temperature decodes at the run's own for the site (recorded in the
+    training summary), the unconditional reference at 1, and an explicit temperature wins; a run
+    saved before the record samples at 1, as it was measured."""
+    import json
+    import shutil
+
+    from scope_core.scope import Scope
+    from scope_core.train import sampling_temperature
+
+    summary = json.loads((scope.run_dir / "inverter" / "train_summary.json").read_text())
+    want = sampling_temperature(summary["neighbour_mix_per_site"]["L2"], summary["density_ratio_per_site"].get("L2"))
+    assert summary["sampling_temperature_per_site"] == {"L2": want}
+
+    run = tmp_path / "run"
+    shutil.copytree(scope.run_dir, run)
+    path = run / "inverter" / "train_summary.json"
+    path.write_text(json.dumps(summary | {"sampling_temperature_per_site": {"L2": 0.5}}))
+    chosen = Scope(run, target=scope.target)
+    site = chosen.site("L2")
+    idx, eps = chosen.heldout_indices(limit=2), chosen.eps(site, eps=2.0)
+    default = chosen.sample(site, indices=idx, n=4, eps=eps, seed=3)
+    told = chosen.sample(site, indices=idx, n=4, eps=eps, seed=3, temperature=0.5)
+    assert default.temperature == 0.5
+    assert [s.text for q in default.queries for s in q.samples] == [s.text for q in told.queries for s in q.samples]
+    assert chosen.sample(site, indices=idx, n=2, eps=eps, temperature=1.0).temperature == 1.0
+    assert chosen.sample(site, indices=idx, n=2, eps=eps, conditional=False).temperature == 1.0
+    summary.pop("sampling_temperature_per_site")
+    path.write_text(json.dumps(summary))
+    assert Scope(run, target=scope.target).sampling_temperature(site) == 1.0
