@@ -50,7 +50,7 @@ ANCHORS = ("auto", "query", "ball")
 ANCHORS_HELP = ("what each sample is conditioned on: query (ẑ itself), ball (an activation drawn from ẑ's ε-ball in the prior, so "
                 "samples spread over the ball as P(x | z ∈ B) does) or auto (a share 1 − m of samples on the ball, m the neighbour mix the site's generator was trained with: all of them after noise alone)")
 
-TEMPERATURE_HELP = ("sampling temperature (default: the run's for the site — 0.8 where training found loose ε-balls and trained "
+TEMPERATURE_HELP = ("sampling temperature (default: the run's for the site — 0.75 where training found loose ε-balls and trained "
                     "without neighbours, else 1; `train` prints it); lower is sharper: fewer refusals, more copies, FCR pushed above the reference")
 
 

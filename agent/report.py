@@ -128,7 +128,7 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
 
 def _eps_line(eps: dict, temperature: float | None = None) -> str:
     """ε as the report prints it, with the sampling temperature where it was not 1 (a run on
-    loose ε-balls samples at 0.8 unless told, `Scope.sampling_temperature`)."""
+    loose ε-balls samples at 0.75 unless told, `Scope.sampling_temperature`)."""
     line = f"ε={eps.get('eps', float('nan')):.4g} {eps.get('metric', '')}"
     line += f" (pairwise q={eps['quantile']:.3g})" if eps.get("quantile") else ""
     return line + (f", temperature {temperature:g}" if temperature is not None and temperature != 1 else "")

@@ -58,7 +58,7 @@ class TrainCheck:
                 "(train --init-from RUN: on 6.6k real prompts, 18.8k more of the kind cut refusal at ε 0.1 from 0.36 to 0.27 and "
                 "raised accepted-novel from 64 to 73 per 100, BENCHMARKS §18; "
                 "a longer budget helps only when training stopped on time, not early), no neighbour mix where the prompts are unrelated "
-                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling at a lower temperature (sample --temperature 0.7: "
+                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling cooler than the run's temperature printed above (sample --temperature: "
                 "fewer refusals, FCR a little above the reference), or a wider ε (--eps-quantile 0.1).")
 
 

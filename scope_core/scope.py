@@ -260,7 +260,7 @@ class Scope:
 
     def sampling_temperature(self, site: Site) -> float:
         """The temperature the run samples `site` at unless told: what training chose from the
-        data (`train.sampling_temperature`: 0.8 where loose ε-balls met a generator trained
+        data (`train.sampling_temperature`: 0.75 where loose ε-balls met a generator trained
         without neighbours), 1 for a run saved before it chose one."""
         return float(self._summary().get("sampling_temperature_per_site", {}).get(site.name, 1.0))
 

@@ -365,11 +365,11 @@ def site_neighbour_mixes(cfg: TrainConfig, site_stats: list[dict], eps: list[Eps
     return [default_neighbour_mix(cfg, [st], [e]) for st, e in zip(site_stats, eps)]
 
 
-LOOSE_TEMPERATURE = 0.8  # sampling temperature where a generator trained on noise alone meets loose ε-balls
+LOOSE_TEMPERATURE = 0.75  # sampling temperature where a generator trained on noise alone meets loose ε-balls
 
 
 def sampling_temperature(mix: float, ratio: float | None) -> float:
-    """The temperature `sample`, `fcr` and `explore` decode a site at unless told: 0.8 where
+    """The temperature `sample`, `fcr` and `explore` decode a site at unless told: 0.75 where
     the site's ε-balls are loose (density ratio above `DENSE_RATIO`) and the generator was
     trained without neighbours (mix 0), else 1.
 
@@ -378,8 +378,10 @@ def sampling_temperature(mix: float, ratio: float | None) -> float:
     FCR needs; what the generator adds beyond its shell on unseen queries is error from fitting
     few, unrelated prompts (real refusal sets: held-out loss 0.6–0.8 nats above the training
     loss), and it lands mostly outside ε. Sampling cooler removes part of it: on the real refusal
-    sets refusal at ε 0.1 falls from 0.39 to 0.31 with the harmfulness FCR still within 0.05 of
-    the reference (BENCHMARKS §28). Where a mix was trained (dense balls: the generated prior) the
+    sets (three training seeds) `sample`'s refusal at ε 0.1 falls from 0.38 to 0.29 and its
+    accepted-novel rate rises from 62 to 71 per 100, while `fcr`'s harmfulness gap stays within
+    0.05 of the reference at ε 0.1 and 0.15 for every seed (BENCHMARKS §28; 0.8 gave 0.30 and 70,
+    the same within one sampling's noise). Where a mix was trained (dense balls: the generated prior) the
     generator's own spread is the ball's, and a cooler one doubles its copies of training prompts
     (§27), so it samples at 1."""
     return LOOSE_TEMPERATURE if mix == 0 and ratio is not None and ratio > DENSE_RATIO else 1.0
