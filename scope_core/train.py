@@ -378,10 +378,10 @@ def sampling_temperature(mix: float, ratio: float | None) -> float:
     FCR needs; what the generator adds beyond its shell on unseen queries is error from fitting
     few, unrelated prompts (real refusal sets: held-out loss 0.6–0.8 nats above the training
     loss), and it lands mostly outside ε. Sampling cooler removes part of it: on the real refusal
-    sets (three training seeds) `sample`'s refusal at ε 0.1 falls from 0.38 to 0.29 and its
-    accepted-novel rate rises from 62 to 71 per 100, while `fcr`'s harmfulness gap stays within
-    0.05 of the reference at ε 0.1 and 0.15 for every seed (BENCHMARKS §28; 0.8 gave 0.30 and 70,
-    the same within one sampling's noise). Where a mix was trained (dense balls: the generated prior) the
+    sets (three training seeds, two draws of 60 queries) `sample`'s refusal at ε 0.1 falls from
+    0.44 to 0.35 and its accepted-novel rate rises from 56 to 65 per 100, while `fcr`'s
+    harmfulness gap stays within 0.05 of the reference at ε 0.1 and 0.15 for every seed
+    (BENCHMARKS §28; 0.8 did the same within one sampling's noise). Where a mix was trained (dense balls: the generated prior) the
     generator's own spread is the ball's, and a cooler one doubles its copies of training prompts
     (§27), so it samples at 1."""
     return LOOSE_TEMPERATURE if mix == 0 and ratio is not None and ratio > DENSE_RATIO else 1.0
