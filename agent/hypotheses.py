@@ -120,6 +120,9 @@ class Score(FCRFigures):
     n_query_values: int | None = None  # distinct labels among the queries: one value cannot show what a site tells apart
     # κ with the queries' labels permuted among the queries, one per shared permutation (confirmation scores; agent.confirm)
     permuted_kappas: list[float | None] | None = None
+    # what the scored samples were decoded at (a run's sites may differ: Scope.sampling_temperature); None in a log
+    # written before it was recorded, whose samples were all decoded at 1
+    temperature: float | None = None
 
 
 class Counterexample(BaseModel):

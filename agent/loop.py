@@ -411,7 +411,7 @@ class Explorer:
         permuted = (permuted_kappas(q_lab, s_lab, w, [labels[t] for t in prior_texts], seed=self.cfg.seed)
                     if part == "confirm" and res.fcr is not None else None)
         score = Score(**res.model_dump(include=set(Score.model_fields)),  # the FCR figures a Score keeps
-                      permuted_kappas=permuted,
+                      permuted_kappas=permuted, temperature=run.temperature,
                       n_values=len({labels[t] for t in prior_texts if labels[t] is not None}),
                       n_query_values=len({lab for lab in q_lab if lab is not None}),
                       empirical_fcr=emp.fcr if emp else None, empirical_kappa=emp.kappa if emp else None,

@@ -58,7 +58,7 @@ class TrainCheck:
                 "(train --init-from RUN: on 6.6k real prompts, 18.8k more of the kind cut refusal at ε 0.1 from 0.36 to 0.27 and "
                 "raised accepted-novel from 64 to 73 per 100, BENCHMARKS §18; "
                 "a longer budget helps only when training stopped on time, not early), no neighbour mix where the prompts are unrelated "
-                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling cooler than the run's temperature printed above (sample --temperature: "
+                "requests (--neighbour-mix 0; BENCHMARKS §12), sampling cooler than the run's temperature (1 unless the table above prints another; sample --temperature: "
                 "fewer refusals, FCR a little above the reference), or a wider ε (--eps-quantile 0.1).")
 
 
@@ -103,7 +103,7 @@ def training_table(res: TrainResult) -> Table:
                   + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
     temps = res.sampling_temperature_per_site
     if temps:
-        t.add_row("sampling temperature (sample, fcr and explore, unless told)",
+        t.add_row("sampling temperature of sample, fcr and explore (sample and fcr take --temperature)",
                   f"{next(iter(temps.values())):g}" if len(set(temps.values())) == 1 else ", ".join(f"{k} {v:g}" for k, v in temps.items()))
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
     if res.tokens_per_s_per_process is not None:

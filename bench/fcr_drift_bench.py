@@ -77,7 +77,7 @@ def main() -> None:
         for s, seed in [(float(x), int(y)) for x in args.noise.split(",") for y in args.seeds.split(",")]:
             run = scope.sample(site, indices=idx, n=args.n, eps=ec, seed=seed, sampling_noise=s)
             rep = scope.score(feat, feat.name, run, site)
-            row = {"queries": only or "all", "sampling_noise": s, "seed": seed,
+            row = {"queries": only or "all", "sampling_noise": s, "seed": seed, "temperature": run.temperature,
                    "noise_cosine_distance": float(1 - np.cos(np.arctan(s))),
                    "fcr": rep.generator.fcr, "ci": [rep.generator.ci_low, rep.generator.ci_high], "p0": rep.generator.p0,
                    "empirical": rep.empirical.fcr if rep.empirical else None,

@@ -53,7 +53,7 @@ def main() -> None:
     cal = salt_calibration(scope, run, site, n_salts=args.salts)
     accepted = Counter(s.text for q in run.queries for s in q.samples if s.accepted)
     out = {"run": args.run, "site": args.site, "eps": eps.eps, "quantile": args.quantile, "queries": len(queries), "n": args.n,
-           "seed": args.seed, "samples": args.samples, "counted_queries": sum(any(s.accepted for s in q.samples) for q in run.queries),
+           "temperature": run.temperature, "seed": args.seed, "samples": args.samples, "counted_queries": sum(any(s.accepted for s in q.samples) for q in run.queries),
            "accepted": sum(accepted.values()), "distinct_accepted": len(accepted), **cal}
     print(f"{args.run} {args.site} ε {eps.eps:.4f} (q {args.quantile}): hash-4 κ over {cal['n_salts']} salts mean {cal['kappa_mean']:+.4f}"
           f" sd {cal['kappa_sd']:.4f}; CI half-width {cal['mean_ci_halfwidth']:.4f}; CIs excluding 0: {cal['ci_excludes_0_share']:.3f}")

@@ -146,7 +146,8 @@ def main() -> None:
             "random_prior": reference_run(scope, site, idx, eps, args.n, "random", args.seed),
             "lookup_nearest": reference_run(scope, site, idx, eps, args.n, "nearest", args.seed),
         }
-        site_res: dict = {"eps": eps.model_dump()}
+        site_res: dict = {"eps": eps.model_dump(),  # ours at the run's temperature for the site; the baseline and references at 1
+                          "temperature": {k: r.temperature for k, r in runs.items() if hasattr(r, "temperature")}}
         for k, r in runs.items():
             summ = summarise(r)
             if r.timing:

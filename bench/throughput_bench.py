@@ -55,7 +55,7 @@ def main() -> None:
     full_tps = raw_truncated_forward_tps(scope.target, texts, scope.target.n_layers - 1, prepacked=True)
     prior = scope.data.texts[:1024]
     res = {
-        "site": site.name, "samples": n, "verify_mode": args.verify, "continuous": not args.fixed_batches,
+        "site": site.name, "samples": n, "temperature": run.temperature, "verify_mode": args.verify, "continuous": not args.fixed_batches,
         "generator_blocks": len(scope.inverter.backbone.arch.layers), "sampler": summarise(run),
         "fused_verified_share": run.timing.get("fused_verified", 0.0) / n,
         "verified_samples_per_s": n / (gen + ver), "generation_samples_per_s": n / gen, "verification_samples_per_s": n / ver,

@@ -1166,6 +1166,19 @@ def fit_control_layers(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: Generat
         bar.close()
 
 
+def summarised_before_temperatures(run_dir: Path) -> bool:
+    """Whether the run was trained and summarised before sampling temperatures were recorded.
+    Why: such a run was sampled and measured at temperature 1; rerunning `train` on it (a no-op
+    resume) must not change what its `sample`, `fcr` and `explore` draw from then on."""
+    path = run_dir / "inverter" / "train_summary.json"
+    if not path.exists():
+        return False
+    try:
+        return not json.loads(path.read_text()).get("sampling_temperature_per_site")  # absent, or left empty by a rerun
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: GeneratorParts, cond: Conditions, ev: EvalSet,
               fit: Fit, phases: dict[str, float]) -> TrainResult:
     """The result table's content, saved as `inverter/train_summary.json` (phases' timings to
@@ -1183,7 +1196,7 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
                                 if r is not None},
         noise_distance={s.name: float(d) for s in sites if (d := cond.noises[s.name].describe().get("distance")) is not None},
     )
-    if cfg.arch == "inversescope":  # the InversionView baseline samples as its paper did
+    if cfg.arch == "inversescope" and not summarised_before_temperatures(cfg.run_dir):  # the InversionView baseline samples as its paper did
         result.sampling_temperature_per_site = {n: sampling_temperature(m, result.density_ratio_per_site.get(n)) for n, m in cond.mixes.items()}
     result.processes = dd.world()
     result.tokens_per_s_per_process = fit.own_tokens / phases["control_training_s"] if phases.get("control_training_s") else None

@@ -29,14 +29,15 @@ def test_report_ranks_by_kappa_and_shows_code_examples_and_other_sites(tmp_path)
     for h in (_h(1, "weak", 0.1), _h(2, "strong", 0.7), _h(3, "broken", 0.0, status="compile_failed")):
         log.append("hypotheses", {"hypothesis": h.model_dump()})
     other = Score(fcr=0.6, ci_low=0.5, ci_high=0.7, p0=0.5, kappa=0.2, degenerate=False, n_queries=10)
-    log.append("other_sites", {"id": 2, "scores": {"L6": other.model_dump()}})
+    cooler = other.model_copy(update={"temperature": 0.75})  # a site whose samples the run decodes cooler
+    log.append("other_sites", {"id": 2, "scores": {"L6": other.model_dump(), "L24": cooler.model_dump()}})
     log.append("timing", {"sampling_s": 1.0, "judge_s": 2.0})
     md_path, html_path = write_report(log.root)
     md = md_path.read_text()
     assert md.index("| 1 | strong") < md.index("| 2 | weak") < md.index("| 3 | broken")
     assert "ε=0.08 cosine (pairwise q=0.05)" in md and "judge_s 2.0" in md
     assert "def feature(text)" in md and "syntax error" in md and "Write \\| a poem" in md
-    assert "Other sites: L6 FCR 0.600" in md
+    assert "Other sites: L6 FCR 0.600" in md and "L24 (temperature 0.75) FCR 0.600" in md
     assert (log.root / "fcr_by_site.png").stat().st_size > 3000
     html = html_path.read_text()
     assert html.count("<table") >= 3 and "<img" in html and "<pre><code" in html

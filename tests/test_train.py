@@ -225,6 +225,21 @@ def test_runs_saved_before_the_schedule_resume_at_a_constant_rate(tiny_llama_pat
     assert res.steps == 3 and TrainConfig.load(path).lr_schedule == "constant"
 
 
+def test_a_run_summarised_before_sampling_temperatures_keeps_sampling_at_one(tiny_llama_path, tmp_path):
+    """Rerunning `train` on a finished run saved before temperatures were recorded leaves it
+    without them (its samples were measured at 1); a new run records one per site."""
+    cfg = _cfg(tiny_llama_path, tmp_path, minutes=5.0, max_steps=3)
+    train(cfg, progress=False)
+    path = tmp_path / "runs/t/inverter/train_summary.json"
+    summary = json.loads(path.read_text())
+    assert set(summary["sampling_temperature_per_site"]) == {"L1", "R2"}
+    del summary["sampling_temperature_per_site"]
+    path.write_text(json.dumps(summary))
+    for _ in range(2):  # and again after a rerun has written the summary without them
+        res = train(cfg, progress=False)
+        assert res.sampling_temperature_per_site == {} and not json.loads(path.read_text())["sampling_temperature_per_site"]
+
+
 def train_killed_and_resumed(cfg: TrainConfig, monkeypatch, kill_after: int):
     """Train `cfg` until the checkpoint after step `kill_after`, stop it there as a kill would,
     then rerun the same command to resume it; returns the resumed run's result."""
