@@ -273,6 +273,7 @@ def explore(
     eps: float | None = None,
     eps_quantile: float | None = None,
     anchors: str = typer.Option("auto", help=ANCHORS_HELP),
+    temperature: float | None = typer.Option(None, help=TEMPERATURE_HELP),
     judge_url: str | None = typer.Option(None, help="OpenAI-compatible judge (default: $AUTOSCOPE_JUDGE_URL, else the embedded judge)"),
     judge_model: str | None = typer.Option(None, help="judge model name ($AUTOSCOPE_JUDGE_MODEL)"),
     judge_engine: str | None = typer.Option(None, help="vllm, openai, llamacpp or batched ($AUTOSCOPE_JUDGE_ENGINE)"),
@@ -302,7 +303,8 @@ def explore(
                         run=run, runs_dir=runs_dir, site=site, sites=sites, per_round=per_round, queries=queries,
                         samples=samples, only=only, eps=eps, eps_quantile=eps_quantile, explore_id=resume, judge=judge, seed=seed,
                         prior_for_p0_llm=p0_prompts, screen_queries=screen_queries, label_batch=label_batch,
-                        stop_when_done=not until_budget, anchors=_anchors(anchors), **given)  # type: ignore[arg-type]
+                        stop_when_done=not until_budget, anchors=_anchors(anchors), temperature=temperature,
+                        **given)  # type: ignore[arg-type]
     res = run_explore(cfg, console=err)
     present_result(res, site, console)
     if res.failure:

@@ -89,6 +89,9 @@ class ExploreConfig(BaseModel):
     anchors: Literal["auto", "query", "ball"] = Field(
         "auto", description="what samples are conditioned on: the query's activation, draws from its ε-ball, or auto "
         "(a share 1 − m of samples on the ball, m the site's neighbour mix; Scope.ball_share)")
+    temperature: float | None = Field(
+        None, description="sampling temperature at every site explored; None: each site's own from training "
+        "(Scope.sampling_temperature: 0.75 on loose ε-balls, else 1)")
     patience: int = 3
     top_k_other_sites: int = 3
     prior_for_p0: int = 400
@@ -208,7 +211,8 @@ class Explorer:
             idx = heldout_queries(self.scope, self.cfg.only, self.cfg.queries)
             eps = self.scope.eps(site, None, self.cfg.eps_quantile, self.cfg.eps)
             run = self.scope.sample(site, indices=idx, n=self.cfg.samples, kernel=self.cfg.kernel,  # type: ignore[arg-type]
-                                    eps=eps, seed=self.cfg.seed, progress=True, anchors=self.anchors_at(site_name))
+                                    eps=eps, seed=self.cfg.seed, progress=True, anchors=self.anchors_at(site_name),
+                                    temperature=self.cfg.temperature)
             self.log.write_json(f"samples_{site_name}.json", run.model_dump())
             self.timing["sampling_s"] += time.perf_counter() - t
         self._sample_runs[site_name] = run
@@ -739,6 +743,8 @@ def extends(stopped: str, after: ExploreConfig, n_scored: int, asked: set[str]) 
 def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult:
     console = console or Console(stderr=True)
     run_dir = Path(cfg.runs_dir) / cfg.run
+    if cfg.temperature is not None and cfg.temperature < 0:
+        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {cfg.temperature}")
     if not (run_dir / "train_config.json").exists():
         raise AutoscopeError(f"no trained run {run_dir}: run `autoscope train --run {cfg.run}` first")
     xid = cfg.explore_id or datetime.now().strftime("x%Y%m%d-%H%M%S")

@@ -103,7 +103,7 @@ def training_table(res: TrainResult) -> Table:
                   + ", ".join(f"{k} {v:.4f}" for k, v in res.noise_distance.items()))
     temps = res.sampling_temperature_per_site
     if temps:
-        t.add_row("sampling temperature of sample, fcr and explore (sample and fcr take --temperature)",
+        t.add_row("sampling temperature of sample, fcr and explore (each takes --temperature)",
                   f"{next(iter(temps.values())):g}" if len(set(temps.values())) == 1 else ", ".join(f"{k} {v:g}" for k, v in temps.items()))
     t.add_row("steps / training tokens", f"{res.steps} / {res.train_tokens}")
     if res.tokens_per_s_per_process is not None:

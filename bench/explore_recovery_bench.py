@@ -43,9 +43,10 @@ def ami(a: list, b: list) -> float | None:
 
 def run_site(args: argparse.Namespace, scope: Scope, site: str) -> dict:
     proposer = {"none": "evidence", "auto": "auto", "only": "judge"}[args.judge]
-    xid = f"recovery-{site}-{args.judge}-s{args.seed}"
+    told = "" if args.temperature is None else f"-t{args.temperature:g}"
+    xid = f"recovery-{site}-{args.judge}-s{args.seed}{told}"
     cfg = ExploreConfig(run=args.run, runs_dir=args.runs_dir, site=site, budget=args.budget, queries=args.queries, samples=args.samples,
-                        proposer=proposer, explore_id=xid, seed=args.seed)  # type: ignore[arg-type]
+                        proposer=proposer, explore_id=xid, seed=args.seed, temperature=args.temperature)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     res = explore(cfg)
     wall = time.perf_counter() - t0
@@ -74,6 +75,7 @@ def run_site(args: argparse.Namespace, scope: Scope, site: str) -> dict:
     rec = {
         "run": args.run, "site": site, "task": args.task, "judge": args.judge, "seed": args.seed, "budget": args.budget,
         "queries": args.queries, "samples": args.samples, "stopped": res.stopped,
+        "temperature": ex.sample_run(site).temperature,
         "search_null": ex.null.max_kappa,
         "oracle": {"feature": o_name, "confirmed": o_conf, "kappa": o_score.kappa, "kappa_ci": [o_score.kappa_ci_low, o_score.kappa_ci_high],
                    "empirical_kappa": o_score.empirical_kappa, "empirical_kappa_ci": [o_score.empirical_kappa_ci_low, o_score.empirical_kappa_ci_high]},
@@ -103,7 +105,7 @@ def summarise(records: list[dict], run: str | None = None) -> None:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if run is None or r["run"] == run:
-            groups[(r["run"], r["site"], r["judge"])].append(r)
+            groups[(r["run"], r["site"], r["judge"], r.get("temperature"))].append(r)
 
     def span(xs: list) -> str:
         xs = [x for x in xs if x is not None]
@@ -111,10 +113,10 @@ def summarise(records: list[dict], run: str | None = None) -> None:
             return "—"
         return f"{st.mean(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})" if len(xs) > 1 else f"{xs[0]:.2f}"
 
-    print("| run | site | judge | seeds | oracle κ | oracle empirical κ | best confirmed κ | its empirical κ | × oracle | AMI | judge calls | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (rn, site, judge), rs in groups.items():
-        print(f"| {rn} | {site} | {judge} | {len(rs)} | {span([r['oracle']['kappa'] for r in rs])} | "
+    print("| run | site | judge | temperature | seeds | oracle κ | oracle empirical κ | best confirmed κ | its empirical κ | × oracle | AMI | judge calls | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (rn, site, judge, temp), rs in groups.items():
+        print(f"| {rn} | {site} | {judge} | {'—' if temp is None else f'{temp:g}'} | {len(rs)} | {span([r['oracle']['kappa'] for r in rs])} | "
               f"{span([r['oracle'].get('empirical_kappa') for r in rs])} | {span([(r['best'] or {}).get('kappa') for r in rs])} | "
               f"{span([(r['best'] or {}).get('empirical_kappa') for r in rs])} | "
               f"{span([r['ratio_to_oracle'] if r['oracle']['confirmed'] else None for r in rs])} | "
@@ -122,8 +124,8 @@ def summarise(records: list[dict], run: str | None = None) -> None:
     by_split: dict[tuple, dict] = defaultdict(dict)
     for r in records:
         if run is None or r["run"] == run:
-            by_split[(r["run"], r["site"], r["seed"])][r["judge"]] = r
-    for (rn, site, seed), modes in by_split.items():
+            by_split[(r["run"], r["site"], r["seed"], r.get("temperature"))][r["judge"]] = r
+    for (rn, site, seed, _), modes in by_split.items():
         if "none" in modes and "auto" in modes:
             a, n = (modes[m]["best"] or {} for m in ("auto", "none"))
             ka, kn = a.get("kappa"), n.get("kappa")
@@ -144,6 +146,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=48)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=None, help="sample every site at this temperature (default: each site's "
+                    "own from training, Scope.sampling_temperature)")
     ap.add_argument("--out", default="bench/results/explore_recovery.json")
     ap.add_argument("--summarise", action="store_true", help="print the table of what --out holds (for --run, else all runs) and exit")
     args = ap.parse_args()

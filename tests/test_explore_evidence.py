@@ -236,6 +236,28 @@ def test_a_negative_time_budget_is_refused_with_the_option_named():
     assert r.exit_code == 2 and "--minutes" in r.output
 
 
+def test_a_negative_temperature_is_refused_with_the_option_named():
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    r = CliRunner().invoke(app, ["explore", "--temperature", "-1", "--judge", "none"])
+    assert r.exit_code == 2 and "--temperature must be ≥ 0" in r.output
+
+
+def test_explore_samples_at_the_temperature_asked_else_the_runs_own(tiny_scope, tmp_path):
+    """`explore --temperature` reaches the sampler and is kept with the samples (the report
+    prints it); without it each site samples at the temperature training recorded."""
+    runs_dir = str(tiny_scope.run_dir.parent)
+    own = tiny_scope.sampling_temperature(tiny_scope.site("L2"))
+    for asked, want in ((0.5, 0.5), (None, own)):
+        cfg = ExploreConfig(run="s", runs_dir=runs_dir, site="L2", budget=1, proposer="evidence", queries=2, samples=2, temperature=asked)
+        ex = Explorer(cfg, None, RunLog(tmp_path / f"x{asked}"), scope=tiny_scope)
+        run = ex.sample_run("L2")
+        assert run.temperature == want
+        assert RunLog(tmp_path / f"x{asked}").read_json("samples_L2.json")["temperature"] == want
+
+
 def test_a_revision_too_long_to_carry_whole_is_not_proposed(planted):
     """A hypothesis carries at most CODE_CHARS of code; a merge of many values would be cut
     mid-line after screening and score another feature (or crash without a judge), so it is
