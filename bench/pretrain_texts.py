@@ -3,9 +3,14 @@ NOTES §43): would pairs the generator or its backbone make stand in for more re
 
     python -m bench.pretrain_texts --run real_r2 --source backbone --n 6000 --out runs/aux/backbone_texts_6k.json
     python -m bench.pretrain_texts --run real_r2 --source self --out runs/aux/self_texts_r2.json
+    python -m bench.pretrain_texts --run real_r2_cos_avg099 --source truncations --out runs/aux/trunc_texts.json
 
 `backbone`: `--n` user turns from the run's unconditioned backbone (its output vocabulary).
 `self`: one conditional sample per training prompt, conditioned on that prompt's activation.
+`truncations`: each training prompt of four words or more cut at a random word boundary, keeping
+at least half its words: real text the target is re-run on, so each pair is exact, and near
+each prompt of the prior without being it. Only the training split is cut, never the
+validation or held-out prompts the benchmarks query.
 Empty samples, repeats and copies of prior prompts are dropped; the rest is written as a prompt
 file (`instruction` fields) that `autoscope train --data` reads.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -22,11 +28,23 @@ import torch
 from scope_core.api import Scope, generate, parse_site
 
 
+def truncations(texts: list[str], seed: int) -> list[str]:
+    """One cut per text of four words or more, at a word boundary chosen uniformly from half its
+    words to all but the last: shorter real requests whose activations the target gives exactly."""
+    rng = random.Random(seed)
+    out = []
+    for t in texts:
+        words = t.split()
+        if len(words) >= 4:
+            out.append(" ".join(words[: rng.randint((len(words) + 1) // 2, len(words) - 1)]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, help="a trained run (its prior and generator)")
     ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--source", choices=("backbone", "self"), required=True)
+    ap.add_argument("--source", choices=("backbone", "self", "truncations"), required=True)
     ap.add_argument("--site", default="L18", help="the site whose activations condition `self` samples")
     ap.add_argument("--n", type=int, default=6000, help="texts from the backbone (`self`: one per training prompt)")
     ap.add_argument("--seed", type=int, default=0)
@@ -35,7 +53,9 @@ def main() -> None:
     scope = Scope(Path(args.runs_dir) / args.run)
     t = time.perf_counter()
     cap = scope.sample_token_cap
-    if args.source == "backbone":
+    if args.source == "truncations":
+        texts = truncations([scope.data.examples[i].text for i in scope.data.train], args.seed)
+    elif args.source == "backbone":
         texts = generate(scope.unconditional_generator, None, None, 1, args.n, max_new_tokens=cap, seed=args.seed, progress=True)[0]
     else:
         idx = list(scope.data.train)
