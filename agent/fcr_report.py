@@ -21,7 +21,7 @@ from rich.table import Table
 
 from agent.hypotheses import kappa_text
 from agent.judging.judge import JudgeConfig
-from agent.loop import check_kernel, heldout_queries, only_filter
+from agent.loop import check_kernel, check_temperature, heldout_queries, only_filter
 from features.base import Feature
 from features.registry import get_feature
 from scope_core.api import AutoscopeError, FCRReport, SampleRun, Scope, Site, audit_on_set, load_audit_set, parse_sites
@@ -262,8 +262,7 @@ class FCRJobConfig(BaseModel):
 
 def check_job(cfg: FCRJobConfig) -> None:
     """Refuse unknown choices before anything is trained, sampled or labelled."""
-    if cfg.temperature is not None and cfg.temperature < 0:
-        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {cfg.temperature}")
+    check_temperature(cfg.temperature)
     if cfg.labeller not in ("learned", "llm"):
         raise AutoscopeError(f"unknown labeller {cfg.labeller!r}: use learned or llm")
     check_kernel(cfg.kernel)

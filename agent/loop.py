@@ -171,6 +171,13 @@ def check_kernel(kernel: str) -> None:
         raise AutoscopeError(f"unknown kernel {kernel!r}: use hard or gaussian")
 
 
+def check_temperature(temperature: float | None) -> None:
+    """Refuse a negative sampling temperature with the option named (sample, fcr and explore
+    share it); None is the run's own."""
+    if temperature is not None and temperature < 0:
+        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {temperature}")
+
+
 def heldout_queries(scope: Scope, only: str | None, limit: int) -> list[int]:
     """The query set D: the first `limit` held-out prompts that pass `--only` (an error, with the
     filter named, when none does)."""
@@ -743,8 +750,7 @@ def extends(stopped: str, after: ExploreConfig, n_scored: int, asked: set[str]) 
 def explore(cfg: ExploreConfig, console: Console | None = None) -> ExploreResult:
     console = console or Console(stderr=True)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    if cfg.temperature is not None and cfg.temperature < 0:
-        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {cfg.temperature}")
+    check_temperature(cfg.temperature)
     if not (run_dir / "train_config.json").exists():
         raise AutoscopeError(f"no trained run {run_dir}: run `autoscope train --run {cfg.run}` first")
     xid = cfg.explore_id or datetime.now().strftime("x%Y%m%d-%H%M%S")

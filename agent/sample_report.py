@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from agent.loop import check_kernel, heldout_queries
+from agent.loop import check_kernel, check_temperature, heldout_queries
 from scope_core.api import AutoscopeError, QueryResult, SampleRun, Scope
 
 
@@ -43,8 +43,7 @@ class SampleJobConfig(BaseModel):
 def check_choices(cfg: SampleJobConfig) -> None:
     """Refuse an unknown kernel or verification mode with the choices named."""
     check_kernel(cfg.kernel)
-    if cfg.temperature is not None and cfg.temperature < 0:
-        raise AutoscopeError(f"--temperature must be ≥ 0 (0 is greedy, 1 the generator's own distribution), not {cfg.temperature}")
+    check_temperature(cfg.temperature)
     if cfg.guidance <= 0:
         raise AutoscopeError(f"--guidance must be > 0 (1 is plain sampling), not {cfg.guidance}")
     if cfg.verify not in ("auto", "full"):
