@@ -56,6 +56,8 @@ class GeneratorConfig(BaseModel):
     control_layers: list[int] | None = Field(None, description="backbone blocks that carry control layers; default three upper blocks")
     n_heads: int = 8
     head_dim: int = 64
+    encoder_hidden: int | None = Field(None, description="hidden width of an MLP site encoder (Linear, GELU, Linear); None: "
+                                       "the paper's one linear map (runs saved before the option)")
     system_prompt: str | None = "You are a helpful assistant."
     scratch: ScratchConfig = ScratchConfig()
     vocab: list[int] | None = Field(None, description="restricted vocabulary (tokenizer ids) of a scratch backbone")
@@ -76,15 +78,25 @@ def default_control_layers(n_layers: int) -> list[int]:
 
 
 class SiteEncoder(nn.Module):
-    """One linear map per site on standardised activations: outlier dimensions (one L24
-    dimension averages |z| ≈ 182) must not swamp the shared generator."""
+    """One map per site on standardised activations: outlier dimensions (one L24
+    dimension averages |z| ≈ 182) must not swamp the shared generator.
 
-    def __init__(self, sites: list[str], d_act: int):
+    The map is linear (the paper's), or with `hidden` a two-layer MLP. Why an MLP: each
+    control layer's keys and values are linear in the encoded condition, so with a linear
+    encoder the only non-linearity between ẑ and what is written into the residual stream is
+    the tanh gate; on the real refusal sets an MLP of twice the width lowered held-out loss by
+    0.05–0.08 nats for 1M more parameters (BENCHMARKS §31)."""
+
+    def __init__(self, sites: list[str], d_act: int, hidden: int | None = None) -> None:
         super().__init__()
         self.sites = list(sites)
-        self.proj = nn.ModuleDict({s: nn.Linear(d_act, d_act) for s in sites})
+        if hidden:
+            self.proj = nn.ModuleDict({s: nn.Sequential(nn.Linear(d_act, hidden), nn.GELU(), nn.Linear(hidden, d_act)) for s in sites})
+        else:
+            self.proj = nn.ModuleDict({s: nn.Linear(d_act, d_act) for s in sites})
         for s in sites:
-            nn.init.kaiming_uniform_(self.proj[s].weight, a=math.sqrt(5))
+            if not hidden:
+                nn.init.kaiming_uniform_(self.proj[s].weight, a=math.sqrt(5))
             self.register_buffer(f"mean_{s}", torch.zeros(d_act))
             self.register_buffer(f"scale_{s}", torch.ones(d_act))
 
@@ -413,7 +425,7 @@ class Inverter(TrunkShortcut, nn.Module):
         super().__init__()
         self.config, self.backbone = config, backbone
         d_model = backbone.arch.d_model
-        self.encoder = SiteEncoder(config.sites, config.d_act)
+        self.encoder = SiteEncoder(config.sites, config.d_act, config.encoder_hidden)
         if config.arch == "inversescope":
             layers = config.control_layers or default_control_layers(backbone.arch.n_layers)
             bad = [i for i in layers if not 0 <= i < backbone.arch.n_layers]
@@ -453,7 +465,7 @@ class Inverter(TrunkShortcut, nn.Module):
     def encode(self, z: torch.Tensor, site_idx: torch.Tensor) -> torch.Tensor:
         """Encoded conditions [B, d_act] of raw activations z (from the cache: moved to where
         the encoder is, in float32) at sites `site_idx`."""
-        dev = self.encoder.proj[self.config.sites[0]].weight.device
+        dev = next(self.encoder.proj[self.config.sites[0]].parameters()).device
         return self.encoder(z.to(dev, torch.float32), site_idx.to(dev))
 
     def start_cache(self, c: torch.Tensor | None, batch_size: int, room: int | None = None) -> tuple[Any, torch.Tensor]:

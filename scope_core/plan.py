@@ -354,10 +354,10 @@ def control_blocks_for(shape: ModelShape, sites: list[Any]) -> list[int]:
     return spread_control_layers(max(s.layer for s in sites) + 1, shape.n_layers) or default_control_layers(shape.n_layers)
 
 
-def trainable_params(d: int, n_sites: int, n_ctl: int, n_heads: int, head_dim: int) -> int:
+def trainable_params(d: int, n_sites: int, n_ctl: int, n_heads: int, head_dim: int, encoder_hidden: int | None = None) -> int:
     """Parameters of the inverter (site encoders + control layers), counted on the meta device."""
     with torch.device("meta"):
-        enc = SiteEncoder([f"s{i}" for i in range(n_sites)], d)
+        enc = SiteEncoder([f"s{i}" for i in range(n_sites)], d, encoder_hidden)
         ctl = ControlLayer(d, d, n_heads, head_dim)
     return sum(p.numel() for p in enc.parameters()) + n_ctl * sum(p.numel() for p in ctl.parameters())
 
@@ -497,7 +497,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
 
     # -- sizes ---------------------------------------------------------------------------
     weights = shape.params * b
-    n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim)
+    n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim, tc.encoder_hidden)
     cache_sites = n * n_sites * d * SITE_BYTES
     cache_trunk = n * cfg.text_tokens * d * TRUNK_BYTES + n * 4  # + one int32 length per prompt
     cache = cache_sites + cache_trunk

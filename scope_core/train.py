@@ -109,6 +109,9 @@ class TrainConfig(BaseModel):
     condition_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
         "a whole prompt on a few coordinates of one activation (NOTES §42)")
+    encoder_hidden: int | None = Field(
+        None, ge=1, description="hidden width of an MLP site encoder (Linear, GELU, Linear) instead of the paper's linear map: "
+        "held-out loss 0.05–0.08 nats lower on the real refusal sets (BENCHMARKS §31); None: linear")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
     weight_average: float | None = Field(
         0.99, ge=0.0, lt=1.0, description="evaluate and save an exponential moving average of the trained weights with this decay "
@@ -397,7 +400,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
     gcfg = GeneratorConfig(
         backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
         control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None),
-        n_heads=cfg.n_heads, head_dim=cfg.head_dim,
+        n_heads=cfg.n_heads, head_dim=cfg.head_dim, encoder_hidden=cfg.encoder_hidden,
         system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
         backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
         max_tokens=max(GeneratorConfig.model_fields["max_tokens"].default, cfg.target.max_prompt_tokens + 4),
@@ -541,6 +544,8 @@ def finetune_backbone(bb: Backbone, train_ids: list[list[int]], held_ids: list[l
 def describe_generator(gcfg: GeneratorConfig, target: Target) -> str:
     """One line for the result table: which blocks the generator runs and where it is conditioned."""
     ctl = f"control layers in blocks {', '.join(map(str, gcfg.control_layers or []))}" if gcfg.arch == "inversescope" else "condition as keys/values"
+    if gcfg.encoder_hidden:
+        ctl += f"; MLP site encoder (hidden {gcfg.encoder_hidden})"
     if gcfg.upper_blocks is not None and gcfg.own_blocks_from is not None:
         k, n, m = gcfg.own_blocks_from, target.n_layers, gcfg.upper_blocks
         return (f"shallow: the target's blocks 0-{k - 1}, then fine-tuned copies of its blocks {n - m}-{n - 1} "

@@ -1,10 +1,11 @@
+import pytest
 import torch
 
 from scope_core.generator import ControlLayer, GeneratorConfig, Inverter, build_backbone
 
 
-def _inverter(path, arch="inversescope", sites=("L1",), d_act=64):
-    cfg = GeneratorConfig(backbone=str(path), arch=arch, sites=list(sites), d_act=d_act, n_heads=2, head_dim=8)
+def _inverter(path, arch="inversescope", sites=("L1",), d_act=64, encoder_hidden=None):
+    cfg = GeneratorConfig(backbone=str(path), arch=arch, sites=list(sites), d_act=d_act, n_heads=2, head_dim=8, encoder_hidden=encoder_hidden)
     return Inverter(cfg, build_backbone(cfg))
 
 
@@ -37,8 +38,9 @@ def test_control_layer_gate_is_tanh_of_scaled_dot_product():
     assert torch.allclose(ctl(h, c), w[..., None] * v[:, None, :], atol=1e-6)
 
 
-def test_save_and_load_round_trip(tiny_llama_path, tmp_path):
-    inv = _inverter(tiny_llama_path)
+@pytest.mark.parametrize("encoder_hidden", [None, 24])
+def test_save_and_load_round_trip(tiny_llama_path, tmp_path, encoder_hidden):
+    inv = _inverter(tiny_llama_path, encoder_hidden=encoder_hidden)
     for p in inv.parameters():
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.05)
@@ -49,6 +51,20 @@ def test_save_and_load_round_trip(tiny_llama_path, tmp_path):
     z = torch.randn(2, 64)
     site = torch.zeros(2, dtype=torch.long)
     assert torch.allclose(_logits(inv, ids, inv.encode(z, site)), _logits(back, ids, back.encode(z, site)), atol=1e-6)
+
+
+def test_mlp_site_encoder_is_not_linear_in_the_activation(tiny_llama_path):
+    """Why the option exists: keys and values are linear in the encoded condition, so only an
+    MLP encoder lets ẑ act non-linearly on what the control layers write."""
+    lin, mlp = _inverter(tiny_llama_path), _inverter(tiny_llama_path, encoder_hidden=24)
+    a, b = torch.randn(1, 64), torch.randn(1, 64)
+    z = torch.cat([a + b, a])
+    with torch.no_grad():
+        for inv, linear in ((lin, True), (mlp, False)):
+            e = inv.encode(torch.cat([z, b, torch.zeros(1, 64)]), torch.zeros(4, dtype=torch.long))
+            additive = torch.allclose(e[0] - e[1], e[2] - e[3], atol=1e-5)  # f(a + b) − f(a) = f(b) − f(0) iff affine along b
+            assert additive == linear
+    assert sum(p.numel() for p in mlp.encoder.parameters()) == 64 * 24 + 24 + 24 * 64 + 64
 
 
 def test_inversionview_baseline_condition_reaches_logits(tiny_gpt2_path):

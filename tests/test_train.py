@@ -189,6 +189,22 @@ def test_a_run_started_from_another_runs_control_layers(tiny_llama_path, tmp_pat
     with pytest.raises(AutoscopeError, match="no trained inverter"):
         train(_cfg(tiny_llama_path, tmp_path, run="none", minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/missing")),
               progress=False)
+    with pytest.raises(AutoscopeError, match="differs"):  # a linear encoder cannot start an MLP one
+        train(_cfg(tiny_llama_path, tmp_path, run="mlp", encoder_hidden=16, minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/pre")),
+              progress=False)
+
+
+def test_an_mlp_site_encoder_trains_saves_and_samples(tiny_llama_path, tmp_path):
+    """`encoder_hidden`: the run's generator carries the MLP encoder, says so, and reloads to sample."""
+    from scope_core.api import Scope
+
+    res = train(_cfg(tiny_llama_path, tmp_path, encoder_hidden=16, minutes=1.0, max_steps=3), progress=False)
+    assert res.steps == 3 and "MLP site encoder (hidden 16)" in res.generator
+    scope = Scope(tmp_path / "runs/t")
+    assert scope.inverter.config.encoder_hidden == 16
+    site = scope.site("L1")
+    run = scope.sample(site, indices=scope.heldout_indices(None, 2), n=2, eps=scope.eps(site), seed=0)
+    assert sum(len(q.samples) for q in run.queries) == 4
 
 
 def test_cosine_schedule_decays_to_its_floor_over_the_budget():
