@@ -129,7 +129,7 @@ def train(
                                          "more prompts of the kind you study (a run with --data MORE.json), then fit to this prior "
                                          "(BENCHMARKS §15)"),
     encoder_hidden: int | None = typer.Option(None, min=1, help="hidden width of an MLP site encoder instead of the paper's linear "
-                                              "map (e.g. 1152, twice SmolLM2's width: held-out loss 0.05–0.08 nats lower on real "
+                                              "map (e.g. 1152, twice SmolLM2's width: held-out loss 0.06–0.08 nats lower on real "
                                               "prompts, BENCHMARKS §31); default: linear"),
     check: bool = typer.Option(True, help="end with a quick sample of held-out queries at each site's ε and a verdict on whether "
                                "the inverter conditions enough for FCR to mean much"),

@@ -85,7 +85,7 @@ class SiteEncoder(nn.Module):
     control layer's keys and values are linear in the encoded condition, so with a linear
     encoder the only non-linearity between ẑ and what is written into the residual stream is
     the tanh gate; on the real refusal sets an MLP of twice the width lowered held-out loss by
-    0.05–0.08 nats for 1M more parameters (BENCHMARKS §31)."""
+    0.06–0.08 nats for 1M more parameters (BENCHMARKS §31)."""
 
     def __init__(self, sites: list[str], d_act: int, hidden: int | None = None) -> None:
         super().__init__()

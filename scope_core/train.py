@@ -111,7 +111,7 @@ class TrainConfig(BaseModel):
         "a whole prompt on a few coordinates of one activation (NOTES §42)")
     encoder_hidden: int | None = Field(
         None, ge=1, description="hidden width of an MLP site encoder (Linear, GELU, Linear) instead of the paper's linear map: "
-        "held-out loss 0.05–0.08 nats lower on the real refusal sets (BENCHMARKS §31); None: linear")
+        "held-out loss 0.06–0.08 nats lower on the real refusal sets (BENCHMARKS §31); None: linear")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
     weight_average: float | None = Field(
         0.99, ge=0.0, lt=1.0, description="evaluate and save an exponential moving average of the trained weights with this decay "
