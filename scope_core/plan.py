@@ -37,7 +37,7 @@ from .devices import GPU_MEMORY_SHARE
 from .sample import DECODE_KV_BUDGET, MAX_DECODE_ROWS, MAX_DECODE_ROWS_GPU
 from .sites import parse_sites
 from .targets import TargetConfig, embedded_gguf_path, find_architecture
-from .train import TrainConfig, spread_control_layers
+from .train import TrainConfig, site_encoder_hidden, spread_control_layers
 
 GiB = float(1 << 30)
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -497,7 +497,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
 
     # -- sizes ---------------------------------------------------------------------------
     weights = shape.params * b
-    n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim, tc.encoder_hidden)
+    n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim, site_encoder_hidden(tc, d))
     cache_sites = n * n_sites * d * SITE_BYTES
     cache_trunk = n * cfg.text_tokens * d * TRUNK_BYTES + n * 4  # + one int32 length per prompt
     cache = cache_sites + cache_trunk

@@ -91,8 +91,9 @@ class TrainConfig(BaseModel):
         "ε-ball they were drawn from, instead of on their own activation plus noise: the hard kernel's preimage "
         "distribution on the activation manifold (scope_core/neighbours.py, NOTES §24); 0 = the paper's noise only; "
         "default: from the data (`default_neighbour_mix`: where the ε-ball is dense with near variants of a prompt)")
-    recipe: int = Field(2, description="defaults generation: 1 = before issue 24 (site-ε noise, 3 control layers of 8 heads, "
-                        "shallow copies, mix 0.7); 2 = now. Saved runs keep the one they were trained with")
+    recipe: int = Field(3, description="defaults generation: 1 = before issue 24 (site-ε noise, 3 control layers of 8 heads, "
+                        "shallow copies, mix 0.7); 2 = the whole frozen backbone, six control layers of 16 heads (NOTES §38); "
+                        "3 = now: 2 with an MLP site encoder (NOTES §58). Saved runs keep the one they were trained with")
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     total_minutes: float | None = Field(
@@ -110,8 +111,9 @@ class TrainConfig(BaseModel):
         0.0, ge=0.0, lt=1.0, description="dropout on the encoded condition while training: the control layers cannot key "
         "a whole prompt on a few coordinates of one activation (NOTES §42)")
     encoder_hidden: int | None = Field(
-        None, ge=1, description="hidden width of an MLP site encoder (Linear, GELU, Linear) instead of the paper's linear map: "
-        "held-out loss 0.06–0.08 nats lower on the real refusal sets (BENCHMARKS §31); None: linear")
+        None, ge=0, description="hidden width of an MLP site encoder (Linear, GELU, Linear); 0: the paper's linear map; None: the "
+        "recipe's (3: twice the target's width, held-out loss 0.06–0.08 nats lower on the real refusal sets, BENCHMARKS §31; "
+        "before: linear)")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the control layers and the site encoder")
     weight_average: float | None = Field(
         0.99, ge=0.0, lt=1.0, description="evaluate and save an exponential moving average of the trained weights with this decay "
@@ -170,7 +172,7 @@ class TrainResult(BaseModel):
     heldout_oov_rate: float = 0.0  # held-out tokens outside the generator's output vocabulary (not scored)
     out_vocab_size: int | None = None
     generator: str = ""  # what the generator is made of, in words
-    recipe: int = 2
+    recipe: int = 3
     weight_average: float | None = None  # the decay of the weights evaluated and saved (None: the last step's)
     neighbour_mix: float | None = None  # the share used (read from the data unless given; mean over sites)
     density_ratio: float | None = None  # median nearest-neighbour distance / ε, the mix rule's input (mean over sites)
@@ -225,6 +227,19 @@ DEFAULT_UPPER_BLOCKS = 4
 # options whose defaults changed between recipes: a run resumed with all of them at their
 # defaults resumes with the values it was trained with
 RECIPE_FIELDS = ("recipe", "upper_blocks", "control_layers", "n_heads", "noise_distance", "neighbour_mix", "lr_schedule", "weight_average")
+
+
+ENCODER_WIDTH = 2  # recipe 3: the MLP site encoder's hidden width, in multiples of the target's
+
+
+def site_encoder_hidden(cfg: TrainConfig, d_model: int) -> int | None:
+    """The site encoder's hidden width (None: linear). Why an MLP by default: the control
+    layers' keys and values are linear in the encoded condition, and on the real refusal
+    sets an MLP of twice the target's width lowered held-out loss by 0.06–0.08 nats on two
+    seeds (BENCHMARKS §31); the InversionView baseline keeps its paper's linear map."""
+    if cfg.encoder_hidden is not None:
+        return cfg.encoder_hidden or None
+    return ENCODER_WIDTH * d_model if cfg.recipe >= 3 and cfg.arch == "inversescope" else None
 
 
 def upper_blocks_for(cfg: TrainConfig, target: Target) -> int | None:
@@ -400,7 +415,7 @@ def _backbone_for(cfg: TrainConfig, target: Target, data: RunData) -> tuple[Back
     gcfg = GeneratorConfig(
         backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
         control_layers=cfg.control_layers or (control_blocks(cfg, target) if cfg.backbone == target.name and cfg.arch == "inversescope" else None),
-        n_heads=cfg.n_heads, head_dim=cfg.head_dim, encoder_hidden=cfg.encoder_hidden,
+        n_heads=cfg.n_heads, head_dim=cfg.head_dim, encoder_hidden=site_encoder_hidden(cfg, target.d_model),
         system_prompt=cfg.target.system_prompt, scratch=cfg.scratch,
         backbone_weights_saved=cfg.backbone == "scratch" or cfg.sft != "none",
         max_tokens=max(GeneratorConfig.model_fields["max_tokens"].default, cfg.target.max_prompt_tokens + 4),

@@ -112,3 +112,17 @@ def test_resuming_with_one_recipe_option_given_keeps_the_others_it_was_trained_w
     assert res.steps > 0 and res.weight_average is None
     saved = TrainConfig.load(tmp_path / "runs/t/train_config.json")
     assert saved.weight_average is None and saved.lr_schedule == "constant"
+
+
+def test_recipe_3_encodes_each_site_through_an_mlp_of_twice_the_width(tmp_path) -> None:
+    from scope_core.train import site_encoder_hidden
+
+    assert TrainConfig().recipe == 3 and site_encoder_hidden(TrainConfig(), 576) == 1152
+    assert site_encoder_hidden(TrainConfig(encoder_hidden=0), 576) is None  # the paper's linear map, asked for
+    assert site_encoder_hidden(TrainConfig(encoder_hidden=300), 576) == 300
+    assert site_encoder_hidden(TrainConfig(arch="inversionview"), 576) is None  # the baseline as its paper built it
+    raw = json.loads(TrainConfig(run="old").model_dump_json())
+    raw["recipe"] = 2
+    del raw["encoder_hidden"]
+    (tmp_path / "train_config.json").write_text(json.dumps(raw))
+    assert site_encoder_hidden(TrainConfig.load(tmp_path / "train_config.json"), 576) is None  # saved runs keep theirs

@@ -146,7 +146,7 @@ def test_runs_saved_before_neighbour_conditioning_load_as_noise_only(tmp_path):
     (tmp_path / "train_config.json").write_text(json.dumps(raw))
     old = TrainConfig.load(tmp_path / "train_config.json")
     assert old.neighbour_mix == 0.0 and old.recipe == 1
-    assert TrainConfig().neighbour_mix is None and TrainConfig().recipe == 2  # new runs: the mix is read from the data
+    assert TrainConfig().neighbour_mix is None and TrainConfig().recipe == 3  # new runs: the mix is read from the data
 
 
 def test_a_step_budget_stops_training_at_that_step_whatever_the_clock(tiny_llama_path, tmp_path):
