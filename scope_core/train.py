@@ -833,7 +833,8 @@ def start_from(inv: Inverter, run_dir: Path) -> None:
     wrong = sorted(k for k in wanted & saved.keys() if saved[k].shape != own[k].shape)
     if missing or wrong:
         raise AutoscopeError(f"--init-from {run_dir}: its generator differs from this one's (missing {missing[:3]}, other shapes "
-                             f"{wrong[:3]}); train it with the same --sites, control layers, heads and head size")
+                             f"{wrong[:3]}); train it with the same --sites, control layers, heads, head size and site encoder "
+                             "(--encoder-hidden; runs trained before recipe 3 have the linear one: --encoder-hidden 0)")
     inv.load_state_dict({k: saved[k] for k in wanted}, strict=False)
 
 
