@@ -128,9 +128,10 @@ def train(
     init_from: str | None = typer.Option(None, help="a trained run's directory whose control layers start this one: pre-train on "
                                          "more prompts of the kind you study (a run with --data MORE.json), then fit to this prior "
                                          "(BENCHMARKS §15)"),
-    encoder_hidden: int | None = typer.Option(None, min=0, help="hidden width of the MLP site encoder; 0: the paper's linear map. "
-                                              "Default: twice the target's width (held-out loss 0.06–0.08 nats lower on real "
-                                              "prompts than linear, BENCHMARKS §31)"),
+    encoder_hidden: int | None = typer.Option(None, min=0, help="hidden width of an MLP site encoder; 0: the paper's linear map. "
+                                              "Default: read from the data with the neighbour mix, an MLP of twice the target's "
+                                              "width where every site trains without neighbours (held-out loss 0.06–0.08 nats "
+                                              "lower on real prompts, BENCHMARKS §31), else linear (§32)"),
     check: bool = typer.Option(True, help="end with a quick sample of held-out queries at each site's ε and a verdict on whether "
                                "the inverter conditions enough for FCR to mean much"),
     device: str = typer.Option("auto", help="where the target and generator run: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"),

@@ -497,6 +497,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
 
     # -- sizes ---------------------------------------------------------------------------
     weights = shape.params * b
+    # the mix is read from data not yet cached: count the MLP encoder the loose case gets (the larger, by 1M at SmolLM2's width)
     n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim, site_encoder_hidden(tc, d))
     cache_sites = n * n_sites * d * SITE_BYTES
     cache_trunk = n * cfg.text_tokens * d * TRUNK_BYTES + n * 4  # + one int32 length per prompt

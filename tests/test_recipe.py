@@ -114,15 +114,22 @@ def test_resuming_with_one_recipe_option_given_keeps_the_others_it_was_trained_w
     assert saved.weight_average is None and saved.lr_schedule == "constant"
 
 
-def test_recipe_3_encodes_each_site_through_an_mlp_of_twice_the_width(tmp_path) -> None:
+def test_recipe_3_encodes_sites_through_an_mlp_where_they_train_without_neighbours(tmp_path) -> None:
+    """The MLP site encoder is read from the data with the neighbour mix: loose ε-balls (mix 0 at
+    every site, the real refusal sets) get an MLP of twice the width, dense ones (the generated
+    prior) keep the linear map; an explicit width wins, and saved runs keep theirs."""
     from scope_core.train import site_encoder_hidden
 
-    assert TrainConfig().recipe == 3 and site_encoder_hidden(TrainConfig(), 576) == 1152
-    assert site_encoder_hidden(TrainConfig(encoder_hidden=0), 576) is None  # the paper's linear map, asked for
-    assert site_encoder_hidden(TrainConfig(encoder_hidden=300), 576) == 300
-    assert site_encoder_hidden(TrainConfig(arch="inversionview"), 576) is None  # the baseline as its paper built it
+    assert TrainConfig().recipe == 3
+    assert site_encoder_hidden(TrainConfig(), 576, [0.0]) == 1152
+    assert site_encoder_hidden(TrainConfig(), 576, [0.7]) is None
+    assert site_encoder_hidden(TrainConfig(), 576, [0.0, 0.7]) is None  # one encoder width for all sites: linear if any mixes
+    assert site_encoder_hidden(TrainConfig(), 576) == 1152  # before the data is read (plan): the larger of the two
+    assert site_encoder_hidden(TrainConfig(encoder_hidden=0), 576, [0.0]) is None  # the paper's linear map, asked for
+    assert site_encoder_hidden(TrainConfig(encoder_hidden=300), 576, [0.7]) == 300
+    assert site_encoder_hidden(TrainConfig(arch="inversionview"), 576, [0.0]) is None  # the baseline as its paper built it
     raw = json.loads(TrainConfig(run="old").model_dump_json())
     raw["recipe"] = 2
     del raw["encoder_hidden"]
     (tmp_path / "train_config.json").write_text(json.dumps(raw))
-    assert site_encoder_hidden(TrainConfig.load(tmp_path / "train_config.json"), 576) is None  # saved runs keep theirs
+    assert site_encoder_hidden(TrainConfig.load(tmp_path / "train_config.json"), 576, [0.0]) is None  # saved runs keep theirs

@@ -119,6 +119,7 @@ def test_training_is_cut_to_fit_the_job_budget(tiny_llama_path, tmp_path, monkey
 
 def test_neighbour_conditioning_trains_and_logs_ball_sizes(tiny_llama_path, tmp_path):
     res = train(_cfg(tiny_llama_path, tmp_path, minutes=0.15, neighbour_mix=1.0), progress=False)
+    assert "MLP site encoder" not in res.generator  # neighbours mixed in: recipe 3 keeps the linear map
     log = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines()]
     balls = {r["site"]: r["ball_sizes"] for r in log if r["phase"] == "neighbours"}
     assert set(balls) == {"L1", "R2"} and all(b["q50"] >= 1 for b in balls.values())
@@ -190,7 +191,7 @@ def test_a_run_started_from_another_runs_control_layers(tiny_llama_path, tmp_pat
         train(_cfg(tiny_llama_path, tmp_path, run="none", minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/missing")),
               progress=False)
     with pytest.raises(AutoscopeError, match="differs.*--encoder-hidden 0"):  # nor an encoder of another shape (the hint: linear)
-        train(_cfg(tiny_llama_path, tmp_path, run="mlp", encoder_hidden=0, minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/pre")),
+        train(_cfg(tiny_llama_path, tmp_path, run="mlp", encoder_hidden=3, minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/pre")),
               progress=False)
 
 
@@ -205,6 +206,22 @@ def test_an_mlp_site_encoder_trains_saves_and_samples(tiny_llama_path, tmp_path)
     site = scope.site("L1")
     run = scope.sample(site, indices=scope.heldout_indices(None, 2), n=2, eps=scope.eps(site), seed=0)
     assert sum(len(q.samples) for q in run.queries) == 4
+
+
+def test_a_run_without_neighbours_gets_the_mlp_encoder_and_keeps_it_on_resume(tiny_llama_path, tmp_path):
+    """Recipe 3 reads the encoder from the mix: mix 0 (loose balls) trains an MLP of twice the
+    target's width, and a resumed run rebuilds the same generator from the same data."""
+    from scope_core.api import Scope
+
+    res = train(_cfg(tiny_llama_path, tmp_path, neighbour_mix=0.0, minutes=1.0, max_steps=2), progress=False)
+    d = Scope(tmp_path / "runs/t").inverter.config.d_act
+    assert f"MLP site encoder (hidden {2 * d})" in res.generator
+    state_path = tmp_path / "runs/t/inverter/state.pt"
+    st = torch.load(state_path, weights_only=False)
+    st["st"]["stopped"] = ""  # as if the process had been killed before finishing
+    torch.save(st, state_path)
+    res = train(_cfg(tiny_llama_path, tmp_path, neighbour_mix=0.0, minutes=1.0, max_steps=4), progress=False)
+    assert res.steps == 4 and f"MLP site encoder (hidden {2 * d})" in res.generator
 
 
 def test_cosine_schedule_decays_to_its_floor_over_the_budget():
