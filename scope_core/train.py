@@ -94,7 +94,8 @@ class TrainConfig(BaseModel):
         "default: from the data (`default_neighbour_mix`: where the ε-ball is dense with near variants of a prompt)")
     recipe: int = Field(3, description="defaults generation: 1 = before issue 24 (site-ε noise, 3 control layers of 8 heads, "
                         "shallow copies, mix 0.7); 2 = the whole frozen backbone, six control layers of 16 heads (NOTES §38); "
-                        "3 = now: 2 with an MLP site encoder (NOTES §58). Saved runs keep the one they were trained with")
+                        "3 = now: 2 with the site encoder read from the data, an MLP where every site trains without neighbours (NOTES §59). "
+                        "Saved runs keep the one they were trained with")
     restrict_vocab: bool = Field(True, description="the generator outputs only token ids seen in the training prompts (+ end)")
     minutes: float = Field(8.0, description="wall-clock budget of control-layer training")
     total_minutes: float | None = Field(
@@ -906,14 +907,15 @@ def _neighbour_balls(cfg: TrainConfig, prepared: PreparedRun, acts: dict[str, Sh
     return balls
 
 
-def choose_conditions(cfg: TrainConfig, target: Target, prepared: PreparedRun, log_path: Path, progress: bool,
-                      phases: dict[str, float]) -> Conditions:
+def choose_conditions(cfg: TrainConfig, target: Target, prepared: PreparedRun, site_mixes: Sequence[float], log_path: Path,
+                      progress: bool, phases: dict[str, float]) -> Conditions:
     """The training conditions, read from the data unless given: the noise shell per site and
-    the neighbour mix (README "Training conditions"); what was chosen is logged and printed."""
+    the neighbour mix per site (`site_neighbour_mixes`, README "Training conditions"); what was
+    chosen is logged and printed."""
     acts = {s.name: prepared.cache.site(s) for s in prepared.sites}  # memory-mapped: rows are read when indexed
     stats = prepared.cache.stats()
     site_stats = [stats[s.name] for s in prepared.sites]
-    mixes = dict(zip([s.name for s in prepared.sites], site_neighbour_mixes(cfg, site_stats, prepared.eps)))
+    mixes = dict(zip([s.name for s in prepared.sites], site_mixes))
     mix = sum(mixes.values()) / len(mixes)
     noises = _make_noises(cfg, target, prepared, stats)
     _log_noise(cfg, prepared, acts, noises, log_path, progress)
@@ -1290,11 +1292,11 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     inv_dir.mkdir(exist_ok=True)
     t = time.perf_counter()
     stats = prepared.cache.stats()
-    mixes = site_neighbour_mixes(cfg, [stats[s.name] for s in prepared.sites], prepared.eps)
+    mixes = site_neighbour_mixes(cfg, [stats[s.name] for s in prepared.sites], prepared.eps)  # they pick the site encoder too
     parts = build_generator(cfg, target, prepared.data, inv_dir, progress, mixes)
     phases["backbone_s"] = time.perf_counter() - t
     inv = build_inverter(cfg, parts, prepared, inv_dir)
-    cond = choose_conditions(cfg, target, prepared, inv_dir / "log.jsonl", progress, phases)
+    cond = choose_conditions(cfg, target, prepared, mixes, inv_dir / "log.jsonl", progress, phases)
     trunk_all = trunk_residuals(inv, prepared, parts.train_ids)
     phases["trunk_shortcut"] = float(trunk_all is not None)
     ev = evaluation_set(cfg, target, inv, parts, prepared, cond, trunk_all)
