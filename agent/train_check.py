@@ -56,7 +56,7 @@ class TrainCheck:
         return (f"WEAK INVERTER — FCR from this run will be close to chance: {'; '.join(self.problems)} ({gain}; {figures}). "
                 "Try: more distinct prompts — or pre-train on more prompts of the same kind and start from that run "
                 "(train --init-from RUN: on 6.6k real prompts, 18.8k more of the kind cut refusal at ε 0.1 from 0.34 to 0.30 and "
-                "raised accepted-novel from 66 to 70 per 100, BENCHMARKS §33; "
+                "raised accepted-novel from 66 to 69.9 per 100, BENCHMARKS §33; "
                 "a longer budget helps only when training stopped on time, not early), no neighbour mix where the prompts are unrelated "
                 "requests (--neighbour-mix 0; BENCHMARKS §12), sampling cooler than the run's temperature (1 unless the table above prints another; sample --temperature: "
                 "fewer refusals, FCR a little above the reference), or a wider ε (--eps-quantile 0.1).")

@@ -78,7 +78,7 @@ class CPUReference:
     caching_tokens_per_s: tuple[float, ...] = (1153.0, 1551.0)  # BENCHMARKS §2 (2026-11-26) and §11 quickstarts
     training_steps: tuple[float, ...] = (844.0, 1134.0)  # control-training steps in the same two runs ...
     training_s: float = 482.0  # ... in 482 s each
-    verified_samples_per_s: float = 34.1  # BENCHMARKS §12, recipe 2 (today's default generator), generated prior
+    verified_samples_per_s: float = 34.1  # BENCHMARKS §12, recipe 2, generated prior (recipe 3 keeps its linear encoder there, §32)
     site: str = "L18"
     out_vocab: int = 2350  # the generated prior's output vocabulary (BENCHMARKS §2)
 
@@ -319,6 +319,7 @@ class _Work:
     n_heads_ctl: int
     head_dim_ctl: int
     batch: int
+    encoder_hidden: int | None = None  # the site encoder's hidden width (None: linear)
 
     @property
     def deepest(self) -> int:
@@ -346,7 +347,8 @@ class _Work:
     def ctl_per_row(self) -> int:
         """Weights a condition passes through once per row: keys, values, site encoder."""
         h, hd, d = self.n_heads_ctl, self.head_dim_ctl, self.shape.d_model
-        return len(self.ctl) * (d * h * hd + d * h * d) + d * d
+        encoder = 2 * d * self.encoder_hidden if self.encoder_hidden else d * d
+        return len(self.ctl) * (d * h * hd + d * h * d) + encoder
 
 
 def control_blocks_for(shape: ModelShape, sites: list[Any]) -> list[int]:
@@ -465,7 +467,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
     ctl = control_blocks_for(shape, sites)
     trunk = min(ctl)
     w = _Work(shape, sites, ctl, trunk, cfg.text_tokens, cfg.longest_text_tokens, cfg.template_tokens, cfg.prefix_tokens,
-              min(cfg.out_vocab, shape.vocab), tc.n_heads, tc.head_dim, tc.batch_size)
+              min(cfg.out_vocab, shape.vocab), tc.n_heads, tc.head_dim, tc.batch_size, site_encoder_hidden(tc, shape.d_model))
     d, L, H = shape.d_model, shape.n_layers, shape.n_heads
     n, n_sites = cfg.prompts, len(sites)
     problems: list[str] = []
@@ -498,7 +500,7 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
     # -- sizes ---------------------------------------------------------------------------
     weights = shape.params * b
     # the mix is read from data not yet cached: count the MLP encoder the loose case gets (the larger, by 1M at SmolLM2's width)
-    n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim, site_encoder_hidden(tc, d))
+    n_trainable = trainable_params(d, n_sites, len(ctl), tc.n_heads, tc.head_dim, w.encoder_hidden)
     cache_sites = n * n_sites * d * SITE_BYTES
     cache_trunk = n * cfg.text_tokens * d * TRUNK_BYTES + n * 4  # + one int32 length per prompt
     cache = cache_sites + cache_trunk

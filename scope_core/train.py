@@ -423,7 +423,7 @@ def site_eps(cfg: TrainConfig, cache: ActivationCache, sites: list[Site]) -> lis
     return [choose_eps(stats[s.name], s.name, cfg.metric, cfg.eps_quantile if cfg.eps is None else None, cfg.eps) for s in sites]
 
 
-def _backbone_for(cfg: TrainConfig, target: Target, data: RunData, mixes: Sequence[float] | None = None) -> tuple[Backbone, GeneratorConfig]:
+def _backbone_for(cfg: TrainConfig, target: Target, data: RunData, mixes: Sequence[float]) -> tuple[Backbone, GeneratorConfig]:
     site_names = [s.name for s in parse_sites(cfg.sites, target.n_layers, target.n_heads)]
     gcfg = GeneratorConfig(
         backbone=cfg.backbone, arch=cfg.arch, sites=site_names, d_act=target.d_model,
@@ -796,7 +796,7 @@ def _finetune_if_asked(cfg: TrainConfig, parts: GeneratorParts, inv_dir: Path, p
 
 
 def build_generator(cfg: TrainConfig, target: Target, data: RunData, inv_dir: Path, progress: bool,
-                    mixes: Sequence[float] | None = None) -> GeneratorParts:
+                    mixes: Sequence[float]) -> GeneratorParts:
     """The generator's backbone, the prompts as its token ids, its output vocabulary, and its
     fine-tuning where asked. Early stopping and the reported held-out loss use the validation
     split, never the held-out queries that sampling and FCR are measured on. `mixes` (the
@@ -848,9 +848,27 @@ def start_from(inv: Inverter, run_dir: Path) -> None:
     wrong = sorted(k for k in wanted & saved.keys() if saved[k].shape != own[k].shape)
     if missing or wrong:
         raise AutoscopeError(f"--init-from {run_dir}: its generator differs from this one's (missing {missing[:3]}, other shapes "
-                             f"{wrong[:3]}); train it with the same --sites, control layers, heads, head size and site encoder "
-                             "(--encoder-hidden; runs trained before recipe 3 have the linear one: --encoder-hidden 0)")
+                             f"{wrong[:3]}); train it with the same --sites, control layers, heads and head size. "
+                             f"{_encoder_hint(run_dir, inv.config.encoder_hidden)}")
     inv.load_state_dict({k: saved[k] for k in wanted}, strict=False)
+
+
+def _encoder_hint(run_dir: Path, own: int | None) -> str:
+    """What to pass so that the two site encoders match: recipe 3 reads the encoder from each
+    prior's ε-balls, so a run pre-trained before recipe 3 or on a prior of the other kind can
+    carry the other one."""
+    path = run_dir / "inverter" / "generator.json"
+    if not path.exists():
+        return ""
+    theirs = GeneratorConfig.model_validate_json(path.read_text()).encoder_hidden
+    if theirs == own:
+        return "The site encoders match; the difference is elsewhere."
+
+    def name(hidden: int | None) -> str:
+        return f"an MLP of hidden width {hidden}" if hidden else "the linear map"
+
+    return (f"Its site encoder is {name(theirs)} and this run's {name(own)}: pass --encoder-hidden {theirs or 0} "
+            "to train this run with the pre-trained one.")
 
 
 def _make_noises(cfg: TrainConfig, target: Target, prepared: PreparedRun, stats: dict) -> dict[str, CosineNoise | EuclideanNoise]:

@@ -81,7 +81,7 @@ def test_the_generator_shares_a_bfloat16_target_built_in_the_same_process(tiny_l
 
     cfg = resumable_config(_cfg(tiny_llama_path, tmp_path, "bfloat16", prior=PriorConfig(task="refusal", n=120, heldout=20)))
     prepared = prepare_data(cfg, target, False, {})
-    parts = build_generator(cfg, target, prepared.data, cfg.run_dir / "inverter", False)
+    parts = build_generator(cfg, target, prepared.data, cfg.run_dir / "inverter", False, mixes=[0.0])
     assert parts.bb.model is target.model
     assert next(parts.bb.model.parameters()).dtype == torch.bfloat16
 

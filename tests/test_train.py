@@ -190,7 +190,8 @@ def test_a_run_started_from_another_runs_control_layers(tiny_llama_path, tmp_pat
     with pytest.raises(AutoscopeError, match="no trained inverter"):
         train(_cfg(tiny_llama_path, tmp_path, run="none", minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/missing")),
               progress=False)
-    with pytest.raises(AutoscopeError, match="differs.*--encoder-hidden 0"):  # nor an encoder of another shape (the hint: linear)
+    theirs = json.loads((tmp_path / "runs/pre/inverter/generator.json").read_text())["encoder_hidden"] or 0
+    with pytest.raises(AutoscopeError, match=f"differs.*pass --encoder-hidden {theirs} "):  # nor another encoder; the hint names its width
         train(_cfg(tiny_llama_path, tmp_path, run="mlp", encoder_hidden=3, minutes=1.0, max_steps=2, init_from=str(tmp_path / "runs/pre")),
               progress=False)
 
