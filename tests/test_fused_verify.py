@@ -68,15 +68,16 @@ def test_fused_verification_under_continuous_batching(high_control_scope):
     site = scope.site("L2")
     idx = scope.heldout_indices(limit=6)
     z = scope.query_activations(site, indices=idx)
-    plain = generate(scope.inverter, "L2", z, 6, 5, batch_size=7, seed=4, max_new_tokens=20)
+    n = 10  # 60 rows through a batch of 7: enough samples end within the budget and retokenise canonically to be fused
+    plain = generate(scope.inverter, "L2", z, 6, n, batch_size=7, seed=4, max_new_tokens=20)
     fused = FusedVerifier(scope.target, site, flush_rows=3)
-    with_fused = generate(scope.inverter, "L2", z, 6, 5, batch_size=7, seed=4, max_new_tokens=20, fused=fused)
+    with_fused = generate(scope.inverter, "L2", z, 6, n, batch_size=7, seed=4, max_new_tokens=20, fused=fused)
     assert with_fused == plain
-    usable = fused.usable([(q * 5 + k, t) for q, ss in enumerate(with_fused) for k, t in enumerate(ss)])
+    usable = fused.usable([(q * n + k, t) for q, ss in enumerate(with_fused) for k, t in enumerate(ss)])
     assert len(usable) >= 3 and max(usable) >= 7  # some of them joined the batch after it started
     from scope_core.extract import extract
 
-    texts = {r: with_fused[r // 5][r % 5] for r in usable}
+    texts = {r: with_fused[r // n][r % n] for r in usable}
     ref = extract(scope.target, list(texts.values()), [site])[site]
     for (r, act), want in zip(usable.items(), ref):
         assert act == pytest.approx(want, abs=1e-4)
