@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.loop import check_kernel, check_temperature, heldout_queries
-from scope_core.api import AutoscopeError, QueryResult, SampleRun, Scope
+from scope_core.api import AutoscopeError, QueryResult, SampleRun, Scope, describe_density
 
 
 class SampleJobConfig(BaseModel):
@@ -50,9 +50,16 @@ def check_choices(cfg: SampleJobConfig) -> None:
         raise AutoscopeError(f"unknown --verify {cfg.verify!r}: use auto or full")
 
 
-def query_table(q: QueryResult) -> Table:
-    """One query's samples, nearest first: distance, accepted (within ε), copy of a training prompt."""
-    t = Table(title=f"query: {q.query}", show_lines=False)
+def query_table(q: QueryResult, eps: float | None = None) -> Table:
+    """One query's samples, nearest first: distance, accepted (within ε), copy of a training prompt.
+    With ε and the query's nearest training prompts, the title says how many of those lie within
+    ε and how near the nearest is: a query alone in the prior is refused whatever the inverter."""
+    title = f"query: {q.query}"
+    if eps is not None and q.prior_nearest:
+        inside = sum(d < eps for d in q.prior_nearest)
+        more = "+" if inside == len(q.prior_nearest) else ""
+        title += f"\n[dim]training prompts within ε: {inside}{more} (nearest at {q.prior_nearest[0]:.4f})[/dim]"
+    t = Table(title=title, show_lines=False)
     t.add_column("d", justify="right")
     t.add_column("ok")
     t.add_column("copy")
@@ -78,7 +85,10 @@ def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
     shaped = "".join(f", {k} {v:g}{why}" for k, v, why in (("temperature", res.temperature, told), ("guidance", cfg.guidance, "")) if v != 1)
     console.print(f"[bold]{ec.describe()}[/bold], kernel {cfg.kernel}{shaped}")
     for q in res.queries:
-        console.print(query_table(q))
-    console.print(" ".join(f"{k}={v:.3f}" for k, v in scope.sampler_summary(res).items()))
+        console.print(query_table(q, res.eps.eps))
+    summary = scope.sampler_summary(res)
+    console.print(" ".join(f"{k}={v:.3f}" for k, v in summary.items() if not k.startswith(("queries_ball_", "refusal_ball_"))))
+    if said := describe_density(summary, len(res.queries), cfg.n):
+        console.print(said)
     scope.save_json(f"sample_{site.name}.json", res)
     return res

@@ -35,6 +35,15 @@ class SiteCheck:
     accepted_novel_per_100: float
     exact_copy_rate: float
     queries_with_accepted: float
+    # the same figure for copying each query's n nearest training prompts (`prior_density`): what
+    # the prior's own spacing allows at this ε, so a high refusal can be told from a weak inverter
+    lookup_refusal_rate: float | None = None
+    n: int = 8
+
+    def figures(self) -> str:
+        lookup = f" (copying the {self.n} nearest training prompts: {self.lookup_refusal_rate:.2f})" if self.lookup_refusal_rate is not None else ""
+        return (f"{self.site} at {self.eps}: refusal {self.refusal_rate:.2f}{lookup}, accepted-novel {self.accepted_novel_per_100:.0f}/100, "
+                f"copies {100 * self.exact_copy_rate:.0f}%")
 
 
 @dataclass
@@ -48,8 +57,7 @@ class TrainCheck:
         return bool(self.problems)
 
     def verdict(self) -> str:
-        figures = "; ".join(f"{s.site} at {s.eps}: refusal {s.refusal_rate:.2f}, accepted-novel {s.accepted_novel_per_100:.0f}/100, "
-                            f"copies {100 * s.exact_copy_rate:.0f}%" for s in self.sites)
+        figures = "; ".join(s.figures() for s in self.sites)
         gain = f"held-out loss {self.gain_nats:.2f} nats under the unconditional backbone" if self.gain_nats is not None else "no held-out loss"
         if not self.problems:
             return f"the inverter conditions: {gain}; {figures}."
@@ -75,9 +83,14 @@ def check_run(run_dir: str | Path, heldout_loss: float | None, unconditional: fl
         run = scope.sample(site, indices=idx, n=n, eps=scope.eps(site), seed=seed, progress=progress)
         s = summarise(run)
         at = f"ε={run.eps.eps:.3g}" + (f", temperature {run.temperature:g}" if run.temperature != 1 else "")
+        lookup = s.get("lookup_refusal_rate")
         check.sites.append(SiteCheck(site.name, at, s["refusal_rate"], s["accepted_novel_per_100"],
-                                     s["exact_copy_rate"], s["queries_with_accepted"]))
-        if s["refusal_rate"] > MAX_REFUSAL:
+                                     s["exact_copy_rate"], s["queries_with_accepted"], lookup, n))
+        if s["refusal_rate"] > MAX_REFUSAL and lookup is not None and lookup > MAX_REFUSAL:
+            check.problems.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε, and so do {100 * lookup:.0f}% of "
+                                  f"the {n} training prompts nearest each query — ε is tighter than the prior's own spacing there, so "
+                                  "widen it (--eps-quantile) or add prompts of the kind before blaming the inverter")
+        elif s["refusal_rate"] > MAX_REFUSAL:
             check.problems.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε")
         elif s["accepted_novel_per_100"] < MIN_ACCEPTED_NOVEL:
             check.problems.append(f"{site.name}: only {s['accepted_novel_per_100']:.0f} accepted novel samples per 100")

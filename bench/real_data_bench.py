@@ -229,7 +229,7 @@ def print_table(out: dict) -> None:
     print(f"held-out loss {out['heldout_loss']:.3f} vs unconditional {out['heldout_loss_unconditional']:.3f} "
           f"(gain {out['loss_gain_nats']:.2f} nats), {out['steps']} steps, oov {out['heldout_oov_rate']:.2%}, {out['samples_per_s']:.1f} samples/s")
     cols = ("refusal_rate", "accepted_novel_per_100", "exact_copy_rate", "near_copy_rate", "query_copy_rate", "distinct_per_query",
-            "median_distance", "queries_with_accepted")
+            "median_distance", "queries_with_accepted", "lookup_refusal_rate", "queries_ball_empty")
     print(f"{'eps':>14} {'who':>14} " + " ".join(f"{c[:12]:>12}" for c in cols) + "  FCR harmful gen/emp   FCR all gen/emp  hash4 κ [CI]")
     for key, row in out["eps"].items():
         for who in ("ours", "unconditional", "random_prior", "lookup_nearest"):
@@ -242,7 +242,7 @@ def print_table(out: dict) -> None:
                 c = row["content_free"]["hash4"]
                 tail = (f"  {_f(h['generator'])}/{_f(h['empirical'])}   {_f(a['generator'])}/{_f(a['empirical'])}"
                         f"  {_f(c['kappa'])} [{_f(c['kappa_ci'][0])}, {_f(c['kappa_ci'][1])}]")
-            print(f"{key + ' ' + format(row['eps'], '.3f'):>14} {who:>14} " + " ".join(f"{f[c]:12.3f}" for c in cols) + tail)
+            print(f"{key + ' ' + format(row['eps'], '.3f'):>14} {who:>14} " + " ".join(f"{f.get(c, float('nan')):12.3f}" for c in cols) + tail)
 
 
 def _f(x: float | None) -> str:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from .distances import Kernel, Metric, distance, kernel_weight
 from .eps import EpsChoice
+from .prior_density import density_summary
 from .continuous import decode_continuous
 from .decoding import check_guidance, decode_in_batches
 from .devices import memory_budget
@@ -70,6 +71,9 @@ class QueryResult(BaseModel):
     query: str
     index: int | None = None  # row in the run's examples, when the query is a prior prompt
     samples: list[Sample]
+    # distances from ẑ of the training prompts nearest to it (as many as it has samples, its own
+    # prompt left out), ascending: how densely the prior fills its ε-ball (`prior_density`)
+    prior_nearest: list[float] | None = None
 
     @property
     def n_accepted(self) -> int:
@@ -277,7 +281,9 @@ def sample_and_verify(
 
 
 def summarise(run: SampleRun) -> dict[str, float]:
-    """The sampler's figures: refusal rate, exact-copy rate, accepted-novel per 100, distinct per query."""
+    """The sampler's figures: refusal rate, exact-copy rate, accepted-novel per 100, distinct per query;
+    where the queries carry their nearest training prompts, the lookup's refusal and the refusal
+    per ε-ball stratum beside them (`prior_density.density_summary`)."""
     samples = [s for q in run.queries for s in q.samples]
     n = max(len(samples), 1)
     acc = [s.accepted for s in samples]
@@ -290,7 +296,7 @@ def summarise(run: SampleRun) -> dict[str, float]:
         "distinct_per_query": float(np.mean([len({s.text for s in q.samples}) for q in run.queries])) if run.queries else 0.0,
         "median_distance": float(np.median(finite)) if finite else float("nan"),
         "queries_with_accepted": sum(q.n_accepted > 0 for q in run.queries) / max(len(run.queries), 1),
-    }
+    } | density_summary(run.queries, run.eps.eps)
 
 
 def with_eps(run: SampleRun, eps: EpsChoice) -> SampleRun:

@@ -25,6 +25,7 @@ from .errors import AutoscopeError
 from .extract import extract
 from .fcr import FCRResult, against_chance, empirical_fcr, fcr, gap_ci, generator_weights, neighbour_lists
 from .generator import Inverter
+from .prior_density import nearest_prior
 from .sample import SampleRun, VerifyMode, sample_and_verify, summarise
 from .sites import Site, parse_site
 from .targets import Target, load_target
@@ -246,13 +247,32 @@ class Scope:
         idx = list(indices) if indices is not None else [None] * len(texts)
         share = self.ball_share(site, anchors) if conditional else 0.0
         anchor_z = self.ball_anchors(site, zq, idx, eps, n, seed, kernel, share=share) if share > 0 else None
-        return sample_and_verify(
+        run = sample_and_verify(
             inv, self.target, site, zq, list(texts), idx,
             eps, self.train_texts, mean, n=n, temperature=temperature, kernel=kernel, conditional=conditional,
             seed=seed, progress=progress, sampling_noise=sampling_noise, verify_mode=verify_mode,
             max_new_tokens=self.sample_token_cap, continuous=continuous, guidance=guidance,
             anchors=anchor_z, anchor_eps=eps.eps if anchor_z is not None else None, anchor_share=share if anchor_z is not None else None,
         )
+        return self.with_prior_nearest(run, site, zq, idx)
+
+    def with_prior_nearest(self, run: SampleRun, site: Site, zq: torch.Tensor | None = None,
+                           indices: Sequence[int | None] | None = None) -> SampleRun:
+        """`run` with each query's nearest training prompts (`QueryResult.prior_nearest`, as many
+        as it has samples, its own prompt left out) in the run's metric, so that its figures are
+        read beside the prior's density at those queries (`prior_density`). A run saved before
+        it gets them from its query texts."""
+        if not self.data.train or not run.queries:
+            return run
+        idx = list(indices) if indices is not None else [q.index for q in run.queries]
+        if zq is None:
+            zq = self.query_activations(site, [q.query for q in run.queries], None if None in idx else idx)  # type: ignore[arg-type]
+        position = {int(i): k for k, i in enumerate(self.data.train)}
+        k = max(len(q.samples) for q in run.queries)
+        near = nearest_prior(zq, self.acts(site)[torch.tensor(self.data.train, dtype=torch.long)], run.eps.metric, k,  # type: ignore[arg-type]
+                             self.mean(site), exclude=[position.get(i) if i is not None else None for i in idx])
+        queries = [q.model_copy(update={"prior_nearest": [float(d) for d in near[j, : len(q.samples)]]}) for j, q in enumerate(run.queries)]
+        return run.model_copy(update={"queries": queries})
 
     def _summary(self) -> dict:
         summary = self.run_dir / "inverter" / "train_summary.json"

@@ -1,0 +1,99 @@
+"""How densely the prior fills each query's ε-ball, and what copying its nearest prompts would score.
+
+Why: a sampler's refusal rate mixes two things — how well the generator inverts, and how
+isolated the query is in the prior. On the real refusal sets (L18, ε 0.1 cosine) the refusal of
+a query follows the number of training prompts within ε of it (correlation −0.74 and −0.81 with
+its logarithm on two draws of 60 + 40 held-out queries): queries whose ball holds no training
+prompt were refused 97–98% of the time, queries with a full ball 7%, and the second draw is
+harder than the first mostly because it holds twice as many empty balls (BENCHMARKS §34). A
+refusal rate read without that says "the inverter is weak" where the prior is sparse at that ε.
+
+So every sampled query keeps the distances of the training prompts nearest to it (as many as
+it has samples, its own prompt left out), and the sampler's figures are read beside two things
+they give for free, at any ε: the *lookup* (those nearest prompts judged as if they were
+samples: what copying the prior scores — a floor on refusal no sampler that only copies can go
+under, and zero novel samples) and the refusal within three strata of queries (ball empty,
+partly filled, full)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .distances import Metric, prepare, prepared_distance
+
+STRATA = ("empty", "sparse", "full")
+
+
+def nearest_prior(zq: torch.Tensor, pool: torch.Tensor, metric: Metric, k: int, mean: torch.Tensor | None = None,
+                  exclude: Sequence[int | None] | None = None, budget: int = 1 << 25) -> torch.Tensor:
+    """Distances [Q, min(k, N)] from each query ẑ to its k nearest pool rows, ascending (row
+    `exclude[q]` of the pool left out for query q: a prior prompt's own activation).
+
+    Exact, block by block: Q × N distances with at most `budget` of them held at once."""
+    k = min(k, len(pool) - (1 if exclude is not None and any(e is not None for e in exclude) else 0))
+    if k <= 0 or len(zq) == 0:
+        return torch.empty(len(zq), max(k, 0))
+    xp = prepare(pool, metric, mean)
+    rows = max(1, budget // max(len(pool), 1))
+    out = []
+    for i in range(0, len(zq), rows):
+        d = prepared_distance(prepare(zq[i: i + rows], metric, mean), xp, metric)
+        if exclude is not None:
+            for q in range(i, min(i + rows, len(zq))):
+                if exclude[q] is not None:
+                    d[q - i, exclude[q]] = math.inf
+        out.append(d.topk(k, dim=1, largest=False).values)
+    return torch.cat(out)
+
+
+def stratum(nearest: Sequence[float], eps: float, n: int) -> str:
+    """'empty' (no training prompt within ε), 'full' (at least n of them) or 'sparse' (between)."""
+    inside = sum(d < eps for d in nearest[:n])
+    return "empty" if inside == 0 else "full" if inside >= n and len(nearest) >= n else "sparse"
+
+
+def density_summary(queries: Sequence, eps: float) -> dict[str, float]:
+    """The lookup's refusal and the sampler's refusal per stratum, from queries that carry
+    `prior_nearest` (QueryResult); {} when any query lacks it (a run saved before it, or a
+    prior with no training prompts).
+
+    Keys: `lookup_refusal_rate` — the share of each query's nearest training prompts (as many as
+    it has samples) at distance ≥ ε, over all queries; `queries_ball_<s>` — the share of queries in
+    stratum s; `refusal_ball_<s>` — the sampler's refusal rate within it (NaN when it is empty)."""
+    if not queries or any(getattr(q, "prior_nearest", None) is None for q in queries):
+        return {}
+    lookup: list[bool] = []
+    by = {s: [0, 0, 0] for s in STRATA}  # per stratum: queries, samples, refused
+    for q in queries:
+        n = len(q.samples)
+        near = q.prior_nearest[:n]
+        lookup.extend(d >= eps for d in near)
+        cell = by[stratum(near, eps, n)]
+        cell[0] += 1
+        cell[1] += n
+        cell[2] += sum(not s.accepted for s in q.samples)
+    out = {"lookup_refusal_rate": float(np.mean(lookup)) if lookup else float("nan")}
+    for s, (nq, ns, nr) in by.items():
+        out[f"queries_ball_{s}"] = nq / len(queries)
+        out[f"refusal_ball_{s}"] = nr / ns if ns else float("nan")
+    return out
+
+
+def describe_density(summary: dict[str, float], n_queries: int, n: int) -> str | None:
+    """One plain sentence for `sample`'s output: how many queries sit where the prior is empty,
+    sparse or full within ε, how often each kind was refused, and the lookup beside the sampler."""
+    if "lookup_refusal_rate" not in summary:
+        return None
+    parts = []
+    for s, words in (("empty", "no training prompt within ε"), ("sparse", f"1–{n - 1}"), ("full", f"{n} or more")):
+        k = round(summary[f"queries_ball_{s}"] * n_queries)
+        if k:
+            parts.append(f"{k} with {words} (refused {summary[f'refusal_ball_{s}']:.2f})")
+    return (f"The prior near these {n_queries} queries: {'; '.join(parts)}. Copying each query's {n} nearest training prompts "
+            f"would be refused {summary['lookup_refusal_rate']:.2f}, with no novel sample (this sampler: {summary['refusal_rate']:.2f}). "
+            "A query with no training prompt within ε is refused unless the generator writes closer than any prompt it learned from: "
+            "a wider ε or more prompts of the kind help there, not a longer training.")
