@@ -1,18 +1,19 @@
 """How densely the prior fills each query's ε-ball, and what copying its nearest prompts would score.
 
 Why: a sampler's refusal rate mixes two things — how well the generator inverts, and how
-isolated the query is in the prior. On the real refusal sets (L18, ε 0.1 cosine) the refusal of
-a query follows the number of training prompts within ε of it (correlation −0.74 and −0.81 with
-its logarithm on two draws of 60 + 40 held-out queries): queries whose ball holds no training
-prompt were refused 97–98% of the time, queries with a full ball 7%, and the second draw is
-harder than the first mostly because it holds twice as many empty balls (BENCHMARKS §34). A
-refusal rate read without that says "the inverter is weak" where the prior is sparse at that ε.
+isolated the query is in the prior. On the real refusal sets (L18, ε 0.1 cosine, 60 random
+held-out queries × 16) queries whose ε-ball holds no training prompt were refused 88–100% of the
+time by every recipe measured, queries with 16 or more in it 5–13%; the second draw of queries
+holds 8 empty balls where the first holds 1, which is most of why it is refused 0.1 more; and
+recipe 3 is refused as often as copying each query's 16 nearest training prompts would be
+(BENCHMARKS §34). A refusal rate read without that says "the inverter is weak" where the prior
+is sparse at that ε.
 
 So every sampled query keeps the distances of the training prompts nearest to it (as many as
 it has samples, its own prompt left out), and the sampler's figures are read beside two things
 they give for free, at any ε: the *lookup* (those nearest prompts judged as if they were
-samples: what copying the prior scores — a floor on refusal no sampler that only copies can go
-under, and zero novel samples) and the refusal within three strata of queries (ball empty,
+samples: what copying the prior scores — the fewest refusals that many distinct training prompts
+can give, with no novel sample) and the refusal within three strata of queries (ball empty,
 partly filled, full)."""
 
 from __future__ import annotations
