@@ -53,7 +53,7 @@ def check_choices(cfg: SampleJobConfig) -> None:
 def query_table(q: QueryResult, eps: float | None = None) -> Table:
     """One query's samples, nearest first: distance, accepted (within ε), copy of a training prompt.
     With ε and the query's nearest training prompts, the title says how many of those lie within
-    ε and how near the nearest is: a query alone in the prior is refused whatever the inverter."""
+    ε and how near the nearest is: a query with none is seldom accepted, whatever the recipe (BENCHMARKS §34)."""
     title = f"query: {q.query}"
     if eps is not None and q.prior_nearest:
         inside = sum(d < eps for d in q.prior_nearest)

@@ -22,6 +22,9 @@ from scope_core.api import Scope, TrainConfig, TrainResult, is_main, summarise, 
 MIN_GAIN_NATS = 0.5
 MAX_REFUSAL = 0.7
 MIN_ACCEPTED_NOVEL = 20.0
+# A site refused more than MAX_REFUSAL is put down to ε, not to the inverter, only where copying
+# each query's nearest training prompts is refused as often, to within this margin.
+SPACING_MARGIN = 0.05
 # On the generated prior the harmfulness FCR held within 0.05 of the empirical reference for
 # three training seeds at 600 steps, and missed for one of them at 430 (BENCHMARKS §22, §25).
 FCR_STABLE_STEPS = 600
@@ -51,14 +54,25 @@ class TrainCheck:
     gain_nats: float | None
     sites: list[SiteCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # sites refused mostly, but no more than copying the prior's nearest prompts would be: ε is
+    # tighter there than the prior's own spacing, which no inverter fixes (`prior_density`)
+    spacing: list[str] = field(default_factory=list)
 
     @property
     def weak(self) -> bool:
         return bool(self.problems)
 
+    @property
+    def tight(self) -> bool:
+        return bool(self.spacing) and not self.problems
+
     def verdict(self) -> str:
         figures = "; ".join(s.figures() for s in self.sites)
         gain = f"held-out loss {self.gain_nats:.2f} nats under the unconditional backbone" if self.gain_nats is not None else "no held-out loss"
+        if self.tight:
+            return (f"ε IS TIGHTER THAN THIS PRIOR'S SPACING — {'; '.join(self.spacing)} ({gain}; {figures}). The inverter does about "
+                    "as well as copying the prior there; FCR at this ε rests on the few queries with an accepted sample. Widen ε "
+                    "(--eps-quantile 0.1), or add prompts to the prior near the queries you study (BENCHMARKS §34).")
         if not self.problems:
             return f"the inverter conditions: {gain}; {figures}."
         return (f"WEAK INVERTER — FCR from this run will be close to chance: {'; '.join(self.problems)} ({gain}; {figures}). "
@@ -86,10 +100,9 @@ def check_run(run_dir: str | Path, heldout_loss: float | None, unconditional: fl
         lookup = s.get("lookup_refusal_rate")
         check.sites.append(SiteCheck(site.name, at, s["refusal_rate"], s["accepted_novel_per_100"],
                                      s["exact_copy_rate"], s["queries_with_accepted"], lookup, n))
-        if s["refusal_rate"] > MAX_REFUSAL and lookup is not None and lookup > MAX_REFUSAL:
-            check.problems.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε, and so do {100 * lookup:.0f}% of "
-                                  f"the {n} training prompts nearest each query — ε is tighter than the prior's own spacing there, so "
-                                  "widen it (--eps-quantile) or add prompts of the kind before blaming the inverter")
+        if s["refusal_rate"] > MAX_REFUSAL and lookup is not None and lookup > MAX_REFUSAL and s["refusal_rate"] <= lookup + SPACING_MARGIN:
+            check.spacing.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε, and so do {100 * lookup:.0f}% of "
+                                 f"the {n} training prompts nearest each query")
         elif s["refusal_rate"] > MAX_REFUSAL:
             check.problems.append(f"{site.name}: {100 * s['refusal_rate']:.0f}% of samples fall outside ε")
         elif s["accepted_novel_per_100"] < MIN_ACCEPTED_NOVEL:
@@ -163,5 +176,6 @@ def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> T
         console.print(f"[yellow]{short}[/yellow]")
     if check:
         verdict = check_run(res.run_dir, res.heldout_loss, res.heldout_loss_unconditional, seed=cfg.seed)
-        console.print(("[bold red]" if verdict.weak else "[green]") + verdict.verdict() + ("[/bold red]" if verdict.weak else "[/green]"))
+        style = "bold red" if verdict.weak else "bold yellow" if verdict.tight else "green"
+        console.print(f"[{style}]" + verdict.verdict() + f"[/{style}]")
     return res

@@ -96,6 +96,7 @@ class Scope:
         self._train_texts: set[str] | None = None
         self._sample_cap: int | None = None
         self._unconditional: Inverter | None = None
+        self._prepared_train: dict[tuple[str, str], torch.Tensor] = {}  # the training prompts' activations, prepared per site and metric
 
     # -- lazily loaded parts ---------------------------------------------------
     @property
@@ -259,19 +260,37 @@ class Scope:
     def with_prior_nearest(self, run: SampleRun, site: Site, zq: torch.Tensor | None = None,
                            indices: Sequence[int | None] | None = None) -> SampleRun:
         """`run` with each query's nearest training prompts (`QueryResult.prior_nearest`, as many
-        as it has samples, its own prompt left out) in the run's metric, so that its figures are
-        read beside the prior's density at those queries (`prior_density`). A run saved before
-        it gets them from its query texts."""
+        as it has samples) in the run's metric, so that its figures are read beside the prior's
+        density at those queries (`prior_density`). A query that is a prior prompt leaves its own
+        row out; a free text equal to a training prompt is in the prior and finds it at 0.
+
+        `zq` None (a run saved before the field): queries given by index are read from the
+        cache, after checking the index still names the same text (a run whose split changed
+        would give other distances silently); free texts go through the target."""
         if not self.data.train or not run.queries:
             return run
         idx = list(indices) if indices is not None else [q.index for q in run.queries]
         if zq is None:
-            zq = self.query_activations(site, [q.query for q in run.queries], None if None in idx else idx)  # type: ignore[arg-type]
+            for q, i in zip(run.queries, idx):
+                if i is not None and (i >= len(self.data.examples) or self.data.examples[i].text != q.query):
+                    raise AutoscopeError(f"query {q.query[:60]!r} is not prompt {i} of run {self.run_dir.name}: these samples were "
+                                         "drawn on another split or run; read them with the run they came from")
+            free = [j for j, i in enumerate(idx) if i is None]
+            zq = self.acts(site)[torch.tensor([0 if i is None else i for i in idx], dtype=torch.long)].clone()
+            if free:
+                zq[torch.tensor(free)] = self.query_activations(site, [run.queries[j].query for j in free]).to(zq.dtype)
+        metric = run.eps.metric
+        key = (site.name, metric)
+        if key not in self._prepared_train:
+            from .distances import prepare
+
+            train = torch.tensor(self.data.train, dtype=torch.long)
+            self._prepared_train[key] = prepare(self.acts(site)[train], metric, self.mean(site))  # type: ignore[arg-type]
         position = {int(i): k for k, i in enumerate(self.data.train)}
         k = max(len(q.samples) for q in run.queries)
-        near = nearest_prior(zq, self.acts(site)[torch.tensor(self.data.train, dtype=torch.long)], run.eps.metric, k,  # type: ignore[arg-type]
-                             self.mean(site), exclude=[position.get(i) if i is not None else None for i in idx])
-        queries = [q.model_copy(update={"prior_nearest": [float(d) for d in near[j, : len(q.samples)]]}) for j, q in enumerate(run.queries)]
+        near = nearest_prior(zq, self._prepared_train[key], metric, k, self.mean(site),  # type: ignore[arg-type]
+                             exclude=[position.get(i) if i is not None else None for i in idx], pool_prepared=True)
+        queries = [q.model_copy(update={"prior_nearest": d[: len(q.samples)]}) for q, d in zip(run.queries, near)]
         return run.model_copy(update={"queries": queries})
 
     def _summary(self) -> dict:
