@@ -4,6 +4,7 @@ refusal sets in `../shared/data/refusal/`, beside the generated prior.
     python bench/real_data_bench.py --recipe default                      # today's default
     python bench/real_data_bench.py --recipe full_mix0 --set upper_blocks=0 --set neighbour_mix=0
     python bench/real_data_bench.py --recipe default --prior generated    # the generated prior
+    python bench/real_data_bench.py --recipe default --temperature run --references   # as `sample` decodes, with the references
 
 Every recipe of one prior shares the prompts, split and activation cache
 (`runs/<prefix>_data`), so a recipe costs its training and its sampling only. Samples are
@@ -163,7 +164,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=60, help="random held-out queries")
     ap.add_argument("--harmful", type=int, default=40, help="harmful held-out queries for the harmfulness FCR")
     ap.add_argument("--n", type=int, default=16, help="samples per query")
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--temperature", type=lambda v: None if v == "run" else float(v), default=1.0,
+                    help="sampling temperature; 'run': the run's own for the site (what `sample` uses by default)")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w (1: plain sampling)")
     ap.add_argument("--references", action="store_true", help="also the unconditional backbone, random prior prompts and the lookup")
     ap.add_argument("--seed", type=int, default=0, help="sampling and query seed (the training seed is --set seed=N)")
@@ -201,7 +203,7 @@ def main() -> None:
                  "train_tokens": res.train_tokens, "stopped": res.stopped, "phases": res.phases,
                  "heldout_loss": res.heldout_loss, "heldout_loss_unconditional": res.heldout_loss_unconditional,
                  "loss_gain_nats": (res.heldout_loss_unconditional or 0) - (res.heldout_loss or 0), "heldout_oov_rate": res.heldout_oov_rate,
-                 "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "temperature": args.temperature, "guidance": args.guidance,
+                 "queries": len(rand), "harmful_queries": len(harm), "n": args.n, "temperature": ours.temperature, "guidance": args.guidance,
                  "sample_s": sample_s, "samples_per_s": len(idx) * args.n / sample_s, "labeller": harmfulness.info, "eps": {}}
     refs: dict[str, SampleRun] = {}
     if args.references:
