@@ -68,7 +68,7 @@ def markdown(rows: list[dict]) -> str:
         out.append(f"| {who} | {eps} | {_num(r['refusal_rate'])} | {_num(r['accepted_novel_per_100'], 1)} | "
                    f"{_pct(r['exact_copy_rate'])} / {_pct(r['near_copy_rate'])} | {_num(r['distinct_per_query'], 1)} | "
                    f"{_num(r['median_distance'])} | {_num(r['queries_with_accepted'], 2)} | {_num(r['queries_ball_empty'], 2)} | "
-                   f"{_num(lookup)} / 0 | {_num(r['unconditional_refusal'])} | {_num(r['random_prior_refusal'])} |")
+                   f"{_num(lookup)} / {'—' if lookup is None else '0'} | {_num(r['unconditional_refusal'])} | {_num(r['random_prior_refusal'])} |")
     return "\n".join(out)
 
 
