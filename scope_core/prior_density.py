@@ -108,7 +108,8 @@ def describe_density(summary: dict[str, float], n_queries: int, n: int) -> str |
         k = round(summary[f"queries_ball_{s}"] * n_queries)
         if k:
             parts.append(f"{k} with {words} (refused {summary[f'refusal_ball_{s}']:.2f})")
-    said = (f"The prior near these {n_queries} queries: {'; '.join(parts)}. Copying each query's {n} nearest training prompts "
+    these = "this query" if n_queries == 1 else f"these {n_queries} queries"
+    said = (f"The prior near {these}: {'; '.join(parts)}. Copying each query's {n} nearest training prompts "
             f"would be refused {summary['lookup_refusal_rate']:.2f}, with no novel sample (this sampler: {summary['refusal_rate']:.2f}).")
     if summary.get("queries_ball_empty"):
         said += (" A query with no training prompt within ε is seldom accepted (on the real refusal sets at ε 0.1, 0–13% "

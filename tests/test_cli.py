@@ -38,6 +38,9 @@ def test_sample_and_fcr_commands(run_dir):
     res = _run(["sample", "--site", "L2", "--prompt", "write an email", "--n", "3", "--eps", "0.9"], run_dir)
     assert res.exit_code == 0, res.output
     assert "ε=0.9" in res.output and "refusal_rate=" in res.output
+    out = " ".join(res.output.split())
+    assert "training prompts within ε:" in out and "The prior near this query:" in out and "lookup_refusal_rate=" in out
+    assert "refusal_ball_" not in out  # the strata are said in the sentence, not in the k=v line
     res = _run(["fcr", "--feature", "first_word,length_bucket", "--sites", "L1-L2", "--queries", "4", "--n", "2"], run_dir)
     assert res.exit_code == 0, res.output
     assert "FCR" in res.output and "κ" in res.output
