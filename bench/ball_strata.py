@@ -21,9 +21,7 @@ import json
 from pathlib import Path
 
 from bench.real_data_bench import pick_queries, subset
-from scope_core.api import EpsChoice, SampleRun, Scope, summarise, with_eps
-
-STRATA = ("empty", "sparse", "full")
+from scope_core.api import STRATA, EpsChoice, SampleRun, Scope, summarise, with_eps
 
 
 def strata_rows(run_dir: str, samples: str, eps_grid: list[float], random_queries: int | None = None, seed: int = 0) -> list[dict]:
@@ -68,7 +66,7 @@ def main() -> None:
     print(" | ".join(("file",) + head))
     for row in rows:
         cells = [f"{row['eps']:.2f}", f"{row['refusal_rate']:.3f}", f"{row['accepted_novel_per_100']:.1f}", f"{row['lookup_refusal_rate']:.3f}"]
-        cells += [f"{round(row[f'queries_ball_{s}'] * row['queries'])} / {row[f'refusal_ball_{s}']:.3f}" for s in STRATA]
+        cells += [f"{round(row[f'queries_ball_{s}'] * row['queries'])} / {row.get(f'refusal_ball_{s}', float('nan')):.3f}" for s in STRATA]  # no rate: none there
         print(" | ".join([f"{row['run']}:{row['samples']}"] + cells))
     out = Path(args.out or "bench/results/ball_strata.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,8 @@ def main() -> None:
         label, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--row needs LABEL=PATH, got {spec!r}")
+        if not Path(path).exists():
+            raise SystemExit(f"--row {label}: no result file {path}; run bench/real_data_bench.py for it first")
         rows.extend(table_rows(label, json.loads(Path(path).read_text())))
     print(markdown(rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .kv_cache import PreallocatedCache, drop_rows
     from .neighbours import BallLists, neighbour_balls
     from .plan import Plan, PlanConfig, fmt_seconds, parse_memory, plan
-    from .prior_density import density_summary, describe_density, nearest_prior
+    from .prior_density import STRATA, density_summary, describe_density, nearest_prior
     from .sample import QueryResult, Sample, SampleRun, VerifyMode, generate, summarise, with_eps
     from .scope import FCRReport, LabelFn, Scope
     from .targets import Target, TargetConfig, autoscope_cache_dir, embedded_gguf_path, load_model_and_tokenizer, load_target
@@ -69,7 +69,7 @@ _LAZY: dict[str, str] = {
                      "AUTO_INTERVAL"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
     # -- how densely the prior fills each query's ε-ball, and the lookup it gives ------------
-    **dict.fromkeys(["nearest_prior", "density_summary", "describe_density"], "prior_density"),
+    **dict.fromkeys(["nearest_prior", "density_summary", "describe_density", "STRATA"], "prior_density"),
     **dict.fromkeys(["NearCopyIndex"], "copies"),
     # -- a built-in prior's grammar, which reads the labels of a generated sample back -------
     **dict.fromkeys(["grammar_for", "load_audit_set", "audit_on_set", "LabellerAudit", "AUDIT_SET_FORMAT"], "audit"),

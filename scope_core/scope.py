@@ -19,7 +19,7 @@ from .audit import AUDITED, LabellerAudit, audit_labeller, grammar_for
 from .copies import NearCopyIndex
 from .cache import ActivationCache
 from .data import RunData
-from .distances import Kernel
+from .distances import Kernel, prepare
 from .eps import EpsChoice, choose_eps
 from .errors import AutoscopeError
 from .extract import extract
@@ -282,8 +282,6 @@ class Scope:
         metric = run.eps.metric
         key = (site.name, metric)
         if key not in self._prepared_train:
-            from .distances import prepare
-
             train = torch.tensor(self.data.train, dtype=torch.long)
             self._prepared_train[key] = prepare(self.acts(site)[train], metric, self.mean(site))  # type: ignore[arg-type]
         position = {int(i): k for k, i in enumerate(self.data.train)}
