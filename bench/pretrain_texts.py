@@ -4,6 +4,7 @@ NOTES §43): would pairs the generator or its backbone make stand in for more re
     python -m bench.pretrain_texts --run real_r2 --source backbone --n 6000 --out runs/aux/backbone_texts_6k.json
     python -m bench.pretrain_texts --run real_r2 --source self --out runs/aux/self_texts_r2.json
     python -m bench.pretrain_texts --run real_r2_cos_avg099 --source truncations --out runs/aux/trunc_texts.json
+    python -m bench.pretrain_texts --run real_r2_cos_avg099_mlp --source edits --out runs/aux/edit_texts.json
 
 `backbone`: `--n` user turns from the run's unconditioned backbone (its output vocabulary).
 `self`: one conditional sample per training prompt, conditioned on that prompt's activation.
@@ -11,6 +12,9 @@ NOTES §43): would pairs the generator or its backbone make stand in for more re
 at least half its words: real text the target is re-run on, so each pair is exact, and near
 each prompt of the prior without being it. Only the training split is cut, never the
 validation or held-out prompts the benchmarks query.
+`edits`: three per training prompt of four words or more — a truncation as above, the prompt
+with one word deleted, and with a span of two or three words deleted — so the pre-training prior
+is three times the user's and every pair still exact (NOTES §61).
 Empty samples, repeats and copies of prior prompts are dropped; the rest is written as a prompt
 file (`instruction` fields) that `autoscope train --data` reads.
 """
@@ -40,11 +44,30 @@ def truncations(texts: list[str], seed: int) -> list[str]:
     return out
 
 
+def edits(texts: list[str], seed: int) -> list[str]:
+    """Three exact-pair neighbours of each text of four words or more: a truncation (as
+    `truncations`), one word deleted, and a span of two or three words deleted (at least three
+    words kept). Why: §57's one truncation a prompt bought a little; three edits a prompt test
+    whether more pairs near the prior's own prompts buy what 18.8k unrelated Alpaca prompts did."""
+    rng = random.Random(seed)
+    out = truncations(texts, seed + 1)
+    for t in texts:
+        words = t.split()
+        if len(words) < 4:
+            continue
+        i = rng.randrange(len(words))
+        out.append(" ".join(words[:i] + words[i + 1:]))
+        span = min(rng.choice((2, 3)), len(words) - 3)
+        j = rng.randrange(len(words) - span + 1)
+        out.append(" ".join(words[:j] + words[j + span:]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, help="a trained run (its prior and generator)")
     ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--source", choices=("backbone", "self", "truncations"), required=True)
+    ap.add_argument("--source", choices=("backbone", "self", "truncations", "edits"), required=True)
     ap.add_argument("--site", default="L18", help="the site whose activations condition `self` samples")
     ap.add_argument("--n", type=int, default=6000, help="texts from the backbone (`self`: one per training prompt)")
     ap.add_argument("--seed", type=int, default=0)
@@ -55,6 +78,8 @@ def main() -> None:
     cap = scope.sample_token_cap
     if args.source == "truncations":
         texts = truncations([scope.data.examples[i].text for i in scope.data.train], args.seed)
+    elif args.source == "edits":
+        texts = edits([scope.data.examples[i].text for i in scope.data.train], args.seed)
     elif args.source == "backbone":
         texts = generate(scope.unconditional_generator, None, None, 1, args.n, max_new_tokens=cap, seed=args.seed, progress=True)[0]
     else:
