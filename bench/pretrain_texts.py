@@ -47,8 +47,9 @@ def truncations(texts: list[str], seed: int) -> list[str]:
 def edits(texts: list[str], seed: int) -> list[str]:
     """Three exact-pair neighbours of each text of four words or more: a truncation (as
     `truncations`), one word deleted, and a span of two or three words deleted (at least three
-    words kept, so a four-word prompt loses one). Why: §57's one truncation a prompt bought a little; three edits a prompt test
-    whether more pairs near the prior's own prompts buy what 18.8k unrelated Alpaca prompts did."""
+    words kept, so a four-word prompt loses one). Why: NOTES §57's one truncation a prompt bought
+    a little; three edits a prompt test whether more pairs near the prior's own prompts buy what
+    18.8k unrelated Alpaca prompts did (they do not: NOTES §61)."""
     rng = random.Random(seed)
     out = truncations(texts, seed + 1)
     for t in texts:
