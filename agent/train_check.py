@@ -152,13 +152,21 @@ def few_steps_note(res: TrainResult, cfg: TrainConfig) -> str | None:
     """A warning for a run that the clock (or a low `--min-steps`) ended before FCR_STABLE_STEPS:
     how close its FCR sits to the reference depends on the training seed more than a longer run's
     does. A run that had already finished before this call's floor is not extended by it (its
-    schedule has decayed), which is said instead of a silent no-op."""
+    schedule has decayed), which is said instead of a silent no-op.
+
+    Only where a site trained with a neighbour mix: that is where the steps were measured to
+    matter (the generated prior, mix 0.7). Where every site trained on noise alone (loose
+    ε-balls, as on real prompt sets) `fcr` anchors every sample on the ball, and 600 steps gave
+    the same held-out loss and FCR as 393 (BENCHMARKS §26; 740 overfitted, NOTES §46), so the
+    advice would cost a second run for nothing."""
     if res.stopped.startswith(("early stop", "step budget")) or res.steps >= FCR_STABLE_STEPS:
         return None
     if cfg.min_steps is not None and res.steps < cfg.min_steps:
         return (f"This run had already finished at {res.steps} steps ({res.stopped}) before --min-steps {cfg.min_steps} was given: "
                 f"a finished run's learning rate has decayed, so the floor does not extend it; pass a new --run to train "
                 f"{cfg.min_steps} steps.")
+    if res.neighbour_mix_per_site and not any(res.neighbour_mix_per_site.values()):
+        return None
     return (f"Training stopped at {res.steps} steps ({res.stopped}). On the generated prior, FCR held within 0.05 of the "
             f"generator-free reference for all three training seeds at {FCR_STABLE_STEPS} steps and not at 430 (BENCHMARKS §25; "
             f"on the real refusal sets a longer schedule changed nothing, §26): before comparing FCR across runs, train a new run "

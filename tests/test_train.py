@@ -358,6 +358,12 @@ def test_a_step_floor_trains_past_the_clock_on_the_step_budget_schedule(tiny_lla
     assert "pass a new --run" in few_steps_note(clock, cfg.model_copy(update={"min_steps": 600}))  # finished before the floor was asked
     assert few_steps_note(floor.model_copy(update={"stopped": "time budget", "steps": 640}), cfg) is None
     assert few_steps_note(floor.model_copy(update={"stopped": "early stop (held-out loss stopped improving)"}), cfg) is None
+    # the steps were measured to matter only where a site trained with neighbours (the generated prior, BENCHMARKS §26)
+    mixed, loose = ({"L1": 0.0, "L2": 0.7}, {"L1": 0.0, "L2": 0.0})
+    bare = cfg.model_copy(update={"min_steps": None})
+    assert "--min-steps 600" in few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": mixed}), bare)
+    assert few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": loose}), bare) is None
+    assert "pass a new --run" in few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": loose}), cfg.model_copy(update={"min_steps": 600}))
 
 
 def test_the_schedule_under_a_step_floor_ends_when_clock_and_floor_both_have():
