@@ -103,13 +103,15 @@ def describe_density(summary: dict[str, float], n_queries: int, n: int) -> str |
     sparse or full within ε, how often each kind was refused, and the lookup beside the sampler."""
     if "lookup_refusal_rate" not in summary:
         return None
+    one = n_queries == 1
     parts = []
-    for s, words in (("empty", "no training prompt within ε"), ("sparse", f"1–{n - 1}"), ("full", f"{n} or more")):
+    for s, words in (("empty", "no training prompt"), ("sparse", f"1–{n - 1} training prompts"), ("full", f"{n} or more training prompts")):
         k = round(summary[f"queries_ball_{s}"] * n_queries)
         if k:
-            parts.append(f"{k} with {words} (refused {summary[f'refusal_ball_{s}']:.2f})")
-    these = "this query" if n_queries == 1 else f"these {n_queries} queries"
-    said = (f"The prior near {these}: {'; '.join(parts)}. Copying each query's {n} nearest training prompts "
+            who = "" if one else f"{k} {'has' if k == 1 else 'have'} "
+            parts.append(f"{who}{words} within ε (refused {summary[f'refusal_ball_{s}']:.2f})")
+    these, whose = ("this query", "its") if one else (f"these {n_queries} queries", "each query's")
+    said = (f"The prior near {these}: {'; '.join(parts)}. Copying {whose} {n} nearest training prompts "
             f"would be refused {summary['lookup_refusal_rate']:.2f}, with no novel sample (this sampler: {summary['refusal_rate']:.2f}).")
     if summary.get("queries_ball_empty"):
         said += (" A query with no training prompt within ε is seldom accepted (on the real refusal sets at ε 0.1, 0–13% "

@@ -83,7 +83,10 @@ def test_the_sentence_names_the_strata_present_and_the_lookup():
     queries = [_query([0.2] * 4, [0.3] * 4, eps), _query([0.01] * 4, [0.01] * 4, eps)]
     s = summarise(_run(queries, eps))
     text = describe_density(s, 2, 4)
-    assert "1 with no training prompt within ε (refused 1.00)" in text and "1 with 4 or more (refused 0.00)" in text
+    assert "1 has no training prompt within ε (refused 1.00)" in text and "1 has 4 or more training prompts within ε (refused 0.00)" in text
+    assert "Copying each query's 4 nearest" in text
+    single = describe_density(summarise(_run(queries[1:], eps)), 1, 4)
+    assert single.startswith("The prior near this query: 4 or more training prompts within ε (refused 0.00). Copying its 4 nearest")
     assert "1–3" not in text  # no sparse query, no clause
     assert "would be refused 0.50" in text and "this sampler: 0.50" in text
 
