@@ -391,12 +391,30 @@ def write_audit_sheet(sampled: dict[str, SampleRun], feats: list[Feature], path:
     return len(chosen)
 
 
+def study_name(cfg: FCRJobConfig) -> str:
+    """The results file's stem: features, sites, the --only filter and the labeller, then every
+    option set away from its default that changes what is measured (ε, its quantile, metric,
+    kernel, anchors, temperature) or draws it anew (seed; not the samples a query, which only
+    refines it). Why: a study at ε 0.05 and one at ε 0.15 on
+    the same run are two results, and the second must not overwrite the first; a study at the
+    defaults keeps the plain name it always had."""
+    only = cfg.only
+    name = "fcr_" + "_".join(cfg.features) + "_" + cfg.sites.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
+        + ("_llm" if cfg.labeller == "llm" else "")
+    defaults = FCRJobConfig.model_fields
+    for field, tag in (("eps", "eps"), ("eps_quantile", "q"), ("metric", ""), ("kernel", ""), ("anchors", "anchors-"),
+                       ("temperature", "T"), ("seed", "seed")):
+        value = getattr(cfg, field)
+        if value is not None and value != defaults[field].default:
+            name += f"_{tag}{value:g}" if isinstance(value, float) else f"_{tag}{value}"
+    return name
+
+
 def save_results(cfg: FCRJobConfig, scope: Scope, reports: list[FCRReport], idx: list[int], n_sites: int, console: Console) -> None:
     """The reports as JSON under the run's results/, and the FCR/κ-by-site plot when there are
     several sites."""
     only = cfg.only
-    name = "fcr_" + "_".join(cfg.features) + "_" + cfg.sites.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
-        + ("_llm" if cfg.labeller == "llm" else "")
+    name = study_name(cfg)
     scope.save_json(name + ".json", {"reports": [r.model_dump() for r in reports], "only": only, "queries": idx})
     if n_sites > 1:
         png = plot_by_layer(reports, scope.run_dir / "results" / (name + ".png"), f"{scope.run_dir.name}: FCR by site ({only or 'all queries'})")
