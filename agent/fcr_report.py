@@ -307,12 +307,12 @@ def labellers(cfg: FCRJobConfig, scope: Scope, stack: contextlib.ExitStack) -> l
 
 
 def sample_site(cfg: FCRJobConfig, scope: Scope, site: Site, idx: list[int]) -> SampleRun:
-    """Verified samples for every query at one site, at the site's ε, saved with the run. Every
-    feature is scored on these same samples."""
+    """Verified samples for every query at one site, at the site's ε, saved with the run (named
+    as the study is, `option_suffix`). Every feature is scored on these same samples."""
     ec = scope.eps(site, cfg.metric, cfg.eps_quantile, cfg.eps)
     res = scope.sample(site, indices=idx, n=cfg.n, kernel=cfg.kernel, eps=ec, seed=cfg.seed, progress=True,  # type: ignore[arg-type]
                        anchors=cfg.anchors, temperature=cfg.temperature)
-    scope.save_json(f"sample_{site.name}.json", res)
+    scope.save_json(f"sample_{site.name}{option_suffix(cfg)}.json", res)
     return res
 
 
@@ -391,23 +391,29 @@ def write_audit_sheet(sampled: dict[str, SampleRun], feats: list[Feature], path:
     return len(chosen)
 
 
-def study_name(cfg: FCRJobConfig) -> str:
-    """The results file's stem: features, sites, the --only filter and the labeller, then every
-    option set away from its default that changes what is measured (ε, its quantile, metric,
-    kernel, anchors, temperature) or draws it anew (seed; not the samples a query, which only
-    refines it). Why: a study at ε 0.05 and one at ε 0.15 on
-    the same run are two results, and the second must not overwrite the first; a study at the
-    defaults keeps the plain name it always had."""
-    only = cfg.only
-    name = "fcr_" + "_".join(cfg.features) + "_" + cfg.sites.replace(",", "+") + ("_" + only.replace("=", "-") if only else "") \
-        + ("_llm" if cfg.labeller == "llm" else "")
+def option_suffix(cfg: FCRJobConfig) -> str:
+    """`_eps0.1_T0.75`…: every option given that changes what is measured (ε, its quantile, metric,
+    kernel, anchors, temperature) or draws it anew (seed; not the samples a query, which only refine
+    it). Why: a study at ε 0.05 and one at ε 0.15 on the same run are two results, and the second
+    must not overwrite the first; a study at the defaults keeps the plain names it always had. An
+    option given at the value the run would have used anyway still adds its part (a second file
+    with the same numbers, never a lost one)."""
+    suffix = ""
     defaults = FCRJobConfig.model_fields
     for field, tag in (("eps", "eps"), ("eps_quantile", "q"), ("metric", ""), ("kernel", ""), ("anchors", "anchors-"),
                        ("temperature", "T"), ("seed", "seed")):
         value = getattr(cfg, field)
         if value is not None and value != defaults[field].default:
-            name += f"_{tag}{value:g}" if isinstance(value, float) else f"_{tag}{value}"
-    return name
+            suffix += f"_{tag}{value:g}" if isinstance(value, float) else f"_{tag}{value}"
+    return suffix
+
+
+def study_name(cfg: FCRJobConfig) -> str:
+    """The results file's stem: features, sites, the --only filter and the labeller, then
+    `option_suffix`."""
+    only = cfg.only
+    return ("fcr_" + "_".join(cfg.features) + "_" + cfg.sites.replace(",", "+") + ("_" + only.replace("=", "-") if only else "")
+            + ("_llm" if cfg.labeller == "llm" else "") + option_suffix(cfg))
 
 
 def save_results(cfg: FCRJobConfig, scope: Scope, reports: list[FCRReport], idx: list[int], n_sites: int, console: Console) -> None:

@@ -156,16 +156,22 @@ def few_steps_note(res: TrainResult, cfg: TrainConfig) -> str | None:
 
     Only where a site trained with a neighbour mix: that is where the steps were measured to
     matter (the generated prior, mix 0.7). Where every site trained on noise alone (loose
-    ε-balls, as on real prompt sets) `fcr` anchors every sample on the ball, and 600 steps gave
-    the same held-out loss and FCR as 393 (BENCHMARKS §26; 740 overfitted, NOTES §46), so the
-    advice would cost a second run for nothing."""
+    ε-balls, as on real prompt sets) `fcr` anchors every sample on the ball, and on the real
+    refusal sets 600 steps gave the same held-out loss and FCR as 393 (BENCHMARKS §26, recipe 2;
+    740 overfitted, NOTES §46; recipe 3 gave the same held-out loss at 350 and 393 steps,
+    BENCHMARKS §35, §37), so the advice would cost a second run for nothing. A summary without
+    per-site mixes (runs saved before them) still gets it."""
+    loose = bool(res.neighbour_mix_per_site) and not any(res.neighbour_mix_per_site.values())
     if res.stopped.startswith(("early stop", "step budget")) or res.steps >= FCR_STABLE_STEPS:
         return None
     if cfg.min_steps is not None and res.steps < cfg.min_steps:
-        return (f"This run had already finished at {res.steps} steps ({res.stopped}) before --min-steps {cfg.min_steps} was given: "
-                f"a finished run's learning rate has decayed, so the floor does not extend it; pass a new --run to train "
-                f"{cfg.min_steps} steps.")
-    if res.neighbour_mix_per_site and not any(res.neighbour_mix_per_site.values()):
+        said = (f"This run had already finished at {res.steps} steps ({res.stopped}) before --min-steps {cfg.min_steps} was given: "
+                f"a finished run's learning rate has decayed, so the floor does not extend it")
+        if loose:
+            return (said + ". Every site of this run trained without a neighbour mix, and on such prompts 600 steps changed neither "
+                    "the held-out loss nor FCR (BENCHMARKS §26): it needs no longer run.")
+        return said + f"; pass a new --run to train {cfg.min_steps} steps."
+    if loose:
         return None
     return (f"Training stopped at {res.steps} steps ({res.stopped}). On the generated prior, FCR held within 0.05 of the "
             f"generator-free reference for all three training seeds at {FCR_STABLE_STEPS} steps and not at 430 (BENCHMARKS §25; "

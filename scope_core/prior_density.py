@@ -105,13 +105,18 @@ def describe_density(summary: dict[str, float], n_queries: int, n: int) -> str |
         return None
     one = n_queries == 1
     parts = []
-    for s, words in (("empty", "no training prompt"), ("sparse", f"1–{n - 1} training prompts"), ("full", f"{n} or more training prompts")):
+    def prompts(k: int) -> str:
+        return f"training prompt{'' if k == 1 else 's'}"
+
+    sparse = f"1 {prompts(1)}" if n == 2 else f"1–{n - 1} {prompts(2)}"
+    for s, words in (("empty", "no training prompt"), ("sparse", sparse), ("full", f"{n} or more {prompts(2)}")):
         k = round(summary[f"queries_ball_{s}"] * n_queries)
         if k:
             who = "" if one else f"{k} {'has' if k == 1 else 'have'} "
             parts.append(f"{who}{words} within ε (refused {summary[f'refusal_ball_{s}']:.2f})")
     these, whose = ("this query", "its") if one else (f"these {n_queries} queries", "each query's")
-    said = (f"The prior near {these}: {'; '.join(parts)}. Copying {whose} {n} nearest training prompts "
+    nearest = "nearest training prompt" if n == 1 else f"{n} nearest training prompts"
+    said = (f"The prior near {these}: {'; '.join(parts)}. Copying {whose} {nearest} "
             f"would be refused {summary['lookup_refusal_rate']:.2f}, with no novel sample (this sampler: {summary['refusal_rate']:.2f}).")
     if summary.get("queries_ball_empty"):
         said += (" A query with no training prompt within ε is seldom accepted (on the real refusal sets at ε 0.1, 0–13% "

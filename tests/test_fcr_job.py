@@ -78,6 +78,9 @@ def test_each_phase_alone_on_a_tiny_run(tiny_scope, tmp_path) -> None:
     save_results(cfg.model_copy(update={"eps": 0.3, "temperature": 0.75}), scope, reports[:1], idx, 1, console)
     assert len(json.loads((run_dir / "results" / "fcr_first_word_length_bucket_L2_eps0.3_T0.75.json").read_text())["reports"]) == 1
     assert (run_dir / "results" / "fcr_first_word_length_bucket_L2.json").read_text() == before
+    sample_site(cfg.model_copy(update={"eps": 0.3}), scope, site, idx[:1])
+    assert len(json.loads((run_dir / "results" / "sample_L2_eps0.3.json").read_text())["queries"]) == 1
+    assert len(json.loads((run_dir / "results" / "sample_L2.json").read_text())["queries"]) == 3  # the default study's samples kept
     with pytest.raises(AutoscopeError, match="no held-out prompt matches --only reason=nope"):
         heldout_queries(scope, "reason=nope", 3)
 

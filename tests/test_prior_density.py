@@ -85,6 +85,8 @@ def test_the_sentence_names_the_strata_present_and_the_lookup():
     text = describe_density(s, 2, 4)
     assert "1 has no training prompt within ε (refused 1.00)" in text and "1 has 4 or more training prompts within ε (refused 0.00)" in text
     assert "Copying each query's 4 nearest" in text
+    many = describe_density(summarise(_run(queries + queries, eps)), 4, 4)
+    assert "2 have no training prompt within ε" in many and "2 have 4 or more training prompts" in many
     single = describe_density(summarise(_run(queries[1:], eps)), 1, 4)
     assert single.startswith("The prior near this query: 4 or more training prompts within ε (refused 0.00). Copying its 4 nearest")
     assert "1–3" not in text  # no sparse query, no clause

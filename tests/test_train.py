@@ -351,6 +351,8 @@ def test_a_step_floor_trains_past_the_clock_on_the_step_budget_schedule(tiny_lla
     from agent.train_check import few_steps_note
 
     cfg = _cfg(tiny_llama_path, tmp_path, run="floor", min_steps=12)
+    mixed, loose = ({"L1": 0.0, "L2": 0.7}, {"L1": 0.0, "L2": 0.0})
+    floor, steps = (r.model_copy(update={"neighbour_mix_per_site": mixed}) for r in (floor, steps))
     assert few_steps_note(steps, cfg) is None  # a step budget is the user's choice
     assert "Training stopped at 12 steps" in few_steps_note(floor, cfg)  # a floor below the steps FCR was measured stable at
     clock = floor.model_copy(update={"stopped": "time budget", "steps": 366})
@@ -359,11 +361,11 @@ def test_a_step_floor_trains_past_the_clock_on_the_step_budget_schedule(tiny_lla
     assert few_steps_note(floor.model_copy(update={"stopped": "time budget", "steps": 640}), cfg) is None
     assert few_steps_note(floor.model_copy(update={"stopped": "early stop (held-out loss stopped improving)"}), cfg) is None
     # the steps were measured to matter only where a site trained with neighbours (the generated prior, BENCHMARKS §26)
-    mixed, loose = ({"L1": 0.0, "L2": 0.7}, {"L1": 0.0, "L2": 0.0})
     bare = cfg.model_copy(update={"min_steps": None})
-    assert "--min-steps 600" in few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": mixed}), bare)
     assert few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": loose}), bare) is None
-    assert "pass a new --run" in few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": loose}), cfg.model_copy(update={"min_steps": 600}))
+    assert "--min-steps 600" in few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": {}}), bare)  # a summary from before per-site mixes
+    late = few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": loose}), cfg.model_copy(update={"min_steps": 600}))
+    assert "does not extend it" in late and "needs no longer run" in late and "pass a new --run" not in late
 
 
 def test_the_schedule_under_a_step_floor_ends_when_clock_and_floor_both_have():
