@@ -105,11 +105,8 @@ def describe_density(summary: dict[str, float], n_queries: int, n: int) -> str |
         return None
     one = n_queries == 1
     parts = []
-    def prompts(k: int) -> str:
-        return f"training prompt{'' if k == 1 else 's'}"
-
-    sparse = f"1 {prompts(1)}" if n == 2 else f"1–{n - 1} {prompts(2)}"
-    for s, words in (("empty", "no training prompt"), ("sparse", sparse), ("full", f"{n} or more {prompts(2)}")):
+    sparse = "1 training prompt" if n == 2 else f"1–{n - 1} training prompts"
+    for s, words in (("empty", "no training prompt"), ("sparse", sparse), ("full", f"{n} or more training prompts")):
         k = round(summary[f"queries_ball_{s}"] * n_queries)
         if k:
             who = "" if one else f"{k} {'has' if k == 1 else 'have'} "
