@@ -87,7 +87,7 @@ def run_sample(cfg: SampleJobConfig, console: Console) -> SampleRun:
     for q in res.queries:
         console.print(query_table(q, res.eps.eps))
     summary = scope.sampler_summary(res)
-    console.print(" ".join(f"{k}={v:.3f}" for k, v in summary.items() if not k.startswith(("queries_ball_", "refusal_ball_", "lookup_refusal_ball_"))))
+    console.print(" ".join(f"{k}={v:.3f}" for k, v in summary.items() if "_ball_" not in k))  # the strata are said below
     if said := describe_density(summary, len(res.queries), cfg.n):
         console.print(said)
     scope.save_json(f"sample_{site.name}.json", res)

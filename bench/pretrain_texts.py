@@ -79,10 +79,9 @@ def main() -> None:
     scope = Scope(Path(args.runs_dir) / args.run)
     t = time.perf_counter()
     cap = scope.sample_token_cap
-    if args.source == "truncations":
-        texts = truncations([scope.data.examples[i].text for i in scope.data.train], args.seed)
-    elif args.source == "edits":
-        texts = edits([scope.data.examples[i].text for i in scope.data.train], args.seed)
+    train = [scope.data.examples[i].text for i in scope.data.train]
+    if args.source in ("truncations", "edits"):
+        texts = (truncations if args.source == "truncations" else edits)(train, args.seed)
     elif args.source == "backbone":
         texts = generate(scope.unconditional_generator, None, None, 1, args.n, max_new_tokens=cap, seed=args.seed, progress=True)[0]
     else:
