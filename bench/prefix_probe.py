@@ -3,14 +3,15 @@
 Issue 24's last untried lever. Recipe 3 on the real refusal sets is refused about as often as
 copying each query's 16 nearest training prompts (BENCHMARKS §34): it loses to that lookup where
 the ε-ball is full (0.09–0.13 against 0) and beats it where the ball is sparse. Anchoring a
-sample's *condition* on a ball member (`--anchors ball`) makes refusal worse (0.51–0.59 at ε 0.1,
-against 0.32–0.40 query-anchored), since a member up to ε away spreads its samples further. This
+sample's *condition* on a ball member (`--anchors ball`) makes refusal worse (0.48–0.60 at ε 0.1 on
+the 60 random queries, against 0.28–0.40 query-anchored), since a member up to ε away spreads its
+samples further. This
 probe keeps the condition on ẑ and takes instead the *opening* of a ball member's text:
 
     P(x | z(x) ∈ B) = P(opening | B) · P(rest | opening, B)
 
-with the opening drawn from the ball's own prompts (the empirical draw the reference uses) and
-the rest written by the generator conditioned on ẑ. Each sample draws, as `ball_anchors` does,
+approximated with the opening drawn from the ball's own prompts (the empirical draw the reference
+uses) and the rest written by the generator conditioned on ẑ. Each sample draws, as `ball_anchors` does,
 uniformly from ẑ itself and the ball's training prompts (the query's own left out); a member
 forces its first c tokens, c uniform in 1..⌈share·L⌉ of its L tokens; ẑ itself (or an empty
 ball) leaves the sample as the plain sampler's.
@@ -19,11 +20,12 @@ ball) leaves the sample as the plain sampler's.
 
 Prints refusal, accepted-novel and copies on the 60 random queries of `real_data_bench` (ε 0.1,
 same query draw for `--seed`), per density stratum, and the harmfulness FCR gap on the 40 harmful
-queries; writes bench/results/prefix_probe_<run>_<openings>_<share>_t<T>[_seed<N>].json. About 2–4 minutes here.
+queries; writes bench/results/prefix_probe_<run>_<openings>[_sparse]_<share>_t<T>[_<site>][_eps<E>][_n<N>][_seed<S>].json
+(a part in brackets only where it differs from the default). About 2–2.5 minutes here.
 
-Result (BENCHMARKS §38): forced everywhere, openings double refusal on full balls and lower it on sparse ones (no
-change on the whole); on sparse balls only (`--sparse-only`) they lower it by 0.02 over five paired cells (0.343 →
-0.322), the size of a cooler temperature's gain, with the harmful FCR further above the reference. Not a default.
+Result (BENCHMARKS §38): forced everywhere, openings raise refusal on full balls by about two thirds and lower it on
+sparse ones (no change on the whole); on sparse balls only (`--sparse-only`) they lower it by about 0.02 over five
+paired cells (0.342 → 0.322), the size of a cooler temperature's gain. Not a default.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import torch
 
 from bench.real_data_bench import fcr_row, pick_queries, subset
 from features.registry import get_feature
-from scope_core.api import QueryResult, drop_rows, Sample, SampleRun, Scope, load_target, neighbour_lists, pairwise_distance, parse_site, verify
+from scope_core.api import QueryResult, drop_rows, Sample, SampleRun, Scope, load_target, neighbour_lists, pairwise_distance, verify
 
 
 @torch.no_grad()
@@ -49,8 +51,12 @@ def decode_forced(scope: Scope, site_name: str, z: torch.Tensor, forced: list[li
                   max_new_tokens: int, batch_size: int, seed: int) -> list[list[int]]:
     """Token ids per row: row r conditioned on z[r], its first len(forced[r]) tokens forced.
 
-    The plain decoding of `decoding.decode_in_batches` (fixed batches, no fused verification),
-    with the drawn token replaced by the forced one while a row still has forced tokens."""
+    The plain decoding of `decoding.decode_in_batches` (fixed batches, no fused verification,
+    no sampling noise), with the drawn token replaced by the forced one while a row still has
+    forced tokens. Tokens are drawn by `torch.multinomial` on the CPU: the same distribution as
+    `decode_in_batches`, from a random stream of its own (the one §38's rows were drawn with)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, not {temperature}")
     inv = scope.inverter
     bb = inv.backbone
     g = torch.Generator().manual_seed(seed)
@@ -65,8 +71,8 @@ def decode_forced(scope: Scope, site_name: str, z: torch.Tensor, forced: list[li
         for step in range(max_new_tokens):
             with inv.conditioned(cond):
                 logits = bb.logits(cache, input_ids=inp)[:, -1, :].float()
-            probs = torch.softmax(logits / temperature, -1)
-            nxt = bb.out_to_external(torch.multinomial(probs, 1, generator=g).squeeze(1)).cpu()
+            probs = torch.softmax(logits / temperature, -1).cpu()  # the seeded generator is the CPU's
+            nxt = bb.out_to_external(torch.multinomial(probs, 1, generator=g).squeeze(1))  # tokenizer ids, on the CPU
             for j, r in enumerate(live.tolist()):
                 if step < len(forced[r]):
                     nxt[j] = forced[r][step]
@@ -103,8 +109,8 @@ def candidates(scope: Scope, site, zq: torch.Tensor, idx: list[int], eps, openin
 
 def sparse_only(scope: Scope, site, zq: torch.Tensor, idx: list[int], eps, lists: list[np.ndarray], n: int) -> list[np.ndarray]:
     """`lists` emptied for every query whose ε-ball holds n or more training prompts (the query's
-    own left out): there the plain sampler is refused 0.11–0.12 and a member's opening doubles
-    that (BENCHMARKS §38), where in sparse balls it lowered refusal on both draws."""
+    own left out): there the plain sampler is refused 0.11–0.12 and a member's opening raised that
+    by about two thirds (BENCHMARKS §38), where in sparse balls it lowered refusal on both draws."""
     balls = candidates(scope, site, zq, idx, eps, "ball", n)
     return [m if len(ball) < n else np.zeros(0, dtype=np.int64) for m, ball in zip(lists, balls)]
 
@@ -124,6 +130,14 @@ def forced_openings(scope: Scope, lists: list[np.ndarray], n: int, share: float,
             ids = bb.encode([scope.data.examples[train[members[pick]]].text], scope.sample_token_cap)[0][:-1]
             forced.append(ids[: int(rng.integers(1, max(1, int(np.ceil(share * len(ids)))) + 1))])
     return forced
+
+
+def forced_share(forced: list[list[int]], idx: list[int], rand: list[int], n: int) -> float:
+    """The share of the random queries' samples with a forced opening (the queries every other
+    figure of the probe is read on; the harmful ones are sampled too, for the FCR)."""
+    keep = set(rand)
+    rows = [f for q, i in enumerate(idx) if i in keep for f in forced[q * n:(q + 1) * n]]
+    return float(np.mean([bool(f) for f in rows]))
 
 
 def as_run(scope: Scope, site, eps, idx: list[int], texts: list[str], dists: list[float], n: int, temperature: float) -> SampleRun:
@@ -156,7 +170,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     scope = Scope(Path(args.runs_dir) / args.run, target=load_target())
-    site = parse_site(args.site)
+    site = scope.site(args.site)
     rand, harm = pick_queries(scope, 60, 40, args.seed)
     idx = sorted(set(rand) | set(harm))
     eps = scope.eps(site, eps=args.eps)
@@ -173,7 +187,7 @@ def main() -> None:
     summary = scope.sampler_summary(subset(run, rand))
     harmfulness = get_feature("harmfulness", scope.run_dir, scope.data)
     out = {"run": args.run, "site": args.site, "openings": args.openings, "sparse_only": args.sparse_only, "eps": eps.eps, "share": args.share,
-           "temperature": args.temperature, "seed": args.seed, "forced_share_of_samples": float(np.mean([bool(f) for f in forced])),
+           "temperature": args.temperature, "seed": args.seed, "forced_share_of_samples": forced_share(forced, idx, rand, args.n),
            "random_queries": summary, "fcr_harmful": fcr_row(scope, harmfulness, subset(run, harm), site),
            "wall_s": time.perf_counter() - t0}
     for k, v in summary.items():
@@ -181,7 +195,9 @@ def main() -> None:
             print(f"{k:>40}: {v:.4f}")
     f = out["fcr_harmful"]
     print(f"harmful FCR {f['generator']:.3f} against empirical {f['empirical']:.3f}: gap {f['gap']:+.3f} {f['gap_ci']}")
-    name = f"{args.openings}{'_sparse' if args.sparse_only else ''}_{args.share:g}_t{args.temperature:g}"
+    name = (f"{args.openings}{'_sparse' if args.sparse_only else ''}_{args.share:g}_t{args.temperature:g}"
+            + (f"_{args.site}" if args.site != "L18" else "") + (f"_eps{args.eps:g}" if args.eps != 0.1 else "")
+            + (f"_n{args.n}" if args.n != 16 else ""))
     path = Path("bench/results") / f"prefix_probe_{args.run}_{name}{'_seed' + str(args.seed) if args.seed else ''}.json"
     path.write_text(json.dumps(out, indent=1, default=float))
     (Path(args.runs_dir) / args.run / f"bench_prefix_samples_{name}_s{args.seed}.json").write_text(run.model_dump_json())
