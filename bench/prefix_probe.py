@@ -5,8 +5,8 @@ copying each query's 16 nearest training prompts (BENCHMARKS §34): it loses to 
 the ε-ball is full (0.09–0.13 against 0) and beats it where the ball is sparse. Anchoring a
 sample's *condition* on a ball member (`--anchors ball`) makes refusal worse (0.48–0.60 at ε 0.1 on
 the 60 random queries, against 0.28–0.40 query-anchored), since a member up to ε away spreads its
-samples further. This
-probe keeps the condition on ẑ and takes instead the *opening* of a ball member's text:
+samples further. This probe keeps the condition on ẑ and takes instead the *opening* of a ball
+member's text:
 
     P(x | z(x) ∈ B) = P(opening | B) · P(rest | opening, B)
 
@@ -16,7 +16,7 @@ uniformly from ẑ itself and the ball's training prompts (the query's own left 
 forces its first c tokens, c uniform in 1..⌈share·L⌉ of its L tokens; ẑ itself (or an empty
 ball) leaves the sample as the plain sampler's.
 
-    python -m bench.prefix_probe --run real_r2_cos_avg099_mlp --openings ball|nearest|none --share 0.5 [--seed 1] [--temperature 0.75]
+    python -m bench.prefix_probe --run real_r2_cos_avg099_mlp --openings ball|nearest|none --share 0.5 [--sparse-only] [--seed 1]
 
 Prints refusal, accepted-novel and copies on the 60 random queries of `real_data_bench` (ε 0.1,
 same query draw for `--seed`), per density stratum, and the harmfulness FCR gap on the 40 harmful
