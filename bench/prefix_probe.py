@@ -16,7 +16,7 @@ uniformly from ẑ itself and the ball's training prompts (the query's own left 
 forces its first c tokens, c uniform in 1..⌈share·L⌉ of its L tokens; ẑ itself (or an empty
 ball) leaves the sample as the plain sampler's.
 
-    python -m bench.prefix_probe --run real_r2_cos_avg099_mlp --openings ball|nearest|none --share 0.5 [--sparse-only] [--seed 1]
+    python -m bench.prefix_probe --run real_r2_cos_avg099_mlp --openings ball|nearest|none --share 0.5 [--sparse-only] [--seed 1] [--temperature T]
 
 Prints refusal, accepted-novel and copies on the 60 random queries of `real_data_bench` (ε 0.1,
 same query draw for `--seed`), per density stratum, and the harmfulness FCR gap on the 40 harmful
