@@ -43,7 +43,7 @@ import torch
 
 from bench.real_data_bench import fcr_row, pick_queries, subset
 from features.registry import get_feature
-from scope_core.api import QueryResult, drop_rows, Sample, SampleRun, Scope, load_target, neighbour_lists, pairwise_distance, verify
+from scope_core.api import SampleRun, Scope, assemble, drop_rows, load_target, neighbour_lists, pairwise_distance, verify
 
 
 @torch.no_grad()
@@ -141,13 +141,10 @@ def forced_share(forced: list[list[int]], idx: list[int], rand: list[int], n: in
 
 
 def as_run(scope: Scope, site, eps, idx: list[int], texts: list[str], dists: list[float], n: int, temperature: float) -> SampleRun:
-    """The probe's samples as a hard-kernel `SampleRun`, so that they are summarised and scored as `sample`'s are."""
-    queries = []
-    for q, i in enumerate(idx):
-        rows = range(q * n, (q + 1) * n)
-        queries.append(QueryResult(query=scope.data.examples[i].text, index=i, samples=[
-            Sample(text=texts[r], distance=float(dists[r]), weight=float(dists[r] < eps.eps), accepted=bool(dists[r] < eps.eps),
-                   is_copy=texts[r] in scope.train_texts) for r in rows]))
+    """The probe's samples as a hard-kernel `SampleRun` (n a query, in query order), assembled as
+    `sample`'s are, so that they are summarised and scored the same way."""
+    queries = assemble([scope.data.examples[i].text for i in idx], idx, [texts[q * n:(q + 1) * n] for q in range(len(idx))],
+                       [dists[q * n:(q + 1) * n] for q in range(len(idx))], eps.eps, "hard", scope.train_texts)
     return SampleRun(site=site.name, eps=eps, metric=eps.metric, kernel="hard", temperature=temperature, guidance=1.0, queries=queries, timing={})
 
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use
     from .neighbours import BallLists, neighbour_balls
     from .plan import Plan, PlanConfig, fmt_seconds, parse_memory, plan
     from .prior_density import STRATA, density_summary, describe_density, nearest_prior
-    from .sample import QueryResult, Sample, SampleRun, VerifyMode, generate, summarise, verify, with_eps
+    from .sample import QueryResult, Sample, SampleRun, VerifyMode, assemble, generate, summarise, verify, with_eps
     from .scope import FCRReport, LabelFn, Scope
     from .targets import Target, TargetConfig, autoscope_cache_dir, embedded_gguf_path, load_model_and_tokenizer, load_target
     from .train import TrainConfig, TrainResult, train
@@ -64,7 +64,7 @@ _LAZY: dict[str, str] = {
     # -- what a run will need, from the target's config alone (`autoscope plan`) ------------
     **dict.fromkeys(["PlanConfig", "Plan", "plan", "parse_memory", "fmt_seconds"], "plan"),
     # -- samples, distances and FCR over them ---------------------------------------------
-    **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "generate", "summarise", "verify", "with_eps"], "sample"),
+    **dict.fromkeys(["SampleRun", "QueryResult", "Sample", "VerifyMode", "assemble", "generate", "summarise", "verify", "with_eps"], "sample"),
     **dict.fromkeys(["FCRResult", "fcr", "gap_ci", "generator_weights", "sampled_fcr", "kappa_bootstrap", "wilson", "against_chance",
                      "AUTO_INTERVAL"], "fcr"),
     **dict.fromkeys(["Kernel", "distance", "kernel_weight", "pairwise_distance"], "distances"),
