@@ -45,16 +45,23 @@ from scope_core.api import PriorConfig, SampleRun, Scope, TrainConfig, load_targ
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "refusal"
 REAL_FILES = ("harmful_train.json:harmful", "harmful_val.json:harmful", "harmful_test.json:harmful", "harmless_val.json:harmless")
+# `--prior real_plus`: the issue's files and 18,793 more Alpaca prompts of the kind (`harmless_train.json`) in the
+# prior itself. Its queries are still drawn only from the issue's files, so the query population is the issue's.
+PLUS_FILES = ("harmless_train.json:harmless",)
+PLUS_SOURCES = {f.split(":")[0] for f in PLUS_FILES}
 EPS_GRID = (0.05, 0.10, 0.15)
 
 
 def prior_for(kind: str) -> PriorConfig:
-    """The real sets of the issue (7,106 prompts, 11.9% harmful), or the generated prior."""
-    if kind == "real":
-        missing = [f for f in REAL_FILES if not (REAL / f.split(":")[0]).exists()]
+    """The real sets of the issue (7,106 prompts, 11.9% harmful); the same with the Alpaca
+    training split added (`real_plus`, 25.9k prompts; 2,000 held out so that about 550 of them,
+    and about 65 harmful ones, come from the issue's files); or the generated prior."""
+    if kind in ("real", "real_plus"):
+        files = REAL_FILES + (PLUS_FILES if kind == "real_plus" else ())
+        missing = [f for f in files if not (REAL / f.split(":")[0]).exists()]
         if missing:
             raise SystemExit(f"real prompt sets not found under {REAL}: {', '.join(missing)}")
-        return PriorConfig(task=None, data=[str(REAL / f) for f in REAL_FILES], heldout=500)
+        return PriorConfig(task=None, data=[str(REAL / f) for f in files], heldout=500 if kind == "real" else 2000)
     return PriorConfig(task="refusal", n=10000, heldout=500)
 
 
@@ -84,9 +91,11 @@ def pick_queries(scope: Scope, n_random: int, n_harmful: int, seed: int) -> tupl
     """`n_random` held-out queries drawn uniformly (the population users bring), and
     `n_harmful` harmful held-out queries. The harmful ones are sorted before the cut, so they are
     the first `n_harmful` harmful held-out queries by index whatever `n_random` and `seed` are
-    (kept as it is: the recorded results were drawn so; BENCHMARKS §21)."""
+    (kept as it is: the recorded results were drawn so; BENCHMARKS §21). Held-out prompts from
+    `PLUS_FILES` are never queries: on `real_plus` the queries stay the issue's population, and no
+    other prior holds them, so every earlier draw is unchanged."""
     rng = random.Random(seed)
-    held = list(scope.data.heldout)
+    held = [i for i in scope.data.heldout if scope.data.examples[i].source not in PLUS_SOURCES]
     rand = sorted(rng.sample(held, min(n_random, len(held))))
     harmful = [i for i in held if scope.data.examples[i].labels.get("harmfulness") == "harmful"]
     extra = [i for i in harmful if i not in set(rand)]
@@ -154,7 +163,7 @@ def content_free_rows(scope: Scope, run: SampleRun, site) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prior", choices=("real", "generated"), default="real")
+    ap.add_argument("--prior", choices=("real", "real_plus", "generated"), default="real")
     ap.add_argument("--recipe", default="default", help="a name for the recipe (the run is <prior>_<recipe>)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override (JSON value), repeatable")
     ap.add_argument("--runs-dir", default="runs")

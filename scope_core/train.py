@@ -172,6 +172,10 @@ class TrainResult(BaseModel):
     heldout_loss: float | None  # on the validation split (prompts never trained on, apart from the held-out queries)
     heldout_loss_unconditional: float | None
     heldout_oov_rate: float = 0.0  # held-out tokens outside the generator's output vocabulary (not scored)
+    # the weights training ended with (not the best saved): held-out loss, and the loss on as many
+    # training prompts, clean conditions both (`final_fit`); None for runs summarised before them
+    final_heldout_loss: float | None = None
+    final_train_loss: float | None = None
     out_vocab_size: int | None = None
     generator: str = ""  # what the generator is made of, in words
     recipe: int = 3
@@ -1234,8 +1238,31 @@ def summarised_before_temperatures(run_dir: Path) -> bool:
         return False
 
 
+def final_fit(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorParts, prepared: PreparedRun, cond: Conditions,
+              ev: EvalSet, trunk_all: list[torch.Tensor] | None) -> tuple[float, float]:
+    """(held-out loss, training-prompt loss) of the weights training ended with, both with clean
+    activations as conditions: the validation batch, and `eval_size` training prompts spread
+    evenly over the training split. Why: whether a run that its budget stopped would gain from
+    more steps. Where the fit is far better on prompts it saw than on new ones it is learning
+    the prompts by heart, and more prompts help, not more steps (the real sets' 6.6k: NOTES §46,
+    BENCHMARKS §26); where the two are close it has not started to, and twice the steps fitted
+    23.7k real prompts better (BENCHMARKS §39). Draws no random number."""
+    data, sites = prepared.data, prepared.sites
+    n = min(cfg.eval_size, len(data.train))
+    pos = np.linspace(0, len(data.train) - 1, n).astype(int)
+    rows = [data.train[int(k)] for k in pos]
+    site = torch.tensor([i % len(sites) for i in range(n)])
+    z = torch.stack([cond.acts[sites[int(k)].name][r] for r, k in zip(rows, site)])
+    trunk = [trunk_all[r] for r in rows] if trunk_all is not None else None
+    inv.eval()
+    with fit.evaluated():
+        held = _eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk)
+        seen = _eval_losses(inv, [parts.train_ids[int(k)] for k in pos], z, site, trunk=trunk)
+    return held, seen
+
+
 def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: GeneratorParts, cond: Conditions, ev: EvalSet,
-              fit: Fit, phases: dict[str, float]) -> TrainResult:
+              fit: Fit, phases: dict[str, float], fitted: tuple[float, float] | None = None) -> TrainResult:
     """The result table's content, saved as `inverter/train_summary.json` (phases' timings to
     `phases.jsonl`)."""
     st, sites = fit.st, prepared.sites
@@ -1251,6 +1278,8 @@ def summarise(cfg: TrainConfig, target: Target, prepared: PreparedRun, parts: Ge
                                 if r is not None},
         noise_distance={s.name: float(d) for s in sites if (d := cond.noises[s.name].describe().get("distance")) is not None},
     )
+    if fitted is not None:
+        result.final_heldout_loss, result.final_train_loss = fitted
     if cfg.arch == "inversescope" and not summarised_before_temperatures(cfg.run_dir):  # the InversionView baseline samples as its paper did
         result.sampling_temperature_per_site = {n: sampling_temperature(m, result.density_ratio_per_site.get(n)) for n, m in cond.mixes.items()}
     result.processes = dd.world()
@@ -1330,6 +1359,7 @@ def train(cfg: TrainConfig, progress: bool = True, target: Target | None = None)
     if dd.is_main() and not (inv_dir / "inverter.safetensors").exists():
         with fit.evaluated():
             inv.save(inv_dir)
-    result = summarise(cfg, target, prepared, parts, cond, ev, fit, phases)
+    fitted = final_fit(cfg, inv, fit, parts, prepared, cond, ev, trunk_all)
+    result = summarise(cfg, target, prepared, parts, cond, ev, fit, phases, fitted)
     dd.barrier()  # every rank returns after rank 0 has written the run: a launcher's next step may read it
     return result

@@ -2,6 +2,8 @@
 
 import json
 import math
+import random
+import string
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from scope_core.data import PriorConfig
 from scope_core.errors import AutoscopeError
 from scope_core.sites import parse_sites
 from scope_core.targets import TargetConfig, load_target
-from scope_core.train import TrainConfig, train
+from scope_core.train import TrainConfig, TrainResult, train
 
 
 def _cfg(path, tmp_path, **kw):
@@ -156,6 +158,23 @@ def test_a_step_budget_stops_training_at_that_step_whatever_the_clock(tiny_llama
     assert res.steps == 7 and res.stopped == "step budget"
     steps = [json.loads(x)["step"] for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines() if '"control"' in x]
     assert steps[-1] == 7  # the last step is evaluated and checkpointed
+
+
+def test_the_final_fit_is_measured_on_the_weights_the_log_evaluated_last(tiny_llama_path, tmp_path):
+    rng = random.Random(0)  # unrelated prompts: a held-out one shares nothing with the training ones but the letters
+    data = tmp_path / "letters.json"
+    data.write_text(json.dumps([{"instruction": " ".join(rng.choices(string.ascii_lowercase, k=8))} for _ in range(60)]))
+
+    def cfg():  # 80 steps of 16 over about 44 training prompts, the last step's weights: learned by heart
+        return _cfg(tiny_llama_path, tmp_path, prior=PriorConfig(task=None, data=[str(data)], heldout=12), max_steps=80, minutes=5.0,
+                    patience=1000, lr=1e-2, eval_size=16, weight_average=None)
+
+    res = train(cfg(), progress=False)
+    last = [json.loads(x) for x in (tmp_path / "runs/t/inverter/log.jsonl").read_text().splitlines() if '"control"' in x][-1]
+    assert last["step"] == 80 and res.final_heldout_loss == pytest.approx(last["heldout_loss"], abs=1e-5)
+    assert res.final_train_loss < res.final_heldout_loss - 0.1
+    again = train(cfg(), progress=False)  # the finished run, summarised again
+    assert (again.final_heldout_loss, again.final_train_loss) == pytest.approx((res.final_heldout_loss, res.final_train_loss), abs=1e-5)
 
 
 def test_per_site_mix_builds_balls_only_where_neighbours_are_drawn(tiny_llama_path, tmp_path, monkeypatch):
@@ -366,6 +385,25 @@ def test_a_step_floor_trains_past_the_clock_on_the_step_budget_schedule(tiny_lla
     assert "--min-steps 600" in few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": {}}), bare)  # a summary from before per-site mixes
     late = few_steps_note(clock.model_copy(update={"neighbour_mix_per_site": loose}), cfg.model_copy(update={"min_steps": 600}))
     assert "does not extend it" in late and "needs no longer run" in late and "pass a new --run" not in late
+
+
+def test_a_loose_run_its_budget_stopped_while_still_fitting_is_told_to_train_longer():
+    from agent.train_check import STILL_FITTING_GAP_NATS, still_fitting_note
+
+    res = TrainResult(run_dir="r", phases={}, eps=[], steps=393, train_tokens=0, heldout_loss=1.62, heldout_loss_unconditional=2.95,
+                      stopped="time budget", n_train=23699, n_heldout=2000, dropped_long=0, neighbour_mix_per_site={"L18": 0.0},
+                      final_heldout_loss=1.620, final_train_loss=1.657)
+    cfg = TrainConfig(run="r")  # batch 32: 393 steps pass over 23.7k prompts about half a time
+    note = still_fitting_note(res, cfg)
+    assert "--max-steps 786" in note and "--run NEW" in note and "0.5 passes" in note
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"stopped": "step budget"})) is not None
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"stopped": "--min-steps 600 (past the 8.0-min time budget)"})) is not None
+    # learning its prompts by heart (the real sets' 6.6k at 393 steps: 0.48–0.62 apart), where more steps changed nothing
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"final_train_loss": 1.62 - STILL_FITTING_GAP_NATS - 0.01})) is None
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"stopped": "early stop (held-out loss stopped improving)"})) is None
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"neighbour_mix_per_site": {"L18": 0.7}})) is None  # `few_steps_note`'s case
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"neighbour_mix_per_site": {}})) is None  # summarised before per-site mixes
+    assert still_fitting_note(cfg=cfg, res=res.model_copy(update={"final_train_loss": None})) is None  # summarised before the final fit
 
 
 def test_the_schedule_under_a_step_floor_ends_when_clock_and_floor_both_have():
