@@ -32,7 +32,7 @@ FCR_STABLE_STEPS = 600
 # final weights' loss on training prompts is within this of their held-out loss (clean conditions
 # both, `final_fit`). Measured (BENCHMARKS §39): 23.7k real prompts at 393 steps −0.04, where twice
 # the steps helped; the real sets' 6.6k prompts at 350–393 steps 0.40–0.62, where more changed
-# nothing (§26). 23.7k at 786 steps (0.20) and 18.1k Alpaca at 393 (0.26) lie between, unmeasured.
+# nothing (§26). 23.7k at 786 steps (0.14, 0.20) and 18.1k Alpaca at 393 (0.26) lie between, unmeasured.
 STILL_FITTING_GAP_NATS = 0.1
 
 
@@ -194,8 +194,8 @@ def still_fitting_note(res: TrainResult, cfg: TrainConfig) -> str | None:
     real prompt sets), final weights about as good on new prompts as on training ones. Why only
     there: on real prompts twice the steps helped where the prior held more prompts than the
     budget could fit (BENCHMARKS §39), and more steps changed nothing where the fit had already
-    learned its 6.6k prompts by heart (§26); on a prior trained with neighbours longer runs pushed the FCR
-    away from the reference (NOTES §45), which `few_steps_note` weighs instead."""
+    learned its 6.6k prompts by heart (§26); on a prior trained with neighbours, longer runs
+    pushed the FCR away from the reference (NOTES §45), which `few_steps_note` weighs instead."""
     loose = bool(res.neighbour_mix_per_site) and not any(res.neighbour_mix_per_site.values())
     if not loose or res.stopped.startswith("early stop") or res.final_heldout_loss is None or res.final_train_loss is None:
         return None
@@ -206,7 +206,8 @@ def still_fitting_note(res: TrainResult, cfg: TrainConfig) -> str | None:
             f"about as well on new prompts as on training ones (loss {res.final_heldout_loss:.3f} held-out, {res.final_train_loss:.3f} "
             f"training), after {passes:.1f} passes over its {res.n_train:,} training prompts. A new run with about twice the steps should "
             f"fit it better (--run NEW --max-steps {2 * res.steps} --minutes 60 --total-minutes 0): on the real refusal sets with "
-            "18.8k more Alpaca prompts in the prior, 786 steps instead of 393 lowered the held-out loss from 1.620 to 1.519 and refusal at ε 0.1 from 0.355 to 0.288 (BENCHMARKS §39).")
+            "18.8k more Alpaca prompts in the prior, 786 steps instead of 393 lowered the held-out loss from 1.620 to 1.519 "
+            "and refusal at ε 0.1 from 0.355 to 0.288 (BENCHMARKS §39).")
 
 
 def train_and_check(cfg: TrainConfig, console: Console, check: bool = True) -> TrainResult:
