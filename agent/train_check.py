@@ -31,8 +31,9 @@ FCR_STABLE_STEPS = 600
 # A run its budget stopped is still fitting its prior, not learning the prompts by heart, while its
 # final weights' loss on training prompts is within this of their held-out loss (clean conditions
 # both, `final_fit`). Measured (BENCHMARKS §39): 23.7k real prompts at 393 steps −0.04, where twice
-# the steps helped; the real sets' 6.6k prompts at 350–393 steps 0.40–0.62, where more changed
-# nothing (§26). 23.7k at 786 steps (0.14, 0.20) and 18.1k Alpaca at 393 (0.26) lie between, unmeasured.
+# the steps helped; the real sets' 6.4k training prompts at 350–393 steps 0.40–0.62, where 600 steps
+# changed nothing on recipe 2 (§26). 23.7k at 786 steps (0.20, 0.14) and 18.1k Alpaca at 393 (0.26) lie
+# between, unmeasured.
 STILL_FITTING_GAP_NATS = 0.1
 
 
@@ -193,8 +194,8 @@ def still_fitting_note(res: TrainResult, cfg: TrainConfig) -> str | None:
     that was still fitting: on a loose prior (every site trained without a neighbour mix, as on
     real prompt sets), final weights about as good on new prompts as on training ones. Why only
     there: on real prompts twice the steps helped where the prior held more prompts than the
-    budget could fit (BENCHMARKS §39), and more steps changed nothing where the fit had already
-    learned its 6.6k prompts by heart (§26); on a prior trained with neighbours, longer runs
+    budget could fit (BENCHMARKS §39), and 600 steps changed nothing where the fit had already
+    learned its 6.4k training prompts by heart (BENCHMARKS §26); on a prior trained with neighbours, longer runs
     pushed the FCR away from the reference (NOTES §45), which `few_steps_note` weighs instead."""
     loose = bool(res.neighbour_mix_per_site) and not any(res.neighbour_mix_per_site.values())
     if not loose or res.stopped.startswith("early stop") or res.final_heldout_loss is None or res.final_train_loss is None:

@@ -54,8 +54,8 @@ EPS_GRID = (0.05, 0.10, 0.15)
 
 def prior_for(kind: str) -> PriorConfig:
     """The real sets of the issue (7,106 prompts, 11.9% harmful); the same with the Alpaca
-    training split added (`real_plus`, 25.9k prompts; 2,000 held out so that about 550 of them,
-    and about 65 harmful ones, come from the issue's files); or the generated prior."""
+    training split added (`real_plus`, 25.9k prompts; 2,000 held out, so that 525 of them, 54
+    harmful, come from the issue's files); or the generated prior."""
     if kind in ("real", "real_plus"):
         files = REAL_FILES + (PLUS_FILES if kind == "real_plus" else ())
         missing = [f for f in files if not (REAL / f.split(":")[0]).exists()]

@@ -64,9 +64,10 @@ def main() -> None:
             continue
         scope = Scope(run_dir)
         summary = json.loads((run_dir / "inverter" / "train_summary.json").read_text())
-        ball = Path(f"bench/results/ball_anchors_{run}_t075.json")
+        ball = next((f for f in (Path(f"bench/results/ball_anchors_{run}_t075.json"), Path(f"bench/results/ball_anchors_{run}_auto_t075.json"))
+                     if f.exists()), None)  # the second: how the issue's-prior runs' files were named (§33)
         gaps = None
-        if ball.exists():
+        if ball is not None:
             b = json.loads(ball.read_text())["eps"]
             gaps = {e: b[e]["ball"]["fcr_harmfulness_harmful"]["gap"] for e in ("0.10", "0.15")}
         for draw, q in ((0, ""), (1, "_q1")):
