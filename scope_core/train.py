@@ -968,17 +968,23 @@ def trunk_residuals(inv: Inverter, prepared: PreparedRun, train_ids: list[list[i
     return trunk_all
 
 
+def clean_conditions(rows: list[int], sites: list[Site], cond: Conditions, trunk_all: list[torch.Tensor] | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+    """(activations, site indices, cached trunk residuals) of prompts `rows` (example indices),
+    the sites cycled over them: each prompt conditioned on its own clean activation, as the
+    sampler will condition on a query's, so their loss measures the fit and not the noise."""
+    site = torch.tensor([i % len(sites) for i in range(len(rows))])
+    z = torch.stack([cond.acts[sites[int(k)].name][r] for r, k in zip(rows, site)])
+    return z, site, [trunk_all[r] for r in rows] if trunk_all is not None else None
+
+
 def evaluation_set(cfg: TrainConfig, target: Target, inv: Inverter, parts: GeneratorParts, prepared: PreparedRun,
                    cond: Conditions, trunk_all: list[torch.Tensor] | None) -> EvalSet:
     """The validation batch and its unconditional reference loss (for a shallow generator, the
     full target's: its stack is no language model until trained)."""
-    sites = prepared.sites
     n_eval = min(cfg.eval_size, len(prepared.data.valid))
-    rows = prepared.data.valid[:n_eval]
-    site = torch.tensor([i % len(sites) for i in range(n_eval)])
-    z = torch.stack([cond.acts[sites[int(k)].name][r] for r, k in zip(rows, site)])
     ids = parts.valid_ids[:n_eval]
-    trunk = [trunk_all[r] for r in rows] if trunk_all is not None else None
+    z, site, trunk = clean_conditions(prepared.data.valid[:n_eval], prepared.sites, cond, trunk_all)
     if parts.gcfg.upper_blocks is None:
         uncond = _eval_losses(inv, ids, z, site, conditional=False, trunk=trunk)
     else:
@@ -1247,13 +1253,9 @@ def final_fit(cfg: TrainConfig, inv: Inverter, fit: Fit, parts: GeneratorParts, 
     the prompts by heart, and more prompts help, not more steps (the real sets' 6.6k: NOTES §46,
     BENCHMARKS §26); where the two are close it has not started to, and twice the steps fitted
     23.7k real prompts better (BENCHMARKS §39). Draws no random number."""
-    data, sites = prepared.data, prepared.sites
-    n = min(cfg.eval_size, len(data.train))
-    pos = np.linspace(0, len(data.train) - 1, n).astype(int)
-    rows = [data.train[int(k)] for k in pos]
-    site = torch.tensor([i % len(sites) for i in range(n)])
-    z = torch.stack([cond.acts[sites[int(k)].name][r] for r, k in zip(rows, site)])
-    trunk = [trunk_all[r] for r in rows] if trunk_all is not None else None
+    train = prepared.data.train
+    pos = np.linspace(0, len(train) - 1, min(cfg.eval_size, len(train))).astype(int)
+    z, site, trunk = clean_conditions([train[int(k)] for k in pos], prepared.sites, cond, trunk_all)
     inv.eval()
     with fit.evaluated():
         held = _eval_losses(inv, ev.ids, ev.z, ev.site, trunk=ev.trunk)
